@@ -1,0 +1,406 @@
+//! The HTTP surface: `app()` builds the router so tests can drive it without sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::args::{Config, Flaw, valid_name};
+use crate::statlog::{StatLine, StatLog, StatResult};
+use crate::stock::LocalStock;
+use crate::store::{BuyDecision, PayDecision, Store};
+
+/// Largest request body accepted (a buy or pay body is a few dozen bytes).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// The sold-out answer, a static body: the fast path copies nothing.
+pub const SOLD_OUT_BODY: &[u8] = br#"{"code":-1,"msg":"sold out"}"#;
+
+/// Answer codes in the `code` field. 1 and -1 are the article's.
+pub mod code {
+    /// A ticket was grabbed (or a hold paid).
+    pub const OK: i32 = 1;
+    /// No tickets left.
+    pub const SOLD_OUT: i32 = -1;
+    /// The user already holds the per-user limit.
+    pub const ALREADY_BOUGHT: i32 = -2;
+    /// Malformed request (HTTP 400).
+    pub const BAD_REQUEST: i32 = -3;
+    /// Redis failed or timed out, or the sale is not set up (HTTP 503).
+    pub const UNAVAILABLE: i32 = -4;
+    /// The hold expired before payment (HTTP 409).
+    pub const HOLD_EXPIRED: i32 = -5;
+    /// No such order (HTTP 404).
+    pub const NOT_FOUND: i32 = -6;
+}
+
+/// Everything a request handler needs; shared by all requests of the node.
+pub struct Node {
+    /// Validated settings.
+    pub config: Config,
+    /// Redis steps.
+    pub store: Store,
+    /// Local stock pool.
+    pub stock: LocalStock,
+    /// stat.log, when configured.
+    pub log: Option<StatLog>,
+    /// Hold TTL in ms (0 = sell outright); cached from the config for the hot path.
+    pub hold_ttl_ms: u64,
+    /// Counters reported by `/stats`.
+    pub counters: Counters,
+}
+
+/// Counters reported by `/stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Buy requests seen: the node's local sequence (the article's `localSales`).
+    pub requests: AtomicU64,
+    /// Tickets this node granted (new grants, not replays).
+    pub sold: AtomicU64,
+    /// Redis calls that failed or timed out.
+    pub redis_errors: AtomicU64,
+    /// Requests waiting on Redis right now.
+    pub in_flight: AtomicI64,
+    /// Holds released by this node's reaper.
+    pub released: AtomicU64,
+}
+
+/// Decrements `in_flight` when the request finishes, whichever way.
+struct InFlight<'a>(&'a AtomicI64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicI64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Node {
+    fn log(&self, line: StatLine<'_>) {
+        if let Some(log) = &self.log {
+            log.record(line);
+        }
+    }
+
+    /// True when a failed or refused Redis step must still burn the local ticket (a flaw).
+    fn burns_local(&self) -> bool {
+        self.config.has(Flaw::BurnLocal)
+    }
+}
+
+/// The router of a node.
+pub fn app(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/buy/ticket", get(buy_get).post(buy_post))
+        .route("/orders/{order_id}/pay", post(pay))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/stats", get(stats))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(node)
+}
+
+/// A JSON answer with a status.
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn sold_out() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from_static(SOLD_OUT_BODY),
+    )
+        .into_response()
+}
+
+fn bad_request(msg: &str) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        format!(r#"{{"code":{},"msg":{}}}"#, code::BAD_REQUEST, quote(msg)),
+    )
+}
+
+fn unavailable(msg: &str) -> Response {
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(r#"{{"code":{},"msg":{}}}"#, code::UNAVAILABLE, quote(msg)),
+    )
+}
+
+fn quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Query string of `GET /buy/ticket`.
+#[derive(Debug, Default, Deserialize)]
+struct BuyQuery {
+    user_id: Option<String>,
+    request_id: Option<String>,
+}
+
+/// An id in a JSON body: a string or a non-negative number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonId {
+    Text(String),
+    Number(u64),
+}
+
+impl JsonId {
+    fn into_string(self) -> String {
+        match self {
+            JsonId::Text(s) => s,
+            JsonId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Body of `POST /buy/ticket` and `POST /orders/{id}/pay`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdBody {
+    user_id: Option<JsonId>,
+    request_id: Option<JsonId>,
+}
+
+/// A validated buyer: empty strings mean anonymous / no idempotency key.
+struct Buyer {
+    user: String,
+    request_id: String,
+}
+
+fn validate_buyer(user: Option<String>, request_id: Option<String>) -> Result<Buyer, &'static str> {
+    let user = user.unwrap_or_default();
+    let request_id = request_id.unwrap_or_default();
+    if !user.is_empty() && !valid_name(&user, 64) {
+        return Err("user_id must be 1-64 characters of A-Z a-z 0-9 _ . -");
+    }
+    if !request_id.is_empty() && !valid_name(&request_id, 64) {
+        return Err("request_id must be 1-64 characters of A-Z a-z 0-9 _ . -");
+    }
+    if user.is_empty() && !request_id.is_empty() {
+        return Err("request_id needs a user_id");
+    }
+    Ok(Buyer { user, request_id })
+}
+
+async fn buy_get(State(node): State<Arc<Node>>, RawQuery(query): RawQuery) -> Response {
+    let parsed = match query.as_deref() {
+        None | Some("") => Ok(BuyQuery::default()),
+        Some(q) => serde_urlencoded::from_str::<BuyQuery>(q).map_err(|_| "malformed query string"),
+    };
+    let buyer = parsed.and_then(|q| validate_buyer(q.user_id, q.request_id));
+    buy(&node, buyer).await
+}
+
+async fn buy_post(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(IdBody::default())
+    } else {
+        serde_json::from_slice::<IdBody>(&body)
+            .map_err(|_| "body must be JSON {\"user_id\":..., \"request_id\":...}")
+    };
+    let buyer = parsed.and_then(|b| {
+        validate_buyer(
+            b.user_id.map(JsonId::into_string),
+            b.request_id.map(JsonId::into_string),
+        )
+    });
+    buy(&node, buyer).await
+}
+
+/// The buy path shared by GET and POST.
+async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
+    let local_seq = node.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let buyer = match buyer {
+        Ok(b) => b,
+        Err(msg) => {
+            node.log(StatLine {
+                local_seq,
+                user: "",
+                request_id: "",
+                result: StatResult::Bad,
+                sale_seq: 0,
+                order_id: "",
+            });
+            return bad_request(msg);
+        }
+    };
+    let log = |result, sale_seq, order_id: &str| {
+        node.log(StatLine {
+            local_seq,
+            user: &buyer.user,
+            request_id: &buyer.request_id,
+            result,
+            sale_seq,
+            order_id,
+        })
+    };
+    // Fast path: the local pool is empty, Redis is not asked.
+    if !node.stock.try_take() {
+        log(StatResult::SoldOut, 0, "");
+        return sold_out();
+    }
+    let _in_flight = InFlight::enter(&node.counters.in_flight);
+    let decision = node.store.buy(&buyer.user, &buyer.request_id, node.hold_ttl_ms).await;
+    match decision {
+        Ok(BuyDecision::Granted {
+            seq,
+            order_id,
+            expires_ms,
+            replay,
+        }) => {
+            if replay {
+                // The ticket was granted earlier; this request consumed nothing new.
+                node.stock.give_back(1);
+            } else {
+                node.counters.sold.fetch_add(1, Ordering::Relaxed);
+            }
+            log(StatResult::Ok, seq, &order_id);
+            let state = if node.hold_ttl_ms > 0 { "held" } else { "sold" };
+            json(
+                StatusCode::OK,
+                format!(
+                    r#"{{"code":1,"msg":"ticket grabbed","order_id":"{order_id}","seq":{seq},"node":"{}","state":"{state}","expires_at_ms":{expires_ms},"replay":{replay}}}"#,
+                    node.config.node_id
+                ),
+            )
+        }
+        Ok(BuyDecision::SoldOut) => {
+            if !node.burns_local() {
+                node.stock.give_back(1);
+            }
+            if node.hold_ttl_ms == 0 {
+                // Without reservations sold tickets never come back.
+                node.stock.mark_sold_out_for_good();
+            }
+            log(StatResult::SoldOut, 0, "");
+            sold_out()
+        }
+        Ok(BuyDecision::NodeQuotaUsed) => {
+            node.stock.drain();
+            log(StatResult::SoldOut, 0, "");
+            sold_out()
+        }
+        Ok(BuyDecision::AlreadyBought) => {
+            if !node.burns_local() {
+                node.stock.give_back(1);
+            }
+            log(StatResult::Already, 0, "");
+            json(
+                StatusCode::OK,
+                format!(r#"{{"code":{},"msg":"already bought"}}"#, code::ALREADY_BOUGHT),
+            )
+        }
+        Ok(BuyDecision::NoSuchSale) => {
+            node.stock.give_back(1);
+            log(StatResult::Unavailable, 0, "");
+            unavailable("the sale is not set up in Redis")
+        }
+        Err(err) => {
+            node.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+            if !node.burns_local() {
+                node.stock.give_back(1);
+            }
+            if node.config.has(Flaw::ErrorsAsSoldOut) {
+                log(StatResult::SoldOut, 0, "");
+                return sold_out();
+            }
+            log(StatResult::Unavailable, 0, "");
+            tracing::debug!("buy failed: {err}");
+            unavailable(&err.to_string())
+        }
+    }
+}
+
+async fn pay(State(node): State<Arc<Node>>, Path(order_id): Path<String>, body: Bytes) -> Response {
+    if order_id.is_empty() || order_id.len() > 20 || !order_id.bytes().all(|b| b.is_ascii_digit()) {
+        return bad_request("order id must be a decimal number");
+    }
+    let user = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(String::new())
+    } else {
+        serde_json::from_slice::<IdBody>(&body)
+            .map_err(|_| "body must be JSON {\"user_id\":...}")
+            .and_then(|b| validate_buyer(b.user_id.map(JsonId::into_string), None))
+            .map(|b| b.user)
+    };
+    let user = match user {
+        Ok(u) => u,
+        Err(msg) => return bad_request(msg),
+    };
+    if node.hold_ttl_ms == 0 {
+        return json(
+            StatusCode::CONFLICT,
+            format!(r#"{{"code":{},"msg":"this sale has no reservations; orders are paid at once"}}"#, code::HOLD_EXPIRED),
+        );
+    }
+    let _in_flight = InFlight::enter(&node.counters.in_flight);
+    let log = |result, seq| {
+        node.log(StatLine {
+            local_seq: 0,
+            user: &user,
+            request_id: "",
+            result,
+            sale_seq: seq,
+            order_id: &order_id,
+        })
+    };
+    match node.store.pay(&order_id, &user).await {
+        Ok(PayDecision::Paid { seq, node: seller }) => {
+            log(StatResult::Paid, seq);
+            json(
+                StatusCode::OK,
+                format!(r#"{{"code":1,"msg":"paid","order_id":"{order_id}","seq":{seq},"node":"{seller}"}}"#),
+            )
+        }
+        Ok(PayDecision::Expired) => {
+            log(StatResult::PayRefused, 0);
+            json(
+                StatusCode::CONFLICT,
+                format!(r#"{{"code":{},"msg":"hold expired"}}"#, code::HOLD_EXPIRED),
+            )
+        }
+        Ok(PayDecision::NotFound) => {
+            log(StatResult::PayRefused, 0);
+            json(
+                StatusCode::NOT_FOUND,
+                format!(r#"{{"code":{},"msg":"no such order"}}"#, code::NOT_FOUND),
+            )
+        }
+        Err(err) => {
+            node.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+            unavailable(&err.to_string())
+        }
+    }
+}
+
+async fn stats(State(node): State<Arc<Node>>) -> Response {
+    let c = &node.counters;
+    let body = serde_json::json!({
+        "node": node.config.node_id,
+        "sale": node.config.sale,
+        "quota": node.config.local_stock,
+        "local_remaining": node.stock.remaining(),
+        "local_sold": c.sold.load(Ordering::Relaxed),
+        "requests": c.requests.load(Ordering::Relaxed),
+        "redis_errors": c.redis_errors.load(Ordering::Relaxed),
+        "in_flight": c.in_flight.load(Ordering::Relaxed),
+        "released": c.released.load(Ordering::Relaxed),
+        "hold_ttl_ms": node.hold_ttl_ms,
+        "flaws": node.config.flaws.iter().map(|f| f.name()).collect::<Vec<_>>(),
+    });
+    json(StatusCode::OK, body.to_string())
+}

@@ -1,0 +1,408 @@
+//! Every Redis step the server takes, each bounded by a timeout.
+//!
+//! The atomic steps are Lua scripts run by EVALSHA (the `redis` crate reloads a script on
+//! NOSCRIPT, e.g. after Redis restarted). The `non-atomic` flaw replaces the buy script with the
+//! read-then-write sequence real bug reports show.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::Semaphore;
+
+use crate::args::{Config, Flaw, SaleInit};
+use crate::keys::SaleKeys;
+
+/// Why a Redis step did not give an answer. Counted by kind in `/stats`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The call took longer than `--redis-timeout`; it may still have taken effect.
+    #[error("redis call timed out")]
+    Timeout,
+    /// Redis answered with an error or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The `leak-connections` flaw has used up every connection slot.
+    #[error("redis connection pool exhausted")]
+    PoolExhausted,
+    /// The script answered something this server does not understand.
+    #[error("unexpected script answer: {0}")]
+    Protocol(String),
+}
+
+/// What the atomic buy step decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuyDecision {
+    /// A ticket was granted (or an earlier grant for the same request id was replayed).
+    Granted {
+        /// Sale sequence number of the grant.
+        seq: u64,
+        /// Order id (the seq as a string).
+        order_id: String,
+        /// Hold expiry in Unix ms (0 when sold outright).
+        expires_ms: u64,
+        /// True when this answers a retried request id.
+        replay: bool,
+    },
+    /// No tickets left in the sale.
+    SoldOut,
+    /// The user already holds the per-user limit.
+    AlreadyBought,
+    /// This node's quota in Redis is used up.
+    NodeQuotaUsed,
+    /// The sale has not been set up.
+    NoSuchSale,
+}
+
+/// What the pay step decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayDecision {
+    /// Paid now or earlier.
+    Paid { seq: u64, node: String },
+    /// The hold expired or was released.
+    Expired,
+    /// No such order (or not this user's).
+    NotFound,
+}
+
+/// One hold released by the reaper.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// Order id.
+    pub order_id: String,
+    /// User that held it.
+    pub user: String,
+    /// Node that sold it.
+    pub node: String,
+    /// Its sale sequence number.
+    pub seq: u64,
+}
+
+/// The scripts, hashed once.
+struct Scripts {
+    buy: Script,
+    pay: Script,
+    release: Script,
+    register_node: Script,
+    take_returns: Script,
+    init_sale: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            buy: Script::new(include_str!("lua/buy.lua")),
+            pay: Script::new(include_str!("lua/pay.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
+            register_node: Script::new(include_str!("lua/register_node.lua")),
+            take_returns: Script::new(include_str!("lua/take_returns.lua")),
+            init_sale: Script::new(include_str!("lua/init_sale.lua")),
+        }
+    }
+}
+
+/// The server's handle on Redis: a reconnecting multiplexed connection plus the sale's keys.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    keys: Arc<SaleKeys>,
+    scripts: Arc<Scripts>,
+    timeout: Duration,
+    node: Arc<str>,
+    /// Flags passed to the buy script (`o`, `u`).
+    buy_flags: &'static str,
+    non_atomic: bool,
+    pay_flags: &'static str,
+    release_flags: &'static str,
+    /// Connection slots for the `leak-connections` flaw: each step takes one and never gives it back.
+    leaky_pool: Option<Arc<Semaphore>>,
+}
+
+/// Opens a reconnecting connection to `url` with per-call timeouts.
+pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    match tokio::time::timeout(
+        timeout * 3,
+        client.get_connection_manager_with_config(config),
+    )
+    .await
+    {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
+impl Store {
+    /// Connects to Redis for `config`'s sale and node.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        let conn = connect(&config.redis_url, config.redis_timeout).await?;
+        let buy_flags = match (config.has(Flaw::OffByOne), config.has(Flaw::NoUserLimit)) {
+            (true, true) => "ou",
+            (true, false) => "o",
+            (false, true) => "u",
+            (false, false) => "",
+        };
+        Ok(Store {
+            conn,
+            keys: Arc::new(SaleKeys::new(&config.sale)),
+            scripts: Arc::new(Scripts::new()),
+            timeout: config.redis_timeout,
+            node: config.node_id.as_str().into(),
+            buy_flags,
+            non_atomic: config.has(Flaw::NonAtomic),
+            pay_flags: if config.has(Flaw::PayAfterExpiry) { "p" } else { "" },
+            release_flags: if config.has(Flaw::DoubleRelease) { "d" } else { "" },
+            leaky_pool: config
+                .has(Flaw::LeakConnections)
+                .then(|| Arc::new(Semaphore::new(config.leak_after as usize))),
+        })
+    }
+
+    /// The sale's keys.
+    pub fn keys(&self) -> &SaleKeys {
+        &self.keys
+    }
+
+    /// Runs `fut` under the per-call timeout (and the leaky pool, when that flaw is on).
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        if let Some(pool) = &self.leaky_pool {
+            match tokio::time::timeout(self.timeout, pool.acquire()).await {
+                Ok(Ok(permit)) => permit.forget(),
+                _ => return Err(StoreError::PoolExhausted),
+            }
+        }
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout),
+        }
+    }
+
+    /// Sets up the sale's inventory; refuses (returns false) when any of its keys exists and
+    /// `init.overwrite` is off. Never touches keys outside this sale.
+    pub async fn init_sale(
+        &self,
+        init: SaleInit,
+        hold_ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.scripts.init_sale.prepare_invoke();
+        for k in self.keys.all() {
+            inv.key(k);
+        }
+        inv.arg(init.total)
+            .arg(init.per_user_limit)
+            .arg(hold_ttl.map_or(0, |d| d.as_millis() as u64))
+            .arg(if init.overwrite { "1" } else { "0" });
+        let created: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
+        Ok(created == 1)
+    }
+
+    /// Registers this node's quota; returns how many tickets it may still sell, or `None` when
+    /// the sale does not exist.
+    pub async fn register_node(&self, quota: u64) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (code, remaining): (i64, u64) = self
+            .bounded(
+                self.scripts
+                    .register_node
+                    .key(&self.keys.inv)
+                    .key(&self.keys.nodes)
+                    .arg(&*self.node)
+                    .arg(quota)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        Ok((code == 1).then_some(remaining))
+    }
+
+    /// The atomic buy step.
+    pub async fn buy(
+        &self,
+        user: &str,
+        request_id: &str,
+        hold_ttl_ms: u64,
+    ) -> Result<BuyDecision, StoreError> {
+        if self.non_atomic {
+            return self.buy_non_atomic(user, hold_ttl_ms).await;
+        }
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let (code, seq, order_id, expires_ms): (i64, u64, String, u64) = self
+            .bounded(
+                self.scripts
+                    .buy
+                    .key(&k.inv)
+                    .key(&k.buyers)
+                    .key(&k.orders)
+                    .key(&k.reqs)
+                    .key(&k.holds)
+                    .key(&k.nodes)
+                    .arg(user)
+                    .arg(request_id)
+                    .arg(&*self.node)
+                    .arg(hold_ttl_ms)
+                    .arg(self.buy_flags)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        decode_buy(code, seq, order_id, expires_ms)
+    }
+
+    /// The `non-atomic` flaw: read the counters, decide in the application, write them back.
+    /// Two nodes interleaving here both sell "the last" ticket.
+    async fn buy_non_atomic(&self, user: &str, hold_ttl_ms: u64) -> Result<BuyDecision, StoreError> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let (total, sold, seq): (Option<u64>, Option<u64>, Option<u64>) = self
+            .bounded(
+                redis::cmd("HMGET")
+                    .arg(&k.inv)
+                    .arg(&["total", "sold", "seq"])
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let (Some(total), Some(sold), Some(seq)) = (total, sold, seq) else {
+            return Ok(BuyDecision::NoSuchSale);
+        };
+        if !user.is_empty() {
+            let owned: Option<u64> = self.bounded(conn.hget(&k.buyers, user)).await?;
+            if owned.unwrap_or(0) >= 1 && !self.buy_flags.contains('u') {
+                return Ok(BuyDecision::AlreadyBought);
+            }
+        }
+        if sold >= total {
+            return Ok(BuyDecision::SoldOut);
+        }
+        let seq = seq + 1;
+        let order_id = seq.to_string();
+        let now_ms = unix_ms();
+        let state = if hold_ttl_ms > 0 { "held" } else { "sold" };
+        let expires_ms = if hold_ttl_ms > 0 { now_ms + hold_ttl_ms } else { 0 };
+        let record = serde_json::json!({
+            "user": user, "rid": "", "node": &*self.node, "seq": seq, "state": state,
+            "created_ms": now_ms, "expires_ms": expires_ms,
+        })
+        .to_string();
+        let mut pipe = redis::pipe();
+        pipe.hset(&k.inv, "sold", sold + 1)
+            .hset(&k.inv, "seq", seq)
+            .hincr(&k.inv, if hold_ttl_ms > 0 { "held" } else { "paid" }, 1)
+            .hincr(&k.nodes, format!("{}:sold", self.node), 1)
+            .hset(&k.orders, &order_id, record);
+        if !user.is_empty() {
+            pipe.hincr(&k.buyers, user, 1);
+        }
+        if hold_ttl_ms > 0 {
+            pipe.zadd(&k.holds, &order_id, expires_ms);
+        }
+        let () = self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(BuyDecision::Granted {
+            seq,
+            order_id,
+            expires_ms,
+            replay: false,
+        })
+    }
+
+    /// Pays a hold.
+    pub async fn pay(&self, order_id: &str, user: &str) -> Result<PayDecision, StoreError> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let (code, seq, node): (i64, u64, String) = self
+            .bounded(
+                self.scripts
+                    .pay
+                    .key(&k.inv)
+                    .key(&k.orders)
+                    .key(&k.holds)
+                    .arg(order_id)
+                    .arg(user)
+                    .arg(self.pay_flags)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        match code {
+            1 | 2 => Ok(PayDecision::Paid { seq, node }),
+            -5 => Ok(PayDecision::Expired),
+            -6 => Ok(PayDecision::NotFound),
+            other => Err(StoreError::Protocol(format!("pay script returned {other}"))),
+        }
+    }
+
+    /// Releases expired holds (at most `max`); `early_ms` > 0 only for the early-release flaw.
+    pub async fn release_expired(&self, early_ms: u64, max: u32) -> Result<Vec<Released>, StoreError> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let flat: Vec<redis::Value> = self
+            .bounded(
+                self.scripts
+                    .release
+                    .key(&k.inv)
+                    .key(&k.orders)
+                    .key(&k.holds)
+                    .key(&k.buyers)
+                    .key(&k.nodes)
+                    .arg(&*self.node)
+                    .arg(early_ms)
+                    .arg(max)
+                    .arg(self.release_flags)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let text = |v: &redis::Value| -> String { redis::from_redis_value_ref(v).unwrap_or_default() };
+        Ok(flat
+            .chunks_exact(4)
+            .map(|c| Released {
+                order_id: text(&c[0]),
+                user: text(&c[1]),
+                node: text(&c[2]),
+                seq: redis::from_redis_value_ref(&c[3]).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Takes this node's released holds back; returns how many.
+    pub async fn take_returns(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        self.bounded(
+            self.scripts
+                .take_returns
+                .key(&self.keys.nodes)
+                .arg(&*self.node)
+                .invoke_async(&mut conn),
+        )
+        .await
+    }
+}
+
+fn decode_buy(code: i64, seq: u64, order_id: String, expires_ms: u64) -> Result<BuyDecision, StoreError> {
+    Ok(match code {
+        1 | 2 => BuyDecision::Granted {
+            seq,
+            order_id,
+            expires_ms,
+            replay: code == 2,
+        },
+        -1 => BuyDecision::SoldOut,
+        -2 => BuyDecision::AlreadyBought,
+        -7 => BuyDecision::NodeQuotaUsed,
+        -9 => BuyDecision::NoSuchSale,
+        other => return Err(StoreError::Protocol(format!("buy script returned {other}"))),
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
