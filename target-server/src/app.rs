@@ -254,7 +254,10 @@ async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
         return sold_out();
     }
     let _in_flight = InFlight::enter(&node.counters.in_flight);
-    let decision = node.store.buy(&buyer.user, &buyer.request_id, node.hold_ttl_ms).await;
+    let decision = node
+        .store
+        .buy(&buyer.user, &buyer.request_id, node.hold_ttl_ms)
+        .await;
     match decision {
         Ok(BuyDecision::Granted {
             seq,
@@ -301,7 +304,10 @@ async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
             log(StatResult::Already, 0, "");
             json(
                 StatusCode::OK,
-                format!(r#"{{"code":{},"msg":"already bought"}}"#, code::ALREADY_BOUGHT),
+                format!(
+                    r#"{{"code":{},"msg":"already bought"}}"#,
+                    code::ALREADY_BOUGHT
+                ),
             )
         }
         Ok(BuyDecision::NoSuchSale) => {
@@ -344,7 +350,10 @@ async fn pay(State(node): State<Arc<Node>>, Path(order_id): Path<String>, body: 
     if node.hold_ttl_ms == 0 {
         return json(
             StatusCode::CONFLICT,
-            format!(r#"{{"code":{},"msg":"this sale has no reservations; orders are paid at once"}}"#, code::HOLD_EXPIRED),
+            format!(
+                r#"{{"code":{},"msg":"this sale has no reservations; orders are paid at once"}}"#,
+                code::HOLD_EXPIRED
+            ),
         );
     }
     let _in_flight = InFlight::enter(&node.counters.in_flight);
@@ -363,7 +372,9 @@ async fn pay(State(node): State<Arc<Node>>, Path(order_id): Path<String>, body: 
             log(StatResult::Paid, seq);
             json(
                 StatusCode::OK,
-                format!(r#"{{"code":1,"msg":"paid","order_id":"{order_id}","seq":{seq},"node":"{seller}"}}"#),
+                format!(
+                    r#"{{"code":1,"msg":"paid","order_id":"{order_id}","seq":{seq},"node":"{seller}"}}"#
+                ),
             )
         }
         Ok(PayDecision::Expired) => {

@@ -163,7 +163,8 @@ impl Config {
 pub fn valid_name(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 impl ServeArgs {
@@ -171,10 +172,16 @@ impl ServeArgs {
     pub fn validate(self) -> anyhow::Result<Config> {
         use anyhow::bail;
         if !valid_name(&self.node_id, 32) {
-            bail!("--node-id {:?}: use 1-32 characters of A-Z a-z 0-9 _ . -", self.node_id);
+            bail!(
+                "--node-id {:?}: use 1-32 characters of A-Z a-z 0-9 _ . -",
+                self.node_id
+            );
         }
         if !valid_name(&self.sale, 64) {
-            bail!("--sale {:?}: use 1-64 characters of A-Z a-z 0-9 _ . -", self.sale);
+            bail!(
+                "--sale {:?}: use 1-64 characters of A-Z a-z 0-9 _ . -",
+                self.sale
+            );
         }
         if !self.redis.starts_with("redis://") && !self.redis.starts_with("unix://") {
             bail!("--redis {:?}: expected a redis:// URL", self.redis);

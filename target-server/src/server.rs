@@ -73,11 +73,16 @@ pub async fn start(config: Config) -> Result<Option<Arc<Node>>, StartError> {
         })?;
     let log = match &config.stat_log {
         Some(path) => Some(
-            StatLog::open(path, config.stat_format, &config.node_id, config.has(Flaw::LostLog))
-                .map_err(|source| StartError::StatLog {
-                    path: path.display().to_string(),
-                    source,
-                })?,
+            StatLog::open(
+                path,
+                config.stat_format,
+                &config.node_id,
+                config.has(Flaw::LostLog),
+            )
+            .map_err(|source| StartError::StatLog {
+                path: path.display().to_string(),
+                source,
+            })?,
         ),
         None => None,
     };

@@ -137,7 +137,10 @@ impl StatLog {
 
     /// Writes buffered lines to the file.
     pub fn flush(&self) -> std::io::Result<()> {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
     }
 }
 

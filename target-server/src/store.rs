@@ -156,8 +156,16 @@ impl Store {
             node: config.node_id.as_str().into(),
             buy_flags,
             non_atomic: config.has(Flaw::NonAtomic),
-            pay_flags: if config.has(Flaw::PayAfterExpiry) { "p" } else { "" },
-            release_flags: if config.has(Flaw::DoubleRelease) { "d" } else { "" },
+            pay_flags: if config.has(Flaw::PayAfterExpiry) {
+                "p"
+            } else {
+                ""
+            },
+            release_flags: if config.has(Flaw::DoubleRelease) {
+                "d"
+            } else {
+                ""
+            },
             leaky_pool: config
                 .has(Flaw::LeakConnections)
                 .then(|| Arc::new(Semaphore::new(config.leak_after as usize))),
@@ -169,17 +177,22 @@ impl Store {
         &self.keys
     }
 
-    /// Runs `fut` under the per-call timeout (and the leaky pool, when that flaw is on).
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
+    /// The `leak-connections` flaw: a request step takes a connection slot and never returns it.
+    async fn leak_a_connection(&self) -> Result<(), StoreError> {
         if let Some(pool) = &self.leaky_pool {
             match tokio::time::timeout(self.timeout, pool.acquire()).await {
                 Ok(Ok(permit)) => permit.forget(),
                 _ => return Err(StoreError::PoolExhausted),
             }
         }
+        Ok(())
+    }
+
+    /// Runs `fut` under the per-call timeout.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(StoreError::Timeout),
@@ -231,6 +244,7 @@ impl Store {
         request_id: &str,
         hold_ttl_ms: u64,
     ) -> Result<BuyDecision, StoreError> {
+        self.leak_a_connection().await?;
         if self.non_atomic {
             return self.buy_non_atomic(user, hold_ttl_ms).await;
         }
@@ -259,7 +273,11 @@ impl Store {
 
     /// The `non-atomic` flaw: read the counters, decide in the application, write them back.
     /// Two nodes interleaving here both sell "the last" ticket.
-    async fn buy_non_atomic(&self, user: &str, hold_ttl_ms: u64) -> Result<BuyDecision, StoreError> {
+    async fn buy_non_atomic(
+        &self,
+        user: &str,
+        hold_ttl_ms: u64,
+    ) -> Result<BuyDecision, StoreError> {
         let mut conn = self.conn.clone();
         let k = &self.keys;
         let (total, sold, seq): (Option<u64>, Option<u64>, Option<u64>) = self
@@ -286,7 +304,11 @@ impl Store {
         let order_id = seq.to_string();
         let now_ms = unix_ms();
         let state = if hold_ttl_ms > 0 { "held" } else { "sold" };
-        let expires_ms = if hold_ttl_ms > 0 { now_ms + hold_ttl_ms } else { 0 };
+        let expires_ms = if hold_ttl_ms > 0 {
+            now_ms + hold_ttl_ms
+        } else {
+            0
+        };
         let record = serde_json::json!({
             "user": user, "rid": "", "node": &*self.node, "seq": seq, "state": state,
             "created_ms": now_ms, "expires_ms": expires_ms,
@@ -315,6 +337,7 @@ impl Store {
 
     /// Pays a hold.
     pub async fn pay(&self, order_id: &str, user: &str) -> Result<PayDecision, StoreError> {
+        self.leak_a_connection().await?;
         let mut conn = self.conn.clone();
         let k = &self.keys;
         let (code, seq, node): (i64, u64, String) = self
@@ -339,7 +362,11 @@ impl Store {
     }
 
     /// Releases expired holds (at most `max`); `early_ms` > 0 only for the early-release flaw.
-    pub async fn release_expired(&self, early_ms: u64, max: u32) -> Result<Vec<Released>, StoreError> {
+    pub async fn release_expired(
+        &self,
+        early_ms: u64,
+        max: u32,
+    ) -> Result<Vec<Released>, StoreError> {
         let mut conn = self.conn.clone();
         let k = &self.keys;
         let flat: Vec<redis::Value> = self
@@ -358,7 +385,8 @@ impl Store {
                     .invoke_async(&mut conn),
             )
             .await?;
-        let text = |v: &redis::Value| -> String { redis::from_redis_value_ref(v).unwrap_or_default() };
+        let text =
+            |v: &redis::Value| -> String { redis::from_redis_value_ref(v).unwrap_or_default() };
         Ok(flat
             .chunks_exact(4)
             .map(|c| Released {
@@ -384,7 +412,12 @@ impl Store {
     }
 }
 
-fn decode_buy(code: i64, seq: u64, order_id: String, expires_ms: u64) -> Result<BuyDecision, StoreError> {
+fn decode_buy(
+    code: i64,
+    seq: u64,
+    order_id: String,
+    expires_ms: u64,
+) -> Result<BuyDecision, StoreError> {
     Ok(match code {
         1 | 2 => BuyDecision::Granted {
             seq,

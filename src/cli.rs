@@ -1,0 +1,43 @@
+//! Command-line front end: parse, dispatch, map errors to exit codes.
+
+use clap::{Parser, Subcommand};
+
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(name = "grab-bench", version, about = "Load-test a flash-sale system and prove it neither oversold nor undersold")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// ApacheBench-style quick run against one URL.
+    Ab(crate::ab::AbArgs),
+    /// Run the reference spike server (same flags as the `target-server` binary).
+    Serve(target_server::ServeArgs),
+}
+
+/// Entry point used by `main.rs`; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = err.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Ab(args) => crate::ab::run(args),
+        Command::Serve(args) => target_server::cli::serve_main(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("grab-bench: error: {err:#}");
+            exit::USAGE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! grab-bench: load generator, orchestrator, auditor and reporter for flash-sale systems.
+//!
+//! The modules follow the architecture in DESIGN.md: `engine` drives load and records every
+//! request into the `ledger`; `protocol` classifies responses; `ab` is the ApacheBench-style
+//! front end over the engine.
+
+pub mod ab;
+pub mod cli;
+pub mod engine;
+pub mod exit;
+pub mod ledger;
+pub mod protocol;
+pub mod sut;

@@ -1,0 +1,49 @@
+//! The system under test as real processes: `redis-server`, reference nodes and `nginx`, each on
+//! a free loopback port with its own temporary directory, each stopped when its handle drops —
+//! also on error and on Ctrl-C (the handles live on the stack of the run).
+
+pub mod child;
+pub mod nginx;
+pub mod node;
+pub mod redis;
+
+use std::path::PathBuf;
+
+/// Why the system under test could not be brought up. Each kind says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SutError {
+    /// A required program is not installed.
+    #[error("`{program}` was not found on PATH. Install it with: {install}")]
+    MissingBinary {
+        program: &'static str,
+        install: &'static str,
+    },
+    /// A process exited or never became ready.
+    #[error("{what} did not become ready: {detail}")]
+    NotReady { what: String, detail: String },
+    /// Spawning or file set-up failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Finds `program` on PATH (and in the sbin folders Debian installs servers to).
+pub fn find_program(program: &'static str, install: &'static str) -> Result<PathBuf, SutError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = ["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(extra)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or(SutError::MissingBinary { program, install })
+}
+
+/// A loopback port nothing listens on right now. The caller must cope with losing a race for it
+/// (the servers here retry with another port when their bind fails).
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}

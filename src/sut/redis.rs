@@ -1,0 +1,126 @@
+//! A private `redis-server`: free loopback port, own directory, no persistence.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::child::ChildGuard;
+use super::{SutError, find_program, free_port};
+
+/// A running private Redis. Dropping it stops the server and removes its directory.
+#[derive(Debug)]
+pub struct RedisProcess {
+    /// `redis://127.0.0.1:PORT/0`.
+    pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its log file (inside its own directory).
+    pub log_path: PathBuf,
+    child: ChildGuard,
+    /// Owns the directory; removed on drop after the child has stopped.
+    _dir: tempfile::TempDir,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server` on a free port and waits until it answers PING.
+    pub fn start() -> Result<Self, SutError> {
+        let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
+        let dir = tempfile::Builder::new()
+            .prefix("grab-bench-redis-")
+            .tempdir()
+            .map_err(|source| SutError::Io {
+                what: "creating a directory for redis-server".into(),
+                source,
+            })?;
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let port = free_port().map_err(|source| SutError::Io {
+                what: "finding a free port".into(),
+                source,
+            })?;
+            match Self::try_start(&program, dir.path(), port) {
+                Ok(child) => {
+                    return Ok(RedisProcess {
+                        url: format!("redis://127.0.0.1:{port}/0"),
+                        port,
+                        log_path: dir.path().join("redis.log"),
+                        child,
+                        _dir: dir,
+                    });
+                }
+                Err(detail) => last_error = detail,
+            }
+        }
+        Err(SutError::NotReady {
+            what: "redis-server".into(),
+            detail: last_error,
+        })
+    }
+
+    fn try_start(program: &Path, dir: &Path, port: u16) -> Result<ChildGuard, String> {
+        let conf = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode yes\ndir {dir}\nsave \"\"\nappendonly no\n\
+             daemonize no\nlogfile {dir}/redis.log\nmaxclients 10000\n",
+            dir = dir.display()
+        );
+        let conf_path = dir.join("redis.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(program);
+        cmd.arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = ChildGuard::spawn("redis-server", cmd).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(format!(
+                    "exited with {status} on port {port}: {}",
+                    tail.join(" | ")
+                ));
+            }
+            if ping(port) {
+                return Ok(child);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.stop();
+        Err(format!("no answer to PING on port {port} within 10 s"))
+    }
+
+    /// The process id (for fault injection).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// Sends a signal (SIGSTOP/SIGCONT for pauses).
+    pub fn signal(&self, signal: i32) {
+        self.child.signal(signal);
+    }
+
+    /// Stops the server now.
+    pub fn stop(&mut self) {
+        self.child.stop();
+    }
+
+    /// The directory holding its config and log.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+/// True when a Redis on `port` answers PING with PONG.
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(stream.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
