@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what grab-bench needs and the machine lacks: redis-server and nginx (the system under
+# test), ab (apache2-utils) and wrk (the benchmark script compares against them).
+# Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "grab-bench: please install: ${missing[*]} (no apt-get on this machine)" >&2
+  exit 1
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+echo "grab-bench: installing ${missing[*]}" >&2
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts the packaged services; grab-bench starts its own on free ports, so stop those.
+if command -v systemctl >/dev/null 2>&1; then
+  $sudo systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
+fi
+$sudo service redis-server stop >/dev/null 2>&1 || true
+$sudo service nginx stop >/dev/null 2>&1 || true
