@@ -1,0 +1,360 @@
+//! `grab-bench ab`: an ApacheBench-shaped front end over the engine, for quick runs.
+//!
+//! Same flags and the same report shape as ab, with two honest differences: the percentiles come
+//! from an HDR histogram, and responses whose length differs from the first are reported as what
+//! they are (flash-sale servers send differently sized success and sold-out bodies), not as
+//! failures. Load goes to loopback only.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::{Method, Uri};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, EnginePlan, EngineResult, Load, RequestTemplate, Source};
+use crate::protocol::Reason;
+
+/// ab's default request count when only a time limit is given.
+const TIME_LIMIT_REQUESTS: u64 = 50_000;
+
+/// ApacheBench-compatible flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AbArgs {
+    /// Number of requests to perform (default 1, or 50000 with -t, as ab).
+    #[arg(short = 'n', value_name = "REQUESTS")]
+    pub requests: Option<u64>,
+    /// Number of requests to perform at a time (connections).
+    #[arg(short = 'c', value_name = "CONCURRENCY", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Seconds to spend at most benchmarking (implies -n 50000 unless -n is given).
+    #[arg(short = 't', value_name = "TIMELIMIT")]
+    pub time_limit: Option<f64>,
+    /// Use HTTP keep-alive (without it, a new connection per request, as ab).
+    #[arg(short = 'k')]
+    pub keep_alive: bool,
+    /// HTTP method (default GET, or POST with -p).
+    #[arg(short = 'm', value_name = "METHOD")]
+    pub method: Option<String>,
+    /// Extra header, "Name: value"; repeatable.
+    #[arg(short = 'H', value_name = "HEADER")]
+    pub headers: Vec<String>,
+    /// File with the body to POST.
+    #[arg(short = 'p', value_name = "POSTFILE")]
+    pub post_file: Option<std::path::PathBuf>,
+    /// Content-type header for the -p body.
+    #[arg(short = 'T', value_name = "CONTENT-TYPE", default_value = "text/plain")]
+    pub content_type: String,
+    /// Seconds to wait for each response.
+    #[arg(short = 's', value_name = "TIMEOUT", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Engine threads (default: available cores).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Target URL: http:// on a loopback address.
+    pub url: String,
+}
+
+/// The URL split into what the engine and the report need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Loopback socket address to connect to.
+    pub addr: SocketAddr,
+    /// Host as written in the URL (for the `Host` header and the report).
+    pub host: String,
+    /// Port (explicit or 80).
+    pub port: u16,
+    /// Path and query, `/` when empty.
+    pub path: String,
+}
+
+/// Accepts only `http://` URLs whose host is loopback (127.0.0.0/8, localhost, ::1).
+pub fn parse_target(url: &str) -> anyhow::Result<Target> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("invalid URL {url:?}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => bail!("only http:// URLs are supported, not {other}://"),
+        None => bail!("the URL needs a scheme: http://127.0.0.1:PORT/path"),
+    }
+    let host = uri.host().context("the URL has no host")?.to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| {
+                format!("refusing {host}: grab-bench ab only targets loopback addresses")
+            })?
+    };
+    if !ip.is_loopback() {
+        bail!("refusing {host}: grab-bench ab only targets loopback addresses (127.0.0.0/8, ::1)");
+    }
+    let path = uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.as_str().to_string());
+    let path = if path.is_empty() { "/".into() } else { path };
+    let host_header = match uri.port_u16() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    Ok(Target {
+        addr: SocketAddr::new(ip, port),
+        host: host_header,
+        port,
+        path,
+    })
+}
+
+/// Turns the flags into an engine plan.
+pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
+    let target = parse_target(&args.url)?;
+    anyhow::ensure!(args.concurrency >= 1, "-c must be at least 1");
+    let requests = args.requests.unwrap_or(if args.time_limit.is_some() {
+        TIME_LIMIT_REQUESTS
+    } else {
+        1
+    });
+    anyhow::ensure!(requests >= 1, "-n must be at least 1");
+    let duration = match args.time_limit {
+        Some(t) if t > 0.0 && t.is_finite() => Some(Duration::from_secs_f64(t)),
+        Some(_) => bail!("-t must be a positive number of seconds"),
+        None => None,
+    };
+    anyhow::ensure!(
+        args.timeout > 0.0 && args.timeout.is_finite(),
+        "-s must be positive"
+    );
+    let body = match &args.post_file {
+        Some(p) => {
+            Bytes::from(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => Bytes::new(),
+    };
+    let method = match (&args.method, &args.post_file) {
+        (Some(m), _) => Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+            .with_context(|| format!("bad method {m:?}"))?,
+        (None, Some(_)) => Method::POST,
+        (None, None) => Method::GET,
+    };
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not \"Name: value\""))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    if args.post_file.is_some() {
+        headers.push(("Content-Type".into(), args.content_type.clone()));
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let max_duration = duration.unwrap_or(Duration::from_secs(24 * 3600)) + timeout;
+    let plan = EnginePlan {
+        target: target.addr,
+        host_header: target.host.clone(),
+        connections: args
+            .concurrency
+            .min(requests.try_into().unwrap_or(usize::MAX)),
+        threads: args.threads,
+        keep_alive: args.keep_alive,
+        load: Load::Closed {
+            requests: Some(requests),
+            duration,
+        },
+        source: Source::Template(RequestTemplate {
+            method,
+            path_and_query: target.path.clone(),
+            headers,
+            body,
+        }),
+        request_timeout: timeout,
+        max_duration,
+        record_ledger: false,
+    };
+    Ok((plan, target))
+}
+
+/// Runs the ab front end; returns the process exit code.
+pub fn run(args: AbArgs) -> anyhow::Result<i32> {
+    let (plan, target) = plan(&args)?;
+    TcpStream::connect_timeout(&target.addr, Duration::from_secs(2))
+        .with_context(|| format!("cannot connect to {} (is the server running?)", target.addr))?;
+    let concurrency = plan.connections;
+    let cancel = CancellationToken::new();
+    let done = CancellationToken::new();
+    spawn_ctrl_c(cancel.clone(), done.clone());
+    eprintln!("Benchmarking {} (be patient)", target.host);
+    let result = engine::run_with_progress(plan, cancel, "ab");
+    done.cancel();
+    let result = result?;
+    let completed = result.totals.total();
+    if completed > 0 && result.reason(Reason::ConnectRefused) == completed {
+        bail!(
+            "every connection to {} was refused ({completed} attempts)",
+            target.addr
+        );
+    }
+    print!("{}", report(&target, concurrency, &result));
+    Ok(if result.cancelled { 130 } else { 0 })
+}
+
+/// Cancels `cancel` on Ctrl-C; the helper thread ends when `done` is cancelled.
+fn spawn_ctrl_c(cancel: CancellationToken, done: CancellationToken) {
+    let _ = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if r.is_ok() { cancel.cancel() },
+                    _ = done.cancelled() => {}
+                }
+            });
+        });
+}
+
+/// ab's "min mean[+/-sd] median max" row, in ms.
+fn times_row(name: &str, h: &Histogram<u64>) -> String {
+    let ms = |us: f64| us / 1000.0;
+    format!(
+        "{name:<11} {:>5.0} {:>5.0} {:>5.1} {:>6.0} {:>7.0}\n",
+        ms(h.min() as f64),
+        ms(h.mean()),
+        ms(h.stdev()),
+        ms(h.value_at_quantile(0.5) as f64),
+        ms(h.max() as f64)
+    )
+}
+
+/// The ab-shaped text report.
+pub fn report(target: &Target, concurrency: usize, r: &EngineResult) -> String {
+    let t = r.transfer.clone().unwrap_or_else(engine::Transfer::new);
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let completed = r.totals.total();
+    let failed = t.connect_errors + t.receive_errors + t.exceptions;
+    let mut o = String::new();
+    let host = target
+        .host
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.is_empty() && !target.host.ends_with(']'))
+        .map_or(target.host.as_str(), |(h, _)| h);
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Server Software:        {}",
+        t.server.as_deref().unwrap_or("")
+    );
+    let _ = writeln!(o, "Server Hostname:        {host}");
+    let _ = writeln!(o, "Server Port:            {}", target.port);
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Document Path:          {}", target.path);
+    let _ = writeln!(
+        o,
+        "Document Length:        {} bytes",
+        t.first_len.unwrap_or(0)
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Concurrency Level:      {concurrency}");
+    let _ = writeln!(o, "Time taken for tests:   {secs:.3} seconds");
+    let _ = writeln!(o, "Complete requests:      {completed}");
+    let _ = writeln!(o, "Failed requests:        {failed}");
+    let _ = writeln!(
+        o,
+        "   (Connect: {}, Receive: {}, Exceptions: {})",
+        t.connect_errors, t.receive_errors, t.exceptions
+    );
+    let _ = writeln!(
+        o,
+        "Responses whose length differed from the first: {} (ab counts these as 'Failed (Length)'; \
+         differently sized bodies, e.g. success vs. sold out, are not failures)",
+        t.length_differs
+    );
+    if t.non_2xx > 0 {
+        let _ = writeln!(o, "Non-2xx responses:      {}", t.non_2xx);
+    }
+    if t.keep_alive > 0 {
+        let _ = writeln!(o, "Keep-Alive requests:    {}", t.keep_alive);
+    }
+    let _ = writeln!(o, "Total transferred:      {} bytes", t.total_bytes);
+    let _ = writeln!(o, "HTML transferred:       {} bytes", t.body_bytes);
+    let _ = writeln!(
+        o,
+        "Requests per second:    {:.2} [#/sec] (mean)",
+        completed as f64 / secs
+    );
+    let per = |n: f64| {
+        if completed > 0 {
+            secs * 1000.0 * n / completed as f64
+        } else {
+            0.0
+        }
+    };
+    let _ = writeln!(
+        o,
+        "Time per request:       {:.3} [ms] (mean)",
+        per(concurrency as f64)
+    );
+    let _ = writeln!(
+        o,
+        "Time per request:       {:.3} [ms] (mean, across all concurrent requests)",
+        per(1.0)
+    );
+    let _ = writeln!(
+        o,
+        "Transfer rate:          {:.2} [Kbytes/sec] received",
+        t.total_bytes as f64 / 1024.0 / secs
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Connection Times (ms)");
+    let _ = writeln!(o, "              min  mean[+/-sd] median   max");
+    o.push_str(&times_row("Connect:", &t.connect));
+    o.push_str(&times_row("Processing:", &t.processing));
+    o.push_str(&times_row("Waiting:", &t.waiting));
+    o.push_str(&times_row("Total:", &r.raw));
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "Percentage of the requests served within a certain time (ms)"
+    );
+    for q in [50, 66, 75, 80, 90, 95, 98, 99] {
+        let v = r.raw.value_at_quantile(q as f64 / 100.0) as f64 / 1000.0;
+        let _ = writeln!(o, "  {q:>3}% {v:>7.1}");
+    }
+    let _ = writeln!(
+        o,
+        "  100% {:>7.1} (longest request)",
+        r.raw.max() as f64 / 1000.0
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only() {
+        let t = parse_target("http://127.0.0.1:8080/buy/ticket?x=1").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            (t.path.as_str(), t.host.as_str()),
+            ("/buy/ticket?x=1", "127.0.0.1:8080")
+        );
+        assert_eq!(parse_target("http://localhost/").unwrap().port, 80);
+        assert!(parse_target("http://[::1]:9/").is_ok());
+        assert!(parse_target("http://10.0.0.1/").is_err());
+        assert!(parse_target("http://example.com/").is_err());
+        assert!(parse_target("https://127.0.0.1/").is_err());
+    }
+}

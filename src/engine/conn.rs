@@ -1,0 +1,577 @@
+//! One engine thread: a current-thread runtime, its connection tasks, its timer queue.
+//!
+//! The hot path follows oha's `client.rs`: hyper's HTTP/1.1 connection API over a
+//! `TcpStream` with `TCP_NODELAY`, one connection per connection task, no pool.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::record::Recorder;
+use super::{EnginePlan, RequestTemplate, Shared, Source, unit_hash};
+use crate::ledger::Row;
+use crate::protocol::{self, Classified, Kind, Outcome, Profile, Reason};
+
+/// A template request with its parts parsed once, cloned cheaply per request.
+pub(crate) struct Prepared {
+    /// Method to send.
+    method: Method,
+    /// Origin-form URI (cloning shares its bytes).
+    uri: Uri,
+    /// Host, Connection and the user's headers.
+    headers: HeaderMap,
+    /// Body (cloning shares its bytes).
+    body: Bytes,
+}
+
+impl Prepared {
+    pub(crate) fn new(t: &RequestTemplate, plan: &EnginePlan) -> anyhow::Result<Prepared> {
+        let mut headers = base_headers(plan)?;
+        for (name, value) in &t.headers {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes())
+                    .with_context(|| format!("bad header name {name:?}"))?,
+                HeaderValue::from_str(value)
+                    .with_context(|| format!("bad header value {value:?}"))?,
+            );
+        }
+        Ok(Prepared {
+            method: t.method.clone(),
+            uri: t
+                .path_and_query
+                .parse()
+                .with_context(|| format!("bad path {:?}", t.path_and_query))?,
+            headers,
+            body: t.body.clone(),
+        })
+    }
+}
+
+/// `Host` plus, without keep-alive, `Connection: close`.
+fn base_headers(plan: &EnginePlan) -> anyhow::Result<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(4);
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&plan.host_header).context("bad Host header")?,
+    );
+    if !plan.keep_alive {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(headers)
+}
+
+/// A unit of work for a connection: a new request or a user's follow-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Job {
+    /// When it should be sent, µs since start (ordering key of the timer queue).
+    due_us: u64,
+    /// User id (template requests: the request index).
+    user: u64,
+    /// The user's attempt number (request id `{user}-{attempt}`).
+    attempt: u32,
+    /// [`Kind`] as u8.
+    kind: u8,
+    /// Order to pay (pay jobs only).
+    order_id: u64,
+    /// Retries left after an info outcome.
+    retries_left: u16,
+    /// Tries left after a sold-out answer.
+    sold_out_left: u16,
+}
+
+/// What a free connection should do next.
+enum Next {
+    /// Send this job; `claimed_at` is when the connection became free (for lag vs. backpressure).
+    Run(Job, u64),
+    /// Nothing due yet; a follow-up is due at this time.
+    Wait(u64),
+    /// No work left for this connection.
+    Done,
+}
+
+/// Per-thread state shared by the thread's connection tasks (single-threaded: `RefCell`).
+struct ThreadCtx {
+    /// The run's shared state.
+    shared: Arc<Shared>,
+    /// This thread's recorder.
+    rec: RefCell<Recorder>,
+    /// Follow-ups (retries, payments) by due time.
+    queue: RefCell<BinaryHeap<Reverse<Job>>>,
+    /// Headers for buyer requests.
+    headers: HeaderMap,
+}
+
+/// Runs one engine thread with `conns` connection tasks; returns its recorder.
+pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<Recorder> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building engine runtime")?;
+    let ctx = Rc::new(ThreadCtx {
+        rec: RefCell::new(Recorder::new(matches!(
+            shared.plan.source,
+            Source::Template(_)
+        ))),
+        queue: RefCell::new(BinaryHeap::new()),
+        headers: base_headers(&shared.plan)?,
+        shared,
+    });
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let shared = &ctx.shared;
+        let token = shared.cancel.clone();
+        let hard = shared.at(shared.plan.max_duration.as_micros() as u64);
+        let watchdog = tokio::task::spawn_local(async move {
+            tokio::select! {
+                _ = tokio::time::sleep_until(hard) => token.cancel(),
+                _ = token.cancelled() => {}
+            }
+        });
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| tokio::task::spawn_local(connection_task(ctx.clone())))
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        watchdog.abort();
+    });
+    drop(local);
+    drop(rt);
+    let ctx = Rc::try_unwrap(ctx).map_err(|_| anyhow::anyhow!("engine thread still shared"))?;
+    Ok(ctx.rec.into_inner())
+}
+
+impl ThreadCtx {
+    /// Picks the next job: a due follow-up first, else a newly claimed unit of work.
+    fn next(&self) -> Next {
+        let s = &*self.shared;
+        let now = s.now_us();
+        if s.cancel.is_cancelled()
+            || now >= s.stop_new_us
+            || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
+        {
+            return Next::Done;
+        }
+        {
+            let mut q = self.queue.borrow_mut();
+            if q.peek().is_some_and(|Reverse(j)| j.due_us <= now) {
+                let Reverse(job) = q.pop().expect("peeked");
+                return Next::Run(job, now);
+            }
+        }
+        if s.next.load(Ordering::Relaxed) < s.claim_limit {
+            let k = s.next.fetch_add(1, Ordering::Relaxed);
+            if k < s.claim_limit {
+                let due_us = match &s.schedule {
+                    Some(sched) => sched.intended_us(k).unwrap_or(now),
+                    None => now,
+                };
+                let (user, retries_left, sold_out_left) = match &s.plan.source {
+                    Source::Buyers(b) => (b.id_offset + k, b.retries, b.retry_sold_out),
+                    Source::Template(_) => (k, 0, 0),
+                };
+                s.live.users.fetch_add(1, Ordering::Relaxed);
+                return Next::Run(
+                    Job {
+                        due_us,
+                        user,
+                        attempt: 1,
+                        kind: Kind::Buy as u8,
+                        order_id: 0,
+                        retries_left,
+                        sold_out_left,
+                    },
+                    now,
+                );
+            }
+        }
+        match self.queue.borrow().peek() {
+            Some(Reverse(j)) => Next::Wait(j.due_us),
+            None => Next::Done,
+        }
+    }
+
+    /// Builds the HTTP request for `job`.
+    fn request(&self, job: &Job) -> Request<Full<Bytes>> {
+        if let Some(p) = &self.shared.template {
+            let mut req = Request::new(Full::new(p.body.clone()));
+            *req.method_mut() = p.method.clone();
+            *req.uri_mut() = p.uri.clone();
+            *req.headers_mut() = p.headers.clone();
+            return req;
+        }
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            unreachable!("a plan without template has buyers")
+        };
+        let (method, uri, body) = if job.kind == Kind::Pay as u8 {
+            (
+                Method::POST,
+                format!("/orders/{}/pay", job.order_id),
+                Bytes::from(format!("{{\"user_id\":\"{}\"}}", job.user)),
+            )
+        } else {
+            let sep = if b.path.contains('?') { '&' } else { '?' };
+            (
+                Method::GET,
+                format!(
+                    "{}{sep}user_id={u}&request_id={u}-{a}",
+                    b.path,
+                    u = job.user,
+                    a = job.attempt
+                ),
+                Bytes::new(),
+            )
+        };
+        let mut headers = self.headers.clone();
+        if !body.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::try_from(uri).expect("engine builds valid URIs");
+        *req.headers_mut() = headers;
+        req
+    }
+
+    /// Records a finished job and schedules the user's follow-up, if any.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(&self, job: &Job, start_us: u64, end_us: u64, status: u16, c: &Classified<'_>) {
+        let s = &*self.shared;
+        let live = &s.live;
+        match c.reason {
+            Reason::SoldOut => live.sold_out.fetch_add(1, Ordering::Relaxed),
+            _ => match c.outcome() {
+                Outcome::Ok => live.ok.fetch_add(1, Ordering::Relaxed),
+                Outcome::Fail => live.fail.fetch_add(1, Ordering::Relaxed),
+                Outcome::Info => live.info.fetch_add(1, Ordering::Relaxed),
+            },
+        };
+        let mut rec = self.rec.borrow_mut();
+        rec.record(job.due_us, start_us, end_us, c.reason);
+        if s.plan.record_ledger {
+            let node = c.node.map_or(0, |n| rec.intern(n));
+            rec.ledger.push(Row {
+                user: job.user,
+                seq: c.seq,
+                order_id: c.order_id,
+                intended_us: clamp32(job.due_us),
+                start_us: clamp32(start_us),
+                end_us: clamp32(end_us),
+                attempt: job.attempt,
+                status,
+                node,
+                kind: job.kind,
+                outcome: c.outcome() as u8,
+                reason: c.reason as u8,
+            });
+        }
+        drop(rec);
+        let Source::Buyers(b) = &s.plan.source else {
+            return;
+        };
+        let mut next = Job {
+            attempt: job.attempt + 1,
+            ..*job
+        };
+        let follow = match c.outcome() {
+            Outcome::Info if job.retries_left > 0 && c.reason != Reason::Cancelled => {
+                next.retries_left -= 1;
+                next.due_us = end_us + b.retry_backoff.as_micros() as u64;
+                true
+            }
+            Outcome::Fail if c.reason == Reason::SoldOut && job.sold_out_left > 0 => {
+                next.sold_out_left -= 1;
+                next.due_us = end_us + b.retry_backoff.as_micros() as u64;
+                true
+            }
+            Outcome::Ok
+                if job.kind == Kind::Buy as u8
+                    && c.order_id != 0
+                    && b.pay_probability > 0.0
+                    && unit_hash(job.user) < b.pay_probability =>
+            {
+                next.kind = Kind::Pay as u8;
+                next.order_id = c.order_id;
+                next.retries_left = b.retries;
+                next.due_us = end_us + b.pay_delay.as_micros() as u64;
+                true
+            }
+            _ => false,
+        };
+        if follow {
+            self.queue.borrow_mut().push(Reverse(next));
+        }
+    }
+}
+
+fn clamp32(v: u64) -> u32 {
+    v.min(u32::MAX as u64) as u32
+}
+
+/// The live connection of a task, if any.
+type Conn = Option<SendRequest<Full<Bytes>>>;
+
+/// Why getting a usable connection failed.
+enum ConnectError {
+    /// TCP connect or handshake failed: nothing was sent.
+    Failed,
+    /// The run was cancelled meanwhile.
+    Cancelled,
+}
+
+/// One connection's loop: take work, send, record, until there is no work left.
+async fn connection_task(ctx: Rc<ThreadCtx>) {
+    let s = ctx.shared.clone();
+    let profile = match &s.plan.source {
+        Source::Buyers(b) => b.profile,
+        Source::Template(_) => Profile::Plain,
+    };
+    let mut conn: Conn = None;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let (job, claimed_at) = match ctx.next() {
+            Next::Done => break,
+            Next::Wait(due) => {
+                let stop = s.at(s.stop_new_us);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(s.at(due).min(stop)) => {}
+                    _ = s.cancel.cancelled() => break,
+                }
+                continue;
+            }
+            Next::Run(job, claimed_at) => (job, claimed_at),
+        };
+        if job.due_us > claimed_at {
+            // A free connection waits for the intended time; waking late is generator lag.
+            tokio::select! {
+                _ = tokio::time::sleep_until(s.at(job.due_us)) => {}
+                _ = s.cancel.cancelled() => break,
+            }
+            let late = s.now_us().saturating_sub(job.due_us);
+            ctx.rec.borrow_mut().record_lag(late);
+        } else if s.schedule.is_some() && claimed_at > job.due_us + super::record::LATE_THRESHOLD_US
+        {
+            ctx.rec.borrow_mut().lag.backpressured += 1;
+        }
+        s.live.sent.fetch_add(1, Ordering::Relaxed);
+        s.live.in_flight.fetch_add(1, Ordering::Relaxed);
+        let start_us = s.now_us();
+        let kind = if job.kind == Kind::Pay as u8 {
+            Kind::Pay
+        } else {
+            Kind::Buy
+        };
+        // Connect if needed (always, without keep-alive).
+        let mut connect_us = 0;
+        if let Some(c) = conn.as_mut() {
+            // An idle kept-alive connection the server has closed is replaced, not counted.
+            if c.ready().await.is_err() {
+                conn = None;
+            }
+        }
+        let reused = conn.is_some();
+        if !reused || !s.plan.keep_alive {
+            conn = None;
+            match connect(&s).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    connect_us = s.now_us() - start_us;
+                }
+                Err(e) => {
+                    let reason = match e {
+                        ConnectError::Failed => Reason::ConnectRefused,
+                        ConnectError::Cancelled => Reason::Cancelled,
+                    };
+                    let end_us = s.now_us();
+                    ctx.finish(&job, start_us, end_us, 0, &bare(reason));
+                    if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
+                        t.connect_errors += 1;
+                    }
+                    s.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    if reason == Reason::Cancelled {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        let sender = conn.as_mut().expect("connected above");
+        let req = ctx.request(&job);
+        let outcome = exchange(&s, sender, req, &mut buf).await;
+        let end_us = s.now_us();
+        s.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Ok(resp) => {
+                let body: &[u8] = resp.first.as_deref().unwrap_or(&buf);
+                let c = protocol::classify(profile, kind, resp.status, body);
+                if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
+                    let len = body.len() as u64;
+                    t.body_bytes += len;
+                    t.total_bytes += len + resp.head_bytes;
+                    match t.first_len {
+                        None => t.first_len = Some(len),
+                        Some(first) if first != len => t.length_differs += 1,
+                        Some(_) => {}
+                    }
+                    if t.server.is_none() {
+                        t.server = resp.server;
+                    }
+                    if !(200..300).contains(&resp.status) {
+                        t.non_2xx += 1;
+                    }
+                    if s.plan.keep_alive {
+                        t.keep_alive += 1;
+                    }
+                    let total = end_us - start_us;
+                    let _ = t.connect.record(connect_us.max(1));
+                    t.waiting
+                        .saturating_record(resp.head_us.saturating_sub(start_us).max(1));
+                    t.processing.saturating_record((total - connect_us).max(1));
+                }
+                ctx.finish(&job, start_us, end_us, resp.status, &c);
+                if !s.plan.keep_alive || resp.close {
+                    conn = None;
+                }
+            }
+            Err(reason) => {
+                if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
+                    match reason {
+                        Reason::Timeout | Reason::IoError => t.receive_errors += 1,
+                        _ => t.exceptions += 1,
+                    }
+                }
+                ctx.finish(&job, start_us, end_us, 0, &bare(reason));
+                conn = None;
+                if reason == Reason::Cancelled {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn bare(reason: Reason) -> Classified<'static> {
+    Classified {
+        reason,
+        seq: 0,
+        order_id: 0,
+        node: None,
+    }
+}
+
+/// Opens a TCP connection with `TCP_NODELAY` and runs the HTTP/1.1 handshake; the connection
+/// driver runs as a local task that ends when the sender is dropped.
+async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    let attempt = async {
+        let stream = TcpStream::connect(s.plan.target).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::task::spawn_local(async move {
+            let _ = driver.await;
+        });
+        Some(sender)
+    };
+    tokio::select! {
+        r = tokio::time::timeout(s.plan.request_timeout, attempt) => match r {
+            Ok(Some(sender)) => Ok(sender),
+            _ => Err(ConnectError::Failed),
+        },
+        _ = s.cancel.cancelled() => Err(ConnectError::Cancelled),
+    }
+}
+
+/// A response read to its end.
+struct Response {
+    /// HTTP status code.
+    status: u16,
+    /// The body when it arrived in one frame (the common case: no copy).
+    first: Option<Bytes>,
+    /// When the response head arrived, µs since start.
+    head_us: u64,
+    /// Size of the status line and headers as reconstructed (hyper does not expose it).
+    head_bytes: u64,
+    /// `Server` header, captured only for the ab report.
+    server: Option<String>,
+    /// The server asked to close the connection.
+    close: bool,
+}
+
+/// Sends `req` and reads the whole response, bounded by the request timeout and cancellation.
+/// Bodies of more than one frame are collected into `buf`.
+async fn exchange(
+    s: &Shared,
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+    buf: &mut Vec<u8>,
+) -> Result<Response, Reason> {
+    let want_detail = s.template.is_some();
+    let work = async {
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|_| Reason::IoError)?;
+        let head_us = s.now_us();
+        let (parts, mut body) = res.into_parts();
+        let mut first: Option<Bytes> = None;
+        buf.clear();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Reason::IoError)?;
+            if let Ok(data) = frame.into_data() {
+                match first.take() {
+                    None if buf.is_empty() => first = Some(data),
+                    prev => {
+                        if let Some(p) = prev {
+                            buf.extend_from_slice(&p);
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        let close = parts
+            .headers
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let (head_bytes, server) = if want_detail {
+            let head: usize = parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum();
+            let server = parts
+                .headers
+                .get(hyper::header::SERVER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (head as u64 + 17 + 2, server)
+        } else {
+            (0, None)
+        };
+        Ok(Response {
+            status: parts.status.as_u16(),
+            first,
+            head_us,
+            head_bytes,
+            server,
+            close,
+        })
+    };
+    tokio::select! {
+        r = tokio::time::timeout(s.plan.request_timeout, work) => r.unwrap_or(Err(Reason::Timeout)),
+        _ = s.cancel.cancelled() => Err(Reason::Cancelled),
+    }
+}

@@ -1,0 +1,331 @@
+//! The load engine: few connections, many users (DESIGN.md §5).
+//!
+//! [`run`] starts `threads` OS threads, each with its own current-thread tokio runtime owning
+//! `connections / threads` connection tasks. A connection task, when free, takes the next due
+//! follow-up of its thread (a retry or a payment), else claims the next new unit of work (a user, an
+//! arrival, a template request) from one shared atomic counter. Users are not tasks: a user is an
+//! id plus the tiny state carried by its pending follow-up. Each thread records into its own
+//! histograms and ledger; the results are merged when every thread is done.
+
+mod conn;
+pub mod progress;
+pub mod record;
+pub mod schedule;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, ensure};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use hyper::Method;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Ledger;
+use crate::protocol::{Outcome, Profile, Reason};
+
+pub use progress::{Live, Progress, run_with_progress};
+pub use record::{Interval, LagStats, ReasonCounts, Transfer};
+pub use schedule::{Schedule, Stage};
+
+/// Everything the engine needs to run one load; built and validated by the callers (ab, run).
+#[derive(Debug, Clone)]
+pub struct EnginePlan {
+    /// Where to connect (loopback in tests and ab).
+    pub target: SocketAddr,
+    /// Value of the `Host` header.
+    pub host_header: String,
+    /// Number of concurrent connections (closed loop: concurrency; open loop: max in flight).
+    pub connections: usize,
+    /// OS threads, each with a current-thread runtime; 0 = available cores.
+    pub threads: usize,
+    /// Reuse connections (HTTP keep-alive); without it every request opens a new connection and
+    /// sends `Connection: close`, as ab does without `-k`.
+    pub keep_alive: bool,
+    /// Closed or open loop, and its bounds.
+    pub load: Load,
+    /// What to send.
+    pub source: Source,
+    /// A request sent but not answered within this ends as info/timeout.
+    pub request_timeout: Duration,
+    /// Hard limit on the whole run: in-flight requests are cancelled (info/cancelled) after it.
+    pub max_duration: Duration,
+    /// Keep a ledger row per request (needed by the audit; ab runs skip it).
+    pub record_ledger: bool,
+}
+
+/// How work arrives.
+#[derive(Debug, Clone)]
+pub enum Load {
+    /// Each connection sends its next request as soon as the previous one completed (ab, wrk).
+    Closed {
+        /// Stop after this many requests (template: exactly; buyers: a safety cap).
+        requests: Option<u64>,
+        /// Stop starting requests after this long.
+        duration: Option<Duration>,
+    },
+    /// Arrivals follow a schedule regardless of how fast the server answers.
+    Open {
+        /// Back-to-back arrival stages.
+        stages: Vec<Stage>,
+    },
+}
+
+/// What the requests are.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The same request every time (ab, wrk).
+    Template(RequestTemplate),
+    /// Simulated ticket buyers with ids, retries and payments.
+    Buyers(BuyerPlan),
+}
+
+/// A fixed request, sent as is.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    /// HTTP method.
+    pub method: Method,
+    /// Origin-form target, e.g. `/buy/ticket?x=1`.
+    pub path_and_query: String,
+    /// Extra headers (name, value); `Host` and `Connection` are added by the engine.
+    pub headers: Vec<(String, String)>,
+    /// Request body (empty for GET).
+    pub body: Bytes,
+}
+
+/// Simulated buyers: user index i has id `id_offset + i`.
+#[derive(Debug, Clone)]
+pub struct BuyerPlan {
+    /// Number of distinct users.
+    pub count: u64,
+    /// Id of user index 0 (segments of users on several machines use disjoint offsets).
+    pub id_offset: u64,
+    /// Buy path, e.g. `/buy/ticket`; `user_id` and `request_id` are appended as query.
+    pub path: String,
+    /// Retries after an info outcome, each with a new request id.
+    pub retries: u16,
+    /// Extra tries after a definite "sold out".
+    pub retry_sold_out: u16,
+    /// Pause before a retry.
+    pub retry_backoff: Duration,
+    /// Probability that a user pays a hold (reservation mode); 0 = never pay.
+    pub pay_probability: f64,
+    /// How long after the hold the payment is sent.
+    pub pay_delay: Duration,
+    /// How to read the answers.
+    pub profile: Profile,
+}
+
+impl BuyerPlan {
+    /// A plan with the common defaults: path `/buy/ticket`, no retries, no payments.
+    pub fn new(count: u64, profile: Profile) -> BuyerPlan {
+        BuyerPlan {
+            count,
+            id_offset: 1,
+            path: "/buy/ticket".into(),
+            retries: 0,
+            retry_sold_out: 0,
+            retry_backoff: Duration::from_millis(50),
+            pay_probability: 0.0,
+            pay_delay: Duration::from_millis(100),
+            profile,
+        }
+    }
+}
+
+/// The merged outcome of a run; reporters and the audit read only this.
+#[derive(Debug, Clone)]
+pub struct EngineResult {
+    /// Unix time of the run start, µs; every `*_us` in the ledger is relative to it.
+    pub started_unix_us: u64,
+    /// Wall time from start to the last thread finishing.
+    pub elapsed: Duration,
+    /// Per-second intervals (by completion time), merged over threads.
+    pub intervals: Vec<Interval>,
+    /// Latency from intended send time, whole run, µs.
+    pub intended: Histogram<u64>,
+    /// Service time (start → end), whole run, µs.
+    pub raw: Histogram<u64>,
+    /// Completed requests by reason.
+    pub totals: ReasonCounts,
+    /// Generator lateness (open loop); a run with much lag is invalid.
+    pub lag: LagStats,
+    /// Every request, sorted by start time (empty unless `record_ledger`).
+    pub ledger: Ledger,
+    /// ab detail (template sources only).
+    pub transfer: Option<Transfer>,
+    /// Whether the run was cut short by cancellation or `max_duration`.
+    pub cancelled: bool,
+}
+
+impl EngineResult {
+    /// Completed requests with outcome `o`.
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.totals.outcome(o)
+    }
+
+    /// Completed requests with reason `r`.
+    pub fn reason(&self, r: Reason) -> u64 {
+        self.totals.get(r)
+    }
+
+    /// Completed requests per second of elapsed time.
+    pub fn rps(&self) -> f64 {
+        self.totals.total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// State shared by all threads; read-mostly, the counters are relaxed atomics.
+pub(crate) struct Shared {
+    /// The plan, as given.
+    pub plan: EnginePlan,
+    /// Open-loop schedule, if any.
+    pub schedule: Option<Schedule>,
+    /// Prepared template request parts, if the source is a template.
+    pub template: Option<conn::Prepared>,
+    /// The run's clock origin.
+    pub start: Instant,
+    /// No request starts at or after this (µs since start).
+    pub stop_new_us: u64,
+    /// Maximum number of new work units (users, arrivals, template requests) to claim.
+    pub claim_limit: u64,
+    /// Cap on requests sent, follow-ups included.
+    pub request_cap: u64,
+    /// Next work unit to claim.
+    pub next: AtomicU64,
+    /// Progress counters the caller polls.
+    pub live: Arc<Live>,
+    /// Stops everything: the caller's token (Ctrl-C) or the `max_duration` watchdog.
+    pub cancel: CancellationToken,
+}
+
+impl Shared {
+    /// µs since the run started.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// The tokio instant `us` µs after the run start.
+    pub fn at(&self, us: u64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start + Duration::from_micros(us))
+    }
+}
+
+/// Runs `plan` to completion (or until `cancel`); blocks the calling thread.
+pub fn run(plan: EnginePlan, cancel: CancellationToken) -> anyhow::Result<EngineResult> {
+    run_with_live(plan, cancel, Arc::new(Live::default()))
+}
+
+/// Like [`run`], updating `live` as requests complete so the caller can show progress.
+pub fn run_with_live(
+    plan: EnginePlan,
+    cancel: CancellationToken,
+    live: Arc<Live>,
+) -> anyhow::Result<EngineResult> {
+    ensure!(plan.connections >= 1, "need at least one connection");
+    ensure!(
+        !plan.max_duration.is_zero(),
+        "max_duration must be positive"
+    );
+    let threads = match plan.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(plan.connections);
+    let schedule = match &plan.load {
+        Load::Open { stages } => Some(Schedule::new(stages)?),
+        Load::Closed { .. } => None,
+    };
+    let (mut claim_limit, mut request_cap, mut stop_new) = (u64::MAX, u64::MAX, plan.max_duration);
+    match &plan.load {
+        Load::Closed { requests, duration } => {
+            ensure!(
+                requests.is_some() || duration.is_some(),
+                "a closed-loop load needs a request count or a duration"
+            );
+            if let Some(n) = *requests {
+                request_cap = n;
+                claim_limit = n;
+            }
+            if let Some(d) = *duration {
+                stop_new = stop_new.min(d);
+            }
+        }
+        Load::Open { .. } => claim_limit = schedule.as_ref().map_or(0, Schedule::total),
+    }
+    let template = match &plan.source {
+        Source::Template(t) => Some(conn::Prepared::new(t, &plan)?),
+        Source::Buyers(b) => {
+            claim_limit = claim_limit.min(b.count);
+            ensure!(
+                (0.0..=1.0).contains(&b.pay_probability),
+                "pay_probability must be within 0..=1"
+            );
+            None
+        }
+    };
+    let started_unix_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let shared = Arc::new(Shared {
+        schedule,
+        template,
+        start: Instant::now(),
+        stop_new_us: stop_new.as_micros() as u64,
+        claim_limit,
+        request_cap,
+        next: AtomicU64::new(0),
+        live,
+        cancel: cancel.child_token(),
+        plan,
+    });
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let conns =
+            shared.plan.connections / threads + usize::from(t < shared.plan.connections % threads);
+        let shared = shared.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("engine-{t}"))
+                .spawn(move || conn::thread_main(shared, conns))
+                .context("spawning engine thread")?,
+        );
+    }
+    let mut recorders = Vec::with_capacity(threads);
+    for h in handles {
+        let rec = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("engine thread panicked"))??;
+        recorders.push(rec);
+    }
+    let elapsed = shared.start.elapsed();
+    let cancelled = shared.cancel.is_cancelled();
+    let m = record::merge(recorders);
+    Ok(EngineResult {
+        started_unix_us,
+        elapsed,
+        intervals: m.seconds,
+        intended: m.intended,
+        raw: m.raw,
+        totals: m.totals,
+        lag: m.lag,
+        ledger: Ledger {
+            rows: m.rows,
+            nodes: m.nodes,
+        },
+        transfer: m.transfer,
+        cancelled,
+    })
+}
+
+/// Deterministic pseudo-random number in [0, 1) from a user id (SplitMix64), so that whether a
+/// user pays is the same on every run.
+pub fn unit_hash(user: u64) -> f64 {
+    let mut z = user.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,155 @@
+//! Live progress: workers bump relaxed atomics; the caller polls and draws.
+//!
+//! Workers never touch the terminal. [`run_with_progress`] runs the engine on a thread and shows
+//! an indicatif bar on stderr when it is a terminal, else a one-line status every 5 s.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use super::{EnginePlan, EngineResult, Load, Source, run_with_live};
+
+/// Counters the engine threads bump as they go (relaxed: they are only for display).
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Requests started.
+    pub sent: AtomicU64,
+    /// Completed with outcome ok.
+    pub ok: AtomicU64,
+    /// Completed with a definite "sold out".
+    pub sold_out: AtomicU64,
+    /// Completed with another fail reason.
+    pub fail: AtomicU64,
+    /// Completed indeterminate (info).
+    pub info: AtomicU64,
+    /// Started and not yet completed.
+    pub in_flight: AtomicU64,
+    /// New work units claimed (users, arrivals or template requests).
+    pub users: AtomicU64,
+}
+
+/// A snapshot of [`Live`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Requests started.
+    pub sent: u64,
+    /// Completed ok.
+    pub ok: u64,
+    /// Completed sold out.
+    pub sold_out: u64,
+    /// Completed with another fail reason.
+    pub fail: u64,
+    /// Completed info.
+    pub info: u64,
+    /// In flight.
+    pub in_flight: u64,
+    /// Users / arrivals claimed.
+    pub users: u64,
+}
+
+impl Progress {
+    /// Completed requests.
+    pub fn done(&self) -> u64 {
+        self.ok + self.sold_out + self.fail + self.info
+    }
+}
+
+impl Live {
+    /// Reads every counter (not atomically as a whole; fine for display).
+    pub fn snapshot(&self) -> Progress {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Progress {
+            sent: r(&self.sent),
+            ok: r(&self.ok),
+            sold_out: r(&self.sold_out),
+            fail: r(&self.fail),
+            info: r(&self.info),
+            in_flight: r(&self.in_flight),
+            users: r(&self.users),
+        }
+    }
+}
+
+/// The number the bar counts towards, when the plan has one.
+fn expected_total(plan: &EnginePlan) -> Option<u64> {
+    match (&plan.load, &plan.source) {
+        (Load::Closed { requests, .. }, Source::Template(_)) => *requests,
+        (Load::Closed { requests, .. }, Source::Buyers(b)) => {
+            Some(requests.map_or(b.count, |r| r.min(b.count)))
+        }
+        (Load::Open { stages }, _) => super::Schedule::new(stages).ok().map(|s| s.total()),
+    }
+}
+
+/// Runs the engine on a helper thread while showing progress on stderr.
+pub fn run_with_progress(
+    plan: EnginePlan,
+    cancel: CancellationToken,
+    label: &str,
+) -> anyhow::Result<EngineResult> {
+    let live = Arc::new(Live::default());
+    let total = expected_total(&plan);
+    let is_buyers = matches!(plan.source, Source::Buyers(_));
+    let worker = {
+        let live = live.clone();
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || run_with_live(plan, cancel, live))?
+    };
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(5));
+        let style = ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(label.to_string());
+        Some(bar)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    while !worker.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let p = live.snapshot();
+        let now = Instant::now();
+        let dt = now.duration_since(last.0).as_secs_f64();
+        let rps = if dt > 0.0 {
+            (p.done() - last.1) as f64 / dt
+        } else {
+            0.0
+        };
+        if dt >= 1.0 {
+            last = (now, p.done());
+        }
+        let pos = if is_buyers { p.users } else { p.done() };
+        let msg = format!(
+            "{rps:.0} req/s ok {} sold out {} fail {} info {}",
+            p.ok, p.sold_out, p.fail, p.info
+        );
+        if let Some(bar) = &bar {
+            bar.set_position(pos);
+            bar.set_message(msg);
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            last_line = Instant::now();
+            eprintln!(
+                "{label}: {:.0}s sent {} {msg}",
+                started.elapsed().as_secs_f64(),
+                p.sent
+            );
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))?
+}

@@ -1,0 +1,340 @@
+//! Per-thread recording: histograms per elapsed second, reason counters, lag, ledger rows.
+//!
+//! Each engine thread owns one [`Recorder`] (no locks, no shared cache lines); the engine merges
+//! them losslessly with `Histogram::add` once the threads are done.
+
+use hdrhistogram::Histogram;
+
+use crate::ledger::Row;
+use crate::protocol::{Outcome, REASON_COUNT, Reason};
+
+/// Largest latency a histogram holds (60 s, in µs); larger values are clamped.
+pub const MAX_US: u64 = 60_000_000;
+
+/// Sends that wake this much (µs) after their intended time count as late (tokio's timer wheel
+/// has a 1 ms tick, so up to ~1 ms of lateness is the timer, not the generator).
+pub const LATE_THRESHOLD_US: u64 = 2_000;
+
+/// A fixed-bounds µs histogram (1 µs .. 60 s, 3 significant digits).
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// A per-second µs histogram: same precision, but it grows only as far as that second's largest
+/// value, so long runs with small latencies stay small.
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("valid histogram")
+}
+
+/// Counts per [`Reason`], indexed by `reason as usize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReasonCounts(pub [u64; REASON_COUNT]);
+
+impl ReasonCounts {
+    /// Count for one reason.
+    pub fn get(&self, r: Reason) -> u64 {
+        self.0[r as usize]
+    }
+
+    /// Sum over all reasons with outcome `o`.
+    pub fn outcome(&self, o: Outcome) -> u64 {
+        Reason::ALL
+            .iter()
+            .filter(|r| r.outcome() == o)
+            .map(|&r| self.get(r))
+            .sum()
+    }
+
+    /// Sum over all reasons.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ReasonCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
+/// What happened during one elapsed second of the run (requests bucketed by completion time).
+#[derive(Debug, Clone)]
+pub struct Interval {
+    /// Which second since the run start (0-based).
+    pub second: u32,
+    /// Latency from intended send time to completion (coordinated-omission corrected), µs.
+    pub intended: Histogram<u64>,
+    /// Service time from actual start to completion, µs.
+    pub raw: Histogram<u64>,
+    /// Completed requests by reason.
+    pub counts: ReasonCounts,
+}
+
+impl Interval {
+    fn new(second: u32) -> Interval {
+        Interval {
+            second,
+            intended: second_histogram(),
+            raw: second_histogram(),
+            counts: ReasonCounts::default(),
+        }
+    }
+
+    /// Adds `other` (the same second from another thread) into `self`.
+    pub fn add(&mut self, other: &Interval) {
+        self.intended.add(&other.intended).expect("same bounds");
+        self.raw.add(&other.raw).expect("same bounds");
+        self.counts.add(&other.counts);
+    }
+}
+
+/// Lateness of the generator itself (DESIGN.md §5): only sends where a connection was free and
+/// woke up late count; waiting because every connection was busy is backpressure, a result.
+#[derive(Debug, Clone)]
+pub struct LagStats {
+    /// Wake-up lateness of every scheduled send that slept first, µs.
+    pub hist: Histogram<u64>,
+    /// Sends that woke more than [`LATE_THRESHOLD_US`] after their intended time.
+    pub late_sends: u64,
+    /// Sends whose intended time had already passed when a connection claimed them
+    /// (all connections were busy): backpressure, not lag.
+    pub backpressured: u64,
+}
+
+impl LagStats {
+    fn new() -> LagStats {
+        LagStats {
+            hist: new_histogram(),
+            late_sends: 0,
+            backpressured: 0,
+        }
+    }
+
+    /// Largest lateness seen, µs.
+    pub fn max_us(&self) -> u64 {
+        self.hist.max()
+    }
+
+    /// 99th percentile of lateness, µs.
+    pub fn p99_us(&self) -> u64 {
+        self.hist.value_at_quantile(0.99)
+    }
+
+    fn add(&mut self, other: &LagStats) {
+        self.hist.add(&other.hist).expect("same bounds");
+        self.late_sends += other.late_sends;
+        self.backpressured += other.backpressured;
+    }
+}
+
+/// Byte and timing detail for the ab report; recorded only for template (ab) runs.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    /// Response bytes received: status line and headers (reconstructed) plus bodies.
+    pub total_bytes: u64,
+    /// Body bytes received.
+    pub body_bytes: u64,
+    /// Body length of the first response (ab's "Document Length").
+    pub first_len: Option<u64>,
+    /// Responses whose body length differed from the first (ab's "Failed (Length)").
+    pub length_differs: u64,
+    /// The `Server` header of the first response that had one.
+    pub server: Option<String>,
+    /// Responses with a status outside 2xx.
+    pub non_2xx: u64,
+    /// Responses received on a kept-alive connection.
+    pub keep_alive: u64,
+    /// Failures to connect.
+    pub connect_errors: u64,
+    /// Failures while waiting for or reading the response (timeouts, resets).
+    pub receive_errors: u64,
+    /// Other failures (e.g. an unparsable response).
+    pub exceptions: u64,
+    /// Time to establish the TCP connection, µs (0 when reused).
+    pub connect: Histogram<u64>,
+    /// Time from start to response headers, µs.
+    pub waiting: Histogram<u64>,
+    /// Time from connection established to completion, µs.
+    pub processing: Histogram<u64>,
+}
+
+impl Transfer {
+    pub(crate) fn new() -> Transfer {
+        Transfer {
+            total_bytes: 0,
+            body_bytes: 0,
+            first_len: None,
+            length_differs: 0,
+            server: None,
+            non_2xx: 0,
+            keep_alive: 0,
+            connect_errors: 0,
+            receive_errors: 0,
+            exceptions: 0,
+            connect: new_histogram(),
+            waiting: new_histogram(),
+            processing: new_histogram(),
+        }
+    }
+
+    /// Adds another thread's figures; the first document length and server name win.
+    pub(crate) fn add(&mut self, o: &Transfer) {
+        self.total_bytes += o.total_bytes;
+        self.body_bytes += o.body_bytes;
+        if self.first_len.is_none() {
+            self.first_len = o.first_len;
+        } else if let (Some(a), Some(b)) = (self.first_len, o.first_len) {
+            // Each thread compared with its own first response; count the other thread's
+            // first response too if it differed from ours.
+            if a != b {
+                self.length_differs += 1;
+            }
+        }
+        self.length_differs += o.length_differs;
+        if self.server.is_none() {
+            self.server.clone_from(&o.server);
+        }
+        self.non_2xx += o.non_2xx;
+        self.keep_alive += o.keep_alive;
+        self.connect_errors += o.connect_errors;
+        self.receive_errors += o.receive_errors;
+        self.exceptions += o.exceptions;
+        self.connect.add(&o.connect).expect("same bounds");
+        self.waiting.add(&o.waiting).expect("same bounds");
+        self.processing.add(&o.processing).expect("same bounds");
+    }
+}
+
+/// Everything one engine thread records; owned by the thread, merged at the end.
+pub(crate) struct Recorder {
+    /// Per-second intervals, indexed by second (created on first use).
+    pub seconds: Vec<Interval>,
+    /// Generator lateness.
+    pub lag: LagStats,
+    /// Ledger rows, when the plan asks for a ledger.
+    pub ledger: Vec<Row>,
+    /// Node names seen by this thread; row `node` = index + 1 (remapped when merging).
+    pub nodes: Vec<Box<[u8]>>,
+    /// ab detail, when the source is a template.
+    pub transfer: Option<Transfer>,
+}
+
+impl Recorder {
+    pub fn new(transfer: bool) -> Recorder {
+        Recorder {
+            seconds: Vec::new(),
+            lag: LagStats::new(),
+            ledger: Vec::new(),
+            nodes: Vec::new(),
+            transfer: transfer.then(Transfer::new),
+        }
+    }
+
+    /// Records one completed request into the interval of its completion second.
+    pub fn record(&mut self, intended_us: u64, start_us: u64, end_us: u64, reason: Reason) {
+        let sec = (end_us / 1_000_000) as usize;
+        while self.seconds.len() <= sec {
+            let n = self.seconds.len() as u32;
+            self.seconds.push(Interval::new(n));
+        }
+        let iv = &mut self.seconds[sec];
+        let clamp = |v: u64| v.clamp(1, MAX_US);
+        let _ = iv
+            .intended
+            .record(clamp(end_us.saturating_sub(intended_us)));
+        let _ = iv.raw.record(clamp(end_us.saturating_sub(start_us)));
+        iv.counts.0[reason as usize] += 1;
+    }
+
+    /// Records how late a free connection woke up for its scheduled send.
+    pub fn record_lag(&mut self, late_us: u64) {
+        self.lag.hist.saturating_record(late_us.max(1));
+        if late_us > LATE_THRESHOLD_US {
+            self.lag.late_sends += 1;
+        }
+    }
+
+    /// Interns a node name, returning its 1-based index in this thread's table.
+    pub fn intern(&mut self, name: &[u8]) -> u16 {
+        if let Some(i) = self.nodes.iter().position(|n| &**n == name) {
+            return i as u16 + 1;
+        }
+        if self.nodes.len() >= u16::MAX as usize - 1 {
+            return 0;
+        }
+        self.nodes.push(name.into());
+        self.nodes.len() as u16
+    }
+}
+
+/// Merged view of all threads' recorders.
+pub(crate) struct Merged {
+    pub seconds: Vec<Interval>,
+    pub intended: Histogram<u64>,
+    pub raw: Histogram<u64>,
+    pub totals: ReasonCounts,
+    pub lag: LagStats,
+    pub rows: Vec<Row>,
+    pub nodes: Vec<String>,
+    pub transfer: Option<Transfer>,
+}
+
+/// Merges per-thread recorders losslessly; ledger rows are sorted by start time.
+pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
+    let mut m = Merged {
+        seconds: Vec::new(),
+        intended: new_histogram(),
+        raw: new_histogram(),
+        totals: ReasonCounts::default(),
+        lag: LagStats::new(),
+        rows: Vec::with_capacity(recorders.iter().map(|r| r.ledger.len()).sum()),
+        nodes: Vec::new(),
+        transfer: None,
+    };
+    for rec in recorders {
+        for iv in &rec.seconds {
+            while m.seconds.len() <= iv.second as usize {
+                let n = m.seconds.len() as u32;
+                m.seconds.push(Interval::new(n));
+            }
+            m.seconds[iv.second as usize].add(iv);
+        }
+        m.lag.add(&rec.lag);
+        // Remap this thread's node indices into the global table.
+        let map: Vec<u16> = rec
+            .nodes
+            .iter()
+            .map(|name| {
+                let name = String::from_utf8_lossy(name);
+                match m.nodes.iter().position(|n| *n == name) {
+                    Some(i) => i as u16 + 1,
+                    None => {
+                        m.nodes.push(name.into_owned());
+                        m.nodes.len() as u16
+                    }
+                }
+            })
+            .collect();
+        m.rows.extend(rec.ledger.into_iter().map(|mut row| {
+            if row.node != 0 {
+                row.node = map[row.node as usize - 1];
+            }
+            row
+        }));
+        if let Some(t) = rec.transfer {
+            match &mut m.transfer {
+                Some(acc) => acc.add(&t),
+                None => m.transfer = Some(t),
+            }
+        }
+    }
+    for iv in &m.seconds {
+        m.intended.add(&iv.intended).expect("same bounds");
+        m.raw.add(&iv.raw).expect("same bounds");
+        m.totals.add(&iv.counts);
+    }
+    m.rows
+        .sort_unstable_by_key(|r| (r.start_us, r.user, r.attempt));
+    m
+}

@@ -1,0 +1,267 @@
+//! The client's ledger: one compact row per request attempt, for the audit (DESIGN.md §4).
+//!
+//! Rows are 48 bytes so a million-user run costs ~50 MB. Workers fill their own `Vec<Row>`; the
+//! engine merges them (sorted by start time) into one [`Ledger`]. Saved as `ledger.csv` plus a
+//! node table `ledger.nodes.csv` beside it (index → node name; index 0 means "no node").
+
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::protocol::{Kind, Outcome, Reason};
+
+/// The CSV header of `ledger.csv`; part of the report format.
+pub const HEADER: &str =
+    "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node";
+
+/// One request attempt. Times are µs since the run started (u32: runs up to 71 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// Simulated user id (sent as `user_id`).
+    pub user: u64,
+    /// Sale sequence number the server reported, 0 = none.
+    pub seq: u64,
+    /// Order id the server reported, 0 = none.
+    pub order_id: u64,
+    /// When the request should have been sent (open-loop schedule or follow-up due time).
+    pub intended_us: u32,
+    /// When the request actually started (connect or write began).
+    pub start_us: u32,
+    /// When the response (or the error) was complete.
+    pub end_us: u32,
+    /// The user's attempt number; the wire request id is `{user}-{attempt}`.
+    pub attempt: u32,
+    /// HTTP status, 0 when no response arrived.
+    pub status: u16,
+    /// Index into the ledger's node table, 0 = none.
+    pub node: u16,
+    /// [`Kind`] as u8 (buy or pay).
+    pub kind: u8,
+    /// [`Outcome`] as u8, redundant with `reason` but kept so readers need no table.
+    pub outcome: u8,
+    /// [`Reason`] as u8.
+    pub reason: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Row>() <= 48);
+
+impl Row {
+    /// The request kind.
+    pub fn kind(&self) -> Kind {
+        if self.kind == Kind::Pay as u8 {
+            Kind::Pay
+        } else {
+            Kind::Buy
+        }
+    }
+
+    /// The outcome (ok / fail / info).
+    pub fn outcome(&self) -> Outcome {
+        self.reason().outcome()
+    }
+
+    /// The reason; unknown bytes read as [`Reason::Garbled`].
+    pub fn reason(&self) -> Reason {
+        Reason::from_index(self.reason).unwrap_or(Reason::Garbled)
+    }
+
+    /// The request id as sent on the wire.
+    pub fn request_id(&self) -> String {
+        format!("{}-{}", self.user, self.attempt)
+    }
+}
+
+/// All rows of a run plus the node-name table their `node` field indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Rows sorted by `start_us`.
+    pub rows: Vec<Row>,
+    /// Node names; `nodes[i - 1]` is the name of node index `i` (index 0 = no node).
+    pub nodes: Vec<String>,
+}
+
+impl Ledger {
+    /// Name of node index `i`, if any.
+    pub fn node_name(&self, i: u16) -> Option<&str> {
+        if i == 0 {
+            None
+        } else {
+            self.nodes.get(i as usize - 1).map(String::as_str)
+        }
+    }
+
+    /// Where the node table of `ledger_path` lives (`ledger.csv` → `ledger.nodes.csv`).
+    pub fn nodes_path(ledger_path: &Path) -> PathBuf {
+        ledger_path.with_extension("nodes.csv")
+    }
+
+    /// Writes `path` (the rows) and its node table beside it.
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        writeln!(w, "{HEADER}")?;
+        let mut line = String::with_capacity(128);
+        for r in &self.rows {
+            line.clear();
+            let _ = writeln!(
+                line,
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                r.user,
+                r.attempt,
+                r.kind().as_str(),
+                r.intended_us,
+                r.start_us,
+                r.end_us,
+                r.outcome().as_str(),
+                r.reason().as_str(),
+                r.status,
+                r.seq,
+                r.order_id,
+                r.node
+            );
+            w.write_all(line.as_bytes())?;
+        }
+        w.flush()?;
+        let nodes_path = Self::nodes_path(path);
+        let mut n = BufWriter::new(
+            std::fs::File::create(&nodes_path)
+                .with_context(|| format!("creating {}", nodes_path.display()))?,
+        );
+        writeln!(n, "index,name")?;
+        for (i, name) in self.nodes.iter().enumerate() {
+            writeln!(n, "{},{}", i + 1, name)?;
+        }
+        n.flush()?;
+        Ok(())
+    }
+
+    /// Reads a ledger written by [`Ledger::save`] (the node table is optional).
+    pub fn load(path: &Path) -> anyhow::Result<Ledger> {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = data.split(|&b| b == b'\n');
+        let header = lines.next().unwrap_or_default();
+        if trim_cr(header) != HEADER.as_bytes() {
+            bail!("{}: unexpected header", path.display());
+        }
+        let mut rows = Vec::with_capacity(data.len() / 40);
+        for (n, line) in lines.enumerate() {
+            let line = trim_cr(line);
+            if line.is_empty() {
+                continue;
+            }
+            rows.push(
+                parse_row(line)
+                    .with_context(|| format!("{}: bad row at line {}", path.display(), n + 2))?,
+            );
+        }
+        let nodes_path = Self::nodes_path(path);
+        let mut nodes = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(&nodes_path) {
+            for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+                let (_, name) = line
+                    .split_once(',')
+                    .with_context(|| format!("{}: bad line", nodes_path.display()))?;
+                nodes.push(name.to_string());
+            }
+        }
+        Ok(Ledger { rows, nodes })
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn parse_row(line: &[u8]) -> anyhow::Result<Row> {
+    let mut f = line.split(|&b| b == b',');
+    let mut next = || f.next().context("missing field");
+    let num = |s: &[u8]| crate::protocol::parse_u64(s).context("not a number");
+    let user = num(next()?)?;
+    let attempt = num(next()?)? as u32;
+    let kind = std::str::from_utf8(next()?)
+        .ok()
+        .and_then(Kind::parse)
+        .context("bad kind")?;
+    let intended_us = num(next()?)? as u32;
+    let start_us = num(next()?)? as u32;
+    let end_us = num(next()?)? as u32;
+    let outcome = std::str::from_utf8(next()?)
+        .ok()
+        .and_then(Outcome::parse)
+        .context("bad outcome")?;
+    let reason = std::str::from_utf8(next()?)
+        .ok()
+        .and_then(Reason::parse)
+        .context("bad reason")?;
+    if reason.outcome() != outcome {
+        bail!(
+            "outcome {} contradicts reason {}",
+            outcome.as_str(),
+            reason.as_str()
+        );
+    }
+    Ok(Row {
+        user,
+        attempt,
+        kind: kind as u8,
+        intended_us,
+        start_us,
+        end_us,
+        outcome: outcome as u8,
+        reason: reason as u8,
+        status: num(next()?)? as u16,
+        seq: num(next()?)?,
+        order_id: num(next()?)?,
+        node: num(next()?)? as u16,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.csv");
+        let ledger = Ledger {
+            rows: vec![
+                Row {
+                    user: 7,
+                    seq: 3,
+                    order_id: 3,
+                    intended_us: 10,
+                    start_us: 11,
+                    end_us: 99,
+                    attempt: 1,
+                    status: 200,
+                    node: 1,
+                    kind: Kind::Buy as u8,
+                    outcome: Outcome::Ok as u8,
+                    reason: Reason::Grabbed as u8,
+                },
+                Row {
+                    user: 8,
+                    seq: 0,
+                    order_id: 0,
+                    intended_us: 12,
+                    start_us: 12,
+                    end_us: 1000,
+                    attempt: 2,
+                    status: 0,
+                    node: 0,
+                    kind: Kind::Buy as u8,
+                    outcome: Outcome::Info as u8,
+                    reason: Reason::Timeout as u8,
+                },
+            ],
+            nodes: vec!["n1".into()],
+        };
+        ledger.save(&path).unwrap();
+        assert_eq!(Ledger::load(&path).unwrap(), ledger);
+        assert_eq!(ledger.rows[1].request_id(), "8-2");
+    }
+}
