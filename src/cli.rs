@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use crate::exit;
 
 #[derive(Debug, Parser)]
-#[command(name = "grab-bench", version, about = "Load-test a flash-sale system and prove it neither oversold nor undersold")]
+#[command(
+    name = "grab-bench",
+    version,
+    about = "Load-test a flash-sale system and prove it neither oversold nor undersold"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,6 +19,8 @@ struct Cli {
 enum Command {
     /// ApacheBench-style quick run against one URL.
     Ab(crate::ab::AbArgs),
+    /// The built-in cluster end to end, small: Redis, weighted nodes behind Nginx, distinct buyers.
+    Demo(crate::demo::DemoArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
     Serve(target_server::ServeArgs),
 }
@@ -24,13 +30,18 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let code = if err.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if err.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = err.print();
             return code;
         }
     };
     let result = match cli.command {
         Command::Ab(args) => crate::ab::run(args),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),
     };
     match result {

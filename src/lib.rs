@@ -6,6 +6,7 @@
 
 pub mod ab;
 pub mod cli;
+pub mod demo;
 pub mod engine;
 pub mod exit;
 pub mod ledger;
