@@ -51,9 +51,10 @@ pub struct AbArgs {
     /// Seconds to wait for each response.
     #[arg(short = 's', value_name = "TIMEOUT", default_value_t = 30.0)]
     pub timeout: f64,
-    /// Engine threads (default: available cores).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub threads: usize,
+    /// Engine threads. Default: half the cores (at least one), because an ab target is on this
+    /// machine (loopback only) and needs the other half.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Target URL: http:// on a loopback address.
     pub url: String,
 }
@@ -161,7 +162,9 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         connections: args
             .concurrency
             .min(requests.try_into().unwrap_or(usize::MAX)),
-        threads: args.threads,
+        threads: args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        }),
         keep_alive: args.keep_alive,
         load: Load::Closed {
             requests: Some(requests),

@@ -28,7 +28,7 @@ fn report_counts_and_length_differences() {
     // Alternate between a long "grabbed" and a short "sold out" body.
     let n = std::sync::atomic::AtomicU64::new(0);
     let server = start(move |_| {
-        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) & 1 == 0 {
             Reply::ok(r#"{"code":1,"msg":"ticket grabbed"}"#)
         } else {
             Reply::ok(r#"{"code":-1,"msg":"sold out"}"#)

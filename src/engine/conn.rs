@@ -3,7 +3,7 @@
 //! The hot path follows oha's `client.rs`: hyper's HTTP/1.1 connection API over a
 //! `TcpStream` with `TCP_NODELAY`, one connection per connection task, no pool.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
@@ -105,6 +105,12 @@ enum Next {
 struct ThreadCtx {
     /// The run's shared state.
     shared: Arc<Shared>,
+    /// Set by the thread's driver on cancellation: a thread-local flag, so the hot path never
+    /// touches the shared token (whose checks take a lock).
+    stopped: Cell<bool>,
+    /// What each connection task has in flight (slot per task), so that tasks aborted on
+    /// cancellation still get their ledger row.
+    inflight: RefCell<Vec<Option<(Job, u64)>>>,
     /// This thread's recorder.
     rec: RefCell<Recorder>,
     /// Follow-ups (retries, payments) by due time.
@@ -126,26 +132,48 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         ))),
         queue: RefCell::new(BinaryHeap::new()),
         headers: base_headers(&shared.plan)?,
+        stopped: Cell::new(false),
+        inflight: RefCell::new(vec![None; conns]),
         shared,
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
-        let shared = &ctx.shared;
-        let token = shared.cancel.clone();
+        let shared = ctx.shared.clone();
         let hard = shared.at(shared.plan.max_duration.as_micros() as u64);
-        let watchdog = tokio::task::spawn_local(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(hard) => token.cancel(),
-                _ = token.cancelled() => {}
-            }
-        });
-        let tasks: Vec<_> = (0..conns)
-            .map(|_| tokio::task::spawn_local(connection_task(ctx.clone())))
+        let mut tasks: Vec<_> = (0..conns)
+            .map(|i| tokio::task::spawn_local(connection_task(ctx.clone(), i)))
             .collect();
-        for t in tasks {
-            let _ = t.await;
+        let all_done = async {
+            for t in tasks.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        let stop = tokio::select! {
+            _ = all_done => false,
+            _ = shared.cancel.cancelled() => true,
+            _ = tokio::time::sleep_until(hard) => true,
+        };
+        if stop {
+            // Ctrl-C or the hard time limit: stop at once; in-flight requests end as cancelled.
+            shared.cancel.cancel();
+            ctx.stopped.set(true);
+            for t in &tasks {
+                t.abort();
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            let end_us = shared.now_us();
+            let inflight: Vec<_> = ctx
+                .inflight
+                .borrow_mut()
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect();
+            for (job, start_us) in inflight {
+                ctx.finish(&job, start_us, end_us, 0, &bare(Reason::Cancelled));
+            }
         }
-        watchdog.abort();
     });
     drop(local);
     drop(rt);
@@ -158,7 +186,7 @@ impl ThreadCtx {
     fn next(&self) -> Next {
         let s = &*self.shared;
         let now = s.now_us();
-        if s.cancel.is_cancelled()
+        if self.stopped.get()
             || now >= s.stop_new_us
             || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
         {
@@ -323,16 +351,8 @@ fn clamp32(v: u64) -> u32 {
 /// The live connection of a task, if any.
 type Conn = Option<SendRequest<Full<Bytes>>>;
 
-/// Why getting a usable connection failed.
-enum ConnectError {
-    /// TCP connect or handshake failed: nothing was sent.
-    Failed,
-    /// The run was cancelled meanwhile.
-    Cancelled,
-}
-
 /// One connection's loop: take work, send, record, until there is no work left.
-async fn connection_task(ctx: Rc<ThreadCtx>) {
+async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let s = ctx.shared.clone();
     let profile = match &s.plan.source {
         Source::Buyers(b) => b.profile,
@@ -344,21 +364,14 @@ async fn connection_task(ctx: Rc<ThreadCtx>) {
         let (job, claimed_at) = match ctx.next() {
             Next::Done => break,
             Next::Wait(due) => {
-                let stop = s.at(s.stop_new_us);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(s.at(due).min(stop)) => {}
-                    _ = s.cancel.cancelled() => break,
-                }
+                tokio::time::sleep_until(s.at(due.min(s.stop_new_us))).await;
                 continue;
             }
             Next::Run(job, claimed_at) => (job, claimed_at),
         };
         if job.due_us > claimed_at {
             // A free connection waits for the intended time; waking late is generator lag.
-            tokio::select! {
-                _ = tokio::time::sleep_until(s.at(job.due_us)) => {}
-                _ = s.cancel.cancelled() => break,
-            }
+            tokio::time::sleep_until(s.at(job.due_us)).await;
             let late = s.now_us().saturating_sub(job.due_us);
             ctx.rec.borrow_mut().record_lag(late);
         } else if s.schedule.is_some() && claimed_at > job.due_us + super::record::LATE_THRESHOLD_US
@@ -366,8 +379,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>) {
             ctx.rec.borrow_mut().lag.backpressured += 1;
         }
         s.live.sent.fetch_add(1, Ordering::Relaxed);
-        s.live.in_flight.fetch_add(1, Ordering::Relaxed);
         let start_us = s.now_us();
+        ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
         let kind = if job.kind == Kind::Pay as u8 {
             Kind::Pay
         } else {
@@ -389,20 +402,14 @@ async fn connection_task(ctx: Rc<ThreadCtx>) {
                     conn = Some(c);
                     connect_us = s.now_us() - start_us;
                 }
-                Err(e) => {
-                    let reason = match e {
-                        ConnectError::Failed => Reason::ConnectRefused,
-                        ConnectError::Cancelled => Reason::Cancelled,
-                    };
+                Err(()) => {
+                    let reason = Reason::ConnectRefused;
                     let end_us = s.now_us();
                     ctx.finish(&job, start_us, end_us, 0, &bare(reason));
                     if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                         t.connect_errors += 1;
                     }
-                    s.live.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    if reason == Reason::Cancelled {
-                        break;
-                    }
+                    ctx.inflight.borrow_mut()[slot] = None;
                     continue;
                 }
             }
@@ -411,7 +418,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>) {
         let req = ctx.request(&job);
         let outcome = exchange(&s, sender, req, &mut buf).await;
         let end_us = s.now_us();
-        s.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+        ctx.inflight.borrow_mut()[slot] = None;
         match outcome {
             Ok(resp) => {
                 let body: &[u8] = resp.first.as_deref().unwrap_or(&buf);
@@ -454,9 +461,6 @@ async fn connection_task(ctx: Rc<ThreadCtx>) {
                 }
                 ctx.finish(&job, start_us, end_us, 0, &bare(reason));
                 conn = None;
-                if reason == Reason::Cancelled {
-                    break;
-                }
             }
         }
     }
@@ -473,7 +477,8 @@ fn bare(reason: Reason) -> Classified<'static> {
 
 /// Opens a TCP connection with `TCP_NODELAY` and runs the HTTP/1.1 handshake; the connection
 /// driver runs as a local task that ends when the sender is dropped.
-async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+/// An error means nothing was sent.
+async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ()> {
     let attempt = async {
         let stream = TcpStream::connect(s.plan.target).await.ok()?;
         stream.set_nodelay(true).ok()?;
@@ -485,12 +490,9 @@ async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
         });
         Some(sender)
     };
-    tokio::select! {
-        r = tokio::time::timeout(s.plan.request_timeout, attempt) => match r {
-            Ok(Some(sender)) => Ok(sender),
-            _ => Err(ConnectError::Failed),
-        },
-        _ = s.cancel.cancelled() => Err(ConnectError::Cancelled),
+    match tokio::time::timeout(s.plan.request_timeout, attempt).await {
+        Ok(Some(sender)) => Ok(sender),
+        _ => Err(()),
     }
 }
 
@@ -510,7 +512,8 @@ struct Response {
     close: bool,
 }
 
-/// Sends `req` and reads the whole response, bounded by the request timeout and cancellation.
+/// Sends `req` and reads the whole response, bounded by the request timeout (cancellation
+/// aborts the whole task).
 /// Bodies of more than one frame are collected into `buf`.
 async fn exchange(
     s: &Shared,
@@ -570,8 +573,7 @@ async fn exchange(
             close,
         })
     };
-    tokio::select! {
-        r = tokio::time::timeout(s.plan.request_timeout, work) => r.unwrap_or(Err(Reason::Timeout)),
-        _ = s.cancel.cancelled() => Err(Reason::Cancelled),
-    }
+    tokio::time::timeout(s.plan.request_timeout, work)
+        .await
+        .unwrap_or(Err(Reason::Timeout))
 }

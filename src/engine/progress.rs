@@ -26,8 +26,6 @@ pub struct Live {
     pub fail: AtomicU64,
     /// Completed indeterminate (info).
     pub info: AtomicU64,
-    /// Started and not yet completed.
-    pub in_flight: AtomicU64,
     /// New work units claimed (users, arrivals or template requests).
     pub users: AtomicU64,
 }
@@ -45,7 +43,7 @@ pub struct Progress {
     pub fail: u64,
     /// Completed info.
     pub info: u64,
-    /// In flight.
+    /// Started and not yet completed (`sent - done`).
     pub in_flight: u64,
     /// Users / arrivals claimed.
     pub users: u64,
@@ -62,15 +60,17 @@ impl Live {
     /// Reads every counter (not atomically as a whole; fine for display).
     pub fn snapshot(&self) -> Progress {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Progress {
+        let mut p = Progress {
             sent: r(&self.sent),
             ok: r(&self.ok),
             sold_out: r(&self.sold_out),
             fail: r(&self.fail),
             info: r(&self.info),
-            in_flight: r(&self.in_flight),
+            in_flight: 0,
             users: r(&self.users),
-        }
+        };
+        p.in_flight = p.sent.saturating_sub(p.done());
+        p
     }
 }
 

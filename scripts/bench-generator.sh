@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Benchmarks the load generator itself: how many requests/s grab-bench drives through a static
+# nginx compared with wrk, ab and oha (if installed), in one run on this machine.
+#
+#   bash scripts/bench-generator.sh            # 10 s per tool
+#   DURATION=5 CONNECTIONS=50 bash scripts/bench-generator.sh
+#
+# Everything runs on 127.0.0.1. nginx gets its own temp prefix (config, pid, logs) and is stopped
+# on exit, error or Ctrl-C. nginx runs one worker: the machine's cores are shared with the
+# generator under test, and every tool sees the same server.
+set -euo pipefail
+
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-100}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GRAB="$ROOT/target/release/grab-bench"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/grab-bench-gen.XXXXXX")"
+NGINX_PID=""
+
+cleanup() {
+    if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
+        kill "$NGINX_PID" 2>/dev/null || true
+        wait "$NGINX_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "bench-generator: $1 is not installed" >&2; exit 4; }; }
+need nginx
+need wrk
+need ab
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits (bounded) until something accepts on 127.0.0.1:$1.
+wait_port() {
+    local port="$1" i
+    for ((i = 0; i < 100; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "bench-generator: nothing listening on 127.0.0.1:$port after 5 s" >&2
+    return 1
+}
+
+echo "== building grab-bench (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin grab-bench)
+
+start_nginx() {
+    local port="$1"
+    mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp"
+    cat >"$WORK/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 65;
+    client_body_temp_path $WORK/nginx/tmp/body;
+    proxy_temp_path $WORK/nginx/tmp/proxy;
+    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+    scgi_temp_path $WORK/nginx/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type application/json;
+            return 200 '{"code":1,"msg":"ticket grabbed"}';
+        }
+    }
+}
+EOF
+    nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/logs/error.log" &
+    NGINX_PID=$!
+    wait_port "$port"
+}
+
+# rps NAME VALUE: remembers a tool's requests/s.
+declare -A RPS=()
+record() { RPS[$1]="$2"; printf '  %-12s %12.0f requests/s\n' "$1" "$2"; }
+
+ratio() {
+    local a="${RPS[$1]:-}" b="${RPS[$2]:-}"
+    if [[ -n "$a" && -n "$b" ]]; then
+        printf '  %s / %s = %.2f\n' "$1" "$2" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a / b }')"
+    fi
+}
+
+bench_static_nginx() {
+    local port url out
+    port="$(free_port)"
+    url="http://127.0.0.1:$port/"
+    start_nginx "$port"
+    echo "== static nginx on $url: ${DURATION}s per tool, $CONNECTIONS connections, keep-alive"
+
+    out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$url")"
+    record wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+
+    # ab: -t then -n, so the explicit -n (not ab's implied 50000) bounds the run.
+    out="$(ab -q -k -c"$CONNECTIONS" -t"$DURATION" -n 100000000 "$url" 2>/dev/null)"
+    record ab "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+
+    if command -v oha >/dev/null 2>&1; then
+        out="$(oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui "$url")"
+        record oha "$(awk '/Requests\/sec:/ { print $2 }' <<<"$out")"
+    else
+        echo "  (oha not installed: skipped)"
+    fi
+
+    out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 "$url" 2>/dev/null)"
+    record grab-bench "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+
+    echo "== ratios"
+    ratio grab-bench wrk
+    ratio grab-bench oha
+    ratio grab-bench ab
+
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=""
+}
+
+# ---------------------------------------------------------------------------------------------
+# HOOK: part 2, the built-in cluster (reference spike servers + Redis + nginx) driven by
+# `grab-bench run`. To be filled in by the orchestration work; runs only with BENCH_CLUSTER=1.
+bench_cluster() {
+    echo "== cluster benchmark: not implemented yet (hook in scripts/bench-generator.sh)"
+}
+# ---------------------------------------------------------------------------------------------
+
+bench_static_nginx
+if [[ "${BENCH_CLUSTER:-0}" == 1 ]]; then
+    bench_cluster
+fi
