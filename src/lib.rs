@@ -11,4 +11,5 @@ pub mod engine;
 pub mod exit;
 pub mod ledger;
 pub mod protocol;
+pub mod scenario;
 pub mod sut;

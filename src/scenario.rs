@@ -1,0 +1,723 @@
+//! Scenario files: TOML parsed into raw structs (unknown keys are errors), then validated into
+//! [`Scenario`], the one type the orchestrator and the engine read. Every error names the file,
+//! the line and column, and what is wrong.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::engine::Stage;
+
+/// A scenario error a person can act on: `file:line:column: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// 1-based line, 0 when the error has no position (e.g. the file cannot be read).
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+// ---- raw: exactly what the file says --------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<Spanned<String>>,
+    sale: RawSale,
+    cluster: Option<Spanned<RawCluster>>,
+    target: Option<Spanned<RawTarget>>,
+    users: RawUsers,
+    load: RawLoad,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    thresholds: RawThresholds,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSale {
+    id: Option<Spanned<String>>,
+    tickets: Spanned<u64>,
+    #[serde(default)]
+    per_user_limit: Option<Spanned<u64>>,
+    hold_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    nodes: Spanned<u32>,
+    weights: Option<Spanned<Vec<u32>>>,
+    buffer: Option<Spanned<f64>>,
+    quotas: Option<Spanned<Vec<u64>>>,
+    balancer: Option<Spanned<String>>,
+    redis: Option<Spanned<String>>,
+    #[serde(default)]
+    flaws: Vec<Spanned<String>>,
+    nginx_workers: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    url: Spanned<String>,
+    redis: Option<Spanned<String>>,
+    #[serde(default)]
+    stat_logs: Vec<PathBuf>,
+    profile: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsers {
+    count: Spanned<u64>,
+    #[serde(default)]
+    id_offset: u64,
+    #[serde(default)]
+    retries: u16,
+    #[serde(default)]
+    retry_sold_out: u16,
+    pay_probability: Option<Spanned<f64>>,
+    pay_delay: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    mode: Spanned<String>,
+    connections: Spanned<u32>,
+    requests: Option<Spanned<u64>>,
+    duration: Option<Spanned<String>>,
+    #[serde(default)]
+    stages: Vec<Spanned<RawStage>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+enum RawStage {
+    Burst {
+        users: u64,
+        within: String,
+    },
+    Ramp {
+        from: f64,
+        to: f64,
+        duration: String,
+    },
+    Constant {
+        rate: f64,
+        duration: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    request: Option<Spanned<String>>,
+    settle: Option<Spanned<String>>,
+    max_duration: Option<Spanned<String>>,
+    generator_lag: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    p99_ms: Option<Spanned<f64>>,
+    error_rate: Option<Spanned<f64>>,
+    min_rps: Option<Spanned<f64>>,
+    sell_out_within: Option<Spanned<String>>,
+}
+
+// ---- validated ------------------------------------------------------------------------------
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Name, used for the run folder (defaults to the file stem).
+    pub name: String,
+    /// The sale.
+    pub sale: Sale,
+    /// The system under test.
+    pub system: System,
+    /// The simulated users.
+    pub users: Users,
+    /// How load is applied.
+    pub load: LoadSpec,
+    /// Time bounds.
+    pub timeouts: Timeouts,
+    /// Pass/fail thresholds beyond correctness.
+    pub thresholds: Thresholds,
+}
+
+/// The sale being tested.
+#[derive(Debug, Clone)]
+pub struct Sale {
+    /// Sale id (Redis key namespace).
+    pub id: String,
+    /// Tickets for sale.
+    pub tickets: u64,
+    /// Tickets one user may hold.
+    pub per_user_limit: u64,
+    /// Reservation mode: holds expire after this.
+    pub hold_ttl: Option<Duration>,
+}
+
+/// What is being tested.
+#[derive(Debug, Clone)]
+pub enum System {
+    /// The built-in cluster, started and stopped by grab-bench.
+    Cluster(Cluster),
+    /// A system someone else runs.
+    External(External),
+}
+
+/// The built-in cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Weighted round-robin weights, one per node.
+    pub weights: Vec<u32>,
+    /// Each node's quota (share by weight plus buffer, or given).
+    pub quotas: Vec<u64>,
+    /// Nginx in front, or load straight to the single node.
+    pub balancer: Balancer,
+    /// Spawn a private Redis, or use this URL.
+    pub redis: Option<String>,
+    /// Deliberate flaws for every node.
+    pub flaws: Vec<String>,
+    /// Nginx worker processes.
+    pub nginx_workers: u32,
+}
+
+/// How load reaches the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancer {
+    /// A generated Nginx weighted upstream.
+    Nginx,
+    /// Straight to the one node.
+    None,
+}
+
+/// A system under test run by someone else.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// Buy URL (loopback only).
+    pub url: String,
+    /// Its Redis, for the audit.
+    pub redis: Option<String>,
+    /// Its nodes' stat logs.
+    pub stat_logs: Vec<PathBuf>,
+    /// `seed` (the article's protocol) or `reference`.
+    pub profile: crate::protocol::Profile,
+}
+
+/// The simulated users.
+#[derive(Debug, Clone)]
+pub struct Users {
+    /// Distinct users.
+    pub count: u64,
+    /// Id of the first user.
+    pub id_offset: u64,
+    /// Retries after an indeterminate outcome.
+    pub retries: u16,
+    /// Retries after "sold out".
+    pub retry_sold_out: u16,
+    /// Probability of paying a hold.
+    pub pay_probability: f64,
+    /// Delay before paying.
+    pub pay_delay: Duration,
+}
+
+/// How load is applied.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// Fixed connections.
+    pub connections: usize,
+    /// Closed or open loop.
+    pub load: crate::engine::Load,
+}
+
+/// Time bounds of a run.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// One request.
+    pub request: Duration,
+    /// Waiting for the system to settle after the load.
+    pub settle: Duration,
+    /// Hard bound on the load phase.
+    pub max_duration: Duration,
+    /// Generator lag (p99) beyond which the run is invalid.
+    pub generator_lag: Duration,
+}
+
+/// Thresholds beyond correctness.
+#[derive(Debug, Clone, Default)]
+pub struct Thresholds {
+    /// p99 latency (intended time in open loop) in ms.
+    pub p99_ms: Option<f64>,
+    /// Share of requests that ended as errors (info).
+    pub error_rate: Option<f64>,
+    /// Minimum mean requests per second.
+    pub min_rps: Option<f64>,
+    /// The tickets must be gone within this.
+    pub sell_out_within: Option<Duration>,
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: path.to_owned(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read the scenario: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates scenario `text` (named `path` in errors).
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let v = Validator { path, text };
+    let raw: RawScenario = toml::from_str(text).map_err(|e| {
+        let start = e.span().map_or(0, |s| s.start);
+        v.error_at(start, e.message().trim_end().to_owned())
+    })?;
+    v.validate(raw)
+}
+
+/// Turns spans into lines and columns while validating.
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn error_at(&self, offset: usize, message: String) -> ScenarioError {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ScenarioError {
+            file: self.path.to_owned(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn err<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> ScenarioError {
+        self.error_at(at.span().start, message.into())
+    }
+
+    fn duration(&self, s: &Spanned<String>) -> Result<Duration, ScenarioError> {
+        humantime::parse_duration(s.get_ref()).map_err(|e| {
+            self.err(
+                s,
+                format!(
+                    "{:?} is not a duration ({e}); write e.g. \"500ms\", \"5s\", \"2m\"",
+                    s.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn opt_duration(
+        &self,
+        s: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ScenarioError> {
+        s.as_ref().map_or(Ok(default), |s| self.duration(s))
+    }
+
+    fn validate(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        let name = match &raw.name {
+            Some(n) if !target_server::args::valid_name(n.get_ref(), 64) => {
+                return Err(self.err(n, "name must be 1-64 characters of A-Z a-z 0-9 _ . -"));
+            }
+            Some(n) => n.get_ref().clone(),
+            None => self
+                .path
+                .file_stem()
+                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned()),
+        };
+        let sale = self.sale(&raw.sale, &name)?;
+        let system = match (&raw.cluster, &raw.target) {
+            (Some(c), None) => System::Cluster(self.cluster(c, sale.tickets)?),
+            (None, Some(t)) => System::External(self.target(t)?),
+            (Some(c), Some(_)) => {
+                return Err(self.err(
+                    c,
+                    "give either [cluster] (the built-in one) or [target], not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error_at(
+                    0,
+                    "the scenario needs a [cluster] or a [target] table".into(),
+                ));
+            }
+        };
+        let users = self.users(&raw.users)?;
+        let load = self.load(&raw.load, users.count)?;
+        let t = &raw.timeouts;
+        let timeouts = Timeouts {
+            request: self.opt_duration(&t.request, Duration::from_secs(5))?,
+            settle: self.opt_duration(&t.settle, Duration::from_secs(3))?,
+            max_duration: self.opt_duration(&t.max_duration, Duration::from_secs(300))?,
+            generator_lag: self.opt_duration(&t.generator_lag, Duration::from_millis(200))?,
+        };
+        for (field, d) in [
+            (&t.request, timeouts.request),
+            (&t.max_duration, timeouts.max_duration),
+        ] {
+            if d.is_zero() {
+                let at = field.as_ref().expect("zero only when given");
+                return Err(self.err(at, "must be greater than zero"));
+            }
+        }
+        let th = &raw.thresholds;
+        let thresholds = Thresholds {
+            p99_ms: self.positive(&th.p99_ms, "p99_ms")?,
+            error_rate: match &th.error_rate {
+                Some(r) if !(0.0..=1.0).contains(r.get_ref()) => {
+                    return Err(self.err(r, "error_rate is a fraction between 0 and 1"));
+                }
+                r => r.as_ref().map(|r| *r.get_ref()),
+            },
+            min_rps: self.positive(&th.min_rps, "min_rps")?,
+            sell_out_within: th
+                .sell_out_within
+                .as_ref()
+                .map(|d| self.duration(d))
+                .transpose()?,
+        };
+        Ok(Scenario {
+            name,
+            sale,
+            system,
+            users,
+            load,
+            timeouts,
+            thresholds,
+        })
+    }
+
+    fn positive(&self, v: &Option<Spanned<f64>>, what: &str) -> Result<Option<f64>, ScenarioError> {
+        match v {
+            Some(x) if !(x.get_ref().is_finite() && *x.get_ref() > 0.0) => {
+                Err(self.err(x, format!("{what} must be a number above zero")))
+            }
+            x => Ok(x.as_ref().map(|x| *x.get_ref())),
+        }
+    }
+
+    fn sale(&self, raw: &RawSale, name: &str) -> Result<Sale, ScenarioError> {
+        let id = match &raw.id {
+            Some(id) if !target_server::args::valid_name(id.get_ref(), 64) => {
+                return Err(self.err(id, "sale id must be 1-64 characters of A-Z a-z 0-9 _ . -"));
+            }
+            Some(id) => id.get_ref().clone(),
+            None => name.to_owned(),
+        };
+        let per_user_limit = match &raw.per_user_limit {
+            Some(l) if *l.get_ref() == 0 => {
+                return Err(self.err(l, "per_user_limit must be at least 1"));
+            }
+            Some(l) => *l.get_ref(),
+            None => 1,
+        };
+        let hold_ttl = match &raw.hold_ttl {
+            Some(ttl) => {
+                let d = self.duration(ttl)?;
+                if d < Duration::from_millis(10) {
+                    return Err(self.err(ttl, "hold_ttl must be at least 10ms"));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        Ok(Sale {
+            id,
+            tickets: *raw.tickets.get_ref(),
+            per_user_limit,
+            hold_ttl,
+        })
+    }
+
+    fn cluster(&self, raw: &Spanned<RawCluster>, tickets: u64) -> Result<Cluster, ScenarioError> {
+        let c = raw.get_ref();
+        let nodes = *c.nodes.get_ref() as usize;
+        if nodes == 0 || nodes > 64 {
+            return Err(self.err(&c.nodes, "nodes must be between 1 and 64"));
+        }
+        let weights = match &c.weights {
+            Some(w) if w.get_ref().len() != nodes => {
+                return Err(self.err(
+                    w,
+                    format!("{} weights for {nodes} nodes", w.get_ref().len()),
+                ));
+            }
+            Some(w) if w.get_ref().iter().all(|&x| x == 0) => {
+                return Err(self.err(w, "all weights are zero: no node would get any load"));
+            }
+            Some(w) => w.get_ref().clone(),
+            None => vec![1; nodes],
+        };
+        let buffer = match &c.buffer {
+            Some(b) if !(b.get_ref().is_finite() && (0.0..=10.0).contains(b.get_ref())) => {
+                return Err(self.err(
+                    b,
+                    "buffer is a fraction of each node's share, between 0 and 10",
+                ));
+            }
+            Some(b) => *b.get_ref(),
+            None => 0.1,
+        };
+        let quotas = match &c.quotas {
+            Some(q) if q.get_ref().len() != nodes => {
+                return Err(self.err(q, format!("{} quotas for {nodes} nodes", q.get_ref().len())));
+            }
+            Some(q) => q.get_ref().clone(),
+            None => quotas_by_weight(tickets, &weights, buffer),
+        };
+        let balancer = match c.balancer.as_ref().map(|b| (b, b.get_ref().as_str())) {
+            None | Some((_, "nginx")) => Balancer::Nginx,
+            Some((b, "none")) if nodes != 1 => {
+                return Err(self.err(
+                    b,
+                    "balancer = \"none\" sends load to one node: set nodes = 1",
+                ));
+            }
+            Some((_, "none")) => Balancer::None,
+            Some((b, other)) => {
+                return Err(self.err(
+                    b,
+                    format!("balancer {other:?}: expected \"nginx\" or \"none\""),
+                ));
+            }
+        };
+        let redis = match &c.redis {
+            None => None,
+            Some(r) if r.get_ref() == "spawn" => None,
+            Some(r) if r.get_ref().starts_with("redis://") => Some(r.get_ref().clone()),
+            Some(r) => {
+                return Err(self.err(r, "redis is \"spawn\" or a redis:// URL"));
+            }
+        };
+        let mut flaws = Vec::new();
+        for f in &c.flaws {
+            use clap::ValueEnum;
+            if target_server::Flaw::from_str(f.get_ref(), false).is_err() {
+                let known: Vec<_> = target_server::Flaw::value_variants()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect();
+                return Err(self.err(
+                    f,
+                    format!(
+                        "unknown flaw {:?}; known: {}",
+                        f.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+            flaws.push(f.get_ref().clone());
+        }
+        let nginx_workers = match &c.nginx_workers {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 16 => {
+                return Err(self.err(n, "nginx_workers must be between 1 and 16"));
+            }
+            Some(n) => *n.get_ref(),
+            None => 1,
+        };
+        Ok(Cluster {
+            weights,
+            quotas,
+            balancer,
+            redis,
+            flaws,
+            nginx_workers,
+        })
+    }
+
+    fn target(&self, raw: &Spanned<RawTarget>) -> Result<External, ScenarioError> {
+        let t = raw.get_ref();
+        let url = t.url.get_ref();
+        if !crate::sut::is_loopback_http(url) {
+            return Err(self.err(
+                &t.url,
+                format!(
+                    "{url:?}: load goes to loopback only (http://127.x.x.x, localhost or [::1])"
+                ),
+            ));
+        }
+        let profile = match t.profile.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "reference")) => crate::protocol::Profile::Reference,
+            Some((_, "seed")) => crate::protocol::Profile::Seed,
+            Some((p, other)) => {
+                return Err(self.err(
+                    p,
+                    format!("profile {other:?}: expected \"seed\" or \"reference\""),
+                ));
+            }
+        };
+        Ok(External {
+            url: url.clone(),
+            redis: t.redis.as_ref().map(|r| r.get_ref().clone()),
+            stat_logs: t.stat_logs.clone(),
+            profile,
+        })
+    }
+
+    fn users(&self, raw: &RawUsers) -> Result<Users, ScenarioError> {
+        if *raw.count.get_ref() == 0 {
+            return Err(self.err(&raw.count, "users.count must be at least 1"));
+        }
+        let pay_probability = match &raw.pay_probability {
+            Some(p) if !(0.0..=1.0).contains(p.get_ref()) => {
+                return Err(self.err(p, "pay_probability is between 0 and 1"));
+            }
+            Some(p) => *p.get_ref(),
+            None => 1.0,
+        };
+        Ok(Users {
+            count: *raw.count.get_ref(),
+            id_offset: raw.id_offset,
+            retries: raw.retries,
+            retry_sold_out: raw.retry_sold_out,
+            pay_probability,
+            pay_delay: self.opt_duration(&raw.pay_delay, Duration::from_millis(100))?,
+        })
+    }
+
+    fn load(&self, raw: &RawLoad, users: u64) -> Result<LoadSpec, ScenarioError> {
+        let connections = *raw.connections.get_ref() as usize;
+        if connections == 0 {
+            return Err(self.err(&raw.connections, "connections must be at least 1"));
+        }
+        let load = match raw.mode.get_ref().as_str() {
+            "closed" => {
+                if !raw.stages.is_empty() {
+                    return Err(self.err(&raw.stages[0], "stages belong to mode = \"open\""));
+                }
+                let duration = raw
+                    .duration
+                    .as_ref()
+                    .map(|d| self.duration(d))
+                    .transpose()?;
+                crate::engine::Load::Closed {
+                    requests: raw.requests.as_ref().map(|r| *r.get_ref()),
+                    duration,
+                }
+            }
+            "open" => {
+                if raw.stages.is_empty() {
+                    return Err(self.err(
+                        &raw.mode,
+                        "mode = \"open\" needs at least one [[load.stages]]",
+                    ));
+                }
+                let mut stages = Vec::new();
+                let mut arrivals = 0u64;
+                for s in &raw.stages {
+                    let stage = match s.get_ref() {
+                        RawStage::Burst { users, within } => Stage::Burst {
+                            users: *users,
+                            within: self.stage_duration(s, within)?,
+                        },
+                        RawStage::Ramp { from, to, duration } => {
+                            self.rate(s, *from)?;
+                            self.rate(s, *to)?;
+                            Stage::Ramp {
+                                from_rps: *from,
+                                to_rps: *to,
+                                duration: self.stage_duration(s, duration)?,
+                            }
+                        }
+                        RawStage::Constant { rate, duration } => {
+                            self.rate(s, *rate)?;
+                            Stage::Constant {
+                                rps: *rate,
+                                duration: self.stage_duration(s, duration)?,
+                            }
+                        }
+                    };
+                    stages.push(stage);
+                }
+                if let Ok(schedule) = crate::engine::Schedule::new(&stages) {
+                    arrivals = schedule.total();
+                }
+                if arrivals < users {
+                    return Err(self.err(
+                        &raw.mode,
+                        format!("the stages bring {arrivals} arrivals but users.count is {users}: every user needs an arrival"),
+                    ));
+                }
+                crate::engine::Load::Open { stages }
+            }
+            other => {
+                return Err(self.err(
+                    &raw.mode,
+                    format!("mode {other:?}: expected \"closed\" or \"open\""),
+                ));
+            }
+        };
+        Ok(LoadSpec { connections, load })
+    }
+
+    fn rate(&self, at: &Spanned<RawStage>, rate: f64) -> Result<(), ScenarioError> {
+        if rate.is_finite() && rate >= 0.0 {
+            Ok(())
+        } else {
+            Err(self.err(
+                at,
+                format!("rate {rate} must be a number of arrivals per second ≥ 0"),
+            ))
+        }
+    }
+
+    fn stage_duration(&self, at: &Spanned<RawStage>, d: &str) -> Result<Duration, ScenarioError> {
+        let d = humantime::parse_duration(d)
+            .map_err(|e| self.err(at, format!("{d:?} is not a duration ({e})")))?;
+        if d.is_zero() {
+            return Err(self.err(at, "a stage must last longer than zero"));
+        }
+        Ok(d)
+    }
+}
+
+/// Each node's quota: its share of `tickets` by weight (rounded up) plus `buffer` of that share.
+pub fn quotas_by_weight(tickets: u64, weights: &[u32], buffer: f64) -> Vec<u64> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum::<u64>().max(1);
+    weights
+        .iter()
+        .map(|&w| {
+            let share = (tickets * u64::from(w)).div_ceil(total);
+            share + (share as f64 * buffer).ceil() as u64
+        })
+        .collect()
+}

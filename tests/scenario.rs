@@ -1,0 +1,128 @@
+//! Scenario files: the shipped ones validate; bad ones fail with file, line, column and reason.
+
+use std::path::Path;
+
+use grab_bench::scenario::{self, Balancer, System};
+
+#[test]
+fn shipped_scenarios_validate() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let onem = scenario::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/1m.toml"
+    )))
+    .unwrap();
+    assert_eq!(onem.users.count, 1_000_000);
+    let System::Cluster(c) = onem.system else {
+        panic!("built-in cluster")
+    };
+    assert_eq!(c.weights, [1, 2, 3, 4]);
+    assert_eq!(
+        c.quotas,
+        [1100, 2200, 3300, 4400],
+        "share by weight plus 10 % buffer"
+    );
+    assert_eq!(c.balancer, Balancer::Nginx);
+}
+
+const GOOD: &str = r#"
+[sale]
+tickets = 10
+[cluster]
+nodes = 2
+weights = [1, 1]
+[users]
+count = 100
+[load]
+mode = "closed"
+connections = 4
+"#;
+
+fn error_of(text: &str) -> String {
+    scenario::parse(Path::new("bad.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn errors_name_file_line_column_and_reason() {
+    scenario::parse(Path::new("good.toml"), GOOD).unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tickets = 10",
+            "tickets = 10\nbogus = 1",
+            "bad.toml:4:1: unknown field `bogus`",
+        ),
+        ("tickets = 10", "tickets = -5", "bad.toml:3:11:"),
+        ("tickets = 10", "tickets = \"ten\"", "bad.toml:3:11:"),
+        (
+            "weights = [1, 1]",
+            "weights = [0, 0]",
+            "bad.toml:6:11: all weights are zero",
+        ),
+        (
+            "weights = [1, 1]",
+            "weights = [1]",
+            "bad.toml:6:11: 1 weights for 2 nodes",
+        ),
+        (
+            "connections = 4",
+            "connections = 0",
+            "bad.toml:11:15: connections must be at least 1",
+        ),
+        (
+            "count = 100",
+            "count = 0",
+            "bad.toml:8:9: users.count must be at least 1",
+        ),
+        (
+            "mode = \"closed\"",
+            "mode = \"sideways\"",
+            "bad.toml:10:8: mode \"sideways\"",
+        ),
+        (
+            "nodes = 2",
+            "nodes = 2\nflaws = [\"nope\"]",
+            "bad.toml:6:10: unknown flaw \"nope\"",
+        ),
+        ("[users]", "[users\n", "bad.toml:7:7: unclosed table"),
+    ];
+    for (from, to, want) in cases {
+        let text = GOOD.replacen(from, to, 1);
+        let got = error_of(&text);
+        assert!(
+            got.starts_with(want),
+            "for {to:?}: got {got:?}, want {want:?}"
+        );
+    }
+}
+
+#[test]
+fn target_must_be_loopback_and_exclusive_with_cluster() {
+    let external = GOOD.replace(
+        "[cluster]\nnodes = 2\nweights = [1, 1]",
+        "[target]\nurl = \"http://10.0.0.1/buy/ticket\"",
+    );
+    assert!(
+        error_of(&external).contains("loopback only"),
+        "{}",
+        error_of(&external)
+    );
+    let both = format!("{GOOD}\n[target]\nurl = \"http://127.0.0.1:1/buy/ticket\"\n");
+    assert!(error_of(&both).contains("not both"));
+}
+
+#[test]
+fn open_loop_needs_arrivals_for_every_user() {
+    let open = format!(
+        "{}\n[[load.stages]]\nkind = \"constant\"\nrate = 10\nduration = \"2s\"\n",
+        GOOD.replace("mode = \"closed\"", "mode = \"open\"")
+    );
+    let err = error_of(&open);
+    assert!(err.contains("20 arrivals but users.count is 100"), "{err}");
+}
