@@ -117,6 +117,51 @@ struct ThreadCtx {
     queue: RefCell<BinaryHeap<Reverse<Job>>>,
     /// Headers for buyer requests.
     headers: HeaderMap,
+    /// Progress counts not yet published to the shared [`super::Live`] atomics: publishing in
+    /// batches keeps the threads from fighting over the counters' cache line per request.
+    pending: RefCell<Pending>,
+}
+
+/// Progress counts of one thread since its last publish.
+#[derive(Default)]
+struct Pending {
+    /// Requests started.
+    sent: u64,
+    /// Completed ok.
+    ok: u64,
+    /// Completed sold out.
+    sold_out: u64,
+    /// Completed fail (other than sold out).
+    fail: u64,
+    /// Completed info.
+    info: u64,
+    /// New work units claimed.
+    users: u64,
+    /// Completions since the last publish.
+    n: u32,
+    /// When the counts were last published, µs since start.
+    last_us: u64,
+}
+
+impl Pending {
+    /// Adds the counts to `live` and resets them.
+    fn publish(&mut self, live: &super::Live, now_us: u64) {
+        let add = |a: &std::sync::atomic::AtomicU64, v: u64| {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        add(&live.sent, self.sent);
+        add(&live.ok, self.ok);
+        add(&live.sold_out, self.sold_out);
+        add(&live.fail, self.fail);
+        add(&live.info, self.info);
+        add(&live.users, self.users);
+        *self = Pending {
+            last_us: now_us,
+            ..Pending::default()
+        };
+    }
 }
 
 /// Runs one engine thread with `conns` connection tasks; returns its recorder.
@@ -133,6 +178,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         queue: RefCell::new(BinaryHeap::new()),
         headers: base_headers(&shared.plan)?,
         stopped: Cell::new(false),
+        pending: RefCell::new(Pending::default()),
         inflight: RefCell::new(vec![None; conns]),
         shared,
     });
@@ -174,6 +220,9 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
                 ctx.finish(&job, start_us, end_us, 0, &bare(Reason::Cancelled));
             }
         }
+        ctx.pending
+            .borrow_mut()
+            .publish(&shared.live, shared.now_us());
     });
     drop(local);
     drop(rt);
@@ -210,7 +259,7 @@ impl ThreadCtx {
                     Source::Buyers(b) => (b.id_offset + k, b.retries, b.retry_sold_out),
                     Source::Template(_) => (k, 0, 0),
                 };
-                s.live.users.fetch_add(1, Ordering::Relaxed);
+                self.pending.borrow_mut().users += 1;
                 return Next::Run(
                     Job {
                         due_us,
@@ -277,15 +326,19 @@ impl ThreadCtx {
     #[allow(clippy::too_many_arguments)]
     fn finish(&self, job: &Job, start_us: u64, end_us: u64, status: u16, c: &Classified<'_>) {
         let s = &*self.shared;
-        let live = &s.live;
-        match c.reason {
-            Reason::SoldOut => live.sold_out.fetch_add(1, Ordering::Relaxed),
-            _ => match c.outcome() {
-                Outcome::Ok => live.ok.fetch_add(1, Ordering::Relaxed),
-                Outcome::Fail => live.fail.fetch_add(1, Ordering::Relaxed),
-                Outcome::Info => live.info.fetch_add(1, Ordering::Relaxed),
-            },
-        };
+        {
+            let mut p = self.pending.borrow_mut();
+            match (c.reason, c.outcome()) {
+                (Reason::SoldOut, _) => p.sold_out += 1,
+                (_, Outcome::Ok) => p.ok += 1,
+                (_, Outcome::Fail) => p.fail += 1,
+                (_, Outcome::Info) => p.info += 1,
+            }
+            p.n += 1;
+            if p.n >= 64 || end_us >= p.last_us + 50_000 {
+                p.publish(&s.live, end_us);
+            }
+        }
         let mut rec = self.rec.borrow_mut();
         rec.record(job.due_us, start_us, end_us, c.reason);
         if s.plan.record_ledger {
@@ -369,17 +422,19 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
             }
             Next::Run(job, claimed_at) => (job, claimed_at),
         };
+        let mut start_us = claimed_at;
         if job.due_us > claimed_at {
             // A free connection waits for the intended time; waking late is generator lag.
             tokio::time::sleep_until(s.at(job.due_us)).await;
-            let late = s.now_us().saturating_sub(job.due_us);
-            ctx.rec.borrow_mut().record_lag(late);
+            start_us = s.now_us();
+            ctx.rec
+                .borrow_mut()
+                .record_lag(start_us.saturating_sub(job.due_us));
         } else if s.schedule.is_some() && claimed_at > job.due_us + super::record::LATE_THRESHOLD_US
         {
             ctx.rec.borrow_mut().lag.backpressured += 1;
         }
-        s.live.sent.fetch_add(1, Ordering::Relaxed);
-        let start_us = s.now_us();
+        ctx.pending.borrow_mut().sent += 1;
         ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
         let kind = if job.kind == Kind::Pay as u8 {
             Kind::Pay
@@ -416,7 +471,13 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         }
         let sender = conn.as_mut().expect("connected above");
         let req = ctx.request(&job);
-        let outcome = exchange(&s, sender, req, &mut buf).await;
+        let want_server = ctx
+            .rec
+            .borrow()
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.server.is_none());
+        let outcome = exchange(&s, sender, req, &mut buf, want_server).await;
         let end_us = s.now_us();
         ctx.inflight.borrow_mut()[slot] = None;
         match outcome {
@@ -448,7 +509,9 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     t.processing.saturating_record((total - connect_us).max(1));
                 }
                 ctx.finish(&job, start_us, end_us, resp.status, &c);
-                if !s.plan.keep_alive || resp.close {
+                // hyper closes the connection itself when the server says `Connection: close`;
+                // `ready()` above then fails and a new one is opened.
+                if !s.plan.keep_alive {
                     conn = None;
                 }
             }
@@ -508,8 +571,6 @@ struct Response {
     head_bytes: u64,
     /// `Server` header, captured only for the ab report.
     server: Option<String>,
-    /// The server asked to close the connection.
-    close: bool,
 }
 
 /// Sends `req` and reads the whole response, bounded by the request timeout (cancellation
@@ -520,8 +581,10 @@ async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
     buf: &mut Vec<u8>,
+    want_server: bool,
 ) -> Result<Response, Reason> {
     let want_detail = s.template.is_some();
+    let want_server = want_detail && want_server;
     let work = async {
         let res = sender
             .send_request(req)
@@ -545,19 +608,15 @@ async fn exchange(
                 }
             }
         }
-        let close = parts
-            .headers
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let (head_bytes, server) = if want_detail {
             let head: usize = parts
                 .headers
                 .iter()
                 .map(|(k, v)| k.as_str().len() + v.len() + 4)
                 .sum();
-            let server = parts
-                .headers
-                .get(hyper::header::SERVER)
+            let server = want_server
+                .then(|| parts.headers.get(hyper::header::SERVER))
+                .flatten()
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             (head as u64 + 17 + 2, server)
@@ -570,7 +629,6 @@ async fn exchange(
             head_us,
             head_bytes,
             server,
-            close,
         })
     };
     tokio::time::timeout(s.plan.request_timeout, work)

@@ -191,7 +191,8 @@ pub(crate) struct Shared {
     pub stop_new_us: u64,
     /// Maximum number of new work units (users, arrivals, template requests) to claim.
     pub claim_limit: u64,
-    /// Cap on requests sent, follow-ups included.
+    /// Cap on requests sent, follow-ups included (checked against the batched progress counts,
+    /// so it may overshoot by a few dozen requests per thread; a safety bound, not an exact one).
     pub request_cap: u64,
     /// Next work unit to claim.
     pub next: AtomicU64,
