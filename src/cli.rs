@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// ApacheBench-style quick run against one URL.
     Ab(crate::ab::AbArgs),
+    /// Run a scenario: bring the system up, load it, settle, check the counts, bring it down.
+    Run(crate::run::RunArgs),
     /// The built-in cluster end to end, small: Redis, weighted nodes behind Nginx, distinct buyers.
     Demo(crate::demo::DemoArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
@@ -41,6 +43,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Ab(args) => crate::ab::run(args),
+        Command::Run(args) => crate::run::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),
     };

@@ -11,5 +11,6 @@ pub mod engine;
 pub mod exit;
 pub mod ledger;
 pub mod protocol;
+pub mod run;
 pub mod scenario;
 pub mod sut;

@@ -1,0 +1,92 @@
+//! `grab-bench run` end to end with real redis-server, nodes and nginx: a correct cluster passes
+//! the count checks, a flawed one fails them, a bad scenario is a usage error — and no process
+//! outlives the run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(args: &[&str], out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("grab-bench runs")
+}
+
+fn smoke() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml").to_string()
+}
+
+/// No process mentions the run folder in its command line (nodes get their stat-log path there).
+fn nothing_left(out: &Path) -> bool {
+    let needle = out.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").unwrap().flatten().all(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        !String::from_utf8_lossy(&cmdline).contains(&needle)
+    })
+}
+
+#[test]
+fn smoke_scenario_passes_and_writes_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&[&smoke(), "--users", "2000"], dir.path());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("from 2000 distinct users"), "{stdout}");
+    assert!(stdout.contains("redis: sold 500 of 500"), "{stdout}");
+    for file in [
+        "ledger.csv",
+        "summary.txt",
+        "redis-inventory.json",
+        "stat-n4.log",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.csv")).unwrap();
+    assert_eq!(
+        ledger.lines().count(),
+        2001,
+        "header plus one row per request"
+    );
+    assert!(nothing_left(dir.path()));
+}
+
+#[test]
+fn off_by_one_flaw_fails_the_count_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        &[&smoke(), "--users", "2000", "--flaw", "off-by-one"],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("OVERSELL: 500 tickets, Redis sold 501"),
+        "{stdout}"
+    );
+    assert!(nothing_left(dir.path()));
+}
+
+#[test]
+fn a_bad_scenario_is_a_usage_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(smoke())
+        .unwrap()
+        .replace("connections = 64", "connections = 0");
+    std::fs::write(&bad, text).unwrap();
+    let o = run(&[bad.to_str().unwrap()], &dir.path().join("out"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml:") && stderr.contains("connections must be at least 1"),
+        "{stderr}"
+    );
+}
