@@ -205,7 +205,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         out.join("redis-inventory.json"),
         serde_json::to_vec_pretty(&inv)?,
     )?;
-    let code = summarize(&sc, &result, &inv, &out)?;
+    let code = summarize(&sc, &result, &inv, &out, interrupted())?;
     if result.cancelled && interrupted() {
         eprintln!(
             "run {}: interrupted; partial run folder {}",
@@ -267,6 +267,7 @@ fn summarize(
     r: &EngineResult,
     inv: &HashMap<String, i64>,
     out: &Path,
+    was_interrupted: bool,
 ) -> anyhow::Result<i32> {
     let users = r
         .ledger
@@ -337,6 +338,10 @@ fn summarize(
         ));
     }
     let mut text = summary;
+    if was_interrupted {
+        text +=
+            "INTERRUPTED: the load was stopped early (Ctrl-C); these figures cover a partial run\n";
+    }
     let lag_invalid = Duration::from_secs_f64(lag_p99_ms / 1000.0) > sc.timeouts.generator_lag;
     let code = if !failures.is_empty() {
         text += &format!("count checks: FAILED\n  {}\n", failures.join("\n  "));

@@ -90,3 +90,40 @@ fn a_bad_scenario_is_a_usage_error_with_its_position() {
         "{stderr}"
     );
 }
+
+#[test]
+fn ctrl_c_during_the_load_stops_everything_and_keeps_a_partial_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let onem = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/1m.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args(["run", onem, "--users", "400000", "--out"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Readiness: the last node's stat log exists and has buy lines, so the load is running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let log = dir.path().join("stat-n4.log");
+    while std::fs::metadata(&log).map_or(0, |m| m.len()) < 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sent = std::time::Instant::now();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(130));
+    let summary = std::fs::read_to_string(dir.path().join("summary.txt")).unwrap();
+    assert!(summary.contains("INTERRUPTED"), "{summary}");
+    assert!(dir.path().join("ledger.csv").is_file());
+    assert!(nothing_left(dir.path()));
+}
