@@ -55,6 +55,9 @@ pub struct AbArgs {
     /// machine (loopback only) and needs the other half.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Use hyper's HTTP/1.1 client instead of the built-in minimal one (to compare them).
+    #[arg(long)]
+    pub hyper: bool,
     /// Target URL: http:// on a loopback address.
     pub url: String,
 }
@@ -179,6 +182,11 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         request_timeout: timeout,
         max_duration,
         record_ledger: false,
+        client: if args.hyper {
+            engine::Client::Hyper
+        } else {
+            engine::Client::Raw
+        },
     };
     Ok((plan, target))
 }

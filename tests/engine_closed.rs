@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grab_bench::engine::{self, BuyerPlan, EnginePlan, Load, RequestTemplate, Source};
+use grab_bench::engine::{self, BuyerPlan, Client, EnginePlan, Load, RequestTemplate, Source};
 use grab_bench::protocol::{Kind, Outcome, Profile, Reason};
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,12 @@ fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Sour
         request_timeout: Duration::from_secs(5),
         max_duration: Duration::from_secs(30),
         record_ledger: true,
+        client: Default::default(),
     }
+}
+
+fn with_client(client: Client, plan: EnginePlan) -> EnginePlan {
+    EnginePlan { client, ..plan }
 }
 
 /// A reference-protocol server with `stock` tickets: the first `stock` buys succeed.
@@ -55,20 +60,28 @@ fn reference_server(stock: u64) -> engine_support::Server {
 
 #[test]
 fn buyers_closed_loop_fill_the_ledger() {
+    buyers_ledger(Client::Raw);
+    buyers_ledger(Client::Hyper);
+}
+
+fn buyers_ledger(client: Client) {
     let server = reference_server(100);
     let users = 300;
     let result = engine::run(
-        plan(
-            server.addr,
-            8,
-            Load::Closed {
-                requests: None,
-                duration: Some(Duration::from_secs(20)),
-            },
-            Source::Buyers(BuyerPlan {
-                id_offset: 1000,
-                ..BuyerPlan::new(users, Profile::Reference)
-            }),
+        with_client(
+            client,
+            plan(
+                server.addr,
+                8,
+                Load::Closed {
+                    requests: None,
+                    duration: Some(Duration::from_secs(20)),
+                },
+                Source::Buyers(BuyerPlan {
+                    id_offset: 1000,
+                    ..BuyerPlan::new(users, Profile::Reference)
+                }),
+            ),
         ),
         CancellationToken::new(),
     )
@@ -124,6 +137,11 @@ fn buyers_closed_loop_fill_the_ledger() {
 
 #[test]
 fn info_is_retried_with_a_new_request_id_and_holds_are_paid() {
+    retries_and_payments(Client::Raw);
+    retries_and_payments(Client::Hyper);
+}
+
+fn retries_and_payments(client: Client) {
     // First attempt of every user: 503. Second: a hold. Pays: accepted if the body names the user.
     let server = start(|req| {
         if req.method == "POST" {
@@ -151,20 +169,23 @@ fn info_is_retried_with_a_new_request_id_and_holds_are_paid() {
     });
     let users = 20;
     let result = engine::run(
-        plan(
-            server.addr,
-            4,
-            Load::Closed {
-                requests: Some(1000),
-                duration: None,
-            },
-            Source::Buyers(BuyerPlan {
-                retries: 2,
-                retry_backoff: Duration::from_millis(5),
-                pay_probability: 1.0,
-                pay_delay: Duration::from_millis(10),
-                ..BuyerPlan::new(users, Profile::Reference)
-            }),
+        with_client(
+            client,
+            plan(
+                server.addr,
+                4,
+                Load::Closed {
+                    requests: Some(1000),
+                    duration: None,
+                },
+                Source::Buyers(BuyerPlan {
+                    retries: 2,
+                    retry_backoff: Duration::from_millis(5),
+                    pay_probability: 1.0,
+                    pay_delay: Duration::from_millis(10),
+                    ..BuyerPlan::new(users, Profile::Reference)
+                }),
+            ),
         ),
         CancellationToken::new(),
     )
@@ -218,14 +239,27 @@ fn template(keep_alive: bool, server: &engine_support::Server, n: u64) -> Engine
 
 #[test]
 fn without_keep_alive_every_request_opens_a_connection() {
+    connection_per_request(Client::Raw);
+    connection_per_request(Client::Hyper);
+}
+
+fn connection_per_request(client: Client) {
     let server = start(|_| Reply::ok(r#"{"code":1}"#));
-    let r = engine::run(template(false, &server, 50), CancellationToken::new()).unwrap();
+    let r = engine::run(
+        with_client(client, template(false, &server, 50)),
+        CancellationToken::new(),
+    )
+    .unwrap();
     assert_eq!(r.reason(Reason::Success), 50);
     assert_eq!(server.accepted(), 50);
     assert_eq!(server.requests.load(Ordering::SeqCst), 50);
 
     let server = start(|_| Reply::ok(r#"{"code":1}"#));
-    let r = engine::run(template(true, &server, 50), CancellationToken::new()).unwrap();
+    let r = engine::run(
+        with_client(client, template(true, &server, 50)),
+        CancellationToken::new(),
+    )
+    .unwrap();
     assert_eq!(r.reason(Reason::Success), 50);
     assert!(server.accepted() <= 4, "{} connections", server.accepted());
     let t = r.transfer.unwrap();

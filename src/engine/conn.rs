@@ -19,8 +19,11 @@ use hyper::{HeaderMap, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use std::io::Write as _;
+
+use super::raw::RawConn;
 use super::record::Recorder;
-use super::{EnginePlan, RequestTemplate, Shared, Source, unit_hash};
+use super::{Client, EnginePlan, RequestTemplate, Shared, Source, unit_hash};
 use crate::ledger::Row;
 use crate::protocol::{self, Classified, Kind, Outcome, Profile, Reason};
 
@@ -34,6 +37,8 @@ pub(crate) struct Prepared {
     headers: HeaderMap,
     /// Body (cloning shares its bytes).
     body: Bytes,
+    /// The whole request serialised once, for the raw client.
+    raw: Vec<u8>,
 }
 
 impl Prepared {
@@ -47,16 +52,40 @@ impl Prepared {
                     .with_context(|| format!("bad header value {value:?}"))?,
             );
         }
+        let uri: Uri = t
+            .path_and_query
+            .parse()
+            .with_context(|| format!("bad path {:?}", t.path_and_query))?;
+        let mut raw = Vec::with_capacity(256 + t.body.len());
+        write_head(&mut raw, &t.method, &t.path_and_query, &headers, &t.body);
         Ok(Prepared {
             method: t.method.clone(),
-            uri: t
-                .path_and_query
-                .parse()
-                .with_context(|| format!("bad path {:?}", t.path_and_query))?,
+            uri,
             headers,
             body: t.body.clone(),
+            raw,
         })
     }
+}
+
+/// Serialises an HTTP/1.1 request into `out` (which is cleared first).
+fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, body: &[u8]) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        let _ = write!(out, "content-length: {}\r\n", body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
 }
 
 /// `Host` plus, without keep-alive, `Connection: close`.
@@ -322,6 +351,44 @@ impl ThreadCtx {
         req
     }
 
+    /// Serialises the buyer request for `job` into `out`, for the raw client (no allocation
+    /// once `out` has grown).
+    fn serialize(&self, job: &Job, out: &mut Vec<u8>) {
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            unreachable!("templates are serialised once")
+        };
+        out.clear();
+        if job.kind == Kind::Pay as u8 {
+            let _ = write!(out, "POST /orders/{}/pay HTTP/1.1\r\n", job.order_id);
+        } else {
+            let sep = if b.path.contains('?') { '&' } else { '?' };
+            let _ = write!(
+                out,
+                "GET {}{sep}user_id={u}&request_id={u}-{a} HTTP/1.1\r\n",
+                b.path,
+                u = job.user,
+                a = job.attempt
+            );
+        }
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if job.kind == Kind::Pay as u8 {
+            // `{"user_id":""}` is 14 bytes, plus the id's digits.
+            let body_len = 14 + job.user.checked_ilog10().unwrap_or(0) as usize + 1;
+            let _ = write!(
+                out,
+                "content-type: application/json\r\ncontent-length: {body_len}\r\n\r\n{{\"user_id\":\"{}\"}}",
+                job.user
+            );
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Records a finished job and schedules the user's follow-up, if any.
     #[allow(clippy::too_many_arguments)]
     fn finish(&self, job: &Job, start_us: u64, end_us: u64, status: u16, c: &Classified<'_>) {
@@ -401,8 +468,24 @@ fn clamp32(v: u64) -> u32 {
     v.min(u32::MAX as u64) as u32
 }
 
-/// The live connection of a task, if any.
-type Conn = Option<SendRequest<Full<Bytes>>>;
+/// A task's open connection, over either client.
+enum Conn {
+    /// hyper's HTTP/1.1 connection API (the connection driver runs as a local task).
+    Hyper(SendRequest<Full<Bytes>>),
+    /// The minimal client in [`super::raw`].
+    Raw(RawConn),
+}
+
+impl Conn {
+    /// Whether another request can go over this connection without being lost to a close the
+    /// server made while it was idle.
+    async fn usable(&mut self) -> bool {
+        match self {
+            Conn::Hyper(sender) => sender.ready().await.is_ok(),
+            Conn::Raw(raw) => raw.usable(),
+        }
+    }
+}
 
 /// One connection's loop: take work, send, record, until there is no work left.
 async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
@@ -411,8 +494,13 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         Source::Buyers(b) => b.profile,
         Source::Template(_) => Profile::Plain,
     };
-    let mut conn: Conn = None;
+    let head_only = s
+        .template
+        .as_ref()
+        .is_some_and(|p| p.method == Method::HEAD);
+    let mut conn: Option<Conn> = None;
     let mut buf: Vec<u8> = Vec::new();
+    let mut wbuf: Vec<u8> = Vec::with_capacity(256);
     loop {
         let (job, claimed_at) = match ctx.next() {
             Next::Done => break,
@@ -445,22 +533,19 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         let mut connect_us = 0;
         if let Some(c) = conn.as_mut() {
             // An idle kept-alive connection the server has closed is replaced, not counted.
-            if c.ready().await.is_err() {
+            if !s.plan.keep_alive || !c.usable().await {
                 conn = None;
             }
         }
-        let reused = conn.is_some();
-        if !reused || !s.plan.keep_alive {
-            conn = None;
+        if conn.is_none() {
             match connect(&s).await {
                 Ok(c) => {
                     conn = Some(c);
                     connect_us = s.now_us() - start_us;
                 }
                 Err(()) => {
-                    let reason = Reason::ConnectRefused;
                     let end_us = s.now_us();
-                    ctx.finish(&job, start_us, end_us, 0, &bare(reason));
+                    ctx.finish(&job, start_us, end_us, 0, &bare(Reason::ConnectRefused));
                     if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                         t.connect_errors += 1;
                     }
@@ -469,15 +554,39 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 }
             }
         }
-        let sender = conn.as_mut().expect("connected above");
-        let req = ctx.request(&job);
         let want_server = ctx
             .rec
             .borrow()
             .transfer
             .as_ref()
             .is_some_and(|t| t.server.is_none());
-        let outcome = exchange(&s, sender, req, &mut buf, want_server).await;
+        let outcome = match conn.as_mut().expect("connected above") {
+            Conn::Hyper(sender) => {
+                let req = ctx.request(&job);
+                exchange(&s, sender, req, &mut buf, want_server).await
+            }
+            Conn::Raw(raw) => {
+                let request: &[u8] = match &s.template {
+                    Some(p) => &p.raw,
+                    None => {
+                        ctx.serialize(&job, &mut wbuf);
+                        &wbuf
+                    }
+                };
+                let work = raw.exchange(request, head_only, want_server, &mut buf);
+                match tokio::time::timeout(s.plan.request_timeout, work).await {
+                    Ok(Ok(r)) => Ok(Response {
+                        status: r.status,
+                        first: None,
+                        head_us: r.head_at.saturating_duration_since(s.start).as_micros() as u64,
+                        head_bytes: r.head_bytes,
+                        server: r.server,
+                    }),
+                    Ok(Err(reason)) => Err(reason),
+                    Err(_) => Err(Reason::Timeout),
+                }
+            }
+        };
         let end_us = s.now_us();
         ctx.inflight.borrow_mut()[slot] = None;
         match outcome {
@@ -509,8 +618,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     t.processing.saturating_record((total - connect_us).max(1));
                 }
                 ctx.finish(&job, start_us, end_us, resp.status, &c);
-                // hyper closes the connection itself when the server says `Connection: close`;
-                // `ready()` above then fails and a new one is opened.
+                // hyper closes the connection itself when the server says `Connection: close`
+                // (`ready()` then fails); the raw client marks itself unusable.
                 if !s.plan.keep_alive {
                     conn = None;
                 }
@@ -538,11 +647,14 @@ fn bare(reason: Reason) -> Classified<'static> {
     }
 }
 
-/// Opens a TCP connection with `TCP_NODELAY` and runs the HTTP/1.1 handshake; the connection
-/// driver runs as a local task that ends when the sender is dropped.
-/// An error means nothing was sent.
-async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ()> {
+/// Opens a TCP connection with `TCP_NODELAY` for the plan's client; for hyper, runs the HTTP/1.1
+/// handshake and spawns the connection driver as a local task that ends when the sender is
+/// dropped. An error means nothing was sent.
+async fn connect(s: &Shared) -> Result<Conn, ()> {
     let attempt = async {
+        if s.plan.client == Client::Raw {
+            return RawConn::connect(s.plan.target).await.ok().map(Conn::Raw);
+        }
         let stream = TcpStream::connect(s.plan.target).await.ok()?;
         stream.set_nodelay(true).ok()?;
         let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -551,10 +663,10 @@ async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ()> {
         tokio::task::spawn_local(async move {
             let _ = driver.await;
         });
-        Some(sender)
+        Some(Conn::Hyper(sender))
     };
     match tokio::time::timeout(s.plan.request_timeout, attempt).await {
-        Ok(Some(sender)) => Ok(sender),
+        Ok(Some(conn)) => Ok(conn),
         _ => Err(()),
     }
 }
@@ -563,11 +675,11 @@ async fn connect(s: &Shared) -> Result<SendRequest<Full<Bytes>>, ()> {
 struct Response {
     /// HTTP status code.
     status: u16,
-    /// The body when it arrived in one frame (the common case: no copy).
+    /// The body when it arrived in one frame (hyper; no copy), else it is in the task's buffer.
     first: Option<Bytes>,
     /// When the response head arrived, µs since start.
     head_us: u64,
-    /// Size of the status line and headers as reconstructed (hyper does not expose it).
+    /// Size of the status line and headers (exact for the raw client, reconstructed for hyper).
     head_bytes: u64,
     /// `Server` header, captured only for the ab report.
     server: Option<String>,
