@@ -117,10 +117,15 @@ bench_static_nginx() {
     out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 "$url" 2>/dev/null)"
     record grab-bench "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
 
+    # The same engine over hyper's client, for reference (EnginePlan.client = Hyper).
+    out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --hyper "$url" 2>/dev/null)"
+    record grab-hyper "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+
     echo "== ratios"
     ratio grab-bench wrk
     ratio grab-bench oha
     ratio grab-bench ab
+    ratio grab-hyper wrk
 
     kill "$NGINX_PID" 2>/dev/null || true
     wait "$NGINX_PID" 2>/dev/null || true
