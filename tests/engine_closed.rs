@@ -125,6 +125,26 @@ fn buyers_ledger(client: Client) {
         users
     );
 
+    // The per-second intervals can be written as an HDR interval log and read back.
+    let mut log = Vec::new();
+    result.write_interval_log(&mut log).unwrap();
+    let entries = hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log)
+        .filter(|e| {
+            matches!(
+                e,
+                Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(_))
+            )
+        })
+        .count();
+    assert_eq!(
+        entries,
+        2 * result
+            .intervals
+            .iter()
+            .filter(|i| !i.raw.is_empty())
+            .count()
+    );
+
     // The ledger survives a save/load round trip.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.csv");

@@ -191,6 +191,36 @@ impl EngineResult {
     pub fn rps(&self) -> f64 {
         self.totals.total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Writes the per-second histograms in the standard HDR interval-log format (V2 + DEFLATE,
+    /// values in µs, max column in ms), tagged `intended` and `raw`, readable by the Java and
+    /// Rust HdrHistogram tools.
+    pub fn write_interval_log<W: std::io::Write>(&self, w: &mut W) -> anyhow::Result<()> {
+        use hdrhistogram::serialization::V2DeflateSerializer;
+        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+        let start = UNIX_EPOCH + Duration::from_micros(self.started_unix_us);
+        let mut serializer = V2DeflateSerializer::new();
+        let mut builder = IntervalLogWriterBuilder::new();
+        builder
+            .add_comment("grab-bench latency intervals, values in microseconds")
+            .with_start_time(start)
+            .with_base_time(start)
+            .with_max_value_divisor(1000.0);
+        let mut log = builder
+            .begin_log_with(w, &mut serializer)
+            .context("writing interval log header")?;
+        for iv in &self.intervals {
+            let at = Duration::from_secs(u64::from(iv.second));
+            for (tag, h) in [("intended", &iv.intended), ("raw", &iv.raw)] {
+                if h.is_empty() {
+                    continue;
+                }
+                log.write_histogram(h, at, Duration::from_secs(1), Tag::new(tag))
+                    .map_err(|e| anyhow::anyhow!("writing interval log: {e:?}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// State shared by all threads; read-mostly, the counters are relaxed atomics.
