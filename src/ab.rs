@@ -239,7 +239,7 @@ fn spawn_ctrl_c(cancel: CancellationToken, done: CancellationToken) {
 fn times_row(name: &str, h: &Histogram<u64>) -> String {
     let ms = |us: f64| us / 1000.0;
     format!(
-        "{name:<11} {:>5.0} {:>5.0} {:>5.1} {:>6.0} {:>7.0}\n",
+        "{name:<11} {:>5.1} {:>5.1} {:>5.1} {:>6.1} {:>7.1}\n",
         ms(h.min() as f64),
         ms(h.mean()),
         ms(h.stdev()),

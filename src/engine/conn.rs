@@ -613,8 +613,9 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     }
                     let total = end_us - start_us;
                     let _ = t.connect.record(connect_us.max(1));
-                    t.waiting
-                        .saturating_record(resp.head_us.saturating_sub(start_us).max(1));
+                    // ab's "Waiting": request sent (connection up) until the response head.
+                    let waiting = resp.head_us.saturating_sub(start_us + connect_us);
+                    t.waiting.saturating_record(waiting.max(1));
                     t.processing.saturating_record((total - connect_us).max(1));
                 }
                 ctx.finish(&job, start_us, end_us, resp.status, &c);

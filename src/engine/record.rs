@@ -153,7 +153,7 @@ pub struct Transfer {
     pub exceptions: u64,
     /// Time to establish the TCP connection, µs (0 when reused).
     pub connect: Histogram<u64>,
-    /// Time from start to response headers, µs.
+    /// Time from the connection being up to the response head, µs.
     pub waiting: Histogram<u64>,
     /// Time from connection established to completion, µs.
     pub processing: Histogram<u64>,
