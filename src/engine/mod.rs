@@ -288,9 +288,12 @@ pub fn run_with_live(
     let (mut claim_limit, mut request_cap, mut stop_new) = (u64::MAX, u64::MAX, plan.max_duration);
     match &plan.load {
         Load::Closed { requests, duration } => {
+            // Buyers end by themselves (every user done); a template needs a bound.
             ensure!(
-                requests.is_some() || duration.is_some(),
-                "a closed-loop load needs a request count or a duration"
+                requests.is_some()
+                    || duration.is_some()
+                    || matches!(plan.source, Source::Buyers(_)),
+                "a closed-loop template load needs a request count or a duration"
             );
             if let Some(n) = *requests {
                 request_cap = n;
