@@ -75,7 +75,7 @@ fn buyers_ledger(client: Client) {
                 8,
                 Load::Closed {
                     requests: None,
-                    duration: Some(Duration::from_secs(20)),
+                    duration: None, // buyers end when every user is done
                 },
                 Source::Buyers(BuyerPlan {
                     id_offset: 1000,
