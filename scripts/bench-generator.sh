@@ -4,6 +4,10 @@
 #
 #   bash scripts/bench-generator.sh            # 10 s per tool
 #   DURATION=5 CONNECTIONS=50 bash scripts/bench-generator.sh
+#   ROUNDS=3 bash scripts/bench-generator.sh   # interleave the tools 3 times, report medians
+#
+# The machine is shared by the generator and nginx (and anything else running): compare
+# figures from one run only, and prefer ROUNDS=3 on a machine that is not otherwise idle.
 #
 # Everything runs on 127.0.0.1. nginx gets its own temp prefix (config, pid, logs) and is stopped
 # on exit, error or Ctrl-C. nginx runs one worker: the machine's cores are shared with the
@@ -11,6 +15,7 @@
 set -euo pipefail
 
 DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-1}"
 CONNECTIONS="${CONNECTIONS:-100}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GRAB="$ROOT/target/release/grab-bench"
@@ -82,9 +87,26 @@ EOF
     wait_port "$port"
 }
 
-# rps NAME VALUE: remembers a tool's requests/s.
+# record NAME VALUE: remembers one round's requests/s of a tool.
+declare -A ALL=()
+record() { ALL[$1]="${ALL[$1]:-} $2"; printf '  %-12s %12.0f requests/s\n' "$1" "$2"; }
+
+# Median of each tool's rounds.
 declare -A RPS=()
-record() { RPS[$1]="$2"; printf '  %-12s %12.0f requests/s\n' "$1" "$2"; }
+summarise() {
+    local tool
+    for tool in "${!ALL[@]}"; do
+        RPS[$tool]="$(tr ' ' '\n' <<<"${ALL[$tool]}" | sed '/^$/d' | sort -g |
+            awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
+    done
+    if ((ROUNDS > 1)); then
+        echo "== medians over $ROUNDS rounds"
+        for tool in wrk ab oha grab-bench grab-hyper; do
+            [[ -n "${RPS[$tool]:-}" ]] && printf '  %-12s %12.0f requests/s\n' "$tool" "${RPS[$tool]}"
+        done
+    fi
+    return 0
+}
 
 ratio() {
     local a="${RPS[$1]:-}" b="${RPS[$2]:-}"
@@ -99,6 +121,9 @@ bench_static_nginx() {
     url="http://127.0.0.1:$port/"
     start_nginx "$port"
     echo "== static nginx on $url: ${DURATION}s per tool, $CONNECTIONS connections, keep-alive"
+    local round
+    for ((round = 1; round <= ROUNDS; round++)); do
+    ((ROUNDS > 1)) && echo "-- round $round"
 
     out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$url")"
     record wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
@@ -120,7 +145,9 @@ bench_static_nginx() {
     # The same engine over hyper's client, for reference (EnginePlan.client = Hyper).
     out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --hyper "$url" 2>/dev/null)"
     record grab-hyper "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+    done
 
+    summarise
     echo "== ratios"
     ratio grab-bench wrk
     ratio grab-bench oha
