@@ -1,7 +1,8 @@
 //! One engine thread: a current-thread runtime, its connection tasks, its timer queue.
 //!
-//! The hot path follows oha's `client.rs`: hyper's HTTP/1.1 connection API over a
-//! `TcpStream` with `TCP_NODELAY`, one connection per connection task, no pool.
+//! The hot path follows oha's `client.rs` shape: one connection per connection task over a
+//! `TcpStream` with `TCP_NODELAY`, no pool, reconnect on error or close. The HTTP/1.1 client is
+//! the minimal one in `raw.rs` by default, or hyper's connection API (`Client::Hyper`).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -390,7 +391,6 @@ impl ThreadCtx {
     }
 
     /// Records a finished job and schedules the user's follow-up, if any.
-    #[allow(clippy::too_many_arguments)]
     fn finish(&self, job: &Job, start_us: u64, end_us: u64, status: u16, c: &Classified<'_>) {
         let s = &*self.shared;
         {

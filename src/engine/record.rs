@@ -268,15 +268,23 @@ impl Recorder {
     }
 }
 
-/// Merged view of all threads' recorders.
+/// Merged view of all threads' recorders; becomes the [`super::EngineResult`].
 pub(crate) struct Merged {
+    /// Per-second intervals, summed over threads.
     pub seconds: Vec<Interval>,
+    /// Whole-run intended-time latency (sum of the intervals).
     pub intended: Histogram<u64>,
+    /// Whole-run service time (sum of the intervals).
     pub raw: Histogram<u64>,
+    /// Whole-run counts by reason.
     pub totals: ReasonCounts,
+    /// Generator lateness, summed over threads.
     pub lag: LagStats,
+    /// All ledger rows, node indices remapped to `nodes`, sorted by start time.
     pub rows: Vec<Row>,
+    /// The global node table (`rows[i].node - 1` indexes it).
     pub nodes: Vec<String>,
+    /// ab detail, summed over threads.
     pub transfer: Option<Transfer>,
 }
 
