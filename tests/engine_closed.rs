@@ -351,3 +351,38 @@ fn connect_refused_is_a_fail() {
             .all(|row| row.outcome() == Outcome::Fail)
     );
 }
+
+#[test]
+fn the_hard_time_limit_cancels_in_flight_requests() {
+    let server = start(|_| Reply {
+        status: 200,
+        body: "{}".into(),
+        delay: Duration::from_secs(20),
+    });
+    let plan = EnginePlan {
+        connections: 3,
+        threads: 1,
+        request_timeout: Duration::from_secs(60),
+        max_duration: Duration::from_millis(300),
+        ..EnginePlan::new(
+            server.addr,
+            Load::Closed {
+                requests: None,
+                duration: None,
+            },
+            Source::Buyers(BuyerPlan::new(10, Profile::Reference)),
+        )
+    };
+    let t = Instant::now();
+    let r = engine::run(plan, CancellationToken::new()).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(r.cancelled);
+    assert_eq!(r.reason(Reason::Cancelled), 3, "one per connection");
+    assert_eq!(r.ledger.rows.len(), 3);
+    assert!(
+        r.ledger
+            .rows
+            .iter()
+            .all(|row| row.outcome() == Outcome::Info)
+    );
+}

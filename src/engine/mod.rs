@@ -72,6 +72,26 @@ pub enum Client {
     Hyper,
 }
 
+impl EnginePlan {
+    /// A plan with the usual settings: 100 keep-alive connections, one thread per core, a 10 s
+    /// request timeout, a 1 h hard limit, a ledger, the raw client. Adjust fields as needed.
+    pub fn new(target: SocketAddr, load: Load, source: Source) -> EnginePlan {
+        EnginePlan {
+            target,
+            host_header: target.to_string(),
+            connections: 100,
+            threads: 0,
+            keep_alive: true,
+            load,
+            source,
+            request_timeout: Duration::from_secs(10),
+            max_duration: Duration::from_secs(3600),
+            record_ledger: true,
+            client: Client::Raw,
+        }
+    }
+}
+
 /// How work arrives.
 #[derive(Debug, Clone)]
 pub enum Load {
