@@ -160,10 +160,45 @@ bench_static_nginx() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK: part 2, the built-in cluster (reference spike servers + Redis + nginx) driven by
-# `grab-bench run`. To be filled in by the orchestration work; runs only with BENCH_CLUSTER=1.
+# Part 2: a reference node of the built-in cluster (private redis-server + `grab-bench serve`),
+# after its sale has sold out: the path a million buyers mostly take. wrk and `grab-bench ab -k`
+# drive the same node in the same run. Runs only with BENCH_CLUSTER=1.
+REDIS_PID=""
+NODE_PID=""
+stop_cluster() {
+    [[ -n "$NODE_PID" ]] && kill "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null
+    [[ -n "$REDIS_PID" ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+    NODE_PID=""
+    REDIS_PID=""
+    return 0
+}
 bench_cluster() {
-    echo "== cluster benchmark: not implemented yet (hook in scripts/bench-generator.sh)"
+    need redis-server
+    trap 'stop_cluster; cleanup' EXIT
+    local rport nport url out
+    rport="$(free_port)"
+    mkdir -p "$WORK/redis"
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis" \
+        --logfile "$WORK/redis/redis.log" &
+    REDIS_PID=$!
+    wait_port "$rport"
+    nport="$(free_port)"
+    "$GRAB" serve --listen "127.0.0.1:$nport" --redis "redis://127.0.0.1:$rport/0" --sale bench \
+        --init-total 100 --local-stock 100 --stat-log "$WORK/stat.log" >/dev/null &
+    NODE_PID=$!
+    wait_port "$nport"
+    url="http://127.0.0.1:$nport/buy/ticket"
+    curl -s "$url" >/dev/null 2>&1 || true
+    "$GRAB" ab -k -c 10 -n 200 "$url" >/dev/null 2>&1   # sell the 100 tickets out first
+    echo "== reference node (sold out) on $url: ${DURATION}s per tool, $CONNECTIONS connections"
+    out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$url")"
+    record node-wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+    out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 "$url" 2>/dev/null)"
+    record node-grab "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+    summarise
+    echo "== ratio"
+    ratio node-grab node-wrk
+    stop_cluster
 }
 # ---------------------------------------------------------------------------------------------
 
