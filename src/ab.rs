@@ -201,7 +201,7 @@ pub fn run(args: AbArgs) -> anyhow::Result<i32> {
     let done = CancellationToken::new();
     spawn_ctrl_c(cancel.clone(), done.clone());
     eprintln!("Benchmarking {} (be patient)", target.host);
-    let result = engine::run_with_progress(plan, cancel, "ab");
+    let result = engine::run_with_progress(plan, cancel, "ab", None);
     done.cancel();
     let result = result?;
     let completed = result.totals.total();

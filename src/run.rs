@@ -169,7 +169,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         })
     };
     let plan = engine_plan(&sc, target);
-    let result = crate::engine::run_with_progress(plan, cancel.clone(), &sc.name);
+    // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
+    let tickets = sc.sale.hold_ttl.is_none().then_some(sc.sale.tickets);
+    let result = crate::engine::run_with_progress(plan, cancel.clone(), &sc.name, tickets);
     cancel.cancel();
     let _ = watcher.join();
     let result = result?;

@@ -85,11 +85,13 @@ fn expected_total(plan: &EnginePlan) -> Option<u64> {
     }
 }
 
-/// Runs the engine on a helper thread while showing progress on stderr.
+/// Runs the engine on a helper thread while showing progress on stderr; with `tickets`, the
+/// status also shows how many are left by the buyers' own count.
 pub fn run_with_progress(
     plan: EnginePlan,
     cancel: CancellationToken,
     label: &str,
+    tickets: Option<u64>,
 ) -> anyhow::Result<EngineResult> {
     let live = Arc::new(Live::default());
     let total = expected_total(&plan);
@@ -130,10 +132,13 @@ pub fn run_with_progress(
             last = (now, p.done());
         }
         let pos = if is_buyers { p.users } else { p.done() };
-        let msg = format!(
+        let mut msg = format!(
             "{rps:.0} req/s ok {} sold out {} fail {} info {}",
             p.ok, p.sold_out, p.fail, p.info
         );
+        if let Some(tickets) = tickets {
+            msg += &format!(" tickets left {}", tickets.saturating_sub(p.ok));
+        }
         if let Some(bar) = &bar {
             bar.set_position(pos);
             bar.set_message(msg);
