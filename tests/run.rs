@@ -127,3 +127,51 @@ fn ctrl_c_during_the_load_stops_everything_and_keeps_a_partial_folder() {
     assert!(dir.path().join("ledger.csv").is_file());
     assert!(nothing_left(dir.path()));
 }
+
+#[test]
+fn an_external_reference_server_is_loaded_and_checked() {
+    use grab_bench::sut::node::{NodeProcess, NodeSpec};
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stat_log = dir.path().join("ext-stat.log");
+    let node = NodeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_grab-bench")),
+        true,
+        NodeSpec {
+            id: "x1".into(),
+            redis_url: redis.url.clone(),
+            sale: "ext".into(),
+            local_stock: 100,
+            stat_log: stat_log.clone(),
+            hold_ttl: None,
+            flaws: vec![],
+            extra_args: vec!["--init-total".into(), "50".into()],
+            listen: None,
+        },
+    )
+    .unwrap();
+    let scenario = dir.path().join("external.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[sale]\nid = \"ext\"\ntickets = 50\n[target]\nurl = \"http://{}/buy/ticket\"\nredis = \"{}\"\n\
+             stat_logs = [\"{}\"]\nprofile = \"reference\"\n[users]\ncount = 300\n\
+             [load]\nmode = \"closed\"\nconnections = 8\n[timeouts]\nsettle = \"500ms\"\n",
+            node.addr,
+            redis.url,
+            stat_log.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = run(&[scenario.to_str().unwrap()], &out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("redis: sold 50 of 50"), "{stdout}");
+    assert!(stdout.contains("stat logs: 50 successes"), "{stdout}");
+}
