@@ -198,14 +198,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     drop(redis);
 
     // ---- results ----
-    result
-        .ledger
-        .save(&out.join("ledger.csv"))
-        .context("writing the ledger")?;
-    std::fs::write(
-        out.join("redis-inventory.json"),
-        serde_json::to_vec_pretty(&inv)?,
-    )?;
+    save_results(&result, &inv, &out)?;
     let code = summarize(&sc, &result, &inv, &out, interrupted())?;
     if result.cancelled && interrupted() {
         eprintln!(
@@ -257,14 +250,7 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
         std::fs::copy(log, out.join(format!("stat-ext{}.log", i + 1)))
             .with_context(|| format!("copying the stat log {}", log.display()))?;
     }
-    result
-        .ledger
-        .save(&out.join("ledger.csv"))
-        .context("writing the ledger")?;
-    std::fs::write(
-        out.join("redis-inventory.json"),
-        serde_json::to_vec_pretty(&inv)?,
-    )?;
+    save_results(&result, &inv, out)?;
     let code = summarize(sc, &result, &inv, out, interrupted())?;
     if inv.is_empty() || ext.stat_logs.is_empty() {
         println!(
@@ -277,6 +263,23 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
         });
     }
     Ok(code)
+}
+
+/// Writes the ledger and the Redis snapshot into the run folder.
+fn save_results(
+    result: &EngineResult,
+    inv: &HashMap<String, i64>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    result
+        .ledger
+        .save(&out.join("ledger.csv"))
+        .context("writing the ledger")?;
+    std::fs::write(
+        out.join("redis-inventory.json"),
+        serde_json::to_vec_pretty(inv)?,
+    )?;
+    Ok(())
 }
 
 /// The article's counters: `ticket_hash_key` with `ticket_total_nums` and `ticket_sold_nums`.
