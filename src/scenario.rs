@@ -81,6 +81,7 @@ struct RawCluster {
     redis: Option<Spanned<String>>,
     #[serde(default)]
     flaws: Vec<Spanned<String>>,
+    leak_after: Option<Spanned<u64>>,
     nginx_workers: Option<Spanned<u32>>,
 }
 
@@ -104,6 +105,8 @@ struct RawUsers {
     retries: u16,
     #[serde(default)]
     retry_sold_out: u16,
+    #[serde(default)]
+    extra_buys: u16,
     pay_probability: Option<Spanned<f64>>,
     pay_delay: Option<Spanned<String>>,
 }
@@ -211,6 +214,8 @@ pub struct Cluster {
     pub redis: Option<String>,
     /// Deliberate flaws for every node.
     pub flaws: Vec<String>,
+    /// With the `leak-connections` flaw: Redis steps each node makes before its pool runs dry.
+    pub leak_after: Option<u64>,
     /// Nginx worker processes.
     pub nginx_workers: u32,
 }
@@ -248,6 +253,8 @@ pub struct Users {
     pub retries: u16,
     /// Retries after "sold out".
     pub retry_sold_out: u16,
+    /// Further buys after a success (greedy users probing the per-user limit).
+    pub extra_buys: u16,
     /// Probability of paying a hold.
     pub pay_probability: f64,
     /// Delay before paying.
@@ -554,12 +561,20 @@ impl Validator<'_> {
             Some(n) => *n.get_ref(),
             None => 1,
         };
+        let leak_after = match &c.leak_after {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(n, "leak_after must be at least 1"));
+            }
+            Some(n) => Some(*n.get_ref()),
+            None => None,
+        };
         Ok(Cluster {
             weights,
             quotas,
             balancer,
             redis,
             flaws,
+            leak_after,
             nginx_workers,
         })
     }
@@ -609,6 +624,7 @@ impl Validator<'_> {
             id_offset: raw.id_offset,
             retries: raw.retries,
             retry_sold_out: raw.retry_sold_out,
+            extra_buys: raw.extra_buys,
             pay_probability,
             pay_delay: self.opt_duration(&raw.pay_delay, Duration::from_millis(100))?,
         })

@@ -119,6 +119,8 @@ struct Job {
     retries_left: u16,
     /// Tries left after a sold-out answer.
     sold_out_left: u16,
+    /// Further buys after a success (greedy users, to probe the per-user limit).
+    extra_left: u16,
 }
 
 /// What a free connection should do next.
@@ -285,9 +287,11 @@ impl ThreadCtx {
                     Some(sched) => sched.intended_us(k).unwrap_or(now),
                     None => now,
                 };
-                let (user, retries_left, sold_out_left) = match &s.plan.source {
-                    Source::Buyers(b) => (b.id_offset + k, b.retries, b.retry_sold_out),
-                    Source::Template(_) => (k, 0, 0),
+                let (user, retries_left, sold_out_left, extra_left) = match &s.plan.source {
+                    Source::Buyers(b) => {
+                        (b.id_offset + k, b.retries, b.retry_sold_out, b.extra_buys)
+                    }
+                    Source::Template(_) => (k, 0, 0, 0),
                 };
                 self.pending.borrow_mut().users += 1;
                 return Next::Run(
@@ -299,6 +303,7 @@ impl ThreadCtx {
                         order_id: 0,
                         retries_left,
                         sold_out_left,
+                        extra_left,
                     },
                     now,
                 );
@@ -454,6 +459,12 @@ impl ThreadCtx {
                 next.order_id = c.order_id;
                 next.retries_left = b.retries;
                 next.due_us = end_us + b.pay_delay.as_micros() as u64;
+                true
+            }
+            Outcome::Ok if job.kind == Kind::Buy as u8 && job.extra_left > 0 => {
+                next.extra_left -= 1;
+                next.retries_left = b.retries;
+                next.due_us = end_us + b.retry_backoff.as_micros() as u64;
                 true
             }
             _ => false,

@@ -144,6 +144,9 @@ pub struct BuyerPlan {
     pub retries: u16,
     /// Extra tries after a definite "sold out".
     pub retry_sold_out: u16,
+    /// Further buys a user attempts after a success ("greedy" users; the per-user limit should
+    /// refuse them).
+    pub extra_buys: u16,
     /// Pause before a retry.
     pub retry_backoff: Duration,
     /// Probability that a user pays a hold (reservation mode); 0 = never pay.
@@ -163,6 +166,7 @@ impl BuyerPlan {
             path: "/buy/ticket".into(),
             retries: 0,
             retry_sold_out: 0,
+            extra_buys: 0,
             retry_backoff: Duration::from_millis(50),
             pay_probability: 0.0,
             pay_delay: Duration::from_millis(100),

@@ -96,10 +96,10 @@ impl NodeProcess {
         if let Some(stdout) = stdout {
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split("listening on http://").nth(1) {
-                        if let Ok(addr) = addr.trim().parse() {
-                            let _ = tx.send(Ok(addr));
-                        }
+                    if let Some(addr) = line.split("listening on http://").nth(1)
+                        && let Ok(addr) = addr.trim().parse()
+                    {
+                        let _ = tx.send(Ok(addr));
                     }
                 }
             });
@@ -157,6 +157,15 @@ impl NodeProcess {
         self.child.signal(signal);
     }
 
+    /// The node's `GET /stats` (local pool, requests, in-flight), parsed.
+    pub fn stats(&self) -> std::io::Result<serde_json::Value> {
+        let (status, body) = http_get(self.addr, "/stats")?;
+        if status != 200 {
+            return Err(std::io::Error::other(format!("/stats answered {status}")));
+        }
+        serde_json::from_str(&body).map_err(std::io::Error::other)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.pid()
@@ -165,27 +174,33 @@ impl NodeProcess {
 
 /// Polls `GET path` on `addr` until it answers 200, or the deadline passes.
 pub fn wait_http_ok(addr: SocketAddr, path: &str, deadline: Instant) -> Result<(), String> {
-    use std::io::{Read, Write};
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            Ok(mut s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(1000)));
-                let req =
-                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-                if s.write_all(req.as_bytes()).is_ok() {
-                    let mut buf = Vec::new();
-                    let _ = s.read_to_end(&mut buf);
-                    let text = String::from_utf8_lossy(&buf);
-                    if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") {
-                        return Ok(());
-                    }
-                    last = text.lines().next().unwrap_or("empty answer").to_string();
-                }
-            }
+        match http_get(addr, path) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, _)) => last = format!("HTTP {status}"),
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(format!("GET {path} on {addr}: {last}"))
+}
+
+/// One `GET path` over a fresh connection (control plane only): the status and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_millis(1000)))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
 }

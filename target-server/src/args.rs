@@ -189,10 +189,10 @@ impl ServeArgs {
         if self.redis_timeout.is_zero() {
             bail!("--redis-timeout must be greater than zero");
         }
-        if let Some(ttl) = self.hold_ttl {
-            if ttl < Duration::from_millis(10) {
-                bail!("--hold-ttl {ttl:?} is too short (minimum 10ms)");
-            }
+        if let Some(ttl) = self.hold_ttl
+            && ttl < Duration::from_millis(10)
+        {
+            bail!("--hold-ttl {ttl:?} is too short (minimum 10ms)");
         }
         if self.per_user_limit == 0 {
             bail!("--per-user-limit must be at least 1");

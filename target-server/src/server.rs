@@ -142,12 +142,11 @@ async fn background(node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool
         if node.hold_ttl_ms > 0 {
             reap(&node).await;
         }
-        if ticks % 2 == 0 {
-            if let Some(log) = &node.log {
-                if let Err(err) = log.flush() {
-                    tracing::warn!("stat log flush failed: {err}");
-                }
-            }
+        if ticks.is_multiple_of(2)
+            && let Some(log) = &node.log
+            && let Err(err) = log.flush()
+        {
+            tracing::warn!("stat log flush failed: {err}");
         }
     }
 }

@@ -102,7 +102,7 @@ impl StatLog {
     /// Appends one event. I/O errors are counted by the caller's flush, not per line.
     pub fn record(&self, line: StatLine<'_>) {
         let n = self.offered.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.lossy && n % 50 == 0 {
+        if self.lossy && n.is_multiple_of(50) {
             return;
         }
         let mut text = String::with_capacity(96);
