@@ -11,6 +11,7 @@ pub mod engine;
 pub mod exit;
 pub mod ledger;
 pub mod protocol;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sut;

@@ -1,0 +1,1157 @@
+//! The PNG charts, drawn with plotters from the saved data only.
+//!
+//! Every chart is [`CHART_SIZE`], white, with a title saying what it shows, a subtitle with the
+//! scenario and how the data was bucketed, units on both axes, and the injected faults as dashed
+//! vertical lines on time axes. Text uses the embedded DejaVu Sans (DESIGN.md §7).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use hdrhistogram::Histogram;
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::input::Saved;
+use super::latency_log::Totals;
+use super::timeseries::{Second, TimeSeries, natural_cmp};
+use super::{CHART_SIZE, CHARTS};
+use crate::ledger::Ledger;
+use crate::protocol::{Kind, Reason};
+
+/// The embedded font (DejaVu Sans; licence in `assets/fonts/LICENSE`).
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+/// The family name the font is registered under; plotters' default for text.
+const FONT: &str = "sans-serif";
+
+const OK: RGBColor = RGBColor(44, 160, 44);
+const SOLD_OUT: RGBColor = RGBColor(255, 150, 30);
+const FAIL: RGBColor = RGBColor(214, 39, 40);
+const INFO: RGBColor = RGBColor(148, 103, 189);
+const P50: RGBColor = RGBColor(31, 119, 180);
+const P99: RGBColor = RGBColor(255, 127, 14);
+const P999: RGBColor = RGBColor(214, 39, 40);
+const RAW: RGBColor = RGBColor(31, 119, 180);
+const INTENDED: RGBColor = RGBColor(214, 39, 40);
+const FAULT: RGBColor = RGBColor(110, 110, 110);
+const GREY: RGBColor = RGBColor(90, 90, 90);
+
+/// Everything the charts and the index page draw from.
+pub(crate) struct Data<'a> {
+    /// `report-input.json`.
+    pub saved: &'a Saved,
+    /// `timeseries.csv`.
+    pub series: &'a TimeSeries,
+    /// `latency.hlog`, merged per tag.
+    pub latency: &'a Totals,
+    /// Facts from `ledger.csv`, when the run folder has one.
+    pub ledger: Option<&'a LedgerFacts>,
+}
+
+/// What the charts need from the ledger, extracted in one pass so the million rows can be
+/// dropped before drawing.
+pub(crate) struct LedgerFacts {
+    /// End times (µs) of buys answered "grabbed", sorted.
+    pub buys_us: Vec<u32>,
+    /// Estimated release times (µs) of holds with no successful payment (reservations only),
+    /// sorted.
+    pub releases_us: Vec<u64>,
+    /// End time of the first "sold out" answer, µs.
+    pub first_sold_out_us: Option<u32>,
+    /// Grabbed buys by the node that served them (`None`: the answer named no node).
+    pub by_node: Vec<(Option<String>, u64)>,
+}
+
+impl LedgerFacts {
+    /// Extracts the facts; `hold_ttl` enables the release estimate.
+    pub fn new(ledger: &Ledger, hold_ttl: Option<Duration>) -> LedgerFacts {
+        let mut buys_us = Vec::new();
+        let mut node_counts = vec![0u64; ledger.nodes.len() + 1];
+        let mut first_sold_out_us: Option<u32> = None;
+        let mut paid_users = HashSet::new();
+        for r in &ledger.rows {
+            match (r.kind(), r.reason()) {
+                (Kind::Buy, Reason::Grabbed) => {
+                    buys_us.push(r.end_us);
+                    let i = r.node as usize;
+                    let slot = if i <= ledger.nodes.len() { i } else { 0 };
+                    node_counts[slot] += 1;
+                }
+                (Kind::Pay, Reason::Paid) => {
+                    paid_users.insert(r.user);
+                }
+                (_, Reason::SoldOut) => {
+                    first_sold_out_us =
+                        Some(first_sold_out_us.map_or(r.end_us, |t| t.min(r.end_us)));
+                }
+                _ => {}
+            }
+        }
+        let mut releases_us = Vec::new();
+        if let Some(ttl) = hold_ttl {
+            let ttl_us = ttl.as_micros() as u64;
+            releases_us = ledger
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.kind() == Kind::Buy
+                        && r.reason() == Reason::Grabbed
+                        && !paid_users.contains(&r.user)
+                })
+                .map(|r| u64::from(r.end_us) + ttl_us)
+                .collect();
+            releases_us.sort_unstable();
+        }
+        buys_us.sort_unstable();
+        let mut by_node: Vec<(Option<String>, u64)> = ledger
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (Some(n.clone()), node_counts[i + 1]))
+            .collect();
+        if node_counts[0] > 0 {
+            by_node.push((None, node_counts[0]));
+        }
+        LedgerFacts {
+            buys_us,
+            releases_us,
+            first_sold_out_us,
+            by_node,
+        }
+    }
+}
+
+/// Registers the embedded font once per process (plotters keeps a global font table).
+fn register_fonts() -> anyhow::Result<()> {
+    static DONE: OnceLock<bool> = OnceLock::new();
+    let ok = *DONE.get_or_init(|| {
+        [FontStyle::Normal, FontStyle::Bold]
+            .into_iter()
+            .all(|style| plotters::style::register_font(FONT, style, FONT_BYTES).is_ok())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!("the embedded font could not be loaded"))
+    }
+}
+
+/// Draws every chart of [`CHARTS`] into `dir`; returns their paths.
+pub(crate) fn draw_all(dir: &Path, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>> {
+    register_fonts()?;
+    type Draw = fn(&Area<'_>, &Data<'_>) -> anyhow::Result<()>;
+    let charts: [(&str, Draw); 5] = [
+        (CHARTS[0], throughput),
+        (CHARTS[1], latency),
+        (CHARTS[2], percentiles),
+        (CHARTS[3], inventory),
+        (CHARTS[4], nodes),
+    ];
+    let mut written = Vec::new();
+    for (name, draw) in charts {
+        let path = dir.join(name);
+        written.push(path.clone());
+        let root = BitMapBackend::new(&path, CHART_SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        draw(&root, d).with_context(|| format!("drawing {name}"))?;
+        root.present()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(written)
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type Chart<'a, 'b, Y> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>;
+
+fn font(size: u32) -> TextStyle<'static> {
+    TextStyle::from((FONT, size).into_font()).color(&BLACK)
+}
+
+/// Draws the title and subtitle; returns the area below them.
+fn header<'a>(root: &Area<'a>, title: &str, subtitle: &str) -> anyhow::Result<Area<'a>> {
+    let (w, _) = root.dim_in_pixel();
+    let (top, rest) = root.split_vertically(78);
+    let centre = Pos::new(HPos::Center, VPos::Top);
+    top.draw_text(
+        title,
+        &TextStyle::from((FONT, 26, FontStyle::Bold).into_font()).pos(centre),
+        (w as i32 / 2, 12),
+    )?;
+    top.draw_text(
+        subtitle,
+        &font(17).color(&GREY).pos(centre),
+        (w as i32 / 2, 48),
+    )?;
+    Ok(rest)
+}
+
+/// A centred message on an otherwise empty chart (no data of that kind in this run).
+fn message(area: &Area<'_>, text: &str) -> anyhow::Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    area.draw_text(
+        text,
+        &font(22)
+            .color(&GREY)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+        (w as i32 / 2, h as i32 / 2),
+    )?;
+    Ok(())
+}
+
+fn subtitle(d: &Data<'_>, what: &str) -> String {
+    let mut s = format!(
+        "scenario {} · run {:.1} s",
+        d.saved.scenario, d.saved.elapsed_secs
+    );
+    if d.saved.cancelled {
+        s.push_str(" (cut short)");
+    }
+    if !what.is_empty() {
+        s.push_str(" · ");
+        s.push_str(what);
+    }
+    s
+}
+
+/// Length of second `s` that lies inside the run (the last one is usually partial).
+fn span(d: &Data<'_>, r: &Second) -> f64 {
+    (d.saved.elapsed_secs - f64::from(r.second)).clamp(0.001, 1.0)
+}
+
+/// End of the time axis, s.
+fn time_max(d: &Data<'_>) -> f64 {
+    let rows = d
+        .series
+        .rows
+        .last()
+        .map_or(0.0, |r| f64::from(r.second) + span(d, r));
+    rows.max(d.saved.elapsed_secs)
+        .max(d.saved.faults.iter().map(|f| f.at_secs).fold(0.0, f64::max))
+        .max(0.001)
+}
+
+/// A labelled vertical line on a time axis (a fault, the sell-out moment).
+struct Mark {
+    /// Seconds since the run start.
+    x: f64,
+    color: RGBColor,
+    label: String,
+}
+
+/// Text on a white box whose top-right corner is `offset` pixels from the chart point `at`.
+fn boxed_text<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
+    at: (f64, f64),
+    offset: (i32, i32),
+    text: &str,
+    style: TextStyle<'_>,
+) -> anyhow::Result<()> {
+    let (tw, th) = chart.plotting_area().estimate_text_size(text, &style)?;
+    let (x0, y0) = (offset.0 - tw as i32, offset.1);
+    chart.draw_series(std::iter::once(
+        EmptyElement::at(at)
+            + Rectangle::new(
+                [(x0 - 4, y0 - 2), (offset.0 + 4, y0 + th as i32 + 3)],
+                WHITE.filled(),
+            )
+            + Text::new(text.to_string(), (x0, y0), style),
+    ))?;
+    Ok(())
+}
+
+/// The scenario's faults as marks.
+fn fault_marks(d: &Data<'_>) -> Vec<Mark> {
+    d.saved
+        .faults
+        .iter()
+        .map(|f| Mark {
+            x: f.at_secs,
+            color: FAULT,
+            label: format!("fault: {}", f.label),
+        })
+        .collect()
+}
+
+/// Draws the marks' dashed lines, then their labels on white boxes at the top of the plot,
+/// each in the first row where it overlaps no other label.
+fn draw_marks<Y: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'_, '_, Y>,
+    marks: &[Mark],
+    y: (f64, f64),
+) -> anyhow::Result<()> {
+    for m in marks {
+        chart.draw_series(DashedLineSeries::new(
+            [(m.x, y.0), (m.x, y.1)],
+            8,
+            5,
+            m.color.stroke_width(2),
+        ))?;
+    }
+    let x_end = chart.plotting_area().get_pixel_range().0.end;
+    let mut order: Vec<&Mark> = marks.iter().collect();
+    order.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let mut rows: Vec<Vec<(i32, i32)>> = Vec::new();
+    for m in order {
+        let (px, _) = chart.backend_coord(&(m.x, y.1));
+        let style = font(15).color(&m.color);
+        let (tw, th) = chart.plotting_area().estimate_text_size(&m.label, &style)?;
+        let (tw, th) = (tw as i32, th as i32);
+        // Right of the line, or left of it when the label would run off the plot.
+        let x0 = if px + 6 + tw > x_end { -6 - tw } else { 6 };
+        let span = (px + x0 - 4, px + x0 + tw + 4);
+        let row = rows
+            .iter()
+            .position(|r| r.iter().all(|&(a, b)| span.1 < a || span.0 > b))
+            .unwrap_or_else(|| {
+                rows.push(Vec::new());
+                rows.len() - 1
+            });
+        rows[row].push(span);
+        let y0 = 6 + 22 * row as i32;
+        chart.draw_series(std::iter::once(
+            EmptyElement::at((m.x, y.1))
+                + Rectangle::new(
+                    [(x0 - 3, y0 - 2), (x0 + tw + 3, y0 + th + 3)],
+                    WHITE.filled(),
+                )
+                + Text::new(m.label.clone(), (x0, y0), style),
+        ))?;
+    }
+    Ok(())
+}
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Swatch {
+    /// A solid line of this width.
+    Line(RGBColor, u32),
+    /// A dashed line of this width.
+    Dashed(RGBColor, u32),
+    /// A filled box.
+    Fill(RGBColor),
+}
+
+/// One legend entry.
+struct Entry {
+    swatch: Swatch,
+    label: String,
+}
+
+fn entry(swatch: Swatch, label: impl Into<String>) -> Entry {
+    Entry {
+        swatch,
+        label: label.into(),
+    }
+}
+
+/// Draws the legend as a strip under the chart (entries flow left to right, centred, wrapping
+/// as needed) so it never covers data; returns the area left for the chart.
+fn with_legend<'a>(area: &Area<'a>, entries: &[Entry]) -> anyhow::Result<Area<'a>> {
+    const SWATCH: i32 = 26;
+    const GAP: i32 = 30;
+    const ROW: i32 = 26;
+    let (w, h) = area.dim_in_pixel();
+    let style = font(16);
+    let mut widths = Vec::with_capacity(entries.len());
+    for e in entries {
+        widths.push(area.estimate_text_size(&e.label, &style)?.0 as i32 + SWATCH + 8);
+    }
+    let max_w = w as i32 - 40;
+    let mut rows: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = 0;
+    for (i, &wi) in widths.iter().enumerate() {
+        let row = rows.last_mut().expect("one row");
+        if !row.is_empty() && used + GAP + wi > max_w {
+            rows.push(vec![i]);
+            used = wi;
+        } else {
+            used += if row.is_empty() { wi } else { GAP + wi };
+            row.push(i);
+        }
+    }
+    let strip_h = rows.len() as i32 * ROW + 14;
+    let (plot, strip) = area.split_vertically(h as i32 - strip_h);
+    for (r, row) in rows.iter().enumerate() {
+        let total: i32 = row.iter().map(|&i| widths[i]).sum::<i32>() + GAP * (row.len() as i32 - 1);
+        let mut x = (w as i32 - total) / 2;
+        let y = 4 + r as i32 * ROW + ROW / 2;
+        for &i in row {
+            let e = &entries[i];
+            match e.swatch {
+                Swatch::Line(c, width) => {
+                    strip.draw(&PathElement::new(
+                        [(x, y), (x + SWATCH - 4, y)],
+                        c.stroke_width(width),
+                    ))?;
+                }
+                Swatch::Dashed(c, width) => {
+                    strip.draw(&PathElement::new(
+                        [(x, y), (x + 8, y)],
+                        c.stroke_width(width),
+                    ))?;
+                    strip.draw(&PathElement::new(
+                        [(x + 14, y), (x + SWATCH - 4, y)],
+                        c.stroke_width(width),
+                    ))?;
+                }
+                Swatch::Fill(c) => {
+                    strip.draw(&Rectangle::new(
+                        [(x + 2, y - 7), (x + SWATCH - 6, y + 7)],
+                        c.filled(),
+                    ))?;
+                }
+            }
+            strip.draw(&Text::new(
+                e.label.clone(),
+                (x + SWATCH + 4, y),
+                style.pos(Pos::new(HPos::Left, VPos::Center)),
+            ))?;
+            x += widths[i] + GAP;
+        }
+    }
+    Ok(plot)
+}
+
+fn builder<'a, 'b>(area: &'a Area<'b>) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.margin_left(16)
+        .margin_right(44)
+        .margin_bottom(12)
+        .margin_top(8)
+        .x_label_area_size(58)
+        .y_label_area_size(96);
+    b
+}
+
+/// Throughput: completions per second, stacked by outcome, with the send rate on top.
+fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let area = header(
+        root,
+        "Throughput: completed requests per second, by outcome",
+        &subtitle(d, "requests counted in the second they completed"),
+    )?;
+    let rows = &d.series.rows;
+    if rows.is_empty() {
+        return message(&area, "no requests completed in this run");
+    }
+    let peak = rows
+        .iter()
+        .map(|r| (r.completed().max(r.sent)) as f64 / span(d, r))
+        .fold(0.0, f64::max)
+        .max(1.0);
+    let (x_max, y_max) = (time_max(d), peak * 1.12);
+    let area = with_legend(
+        &area,
+        &[
+            entry(Swatch::Fill(OK), "ok"),
+            entry(Swatch::Fill(SOLD_OUT), "sold out"),
+            entry(
+                Swatch::Fill(FAIL),
+                "other fail (already bought, refused, …)",
+            ),
+            entry(
+                Swatch::Fill(INFO),
+                "info (timeout, reset, 5xx: effect unknown)",
+            ),
+            entry(Swatch::Line(BLACK, 2), "sent (requests started per second)"),
+        ],
+    )?;
+    let mut chart = builder(&area).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .x_label_formatter(&|v| fmt_secs(*v))
+        .y_desc("requests per second")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .y_label_formatter(&|v| fmt_count(*v))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let gap = if rows.len() <= 120 { 0.08 } else { 0.0 };
+    type Layer = (RGBColor, fn(&Second) -> u64);
+    let layers: [Layer; 4] = [
+        (OK, |r| r.ok),
+        (SOLD_OUT, |r| r.sold_out),
+        (FAIL, |r| r.fail),
+        (INFO, |r| r.info),
+    ];
+    for (k, (color, value)) in layers.iter().enumerate() {
+        let bars = rows.iter().filter(|r| value(r) > 0).map(|r| {
+            let sp = span(d, r);
+            let below: u64 = layers[..k].iter().map(|l| (l.1)(r)).sum();
+            let x0 = f64::from(r.second) + gap * sp;
+            let x1 = f64::from(r.second) + (1.0 - gap) * sp;
+            Rectangle::new(
+                [
+                    (x0, below as f64 / sp),
+                    (x1, (below + value(r)) as f64 / sp),
+                ],
+                color.filled(),
+            )
+        });
+        chart.draw_series(bars)?;
+    }
+    chart.draw_series(LineSeries::new(
+        rows.iter().map(|r| {
+            let sp = span(d, r);
+            (f64::from(r.second) + sp / 2.0, r.sent as f64 / sp)
+        }),
+        BLACK.stroke_width(2),
+    ))?;
+    draw_marks(&mut chart, &fault_marks(d), (0.0, y_max))?;
+    Ok(())
+}
+
+/// Latency over time: p50, p99, p99.9 per second, intended (solid) and raw (dashed).
+fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let area = header(
+        root,
+        "Latency over time: p50 / p99 / p99.9 per second, intended vs raw",
+        &subtitle(
+            d,
+            "solid: from the intended send time (includes queueing) · dashed: raw service time",
+        ),
+    )?;
+    let rows = &d.series.rows;
+    let picks: [(usize, &str, RGBColor); 3] =
+        [(0, "p50", P50), (2, "p99", P99), (3, "p99.9", P999)];
+    let values = rows
+        .iter()
+        .flat_map(|r| picks.iter().flat_map(|p| [r.intended[p.0], r.raw[p.0]]))
+        .flatten()
+        .filter(|v| *v > 0.0);
+    let Some((lo, hi)) = min_max(values) else {
+        return message(&area, "no requests completed in this run");
+    };
+    let (y_lo, y_hi) = log_bounds(lo, hi);
+    let x_max = time_max(d);
+    let mut entries = Vec::new();
+    for (_, name, color) in picks {
+        entries.push(entry(Swatch::Line(color, 3), format!("{name} intended")));
+        entries.push(entry(Swatch::Dashed(color, 2), format!("{name} raw")));
+    }
+    let area = with_legend(&area, &entries)?;
+    let mut chart = builder(&area).build_cartesian_2d(0.0..x_max, (y_lo..y_hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .x_label_formatter(&|v| fmt_secs(*v))
+        .y_desc("latency (ms, log scale)")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .y_label_formatter(&|v| fmt_ms(*v))
+        .draw()?;
+    let markers = rows.len() <= 60;
+    for (idx, _, color) in picks {
+        let intended: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| r.intended[idx].map(|v| (mid(d, r), v.max(y_lo))))
+            .collect();
+        let raw: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| r.raw[idx].map(|v| (mid(d, r), v.max(y_lo))))
+            .collect();
+        chart.draw_series(LineSeries::new(
+            intended.iter().copied(),
+            color.stroke_width(3),
+        ))?;
+        if markers {
+            chart.draw_series(intended.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
+        chart.draw_series(DashedLineSeries::new(
+            raw.iter().copied(),
+            7,
+            5,
+            color.stroke_width(2),
+        ))?;
+        if markers {
+            chart.draw_series(
+                raw.iter()
+                    .map(|&p| Circle::new(p, 3, color.stroke_width(2))),
+            )?;
+        }
+    }
+    draw_marks(&mut chart, &fault_marks(d), (y_lo, y_hi))?;
+    Ok(())
+}
+
+/// Middle of second `r` inside the run, s.
+fn mid(d: &Data<'_>, r: &Second) -> f64 {
+    f64::from(r.second) + span(d, r) / 2.0
+}
+
+/// The HDR percentile spectrum of the whole run: latency against log10(1 / (1 − p)).
+fn percentiles(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let area = header(
+        root,
+        "Latency by percentile (whole run, HDR histogram spectrum)",
+        &subtitle(
+            d,
+            "x: percentile on a log scale of 1/(1-p) · from latency.hlog",
+        ),
+    )?;
+    let (intended, raw) = (&d.latency.intended, &d.latency.raw);
+    let count = intended.len().max(raw.len());
+    if count == 0 {
+        return message(&area, "no requests completed in this run");
+    }
+    // Enough decades to reach the last recorded value (1 in `count`), at least 90%–99%.
+    let x_max = ((count as f64).log10().ceil()).clamp(2.0, 7.0);
+    const STEPS: usize = 700;
+    let curve = |h: &Histogram<u64>| -> Vec<(f64, f64)> {
+        if h.is_empty() {
+            return Vec::new();
+        }
+        (0..=STEPS)
+            .map(|i| {
+                let x = x_max * i as f64 / STEPS as f64;
+                let q = 1.0 - 10f64.powf(-x);
+                (x, h.value_at_quantile(q) as f64 / 1000.0)
+            })
+            .collect()
+    };
+    let (ci, cr) = (curve(intended), curve(raw));
+    let Some((lo, hi)) = min_max(ci.iter().chain(cr.iter()).map(|p| p.1).filter(|v| *v > 0.0))
+    else {
+        return message(&area, "no latency recorded");
+    };
+    let (y_lo, y_hi) = log_bounds(lo, hi);
+    let summary = |h: &Histogram<u64>| {
+        format!(
+            "p50 {} · p99 {} · p99.9 {} · max {} ms",
+            fmt_ms(h.value_at_quantile(0.5) as f64 / 1000.0),
+            fmt_ms(h.value_at_quantile(0.99) as f64 / 1000.0),
+            fmt_ms(h.value_at_quantile(0.999) as f64 / 1000.0),
+            fmt_ms(h.max() as f64 / 1000.0),
+        )
+    };
+    let mut entries = Vec::new();
+    for (name, h, color) in [
+        (
+            "intended (from the scheduled send time)",
+            intended,
+            INTENDED,
+        ),
+        ("raw (service time)", raw, RAW),
+    ] {
+        if !h.is_empty() {
+            entries.push(entry(
+                Swatch::Line(color, 3),
+                format!("{name}: {}", summary(h)),
+            ));
+        }
+    }
+    let area = with_legend(&area, &entries)?;
+    let mut chart = builder(&area)
+        .margin_right(64)
+        .build_cartesian_2d(0.0..x_max, (y_lo..y_hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (ms, log scale)")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|x| percentile_label(*x))
+        .y_label_formatter(&|v| fmt_ms(*v))
+        .draw()?;
+    for (pts, color) in [(&ci, INTENDED), (&cr, RAW)] {
+        if pts.is_empty() {
+            continue;
+        }
+        chart.draw_series(LineSeries::new(
+            pts.iter().map(|&(x, y)| (x, y.max(y_lo))),
+            color.stroke_width(3),
+        ))?;
+    }
+    Ok(())
+}
+
+/// "90%", "99%", "99.9%", … at whole decades of 1/(1-p); nothing between them.
+fn percentile_label(x: f64) -> String {
+    let k = x.round();
+    if (x - k).abs() > 1e-6 {
+        return String::new();
+    }
+    match k as i32 {
+        0 => "0%".into(),
+        1 => "90%".into(),
+        2 => "99%".into(),
+        k => format!("99.{}%", "9".repeat(k as usize - 2)),
+    }
+}
+
+/// Tickets left over time, the sell-out moment marked.
+fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let reservations = d.saved.hold_ttl_ms.is_some();
+    let area = header(
+        root,
+        "Inventory: tickets left over time (client's count of successful buys)",
+        &subtitle(
+            d,
+            &if d.saved.tickets == 0 {
+                String::new()
+            } else {
+                format!(
+                    "{} tickets · from {}",
+                    fmt_count(d.saved.tickets as f64),
+                    if d.ledger.is_some() {
+                        "each success in ledger.csv"
+                    } else {
+                        "timeseries.csv, per second"
+                    }
+                )
+            },
+        ),
+    )?;
+    let tickets = d.saved.tickets as i64;
+    if tickets == 0 {
+        return message(
+            &area,
+            "no ticket count for this run (an ab-style load sells nothing countable)",
+        );
+    }
+    let x_max = time_max(d);
+    let curves = inventory_curves(d, x_max);
+    let lows = curves
+        .left
+        .iter()
+        .chain(curves.available.iter())
+        .map(|p| p.1);
+    let y_min = lows.fold(0.0, f64::min);
+    let y_max = tickets as f64 * 1.12;
+    let y_lo = if y_min < 0.0 {
+        y_min - tickets as f64 * 0.05
+    } else {
+        0.0
+    };
+    let mut entries = vec![entry(
+        Swatch::Line(OK, 3),
+        if reservations {
+            "tickets − successful buys (a hold counts as taken)"
+        } else {
+            "tickets left = tickets − successful buys"
+        },
+    )];
+    if reservations {
+        entries.push(entry(
+            Swatch::Dashed(P50, 3),
+            "estimated available (unpaid holds released after the hold time)",
+        ));
+    }
+    let area = with_legend(&area, &entries)?;
+    let mut chart = builder(&area).build_cartesian_2d(0.0..x_max, y_lo..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .x_label_formatter(&|v| fmt_secs(*v))
+        .y_desc("tickets")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .y_label_formatter(&|v| fmt_count(*v))
+        .draw()?;
+    chart.draw_series(
+        AreaSeries::new(curves.left.iter().copied(), 0.0, OK.mix(0.18))
+            .border_style(OK.stroke_width(3)),
+    )?;
+    if reservations && !curves.available.is_empty() {
+        chart.draw_series(DashedLineSeries::new(
+            curves.available.iter().copied(),
+            8,
+            5,
+            P50.stroke_width(3),
+        ))?;
+    }
+    if y_min < 0.0 {
+        chart.draw_series(LineSeries::new(
+            [(0.0, 0.0), (x_max, 0.0)],
+            FAIL.stroke_width(2),
+        ))?;
+        boxed_text(
+            &mut chart,
+            (x_max, 0.0),
+            (-10, 6),
+            "below 0: more successes than tickets (oversell, by the client's count)",
+            font(16).color(&FAIL),
+        )?;
+    }
+    let mut marks = fault_marks(d);
+    match (curves.sold_out_at, curves.sold_out_label()) {
+        (Some(t), Some(label)) => marks.push(Mark {
+            x: t,
+            color: FAIL,
+            label,
+        }),
+        _ => {
+            let left = curves.left.last().map_or(tickets as f64, |p| p.1);
+            boxed_text(
+                &mut chart,
+                (x_max, y_max),
+                (-12, 10),
+                &format!("not sold out: {} left at the end", fmt_count(left)),
+                font(17).color(&FAIL),
+            )?;
+        }
+    }
+    if let Some(t) = curves.first_sold_out_answer {
+        marks.push(Mark {
+            x: t,
+            color: GREY,
+            label: format!("first \"sold out\" answer at {t:.3} s"),
+        });
+    }
+    draw_marks(&mut chart, &marks, (y_lo, y_max))?;
+    Ok(())
+}
+
+/// The inventory lines and the moments worth marking.
+struct InventoryCurves {
+    /// (s, tickets − successful buys so far).
+    left: Vec<(f64, f64)>,
+    /// (s, estimated available stock), reservations only.
+    available: Vec<(f64, f64)>,
+    /// When the (estimated available) stock first reached zero, s.
+    sold_out_at: Option<f64>,
+    /// When the first "sold out" answer arrived, s (ledger only).
+    first_sold_out_answer: Option<f64>,
+    /// Whether the curves come from per-second counts (times are whole seconds).
+    coarse: bool,
+}
+
+impl InventoryCurves {
+    fn sold_out_label(&self) -> Option<String> {
+        let t = self.sold_out_at?;
+        Some(if self.coarse {
+            format!("sold out by {} s (per-second data)", fmt_secs(t))
+        } else {
+            format!("sold out at {t:.3} s")
+        })
+    }
+}
+
+/// When the stock first ran out by the client's count (estimated with releases in reservation
+/// mode), as a label; shared with the index page so both say the same.
+pub(crate) fn sold_out_label(d: &Data<'_>) -> Option<String> {
+    if d.saved.tickets == 0 {
+        return None;
+    }
+    inventory_curves(d, time_max(d)).sold_out_label()
+}
+
+fn inventory_curves(d: &Data<'_>, x_max: f64) -> InventoryCurves {
+    let tickets = d.saved.tickets as i64;
+    let reservations = d.saved.hold_ttl_ms.is_some();
+    match d.ledger {
+        Some(f) => {
+            // Exact moment: walk the buy and release events in time order.
+            let (mut i, mut j, mut avail) = (0usize, 0usize, tickets);
+            let mut sold_out_at = None;
+            while i < f.buys_us.len() {
+                let b = u64::from(f.buys_us[i]);
+                if j < f.releases_us.len() && f.releases_us[j] <= b {
+                    avail += 1;
+                    j += 1;
+                    continue;
+                }
+                avail -= 1;
+                i += 1;
+                if avail <= 0 {
+                    sold_out_at = Some(b as f64 / 1e6);
+                    break;
+                }
+            }
+            // The lines: sampled on a fine grid (≈ one point per pixel column).
+            const STEPS: usize = 1200;
+            let (mut bi, mut ri) = (0usize, 0usize);
+            let mut left = vec![(0.0, tickets as f64)];
+            let mut available = Vec::new();
+            if reservations {
+                available.push((0.0, tickets as f64));
+            }
+            for k in 1..=STEPS {
+                let t = x_max * k as f64 / STEPS as f64;
+                let t_us = (t * 1e6) as u64;
+                while bi < f.buys_us.len() && u64::from(f.buys_us[bi]) <= t_us {
+                    bi += 1;
+                }
+                while ri < f.releases_us.len() && f.releases_us[ri] <= t_us {
+                    ri += 1;
+                }
+                left.push((t, (tickets - bi as i64) as f64));
+                if reservations {
+                    available.push((t, (tickets - bi as i64 + ri as i64) as f64));
+                }
+            }
+            InventoryCurves {
+                left,
+                available,
+                sold_out_at,
+                first_sold_out_answer: f.first_sold_out_us.map(|us| f64::from(us) / 1e6),
+                coarse: false,
+            }
+        }
+        None => {
+            let mut left = vec![(0.0, tickets as f64)];
+            let mut available = Vec::new();
+            if reservations {
+                available.push((0.0, tickets as f64));
+            }
+            let mut sold_out_at = None;
+            for r in &d.series.rows {
+                let t = f64::from(r.second) + span(d, r);
+                let l = r.tickets_left.unwrap_or(tickets);
+                let a = l + r.released_est.unwrap_or(0) as i64;
+                left.push((t, l as f64));
+                if reservations {
+                    available.push((t, a as f64));
+                }
+                if sold_out_at.is_none() && a <= 0 {
+                    sold_out_at = Some(t);
+                }
+            }
+            InventoryCurves {
+                left,
+                available,
+                sold_out_at,
+                first_sold_out_answer: None,
+                coarse: true,
+            }
+        }
+    }
+}
+
+/// Per-node sales as bars inside each node's quota.
+fn nodes(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let bars = node_bars(d);
+    let sold: u64 = bars.iter().map(|b| b.sold).sum();
+    let area = header(
+        root,
+        "Per-node sales: successful buys served by each node vs. its quota",
+        &subtitle(
+            d,
+            &format!(
+                "{} sold in all · {} tickets · from {}",
+                fmt_count(sold as f64),
+                fmt_count(d.saved.tickets as f64),
+                if d.ledger.is_some() {
+                    "ledger.csv"
+                } else {
+                    "timeseries.csv"
+                }
+            ),
+        ),
+    )?;
+    if bars.is_empty() {
+        return message(&area, "no successful buys and no node quotas in this run");
+    }
+    let n = bars.len();
+    let top = bars
+        .iter()
+        .map(|b| b.sold.max(b.quota.unwrap_or(0)))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    // Headroom for the value labels above the bars.
+    let y_max = top * 1.15;
+    let mut entries = vec![
+        entry(
+            Swatch::Fill(RGBColor(200, 200, 200)),
+            "quota (the node's local stock)",
+        ),
+        entry(Swatch::Fill(P50), "sold (ok buys served by the node)"),
+    ];
+    if bars.iter().any(|b| b.quota.is_some_and(|q| b.sold > q)) {
+        entries.push(entry(Swatch::Fill(FAIL), "sold more than its quota"));
+    }
+    let area = with_legend(&area, &entries)?;
+    let mut chart = builder(&area)
+        .x_label_area_size(70)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .x_desc("node")
+        .y_desc("tickets")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .y_label_formatter(&|v| fmt_count(*v))
+        .x_label_formatter(&|_| String::new())
+        .draw()?;
+    let quota_fill = RGBColor(200, 200, 200);
+    let half = if n == 1 { 0.25 } else { 0.36 };
+    chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
+        let q = b.quota? as f64;
+        let x = i as f64;
+        Some(Rectangle::new(
+            [(x - half, 0.0), (x + half, q)],
+            quota_fill.mix(0.6).filled(),
+        ))
+    }))?;
+    chart.draw_series(bars.iter().enumerate().filter_map(|(i, b)| {
+        let q = b.quota? as f64;
+        let x = i as f64;
+        Some(Rectangle::new(
+            [(x - half, 0.0), (x + half, q)],
+            GREY.stroke_width(2),
+        ))
+    }))?;
+    let inner = half * 0.55;
+    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+        let x = i as f64;
+        let over = b.quota.is_some_and(|q| b.sold > q);
+        let c = if over { FAIL } else { P50 };
+        Rectangle::new([(x - inner, 0.0), (x + inner, b.sold as f64)], c.filled())
+    }))?;
+    // Value labels above the bars, node names under the axis.
+    for (i, b) in bars.iter().enumerate() {
+        let x = i as f64;
+        let label = match b.quota {
+            Some(q) => format!(
+                "{} / {} ({:.0}%)",
+                fmt_count(b.sold as f64),
+                fmt_count(q as f64),
+                b.sold as f64 * 100.0 / (q.max(1)) as f64
+            ),
+            None => format!("{} (no quota)", fmt_count(b.sold as f64)),
+        };
+        let y = b.sold.max(b.quota.unwrap_or(0)) as f64;
+        chart.draw_series(std::iter::once(
+            EmptyElement::at((x, y))
+                + Text::new(
+                    label,
+                    (0, -8),
+                    font(16).pos(Pos::new(HPos::Center, VPos::Bottom)),
+                ),
+        ))?;
+        let (px, py) = chart.backend_coord(&(x, 0.0));
+        root.draw_text(
+            &b.name,
+            &font(17).pos(Pos::new(HPos::Center, VPos::Top)),
+            (px, py + 10),
+        )?;
+    }
+    Ok(())
+}
+
+/// One bar of the nodes chart.
+struct NodeBar {
+    name: String,
+    sold: u64,
+    quota: Option<u64>,
+}
+
+/// Bars in quota order, then the other nodes by name, then successes that named no node.
+fn node_bars(d: &Data<'_>) -> Vec<NodeBar> {
+    let sold: Vec<(Option<String>, u64)> = match d.ledger {
+        Some(f) => f.by_node.clone(),
+        None => d
+            .series
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(j, name)| {
+                let total = d.series.rows.iter().map(|r| r.nodes[j]).sum();
+                (Some(name.clone()).filter(|n| n != "no_node"), total)
+            })
+            .collect(),
+    };
+    let mut by_name: HashMap<String, u64> = HashMap::new();
+    let mut unnamed = 0;
+    for (name, n) in sold {
+        match name {
+            Some(name) => *by_name.entry(name).or_default() += n,
+            None => unnamed += n,
+        }
+    }
+    let mut bars: Vec<NodeBar> = d
+        .saved
+        .node_quotas
+        .iter()
+        .map(|q| NodeBar {
+            name: q.node.clone(),
+            sold: by_name.remove(&q.node).unwrap_or(0),
+            quota: Some(q.quota),
+        })
+        .collect();
+    let mut rest: Vec<(String, u64)> = by_name.into_iter().collect();
+    rest.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+    bars.extend(rest.into_iter().map(|(name, sold)| NodeBar {
+        name,
+        sold,
+        quota: None,
+    }));
+    if unnamed > 0 {
+        bars.push(NodeBar {
+            name: "(no node named)".into(),
+            sold: unnamed,
+            quota: None,
+        });
+    }
+    bars
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
+/// A log axis range around `[lo, hi]` with some headroom, at least a decade tall.
+fn log_bounds(lo: f64, hi: f64) -> (f64, f64) {
+    let lo = lo.max(0.001) / 1.6;
+    let hi = (hi * 2.2).max(lo * 10.0);
+    (lo, hi)
+}
+
+/// Seconds on a time axis: "2", "2.5", "0.25".
+fn fmt_secs(v: f64) -> String {
+    trim(format!("{v:.2}"))
+}
+
+/// Milliseconds with as many decimals as a small value needs.
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        trim(format!("{v:.1}"))
+    } else if v >= 1.0 {
+        trim(format!("{v:.2}"))
+    } else {
+        trim(format!("{v:.3}"))
+    }
+}
+
+fn trim(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A count with thousands separators (1 234 567), or in millions from 10M.
+fn fmt_count(v: f64) -> String {
+    let a = v.abs();
+    if a >= 10_000_000.0 {
+        trim(format!("{:.1}", v / 1e6)) + "M"
+    } else if (v - v.round()).abs() < 1e-9 {
+        let n = v.round() as i64;
+        let digits = n.unsigned_abs().to_string();
+        let groups: Vec<&str> = digits
+            .as_bytes()
+            .rchunks(3)
+            .rev()
+            .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
+            .collect();
+        let out = groups.join(" ");
+        if n < 0 { format!("-{out}") } else { out }
+    } else {
+        trim(format!("{v:.2}"))
+    }
+}

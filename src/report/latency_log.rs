@@ -1,0 +1,52 @@
+//! Reading `latency.hlog` back: the per-second histograms merged into whole-run totals, for the
+//! percentile spectrum.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+/// Whole-run latency histograms (µs), one per tag of the log.
+pub(crate) struct Totals {
+    /// Tag `intended`: from the intended send time.
+    pub intended: Histogram<u64>,
+    /// Tag `raw`: service time.
+    pub raw: Histogram<u64>,
+}
+
+impl Totals {
+    /// Merges every interval of `path` by tag; other tags are ignored.
+    pub fn load(path: &Path) -> anyhow::Result<Totals> {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let new = || Histogram::<u64>::new(3).expect("valid histogram");
+        let mut t = Totals {
+            intended: new(),
+            raw: new(),
+        };
+        let mut de = Deserializer::new();
+        for entry in IntervalLogIterator::new(&data) {
+            let entry = entry.map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
+            let LogEntry::Interval(h) = entry else {
+                continue;
+            };
+            let target = match h.tag().map(|t| t.as_str()) {
+                Some("intended") => &mut t.intended,
+                Some("raw") => &mut t.raw,
+                _ => continue,
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.encoded_histogram())
+                .with_context(|| format!("{}: bad base64", path.display()))?;
+            let decoded: Histogram<u64> = de
+                .deserialize(&mut &bytes[..])
+                .map_err(|e| anyhow!("{}: bad histogram: {e:?}", path.display()))?;
+            target
+                .add(&decoded)
+                .map_err(|e| anyhow!("{}: merging: {e:?}", path.display()))?;
+        }
+        Ok(t)
+    }
+}
