@@ -19,8 +19,10 @@ struct Cli {
 enum Command {
     /// ApacheBench-style quick run against one URL.
     Ab(crate::ab::AbArgs),
-    /// Run a scenario: bring the system up, load it, settle, check the counts, bring it down.
+    /// Run a scenario: bring the system up, load it, settle, audit, bring it down.
     Run(crate::run::RunArgs),
+    /// Audit a saved run folder again, or any system from its Redis, stat logs and a ledger.
+    Audit(crate::audit::cmd::AuditArgs),
     /// The built-in cluster end to end, small: Redis, weighted nodes behind Nginx, distinct buyers.
     Demo(crate::demo::DemoArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
@@ -44,6 +46,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Ab(args) => crate::ab::run(args),
         Command::Run(args) => crate::run::run(args),
+        Command::Audit(args) => crate::audit::cmd::run(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),
     };

@@ -5,6 +5,7 @@
 //! front end over the engine.
 
 pub mod ab;
+pub mod audit;
 pub mod cli;
 pub mod demo;
 pub mod engine;

@@ -1,8 +1,8 @@
 //! `grab-bench run SCENARIO.toml`: bring the system under test up, drive the load engine, let the
 //! system settle, snapshot Redis, bring everything down, write the run folder and print totals.
 //!
-//! The full auditor (DESIGN.md §4) is not here yet: this module applies the count checks the
-//! client and Redis alone can prove (no oversell, counter bounds) and says so.
+//! After the system settles, one atomic Redis snapshot, the stat logs and the ledger go to the
+//! auditor (`crate::audit`); its verdict is the exit code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ use anyhow::Context;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::input::{self, files};
+use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot};
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Source};
 use crate::exit;
 use crate::protocol::{Outcome, Profile};
@@ -79,6 +81,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", sc.name, unix_secs())));
+    // A run folder holds one run: nodes append to their stat logs, so an old run's files would
+    // be audited as this run's. Never overwrite or mix: refuse a folder that is not empty.
+    if std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        eprintln!(
+            "grab-bench: the run folder {} is not empty; give another --out (nothing was changed)",
+            out.display()
+        );
+        return Ok(exit::USAGE);
+    }
     std::fs::create_dir_all(&out)
         .and_then(|()| std::fs::write(out.join(".write-test"), b""))
         .and_then(|()| std::fs::remove_file(out.join(".write-test")))
@@ -99,6 +110,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             return Ok(exit::INTERRUPTED);
         }
         let mut extra = vec!["--redis-timeout".to_string(), "1s".to_string()];
+        if let Some(n) = cluster.leak_after {
+            extra.extend(["--leak-after".to_string(), n.to_string()]);
+        }
         if i == 0 {
             extra.extend([
                 "--init-total".into(),
@@ -175,21 +189,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let _ = watcher.join();
     let result = result?;
 
-    // ---- settle: holds paid or expired ----
-    if let Some(ttl) = sc.sale.hold_ttl {
-        let deadline =
-            Instant::now() + ttl + sc.users.pay_delay + Duration::from_secs(1) + sc.timeouts.settle;
-        while Instant::now() < deadline && !interrupted() {
-            if inventory(&redis.url, &sc.sale.id)
-                .is_ok_and(|inv| inv.get("held").copied().unwrap_or(0) == 0)
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    // ---- settle: in-flight requests done, holds paid or expired (DESIGN.md §4) ----
+    let redis_url = cluster.redis.clone().unwrap_or_else(|| redis.url.clone());
+    settle(&sc, &nodes, &redis_url);
+    let snapshot = match Snapshot::take_reference(&redis_url, &sc.sale.id) {
+        Ok(mut snap) => {
+            snap.node_stats = nodes.iter().filter_map(|n| n.stats().ok()).collect();
+            Some(snap)
         }
-    }
-    let inv =
-        inventory(&redis.url, &sc.sale.id).context("reading the Redis inventory after the run")?;
+        Err(err) => {
+            eprintln!("run {}: no Redis snapshot: {err:#}", sc.name);
+            None
+        }
+    };
     // ---- down: nodes flush their stat logs on SIGTERM ----
     drop(nginx);
     for node in &mut nodes {
@@ -197,9 +209,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     }
     drop(redis);
 
-    // ---- results ----
-    save_results(&result, &inv, &out)?;
-    let code = summarize(&sc, &result, &inv, &out, interrupted())?;
+    // ---- results and audit ----
+    let node_meta = nodes
+        .iter()
+        .zip(cluster.quotas.iter().zip(&cluster.weights))
+        .map(|(n, (&quota, &weight))| NodeMeta {
+            name: n.spec.id.clone(),
+            quota,
+            weight,
+        })
+        .collect();
+    let meta = run_meta(&sc, &result, Profile::Reference, node_meta);
+    let code = finish(&sc, &meta, &result, snapshot.as_ref(), &out)?;
     if result.cancelled && interrupted() {
         eprintln!(
             "run {}: interrupted; partial run folder {}",
@@ -209,6 +230,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(exit::INTERRUPTED);
     }
     Ok(code)
+}
+
+/// Waits (at most `timeouts.settle`, plus the hold time in reservation mode) until no node has
+/// a request in flight and no hold is left unpaid and unexpired.
+fn settle(sc: &Scenario, nodes: &[NodeProcess], redis_url: &str) {
+    let mut deadline = Instant::now() + sc.timeouts.settle;
+    if let Some(ttl) = sc.sale.hold_ttl {
+        deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
+    }
+    while Instant::now() < deadline && !interrupted() {
+        let idle = nodes.iter().all(|n| {
+            n.stats()
+                .is_ok_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
+        });
+        let holds_done = sc.sale.hold_ttl.is_none()
+            || inventory(redis_url, &sc.sale.id)
+                .is_ok_and(|inv| inv.get("held").copied().unwrap_or(0) == 0);
+        if idle && holds_done {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Load against a system someone else runs: nothing is started or stopped, the sale must already
@@ -238,65 +281,85 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
     }
     let cancel = CancellationToken::new();
     let result = crate::engine::run_with_progress(plan, cancel, &sc.name, None)?;
+    // Nothing to poll on a system we do not run: give it the settle time.
     std::thread::sleep(sc.timeouts.settle);
-    let inv = match &ext.redis {
-        Some(url) => match ext.profile {
-            Profile::Seed => seed_inventory(url)?,
-            _ => inventory(url, &sc.sale.id)?,
-        },
-        None => HashMap::new(),
+    let snapshot = match &ext.redis {
+        Some(url) => Some(match ext.profile {
+            Profile::Seed => Snapshot::take_seed(url)?,
+            _ => Snapshot::take_reference(url, &sc.sale.id)?,
+        }),
+        None => None,
     };
     for (i, log) in ext.stat_logs.iter().enumerate() {
         std::fs::copy(log, out.join(format!("stat-ext{}.log", i + 1)))
             .with_context(|| format!("copying the stat log {}", log.display()))?;
     }
-    save_results(&result, &inv, out)?;
-    let code = summarize(sc, &result, &inv, out, interrupted())?;
-    if inv.is_empty() || ext.stat_logs.is_empty() {
-        println!(
-            "(no Redis URL or no stat logs given: the checks that need them were not made; the run is not proven)"
-        );
-        return Ok(if code == exit::OK {
-            exit::UNKNOWN_OR_INVALID
-        } else {
-            code
-        });
-    }
-    Ok(code)
+    let meta = run_meta(sc, &result, ext.profile, Vec::new());
+    finish(sc, &meta, &result, snapshot.as_ref(), out)
 }
 
-/// Writes the ledger and the Redis snapshot into the run folder.
-fn save_results(
+/// The facts of this run the audit needs (saved as `run.json`).
+fn run_meta(sc: &Scenario, r: &EngineResult, profile: Profile, nodes: Vec<NodeMeta>) -> RunMeta {
+    RunMeta {
+        scenario: sc.name.clone(),
+        sale: sc.sale.id.clone(),
+        tickets: sc.sale.tickets,
+        per_user_limit: sc.sale.per_user_limit,
+        hold_ttl_ms: sc.sale.hold_ttl.map(|d| d.as_millis() as u64),
+        profile: RunMeta::profile_name(profile).to_string(),
+        started_unix_us: r.started_unix_us,
+        elapsed_s: r.elapsed.as_secs_f64(),
+        nodes,
+        cancelled: r.cancelled,
+        lag_p99_ms: r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        lag_limit_ms: sc.timeouts.generator_lag.as_secs_f64() * 1000.0,
+    }
+}
+
+/// Saves the run's data, audits it, writes `audit.*` and `summary.txt`, prints the totals and the
+/// verdict; returns the exit code.
+fn finish(
+    sc: &Scenario,
+    meta: &RunMeta,
     result: &EngineResult,
-    inv: &HashMap<String, i64>,
+    snapshot: Option<&Snapshot>,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i32> {
     result
         .ledger
-        .save(&out.join("ledger.csv"))
+        .save(&out.join(files::LEDGER))
         .context("writing the ledger")?;
-    std::fs::write(
-        out.join("redis-inventory.json"),
-        serde_json::to_vec_pretty(inv)?,
-    )?;
-    Ok(())
-}
-
-/// The article's counters: `ticket_hash_key` with `ticket_total_nums` and `ticket_sold_nums`.
-fn seed_inventory(url: &str) -> anyhow::Result<HashMap<String, i64>> {
-    let mut conn = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let (total, sold): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
-        .arg("ticket_hash_key")
-        .arg("ticket_total_nums")
-        .arg("ticket_sold_nums")
-        .query(&mut conn)?;
-    let mut inv = HashMap::new();
-    if let (Some(total), Some(sold)) = (total, sold) {
-        inv.insert("total".to_string(), total);
-        inv.insert("sold".to_string(), sold);
+    input::save_json(&out.join(files::RUN), meta)?;
+    if let Some(snap) = snapshot {
+        input::save_json(&out.join(files::SNAPSHOT), snap)?;
     }
-    Ok(inv)
+    let logs = input::stat_logs_in(out)?
+        .iter()
+        .map(|p| crate::audit::statlog::read(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let audit = crate::audit::audit(&AuditInput {
+        meta,
+        ledger: &result.ledger,
+        snapshot,
+        logs: &logs,
+    });
+    crate::audit::write::save(out, &audit)?;
+    let mut text = totals(sc, result, snapshot);
+    if interrupted() {
+        text +=
+            "INTERRUPTED: the load was stopped early (Ctrl-C); these figures cover a partial run\n";
+    }
+    for c in &audit.checks {
+        text += &format!("  {:<17} {:<7} {}\n", c.name, c.status.as_str(), c.summary);
+    }
+    text += &format!(
+        "{}\nrun folder: {} (audit.md explains every finding)\n",
+        crate::audit::write::verdict_line(&audit),
+        out.display()
+    );
+    print!("{text}");
+    std::fs::write(out.join("summary.txt"), &text)?;
+    Ok(audit.exit_code())
 }
 
 fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePlan {
@@ -304,6 +367,7 @@ fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePla
     buyers.id_offset = sc.users.id_offset;
     buyers.retries = sc.users.retries;
     buyers.retry_sold_out = sc.users.retry_sold_out;
+    buyers.extra_buys = sc.users.extra_buys;
     if sc.sale.hold_ttl.is_some() {
         buyers.pay_probability = sc.users.pay_probability;
         buyers.pay_delay = sc.users.pay_delay;
@@ -343,14 +407,8 @@ fn inventory(url: &str, sale: &str) -> anyhow::Result<HashMap<String, i64>> {
         .query(&mut conn)?)
 }
 
-/// Prints the totals and the count checks; returns the exit code they imply.
-fn summarize(
-    sc: &Scenario,
-    r: &EngineResult,
-    inv: &HashMap<String, i64>,
-    out: &Path,
-    was_interrupted: bool,
-) -> anyhow::Result<i32> {
+/// The run's totals in a few lines: requests, outcomes, latency, lag, Redis counters.
+fn totals(sc: &Scenario, r: &EngineResult, snapshot: Option<&Snapshot>) -> String {
     let users = r
         .ledger
         .rows
@@ -358,99 +416,41 @@ fn summarize(
         .map(|row| row.user)
         .collect::<std::collections::HashSet<_>>()
         .len();
-    let (ok, fail, info) = (
-        r.count(Outcome::Ok),
-        r.count(Outcome::Fail),
-        r.count(Outcome::Info),
-    );
-    let sold = inv.get("sold").copied().unwrap_or(-1);
-    let total = inv.get("total").copied().unwrap_or(-1);
     let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let stat_ok: u64 = std::fs::read_dir(out)?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("stat-"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .map(|s| {
-                    // reference format, or the article's `result:1,localSales:N`
-                    s.lines()
-                        .filter(|l| l.contains("\tok\t") || l.starts_with("result:1,"))
-                        .count() as u64
-                })
-                .unwrap_or(0)
-        })
-        .sum();
-    let lag_p99_ms = r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0;
-    let summary = format!(
+    let counter = |k: &str| {
+        snapshot
+            .and_then(|s| s.counter(k))
+            .map_or("?".to_string(), |v| v.to_string())
+    };
+    format!(
         "scenario {}: {} requests from {} distinct users in {:.1} s ({:.0} req/s)\n\
-         outcomes: ok {ok} · fail {fail} (sold out {}) · info {info}\n\
+         outcomes: ok {} · fail {} (sold out {}) · info {}\n\
          latency ms (intended): p50 {:.2} p99 {:.2} max {:.2} · (raw service): p50 {:.2} p99 {:.2}\n\
          generator lag p99 {:.2} ms ({} late sends, {} backpressured)\n\
-         redis: sold {sold} of {total} (paid {}, held {}, released {}) · stat logs: {stat_ok} successes\n",
+         redis: sold {} of {} (paid {}, held {}, released {})\n",
         sc.name,
         r.totals.total(),
         users,
         r.elapsed.as_secs_f64(),
         r.rps(),
+        r.count(Outcome::Ok),
+        r.count(Outcome::Fail),
         r.reason(crate::protocol::Reason::SoldOut),
+        r.count(Outcome::Info),
         p(&r.intended, 0.5),
         p(&r.intended, 0.99),
         r.intended.max() as f64 / 1000.0,
         p(&r.raw, 0.5),
         p(&r.raw, 0.99),
-        lag_p99_ms,
+        r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0,
         r.lag.late_sends,
         r.lag.backpressured,
-        inv.get("paid").copied().unwrap_or(0),
-        inv.get("held").copied().unwrap_or(0),
-        inv.get("released").copied().unwrap_or(0),
-    );
-    let tickets = sc.sale.tickets as i64;
-    let ok_i = ok as i64;
-    let mut failures = Vec::new();
-    let have_redis = !inv.is_empty();
-    let have_logs = std::fs::read_dir(out)?
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().starts_with("stat-"));
-    if sold > tickets || (sc.sale.hold_ttl.is_none() && ok_i > tickets) {
-        failures.push(format!(
-            "OVERSELL: {tickets} tickets, Redis sold {sold}, buyers told ok {ok}"
-        ));
-    }
-    if have_redis && sc.sale.hold_ttl.is_none() && (sold < ok_i || sold > ok_i + info as i64) {
-        failures.push(format!(
-            "COUNTER BOUNDS: need ok {ok} ≤ sold {sold} ≤ ok + info {}",
-            ok + info
-        ));
-    }
-    if have_logs && stat_ok as i64 != ok_i {
-        failures.push(format!(
-            "STAT LOGS: {stat_ok} successes logged, buyers saw {ok}"
-        ));
-    }
-    let mut text = summary;
-    if was_interrupted {
-        text +=
-            "INTERRUPTED: the load was stopped early (Ctrl-C); these figures cover a partial run\n";
-    }
-    let lag_invalid = Duration::from_secs_f64(lag_p99_ms / 1000.0) > sc.timeouts.generator_lag;
-    let code = if !failures.is_empty() {
-        text += &format!("count checks: FAILED\n  {}\n", failures.join("\n  "));
-        exit::CORRECTNESS
-    } else if lag_invalid {
-        text += &format!(
-            "INVALID RUN: generator lag p99 {lag_p99_ms:.1} ms exceeds {:?}; figures are not a result\n",
-            sc.timeouts.generator_lag
-        );
-        exit::UNKNOWN_OR_INVALID
-    } else {
-        text += "count checks: passed (no oversell; ok ≤ sold ≤ ok + info; stat logs match). The full audit is not implemented yet.\n";
-        exit::OK
-    };
-    text += &format!("run folder: {}\n", out.display());
-    print!("{text}");
-    std::fs::write(out.join("summary.txt"), &text)?;
-    Ok(code)
+        counter("sold"),
+        counter("total"),
+        counter("paid"),
+        counter("held"),
+        counter("released"),
+    )
 }
 
 fn unix_secs() -> u64 {

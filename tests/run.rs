@@ -1,5 +1,5 @@
 //! `grab-bench run` end to end with real redis-server, nodes and nginx: a correct cluster passes
-//! the count checks, a flawed one fails them, a bad scenario is a usage error — and no process
+//! the audit, a flawed one fails it, a bad scenario is a usage error — and no process
 //! outlives the run.
 
 use std::path::Path;
@@ -41,10 +41,14 @@ fn smoke_scenario_passes_and_writes_its_folder() {
     );
     assert!(stdout.contains("from 2000 distinct users"), "{stdout}");
     assert!(stdout.contains("redis: sold 500 of 500"), "{stdout}");
+    assert!(stdout.contains("verdict: PROVEN"), "{stdout}");
     for file in [
         "ledger.csv",
         "summary.txt",
-        "redis-inventory.json",
+        "run.json",
+        "redis-snapshot.json",
+        "audit.json",
+        "audit.md",
         "stat-n4.log",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
@@ -59,7 +63,7 @@ fn smoke_scenario_passes_and_writes_its_folder() {
 }
 
 #[test]
-fn off_by_one_flaw_fails_the_count_checks() {
+fn off_by_one_flaw_fails_the_audit() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(
         &[&smoke(), "--users", "2000", "--flaw", "off-by-one"],
@@ -68,7 +72,7 @@ fn off_by_one_flaw_fails_the_count_checks() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("OVERSELL: 500 tickets, Redis sold 501"),
+        stdout.contains("OVERSOLD: 500 tickets, 501 client successes, Redis sold 501"),
         "{stdout}"
     );
     assert!(nothing_left(dir.path()));
@@ -173,5 +177,5 @@ fn an_external_reference_server_is_loaded_and_checked() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("redis: sold 50 of 50"), "{stdout}");
-    assert!(stdout.contains("stat logs: 50 successes"), "{stdout}");
+    assert!(stdout.contains("verdict: PROVEN"), "{stdout}");
 }

@@ -1,0 +1,105 @@
+//! Renders an [`Audit`]: `audit.json` (every check, figures and witnesses), `audit.md` (each
+//! anomaly in plain words) and the one-line verdict printed on stdout.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{Audit, Status};
+
+/// Writes `audit.json` and `audit.md` into `dir`.
+pub fn save(dir: &Path, audit: &Audit) -> anyhow::Result<()> {
+    let json = dir.join("audit.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(audit)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md = dir.join("audit.md");
+    std::fs::write(&md, markdown(audit)).with_context(|| format!("writing {}", md.display()))?;
+    Ok(())
+}
+
+/// The one-line verdict, e.g. `verdict: FAILED (no_oversell, counter_bounds) — 2 of 8 checks false`.
+pub fn verdict_line(audit: &Audit) -> String {
+    let names = |s: Status| -> Vec<&str> {
+        audit
+            .checks
+            .iter()
+            .filter(|c| c.status == s)
+            .map(|c| c.name.as_str())
+            .collect()
+    };
+    let n = audit.checks.len();
+    let mut line = match audit.verdict {
+        Status::True => format!("verdict: PROVEN — all {n} checks hold"),
+        Status::False => {
+            let failed = names(Status::False);
+            format!(
+                "verdict: FAILED — {} of {n} checks false: {}",
+                failed.len(),
+                failed.join(", ")
+            )
+        }
+        Status::Unknown => {
+            let unknown = names(Status::Unknown);
+            format!(
+                "verdict: UNKNOWN — {} of {n} checks cannot be decided from the data: {}",
+                unknown.len(),
+                unknown.join(", ")
+            )
+        }
+    };
+    if let Some(why) = &audit.invalid_run {
+        let _ = write!(line, " · INVALID RUN: {why}");
+    }
+    line
+}
+
+/// `audit.md`: the verdict, a table of checks, then each check's findings in words.
+pub fn markdown(audit: &Audit) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Audit of `{}`\n", audit.scenario);
+    let _ = writeln!(md, "**{}**\n", verdict_line(audit));
+    let _ = writeln!(
+        md,
+        "Profile `{}`, {} tickets. Each check answers true (proven), false (refuted, with \
+         witnesses) or unknown (the data to decide it is missing); the verdict is the worst.\n",
+        audit.profile, audit.tickets
+    );
+    let _ = writeln!(md, "| check | answer | summary |\n|---|---|---|");
+    for c in &audit.checks {
+        let _ = writeln!(
+            md,
+            "| {} | **{}** | {} |",
+            c.name,
+            c.status.as_str(),
+            c.summary.replace('|', "\\|")
+        );
+    }
+    for c in &audit.checks {
+        let _ = writeln!(md, "\n## {} — {}\n", c.name, c.status.as_str());
+        let _ = writeln!(md, "{}.\n", c.title);
+        let _ = writeln!(md, "{}\n", c.summary);
+        if !c.figures.is_empty() {
+            let figures: Vec<String> = c
+                .figures
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect();
+            let _ = writeln!(md, "Figures: {}\n", figures.join(" · "));
+        }
+        for why in &c.unknown_because {
+            let _ = writeln!(md, "- Unknown because {why}.");
+        }
+        for (kind, count) in &c.anomalies {
+            let _ = writeln!(md, "- **{kind}**: {count}");
+            for w in c.witnesses.iter().filter(|w| &w.kind == kind) {
+                let _ = writeln!(md, "  - {}", w.says);
+            }
+        }
+        for note in &c.notes {
+            let _ = writeln!(md, "- Note: {note}.");
+        }
+    }
+    let _ = writeln!(md, "\n(audit took {:.0} ms)", audit.audit_ms);
+    md
+}
