@@ -23,6 +23,10 @@ enum Command {
     Run(crate::run::RunArgs),
     /// Audit a saved run folder again, or any system from its Redis, stat logs and a ledger.
     Audit(crate::audit::cmd::AuditArgs),
+    /// Re-render a run folder's charts, index.html, summary and junit.xml from its saved data.
+    Report(crate::report::cmd::ReportArgs),
+    /// Compare two run folders; with --max-regression, a CI regression gate (exit 2).
+    Compare(crate::report::cmd::CompareArgs),
     /// The built-in cluster end to end, small: Redis, weighted nodes behind Nginx, distinct buyers.
     Demo(crate::demo::DemoArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
@@ -47,6 +51,8 @@ pub fn main() -> i32 {
         Command::Ab(args) => crate::ab::run(args),
         Command::Run(args) => crate::run::run(args),
         Command::Audit(args) => crate::audit::cmd::run(args),
+        Command::Report(args) => crate::report::cmd::report(args),
+        Command::Compare(args) => crate::report::cmd::compare(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),
     };

@@ -15,10 +15,11 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::input::{self, files};
-use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot};
+use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot, ThresholdLimits};
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Source};
 use crate::exit;
 use crate::protocol::{Outcome, Profile};
+use crate::report::{NodeQuota, ReportInput};
 use crate::scenario::{self, Balancer, External, Scenario, System};
 use crate::sut::nginx::{NginxProcess, Upstream};
 use crate::sut::node::{NodeProcess, NodeSpec};
@@ -313,6 +314,12 @@ fn run_meta(sc: &Scenario, r: &EngineResult, profile: Profile, nodes: Vec<NodeMe
         cancelled: r.cancelled,
         lag_p99_ms: r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0,
         lag_limit_ms: sc.timeouts.generator_lag.as_secs_f64() * 1000.0,
+        thresholds: ThresholdLimits {
+            p99_ms: sc.thresholds.p99_ms,
+            error_rate: sc.thresholds.error_rate,
+            min_rps: sc.thresholds.min_rps,
+            sell_out_within_s: sc.thresholds.sell_out_within.map(|d| d.as_secs_f64()),
+        },
     }
 }
 
@@ -344,6 +351,32 @@ fn finish(
         logs: &logs,
     });
     crate::audit::write::save(out, &audit)?;
+    let report_started = Instant::now();
+    let input = ReportInput {
+        scenario: sc.name.clone(),
+        tickets: sc.sale.tickets,
+        node_quotas: meta
+            .nodes
+            .iter()
+            .map(|n| NodeQuota {
+                node: n.name.clone(),
+                quota: n.quota,
+            })
+            .collect(),
+        hold_ttl: sc.sale.hold_ttl,
+        faults: Vec::new(),
+        // index.html reads the verdict from audit.json, so a re-audit shows there too.
+        verdict: None,
+    };
+    crate::report::write_data(out, result, &input)?;
+    // summary.txt is completed below; it exists now so that index.html links it.
+    std::fs::write(out.join("summary.txt"), "")?;
+    let summary = crate::report::finish(out, Some(&result.ledger))?;
+    eprintln!(
+        "run {}: report written in {:.2} s",
+        sc.name,
+        report_started.elapsed().as_secs_f64()
+    );
     let mut text = totals(sc, result, snapshot);
     if interrupted() {
         text +=
@@ -352,14 +385,15 @@ fn finish(
     for c in &audit.checks {
         text += &format!("  {:<17} {:<7} {}\n", c.name, c.status.as_str(), c.summary);
     }
+    text += &crate::report::summary::threshold_lines(&summary);
     text += &format!(
-        "{}\nrun folder: {} (audit.md explains every finding)\n",
+        "{}\nrun folder: {} (audit.md explains every finding; index.html shows the charts)\n",
         crate::audit::write::verdict_line(&audit),
         out.display()
     );
     print!("{text}");
     std::fs::write(out.join("summary.txt"), &text)?;
-    Ok(audit.exit_code())
+    Ok(summary.exit_code)
 }
 
 fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePlan {

@@ -992,7 +992,9 @@ pub fn no_undersell(f: &Facts<'_>) -> Check {
         (Status::False, _) => {
             "buyers were refused while tickets were free (false sold-outs)".into()
         }
-        (_, Some(0)) => format!("all {} tickets sold; no false sold-out", thousands(tickets)),
+        (_, Some(left)) if left <= 0 => {
+            format!("all {} tickets sold; no false sold-out", thousands(tickets))
+        }
         (_, Some(left)) => format!(
             "{} tickets left, but every buyer who asked got one (demand below supply)",
             thousands(left)

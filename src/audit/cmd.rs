@@ -111,6 +111,7 @@ fn live(args: &AuditArgs, url: &str) -> anyhow::Result<super::Audit> {
             cancelled: false,
             lag_p99_ms: 0.0,
             lag_limit_ms: 0.0,
+            thresholds: Default::default(),
         }
     };
     meta.profile = match args.profile {

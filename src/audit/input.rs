@@ -38,6 +38,22 @@ pub struct RunMeta {
     pub lag_p99_ms: f64,
     /// See `lag_p99_ms`.
     pub lag_limit_ms: f64,
+    /// The scenario's thresholds; the report checks them (the audit does not).
+    #[serde(default)]
+    pub thresholds: ThresholdLimits,
+}
+
+/// The scenario's `[thresholds]`, as saved in `run.json`; `None` = not set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ThresholdLimits {
+    /// Highest acceptable p99 latency from the intended send time, ms.
+    pub p99_ms: Option<f64>,
+    /// Highest acceptable share of indeterminate answers (timeouts, 5xx, resets).
+    pub error_rate: Option<f64>,
+    /// Lowest acceptable mean requests per second.
+    pub min_rps: Option<f64>,
+    /// The tickets must be gone within this many seconds of the start.
+    pub sell_out_within_s: Option<f64>,
 }
 
 /// One node of the built-in cluster.

@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use input::{NodeMeta, Order, RunMeta, Snapshot};
+pub use input::{NodeMeta, Order, RunMeta, Snapshot, ThresholdLimits};
 pub use statlog::NodeLog;
 
 use crate::exit;

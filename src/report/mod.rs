@@ -37,9 +37,11 @@
 //! charts look the same on any machine.
 
 mod charts;
+pub mod cmd;
 mod html;
 mod input;
 mod latency_log;
+pub mod summary;
 mod timeseries;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +51,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineResult;
+use crate::ledger::Ledger;
 
 /// File name of the per-second table in a run folder.
 pub const TIMESERIES_CSV: &str = "timeseries.csv";
@@ -150,15 +153,23 @@ pub fn write_data(dir: &Path, result: &EngineResult, input: &ReportInput) -> any
 /// Draws every chart in [`CHARTS`] and `index.html` into `dir` from the files [`write_data`]
 /// saved there (plus `ledger.csv` and `audit.json` when present). Returns the files written.
 pub fn render(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    render_with(dir, None)
+}
+
+/// [`render`], given the ledger already in memory (it must be the one saved in `dir`), so a
+/// million-row run is not read back from disk.
+pub fn render_with(dir: &Path, ledger: Option<&Ledger>) -> anyhow::Result<Vec<PathBuf>> {
     let saved = input::Saved::load(&dir.join(INPUT_JSON))?;
     let series = timeseries::TimeSeries::load(&dir.join(TIMESERIES_CSV))?;
     let latency = latency_log::Totals::load(&dir.join(LATENCY_HLOG))?;
     let ledger_path = dir.join(LEDGER_CSV);
-    let facts = if ledger_path.exists() {
-        let ledger = crate::ledger::Ledger::load(&ledger_path)?;
-        Some(charts::LedgerFacts::new(&ledger, saved.hold_ttl()))
-    } else {
-        None
+    let facts = match ledger {
+        Some(ledger) => Some(charts::LedgerFacts::new(ledger, saved.hold_ttl())),
+        None if ledger_path.exists() => {
+            let ledger = Ledger::load(&ledger_path)?;
+            Some(charts::LedgerFacts::new(&ledger, saved.hold_ttl()))
+        }
+        None => None,
     };
     let data = charts::Data {
         saved: &saved,
@@ -169,4 +180,15 @@ pub fn render(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = charts::draw_all(dir, &data)?;
     written.push(html::write_index(dir, &data)?);
     Ok(written)
+}
+
+/// Everything after the audit, from the saved files: charts, `index.html`, `summary.json`,
+/// `summary.md` and `junit.xml`. Returns the summary (its `exit_code` is the run's).
+/// `ledger`: the run's ledger when it is still in memory (else it is read from `dir`).
+pub fn finish(dir: &Path, ledger: Option<&Ledger>) -> anyhow::Result<summary::Summary> {
+    // The summary first: index.html links the data files present when it is drawn.
+    let s = summary::build(dir, ledger)?;
+    summary::save(dir, &s)?;
+    render_with(dir, ledger)?;
+    Ok(s)
 }

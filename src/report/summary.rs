@@ -1,0 +1,442 @@
+//! `summary.json`, `summary.md` and `junit.xml`: the run in figures, the audit's checks and the
+//! scenario's thresholds, for people and for CI. Built only from files in the run folder
+//! (`run.json`, `audit.json`, `latency.hlog`, `ledger.csv`), so `grab-bench report` rebuilds them
+//! identically.
+//!
+//! # `summary.json` (schema `grab-bench/summary/v1`)
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `schema` | `"grab-bench/summary/v1"` |
+//! | `scenario`, `profile` | scenario name; `reference` or `seed` |
+//! | `started_unix_us`, `elapsed_s` | load start (Unix µs) and length of the load phase (s) |
+//! | `verdict` | the audit's verdict: `"true"`, `"false"` or `"unknown"` |
+//! | `exit_code` | what `run` exits with: 1 a check false, else 2 a threshold missed, else 3 unknown or invalid, else 0 |
+//! | `invalid_run` | why the run is not a valid measurement (generator lag), or null |
+//! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `users` (distinct), `rps` |
+//! | `latency_ms` | `intended` and `raw`, each `p50`, `p90`, `p99`, `p99_9`, `max` (ms) |
+//! | `generator_lag_p99_ms` | the generator's own lateness (DESIGN.md §5) |
+//! | `tickets`, `tickets_sold_by_client` | tickets in the sale; successful buys the client saw |
+//! | `sell_out_s` | seconds from the start until the client had seen as many successful buys as there are tickets (holds count), or null |
+//! | `checks` | `[{name, status, summary}]` from `audit.json` |
+//! | `thresholds` | `[{name, limit, actual, passed}]`; `actual` null when it could not be measured (counts as missed) |
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::latency_log::Totals;
+use crate::audit::input::{self, files};
+use crate::audit::{Audit, RunMeta, Status};
+use crate::exit;
+use crate::ledger::Ledger;
+use crate::protocol::{Kind, Outcome, Reason};
+
+/// File names.
+pub const SUMMARY_JSON: &str = "summary.json";
+/// See [`SUMMARY_JSON`].
+pub const SUMMARY_MD: &str = "summary.md";
+/// See [`SUMMARY_JSON`].
+pub const JUNIT_XML: &str = "junit.xml";
+/// The schema id written into every summary.
+pub const SCHEMA: &str = "grab-bench/summary/v1";
+
+/// The machine-readable summary of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// `reference` or `seed`.
+    pub profile: String,
+    /// Load start, Unix µs.
+    pub started_unix_us: u64,
+    /// Load phase, s.
+    pub elapsed_s: f64,
+    /// The audit's verdict.
+    pub verdict: Status,
+    /// The exit code of the run.
+    pub exit_code: i32,
+    /// Why the run is not a valid measurement, if it is not.
+    pub invalid_run: Option<String>,
+    /// Request counts.
+    pub requests: Requests,
+    /// Latency percentiles.
+    pub latency_ms: Latencies,
+    /// Generator lag p99, ms.
+    pub generator_lag_p99_ms: f64,
+    /// Tickets in the sale.
+    pub tickets: u64,
+    /// Successful buys the client saw.
+    pub tickets_sold_by_client: u64,
+    /// When the client had seen `tickets` successful buys, s since the start.
+    pub sell_out_s: Option<f64>,
+    /// The audit's checks, short.
+    pub checks: Vec<CheckLine>,
+    /// The scenario's thresholds and how the run did.
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+/// Request counts of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Requests {
+    /// Every request the ledger holds (buys and payments).
+    pub total: u64,
+    /// Outcome ok.
+    pub ok: u64,
+    /// Outcome fail (includes sold out).
+    pub fail: u64,
+    /// Outcome info (indeterminate).
+    pub info: u64,
+    /// Answers "sold out".
+    pub sold_out: u64,
+    /// Distinct users.
+    pub users: u64,
+    /// Mean requests per second over the load phase.
+    pub rps: f64,
+}
+
+/// Intended and raw latency percentiles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latencies {
+    /// From the intended send time (coordinated omission corrected).
+    pub intended: Percentiles,
+    /// Service time.
+    pub raw: Percentiles,
+}
+
+/// Percentiles of one histogram, ms.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th.
+    pub p90: f64,
+    /// 99th.
+    pub p99: f64,
+    /// 99.9th.
+    pub p99_9: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// One check of the audit, short.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckLine {
+    /// Check name.
+    pub name: String,
+    /// true / false / unknown.
+    pub status: Status,
+    /// Its summary sentence.
+    pub summary: String,
+}
+
+/// One threshold and the run's figure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ThresholdResult {
+    /// `p99_ms`, `error_rate`, `min_rps` or `sell_out_within_s`.
+    pub name: String,
+    /// The limit from the scenario.
+    pub limit: f64,
+    /// What the run measured (null: could not be measured).
+    pub actual: Option<f64>,
+    /// Whether the run met it.
+    pub passed: bool,
+}
+
+fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p99_9: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+/// Builds the summary from the run folder's saved files.
+/// `ledger`: the run's ledger when it is still in memory (else it is read from `dir`).
+pub fn build(dir: &Path, ledger: Option<&Ledger>) -> anyhow::Result<Summary> {
+    let meta: RunMeta = input::load_json(&dir.join(files::RUN))?;
+    let audit: Audit = input::load_json(&dir.join("audit.json"))
+        .context("the run folder has no audit.json (run `grab-bench audit` on it first)")?;
+    let latency = Totals::load(&dir.join(super::LATENCY_HLOG))?;
+    Ok(match ledger {
+        Some(ledger) => summarize(&meta, &audit, &latency, ledger),
+        None => summarize(
+            &meta,
+            &audit,
+            &latency,
+            &Ledger::load(&dir.join(files::LEDGER))?,
+        ),
+    })
+}
+
+fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -> Summary {
+    let mut counts = [0u64; 3];
+    let mut sold_out = 0;
+    let mut ok_buy_ends: Vec<u32> = Vec::new();
+    let mut users = std::collections::HashSet::new();
+    for r in &ledger.rows {
+        counts[r.outcome() as usize] += 1;
+        if r.reason() == Reason::SoldOut {
+            sold_out += 1;
+        }
+        if r.kind() == Kind::Buy {
+            users.insert(r.user);
+            if r.outcome() == Outcome::Ok {
+                ok_buy_ends.push(r.end_us);
+            }
+        }
+    }
+    ok_buy_ends.sort_unstable();
+    let sell_out_s = (meta.tickets > 0)
+        .then(|| ok_buy_ends.get(meta.tickets as usize - 1))
+        .flatten()
+        .map(|&us| f64::from(us) / 1e6)
+        .or((meta.tickets == 0).then_some(0.0));
+    let total = ledger.rows.len() as u64;
+    let rps = total as f64 / meta.elapsed_s.max(1e-9);
+    let latency_ms = Latencies {
+        intended: percentiles(&latency.intended),
+        raw: percentiles(&latency.raw),
+    };
+    let t = &meta.thresholds;
+    let mut thresholds = Vec::new();
+    let mut add = |name: &str, limit: Option<f64>, actual: Option<f64>, le: bool| {
+        if let Some(limit) = limit {
+            let passed = actual.is_some_and(|a| if le { a <= limit } else { a >= limit });
+            thresholds.push(ThresholdResult {
+                name: name.to_string(),
+                limit,
+                actual,
+                passed,
+            });
+        }
+    };
+    add("p99_ms", t.p99_ms, Some(latency_ms.intended.p99), true);
+    add(
+        "error_rate",
+        t.error_rate,
+        (total > 0).then(|| counts[Outcome::Info as usize] as f64 / total as f64),
+        true,
+    );
+    add("min_rps", t.min_rps, Some(rps), false);
+    add("sell_out_within_s", t.sell_out_within_s, sell_out_s, true);
+    let missed = thresholds.iter().any(|t| !t.passed);
+    let exit_code = match (audit.verdict, missed, &audit.invalid_run) {
+        (Status::False, _, _) => exit::CORRECTNESS,
+        (_, true, _) => exit::THRESHOLD,
+        (Status::Unknown, _, _) | (_, _, Some(_)) => exit::UNKNOWN_OR_INVALID,
+        _ => exit::OK,
+    };
+    Summary {
+        schema: SCHEMA.into(),
+        scenario: meta.scenario.clone(),
+        profile: meta.profile.clone(),
+        started_unix_us: meta.started_unix_us,
+        elapsed_s: meta.elapsed_s,
+        verdict: audit.verdict,
+        exit_code,
+        invalid_run: audit.invalid_run.clone(),
+        requests: Requests {
+            total,
+            ok: counts[Outcome::Ok as usize],
+            fail: counts[Outcome::Fail as usize],
+            info: counts[Outcome::Info as usize],
+            sold_out,
+            users: users.len() as u64,
+            rps,
+        },
+        latency_ms,
+        generator_lag_p99_ms: meta.lag_p99_ms,
+        tickets: meta.tickets,
+        tickets_sold_by_client: ok_buy_ends.len() as u64,
+        sell_out_s,
+        checks: audit
+            .checks
+            .iter()
+            .map(|c| CheckLine {
+                name: c.name.clone(),
+                status: c.status,
+                summary: c.summary.clone(),
+            })
+            .collect(),
+        thresholds,
+    }
+}
+
+/// Writes `summary.json`, `summary.md` and `junit.xml` into `dir`.
+pub fn save(dir: &Path, s: &Summary) -> anyhow::Result<()> {
+    input::save_json(&dir.join(SUMMARY_JSON), s)?;
+    std::fs::write(dir.join(SUMMARY_MD), markdown(s))
+        .with_context(|| format!("writing {SUMMARY_MD}"))?;
+    std::fs::write(dir.join(JUNIT_XML), junit(s)).with_context(|| format!("writing {JUNIT_XML}"))
+}
+
+/// One line per missed threshold, for the terminal.
+pub fn threshold_lines(s: &Summary) -> String {
+    let mut out = String::new();
+    for t in &s.thresholds {
+        let _ = writeln!(
+            out,
+            "  threshold {:<17} {:<6} limit {} · actual {}",
+            t.name,
+            if t.passed { "met" } else { "MISSED" },
+            t.limit,
+            t.actual
+                .map_or("not measured".into(), |a| format!("{a:.3}"))
+        );
+    }
+    out
+}
+
+fn markdown(s: &Summary) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Run `{}`\n", s.scenario);
+    let _ = writeln!(
+        md,
+        "**verdict: {}** · exit code {}{}\n",
+        s.verdict.as_str(),
+        s.exit_code,
+        s.invalid_run
+            .as_ref()
+            .map_or(String::new(), |w| format!(" · INVALID RUN: {w}"))
+    );
+    let r = &s.requests;
+    let _ = writeln!(
+        md,
+        "{} requests from {} users in {:.1} s ({:.0} req/s): ok {}, fail {} (sold out {}), info {}.\n",
+        r.total, r.users, s.elapsed_s, r.rps, r.ok, r.fail, r.sold_out, r.info
+    );
+    let _ = writeln!(
+        md,
+        "Tickets: {} · successful buys seen by the client: {} · sold out after: {}\n",
+        s.tickets,
+        s.tickets_sold_by_client,
+        s.sell_out_s
+            .map_or("never".to_string(), |t| format!("{t:.3} s"))
+    );
+    let _ = writeln!(
+        md,
+        "| latency (ms) | p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|---|"
+    );
+    for (name, p) in [
+        ("intended", &s.latency_ms.intended),
+        ("raw", &s.latency_ms.raw),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            p.p50, p.p90, p.p99, p.p99_9, p.max
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nGenerator lag p99: {:.2} ms\n",
+        s.generator_lag_p99_ms
+    );
+    let _ = writeln!(md, "| check | answer | summary |\n|---|---|---|");
+    for c in &s.checks {
+        let _ = writeln!(md, "| {} | {} | {} |", c.name, c.status.as_str(), c.summary);
+    }
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| threshold | limit | actual | met |\n|---|---|---|---|"
+        );
+        for t in &s.thresholds {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                t.name,
+                t.limit,
+                t.actual.map_or("—".into(), |a| format!("{a:.3}")),
+                if t.passed { "yes" } else { "**no**" }
+            );
+        }
+    }
+    md
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML: one test case per check (false → failure, unknown → error) and per threshold.
+fn junit(s: &Summary) -> String {
+    let failures = s
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::False)
+        .count()
+        + s.thresholds.iter().filter(|t| !t.passed).count();
+    let errors = s
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::Unknown)
+        .count();
+    let tests = s.checks.len() + s.thresholds.len();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"grab-bench\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\">"
+    );
+    let _ = writeln!(
+        x,
+        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
+        xml_escape(&s.scenario),
+        s.elapsed_s
+    );
+    for c in &s.checks {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"audit\" name=\"{}\"",
+            xml_escape(&c.name)
+        );
+        match c.status {
+            Status::True => x.push_str("/>\n"),
+            Status::False => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <failure message=\"{}\" type=\"false\"/>\n    </testcase>",
+                    xml_escape(&c.summary)
+                );
+            }
+            Status::Unknown => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <error message=\"{}\" type=\"unknown\"/>\n    </testcase>",
+                    xml_escape(&c.summary)
+                );
+            }
+        }
+    }
+    for t in &s.thresholds {
+        let _ = write!(
+            x,
+            "    <testcase classname=\"threshold\" name=\"{}\"",
+            xml_escape(&t.name)
+        );
+        if t.passed {
+            x.push_str("/>\n");
+        } else {
+            let _ = writeln!(
+                x,
+                ">\n      <failure message=\"limit {} actual {}\" type=\"threshold\"/>\n    </testcase>",
+                t.limit,
+                t.actual
+                    .map_or("not measured".into(), |a| format!("{a:.3}"))
+            );
+        }
+    }
+    x.push_str("  </testsuite>\n</testsuites>\n");
+    x
+}
