@@ -10,6 +10,7 @@ pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod exit;
+pub mod faults;
 pub mod ledger;
 pub mod protocol;
 pub mod report;

@@ -18,6 +18,7 @@ use crate::audit::input::{self, files};
 use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot, ThresholdLimits};
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Source};
 use crate::exit;
+use crate::faults::Targets;
 use crate::protocol::{Outcome, Profile};
 use crate::report::{NodeQuota, ReportInput};
 use crate::scenario::{self, Balancer, External, Scenario, System};
@@ -103,7 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // ---- bring the system up (every handle stops its process when dropped) ----
     let phase = Instant::now();
-    let redis = RedisProcess::start()?;
+    let mut redis = RedisProcess::start()?;
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for (i, &quota) in cluster.quotas.iter().enumerate() {
@@ -185,17 +186,41 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let plan = engine_plan(&sc, target, Profile::Reference);
     // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
     let tickets = sc.sale.hold_ttl.is_none().then_some(sc.sale.tickets);
-    let result = crate::engine::run_with_progress(plan, cancel.clone(), &sc.name, tickets);
-    cancel.cancel();
+    // Faults run on their own thread beside the engine, with the processes lent to them.
+    let mut down = vec![false; nodes.len()];
+    let load_start = Instant::now();
+    let (result, injected) = std::thread::scope(|scope| {
+        let injector = (!sc.faults.is_empty()).then(|| {
+            let targets = Targets {
+                nodes: &mut nodes,
+                down: &mut down,
+                redis: &mut redis,
+                program: &program,
+            };
+            let (faults, cancel) = (&sc.faults, cancel.clone());
+            scope.spawn(move || crate::faults::inject(faults, load_start, targets, &cancel))
+        });
+        let result = crate::engine::run_with_progress(plan, cancel.clone(), &sc.name, tickets);
+        cancel.cancel();
+        let injected = injector
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (result, injected)
+    });
     let _ = watcher.join();
     let result = result?;
 
     // ---- settle: in-flight requests done, holds paid or expired (DESIGN.md §4) ----
     let redis_url = cluster.redis.clone().unwrap_or_else(|| redis.url.clone());
-    settle(&sc, &nodes, &redis_url);
+    settle(&sc, &nodes, &down, &redis_url);
     let snapshot = match Snapshot::take_reference(&redis_url, &sc.sale.id) {
         Ok(mut snap) => {
-            snap.node_stats = nodes.iter().filter_map(|n| n.stats().ok()).collect();
+            snap.node_stats = nodes
+                .iter()
+                .zip(&down)
+                .filter(|(_, down)| !**down)
+                .filter_map(|(n, _)| n.stats().ok())
+                .collect();
             Some(snap)
         }
         Err(err) => {
@@ -220,7 +245,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             weight,
         })
         .collect();
-    let meta = run_meta(&sc, &result, Profile::Reference, node_meta);
+    let mut meta = run_meta(&sc, &result, Profile::Reference, node_meta);
+    meta.faults = injected;
     let code = finish(&sc, &meta, &result, snapshot.as_ref(), &out)?;
     if result.cancelled && interrupted() {
         eprintln!(
@@ -235,15 +261,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
 /// Waits (at most `timeouts.settle`, plus the hold time in reservation mode) until no node has
 /// a request in flight and no hold is left unpaid and unexpired.
-fn settle(sc: &Scenario, nodes: &[NodeProcess], redis_url: &str) {
+fn settle(sc: &Scenario, nodes: &[NodeProcess], down: &[bool], redis_url: &str) {
     let mut deadline = Instant::now() + sc.timeouts.settle;
     if let Some(ttl) = sc.sale.hold_ttl {
         deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
     }
     while Instant::now() < deadline && !interrupted() {
-        let idle = nodes.iter().all(|n| {
-            n.stats()
-                .is_ok_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
+        let idle = nodes.iter().zip(down).all(|(n, down)| {
+            *down
+                || n.stats()
+                    .is_ok_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
         });
         let holds_done = sc.sale.hold_ttl.is_none()
             || inventory(redis_url, &sc.sale.id)
@@ -320,6 +347,7 @@ fn run_meta(sc: &Scenario, r: &EngineResult, profile: Profile, nodes: Vec<NodeMe
             min_rps: sc.thresholds.min_rps,
             sell_out_within_s: sc.thresholds.sell_out_within.map(|d| d.as_secs_f64()),
         },
+        faults: Vec::new(),
     }
 }
 
@@ -364,7 +392,14 @@ fn finish(
             })
             .collect(),
         hold_ttl: sc.sale.hold_ttl,
-        faults: Vec::new(),
+        faults: meta
+            .faults
+            .iter()
+            .map(|f| crate::report::Fault {
+                at_secs: (f.at_unix_us as f64 - meta.started_unix_us as f64) / 1e6,
+                label: f.label.clone(),
+            })
+            .collect(),
         // index.html reads the verdict from audit.json, so a re-audit shows there too.
         verdict: None,
     };

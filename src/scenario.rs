@@ -58,6 +58,17 @@ struct RawScenario {
     timeouts: RawTimeouts,
     #[serde(default)]
     thresholds: RawThresholds,
+    #[serde(default)]
+    faults: Vec<Spanned<RawFault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: Spanned<String>,
+    action: Spanned<String>,
+    node: Option<Spanned<u32>>,
+    duration: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +188,49 @@ pub struct Scenario {
     pub timeouts: Timeouts,
     /// Pass/fail thresholds beyond correctness.
     pub thresholds: Thresholds,
+    /// Faults injected into the built-in cluster during the load, in time order.
+    pub faults: Vec<Fault>,
+}
+
+/// One fault, injected `at` after the load starts (DESIGN.md: the article's failure claims).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// When, from the start of the load.
+    pub at: Duration,
+    /// What.
+    pub action: FaultAction,
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    /// SIGKILL node `node` (0-based); it stays dead.
+    KillNode { node: usize },
+    /// SIGKILL node `node`, then start it again on the same port after `down`.
+    RestartNode { node: usize, down: Duration },
+    /// Restart Redis keeping its data: connections drop, the script cache is lost (NOSCRIPT).
+    RestartRedis,
+    /// SIGSTOP Redis for `duration`, then SIGCONT: timeouts and indeterminate outcomes.
+    PauseRedis { duration: Duration },
+    /// Stop node `node` half of every 100 ms for `duration` (SIGSTOP/SIGCONT): a slow node.
+    SlowNode { node: usize, duration: Duration },
+}
+
+impl Fault {
+    /// A short label for charts and logs, e.g. "kill node n2".
+    pub fn label(&self) -> String {
+        match &self.action {
+            FaultAction::KillNode { node } => format!("kill node n{}", node + 1),
+            FaultAction::RestartNode { node, down } => {
+                format!("restart node n{} ({down:?} down)", node + 1)
+            }
+            FaultAction::RestartRedis => "restart redis".into(),
+            FaultAction::PauseRedis { duration } => format!("pause redis {duration:?}"),
+            FaultAction::SlowNode { node, duration } => {
+                format!("slow node n{} for {duration:?}", node + 1)
+            }
+        }
+    }
 }
 
 /// The sale being tested.
@@ -422,6 +476,7 @@ impl Validator<'_> {
                 .map(|d| self.duration(d))
                 .transpose()?,
         };
+        let faults = self.faults(&raw.faults, &system, &timeouts)?;
         Ok(Scenario {
             name,
             sale,
@@ -430,7 +485,106 @@ impl Validator<'_> {
             load,
             timeouts,
             thresholds,
+            faults,
         })
+    }
+
+    fn faults(
+        &self,
+        raw: &[Spanned<RawFault>],
+        system: &System,
+        timeouts: &Timeouts,
+    ) -> Result<Vec<Fault>, ScenarioError> {
+        let mut faults = Vec::new();
+        for f in raw {
+            let cluster = match system {
+                System::Cluster(c) => c,
+                System::External(_) => {
+                    return Err(self.err(
+                        f,
+                        "faults are injected into the built-in [cluster] only; a [target] is not ours to break",
+                    ));
+                }
+            };
+            let r = f.get_ref();
+            let at = self.duration(&r.at)?;
+            if at >= timeouts.max_duration {
+                return Err(self.err(&r.at, "the fault comes after timeouts.max_duration"));
+            }
+            let node = || -> Result<usize, ScenarioError> {
+                match &r.node {
+                    None => Err(self.err(&r.action, "this action needs `node = N` (1-based)")),
+                    Some(n)
+                        if *n.get_ref() == 0 || *n.get_ref() as usize > cluster.quotas.len() =>
+                    {
+                        Err(self.err(
+                            n,
+                            format!("node must be between 1 and {}", cluster.quotas.len()),
+                        ))
+                    }
+                    Some(n) => Ok(*n.get_ref() as usize - 1),
+                }
+            };
+            let duration = |default: Option<Duration>| -> Result<Duration, ScenarioError> {
+                match (&r.duration, default) {
+                    (Some(d), _) => {
+                        let d = self.duration(d)?;
+                        if d.is_zero() {
+                            return Err(self.err(
+                                r.duration.as_ref().expect("given"),
+                                "duration must be above zero",
+                            ));
+                        }
+                        Ok(d)
+                    }
+                    (None, Some(d)) => Ok(d),
+                    (None, None) => {
+                        Err(self.err(&r.action, "this action needs `duration = \"...\"`"))
+                    }
+                }
+            };
+            let spawned_redis = || -> Result<(), ScenarioError> {
+                if cluster.redis.is_some() {
+                    return Err(self.err(
+                        &r.action,
+                        "Redis faults need the private Redis (cluster.redis = \"spawn\"): an external Redis is not ours to break",
+                    ));
+                }
+                Ok(())
+            };
+            let action = match r.action.get_ref().as_str() {
+                "kill-node" => FaultAction::KillNode { node: node()? },
+                "restart-node" => FaultAction::RestartNode {
+                    node: node()?,
+                    down: duration(Some(Duration::from_secs(1)))?,
+                },
+                "restart-redis" => {
+                    spawned_redis()?;
+                    FaultAction::RestartRedis
+                }
+                "pause-redis" => {
+                    spawned_redis()?;
+                    FaultAction::PauseRedis {
+                        duration: duration(None)?,
+                    }
+                }
+                "slow-node" => FaultAction::SlowNode {
+                    node: node()?,
+                    duration: duration(None)?,
+                },
+                other => {
+                    return Err(self.err(
+                        &r.action,
+                        format!(
+                            "unknown fault action {other:?}; known: kill-node, restart-node, restart-redis, pause-redis, slow-node"
+                        ),
+                    ));
+                }
+            };
+            faults.push(Fault { at, action });
+        }
+        faults.sort_by_key(|f| f.at);
+        Ok(faults)
     }
 
     fn positive(&self, v: &Option<Spanned<f64>>, what: &str) -> Result<Option<f64>, ScenarioError> {

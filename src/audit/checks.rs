@@ -1247,6 +1247,34 @@ fn attribute_stranded_stock(f: &Facts<'_>, c: &mut Check, left: i64) {
             .unwrap_or(0);
         let stranded = m.quota as i64 - node_sold;
         stranded_total += stranded.max(0);
+        let killed = f
+            .meta
+            .faults
+            .iter()
+            .rev()
+            .find(|x| x.node.as_deref() == Some(m.name.as_str()))
+            .filter(|x| x.kind == "kill-node");
+        if let Some(kill) = killed
+            && stranded > 0
+        {
+            c.anomalies_n(
+                Witness {
+                    kind: "quota_stranded_on_dead_node".into(),
+                    node: Some(m.name.clone()),
+                    at_s: Some((kill.at_unix_us as f64 - f.meta.started_unix_us as f64) / 1e6),
+                    says: format!(
+                        "node {} was killed at {:.3} s with {} of its quota {} unsold; the other nodes' quotas could not take them over",
+                        m.name,
+                        (kill.at_unix_us as f64 - f.meta.started_unix_us as f64) / 1e6,
+                        stranded,
+                        m.quota
+                    ),
+                    ..Witness::default()
+                },
+                stranded as u64,
+            );
+            continue;
+        }
         let Some(st) = stats(&m.name) else {
             if stranded > 0 {
                 c.notes.push(format!(
@@ -1531,7 +1559,15 @@ pub fn node_logs(f: &Facts<'_>) -> Check {
             });
         }
         let (missing, repeated, n_missing, n_repeated, max) = log.gaps(super::WITNESSES_PER_KIND);
-        if n_missing > 0 {
+        let crashed = f.meta.crashed_nodes().contains(&log.node.as_str());
+        if n_missing > 0 && crashed {
+            // A SIGKILL loses the lines the node had not flushed: expected, and undecidable.
+            c.unknown(format!(
+                "node {} was killed during the run: {} of its request lines are missing, as a crash loses the unflushed tail",
+                log.node,
+                thousands(n_missing)
+            ));
+        } else if n_missing > 0 {
             c.anomalies_n(
                 Witness {
                     kind: "lost_lines".into(),
@@ -1584,8 +1620,16 @@ pub fn node_logs(f: &Facts<'_>) -> Check {
     c.fig("ok_lines", ok_lines);
     c.fig("client_answered_buys", f.answered_buys);
     c.fig("client_unanswered_buys", f.unanswered_buys);
-    // Every answered buy left one line; a buy that got no answer may or may not have.
-    if lines < f.answered_buys || lines > f.answered_buys + f.unanswered_buys {
+    // Every answered buy left one line; a buy that got no answer may or may not have. A killed
+    // node's lost tail makes the lower bound undecidable.
+    let crashes = !f.meta.crashed_nodes().is_empty();
+    if lines < f.answered_buys && crashes {
+        c.unknown(format!(
+            "the logs hold {} buy lines for {} answered buys, and a node was killed: its last lines are lost",
+            thousands(lines),
+            thousands(f.answered_buys)
+        ));
+    } else if lines < f.answered_buys || lines > f.answered_buys + f.unanswered_buys {
         c.anomaly(Witness {
             kind: "line_count_disagrees_with_client".into(),
             says: format!(
@@ -1602,7 +1646,18 @@ pub fn node_logs(f: &Facts<'_>) -> Check {
         let logged = ok_lines as i64 - released_lines as i64;
         c.fig("ok_minus_released_lines", logged);
         c.fig("redis_sold", sold);
-        if logged != sold {
+        // A node that timed out on Redis logged "unavailable", yet the script may have run.
+        let unknown_outcome: u64 = f.logs.iter().map(|l| l.count("unavailable")).sum();
+        c.fig("unavailable_lines", unknown_outcome);
+        if logged <= sold && sold <= logged + unknown_outcome as i64 {
+            // consistent: the difference is requests whose outcome the node did not know
+        } else if logged < sold && crashes {
+            c.unknown(format!(
+                "the logs record {} sales for Redis' {}, and a node was killed: its last lines are lost",
+                thousands(logged),
+                thousands(sold)
+            ));
+        } else if logged != sold {
             c.anomaly(Witness {
                 kind: "log_total_disagrees_with_redis".into(),
                 says: format!(
@@ -1628,6 +1683,14 @@ pub fn node_logs(f: &Facts<'_>) -> Check {
         format!(
             "logs incomplete or inconsistent ({} anomalies)",
             c.anomalies.values().sum::<u64>()
+        )
+    } else if c.status == Status::Unknown {
+        format!(
+            "{} log(s), {} buy lines, {} sales: cannot be proven complete ({})",
+            f.logs.len(),
+            thousands(lines),
+            thousands(ok_lines),
+            c.unknown_because.first().map_or("", String::as_str)
         )
     } else {
         format!(
@@ -1661,11 +1724,22 @@ fn orders_in_logs(f: &Facts<'_>, c: &mut Check) {
         }
     }
     let log_nodes: HashSet<&str> = f.logs.iter().map(|l| l.node.as_str()).collect();
+    let crashed = f.meta.crashed_nodes();
+    let mut lost_in_crash = 0u64;
+    let mut recovered = 0u64;
+    let unavailable: HashSet<&str> = f
+        .logs
+        .iter()
+        .flat_map(|l| l.unavailable_requests.iter().map(String::as_str))
+        .collect();
     for o in f.orders_list() {
         if !log_nodes.contains(o.node.as_str()) {
             continue; // that node's log is not among the inputs
         }
         match logged.get(&o.id) {
+            // The node answered "unavailable" (a Redis timeout) and the script ran later.
+            None if unavailable.contains(o.rid.as_str()) => recovered += 1,
+            None if crashed.contains(&o.node.as_str()) => lost_in_crash += 1,
             None => c.anomaly(f.order_witness(
                 "order_not_logged",
                 o,
@@ -1674,6 +1748,9 @@ fn orders_in_logs(f: &Facts<'_>, c: &mut Check) {
                     o.id, o.seq, o.user, o.node
                 ),
             )),
+            // A request resent by the balancer after its node died is replayed by request id
+            // on another node, which logs the sale again: expected when the granter crashed.
+            Some(&n) if n != o.node && crashed.contains(&o.node.as_str()) => {}
             Some(&n) if n != o.node => c.anomaly(f.order_witness(
                 "logged_by_another_node",
                 o,
@@ -1681,5 +1758,13 @@ fn orders_in_logs(f: &Facts<'_>, c: &mut Check) {
             )),
             Some(_) => {}
         }
+    }
+    c.fig("orders_logged_unavailable", recovered);
+    if lost_in_crash > 0 {
+        c.fig("orders_unlogged_on_killed_nodes", lost_in_crash);
+        c.unknown(format!(
+            "{} order(s) of killed nodes have no sale line: lost with the crash, or never written",
+            thousands(lost_in_crash)
+        ));
     }
 }

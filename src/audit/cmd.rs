@@ -112,6 +112,7 @@ fn live(args: &AuditArgs, url: &str) -> anyhow::Result<super::Audit> {
             lag_p99_ms: 0.0,
             lag_limit_ms: 0.0,
             thresholds: Default::default(),
+            faults: Vec::new(),
         }
     };
     meta.profile = match args.profile {

@@ -41,6 +41,9 @@ pub struct RunMeta {
     /// The scenario's thresholds; the report checks them (the audit does not).
     #[serde(default)]
     pub thresholds: ThresholdLimits,
+    /// Faults injected during the load (a killed node's lost log tail is expected, not a bug).
+    #[serde(default)]
+    pub faults: Vec<crate::faults::Injected>,
 }
 
 /// The scenario's `[thresholds]`, as saved in `run.json`; `None` = not set.
@@ -84,6 +87,15 @@ impl RunMeta {
             Profile::Seed => "seed",
             Profile::Plain => "plain",
         }
+    }
+
+    /// Nodes that were killed during the run (a SIGKILL loses the unflushed tail of their log).
+    pub fn crashed_nodes(&self) -> Vec<&str> {
+        self.faults
+            .iter()
+            .filter(|f| f.kind == "kill-node" || f.kind == "restart-node")
+            .filter_map(|f| f.node.as_deref())
+            .collect()
     }
 
     /// Converts a Unix time in ms (Redis `TIME`) to seconds since the load started.

@@ -21,14 +21,20 @@ pub struct NodeLog {
     /// True for the article's format.
     pub article: bool,
     /// Per-request sequence numbers seen (reference `local_seq` of buy lines, article
-    /// `localSales`), in file order. A complete log has each of 1..=max exactly once.
+    /// `localSales`), in file order. A complete log has each of 1..=max exactly once per epoch.
     pub request_seqs: Vec<u64>,
+    /// Where each epoch (one process of the node: the reference header starts one) begins in
+    /// `request_seqs`; a restarted node counts from 1 again.
+    pub epochs: Vec<usize>,
     /// Buy lines by result word (`ok`, `sold_out`, `already`, ...; article: `ok` / `fail`).
     pub results: HashMap<String, u64>,
     /// Order ids of `ok` lines (reference).
     pub ok_orders: Vec<u64>,
     /// Order ids of `released` lines (reference).
     pub released_orders: Vec<u64>,
+    /// Request ids (`user-attempt`) the node answered "unavailable": it could not tell whether
+    /// Redis ran the script (a timeout), so an order may exist without an `ok` line.
+    pub unavailable_requests: Vec<String>,
     /// Order ids of `paid` lines (reference).
     pub paid_orders: Vec<u64>,
     /// Lines that could not be read: (line number, text).
@@ -46,30 +52,41 @@ impl NodeLog {
         self.request_seqs.len() as u64
     }
 
-    /// Missing and repeated request sequence numbers (up to `limit` of each), and the maximum.
+    /// Missing and repeated request sequence numbers over all epochs (up to `limit` of each),
+    /// their counts, and the number of requests the log accounts for (the sum of each epoch's
+    /// maximum).
     pub fn gaps(&self, limit: usize) -> (Vec<u64>, Vec<u64>, u64, u64, u64) {
-        let max = self.request_seqs.iter().copied().max().unwrap_or(0);
-        let mut seen = vec![0u8; max as usize + 1];
-        for &s in &self.request_seqs {
-            let slot = &mut seen[s as usize];
-            *slot = slot.saturating_add(1);
-        }
         let (mut missing, mut repeated) = (Vec::new(), Vec::new());
-        let (mut n_missing, mut n_repeated) = (0, 0);
-        for (s, &n) in seen.iter().enumerate().skip(1) {
-            if n == 0 {
-                n_missing += 1;
-                if missing.len() < limit {
-                    missing.push(s as u64);
-                }
-            } else if n > 1 {
-                n_repeated += 1;
-                if repeated.len() < limit {
-                    repeated.push(s as u64);
+        let (mut n_missing, mut n_repeated, mut accounted) = (0, 0, 0);
+        let mut bounds = self.epochs.clone();
+        if bounds.first() != Some(&0) {
+            bounds.insert(0, 0);
+        }
+        bounds.push(self.request_seqs.len());
+        for w in bounds.windows(2) {
+            let seqs = &self.request_seqs[w[0]..w[1]];
+            let max = seqs.iter().copied().max().unwrap_or(0);
+            accounted += max;
+            let mut seen = vec![0u8; max as usize + 1];
+            for &s in seqs {
+                let slot = &mut seen[s as usize];
+                *slot = slot.saturating_add(1);
+            }
+            for (s, &n) in seen.iter().enumerate().skip(1) {
+                if n == 0 {
+                    n_missing += 1;
+                    if missing.len() < limit {
+                        missing.push(s as u64);
+                    }
+                } else if n > 1 {
+                    n_repeated += 1;
+                    if repeated.len() < limit {
+                        repeated.push(s as u64);
+                    }
                 }
             }
         }
-        (missing, repeated, n_missing, n_repeated, max)
+        (missing, repeated, n_missing, n_repeated, accounted)
     }
 }
 
@@ -99,6 +116,10 @@ pub fn parse(data: &[u8], file: String, fallback_node: String) -> NodeLog {
     let mut node_from_lines = None;
     for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.starts_with(b"# grab-bench stat.log") {
+            log.epochs.push(log.request_seqs.len());
+            continue;
+        }
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
@@ -158,6 +179,8 @@ fn reference_line(log: &mut NodeLog, text: &str, node: &mut Option<String>) -> b
         _ => {
             if result == "ok" {
                 log.ok_orders.extend(order);
+            } else if result == "unavailable" && f[4] != "-" {
+                log.unavailable_requests.push(f[4].to_string());
             }
             log.request_seqs.push(local_seq);
         }
@@ -194,5 +217,18 @@ mod tests {
         assert_eq!(log.released_orders, vec![3]);
         assert_eq!(log.buy_lines(), 2);
         assert!(log.bad_lines.is_empty());
+    }
+
+    #[test]
+    fn a_restart_starts_a_new_epoch_of_request_numbers() {
+        let h = "# grab-bench stat.log v1\tt_us\tnode\tlocal_seq\tuser\trequest_id\tresult\tsale_seq\torder_id\n";
+        let text = format!(
+            "{h}1\tn1\t1\t7\t7-1\tsold_out\t0\t-\n2\tn1\t2\t8\t8-1\tsold_out\t0\t-\n\
+             {h}3\tn1\t1\t9\t9-1\tsold_out\t0\t-\n4\tn1\t3\t10\t10-1\tsold_out\t0\t-\n"
+        );
+        let log = parse(text.as_bytes(), "stat-n1.log".into(), "x".into());
+        let (missing, repeated, n_missing, n_repeated, accounted) = log.gaps(5);
+        assert_eq!((missing, repeated), (vec![2], vec![]));
+        assert_eq!((n_missing, n_repeated, accounted), (1, 0, 5));
     }
 }

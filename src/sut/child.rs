@@ -4,6 +4,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 /// A running child in its own process group.
@@ -29,7 +30,7 @@ impl ChildGuard {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let child = spawn_from_lasting_thread(cmd)?;
         Ok(ChildGuard {
             name: name.into(),
             child: Some(child),
@@ -106,6 +107,35 @@ impl ChildGuard {
             libc::killpg(pid as i32, signal);
         }
     }
+}
+
+/// Spawns `cmd` from one thread that lives as long as the process. PR_SET_PDEATHSIG fires when
+/// the *thread* that forked the child ends, not the process: a child started from a short-lived
+/// thread (a fault restarting Redis or a node) would be killed the moment that thread returns.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the child-spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("the child-spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the child-spawner thread is gone"))?
 }
 
 impl Drop for ChildGuard {

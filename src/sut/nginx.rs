@@ -157,7 +157,11 @@ http {{
             proxy_pass http://grab_nodes;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_next_upstream off;
+            # A node that refuses the connection (dead) is skipped, as the article's design
+            # relies on; a request it may have run is resent only once, and the reference
+            # server replays it by its request id rather than selling twice.
+            proxy_next_upstream error;
+            proxy_next_upstream_tries 2;
             proxy_connect_timeout 2s;
             proxy_read_timeout 10s;
         }}

@@ -1,4 +1,5 @@
-//! A private `redis-server`: free loopback port, own directory, no persistence.
+//! A private `redis-server`: free loopback port, own directory, no persistence (except the RDB
+//! file a deliberate restart writes, so the data survives it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,6 +104,35 @@ impl RedisProcess {
     /// Stops the server now.
     pub fn stop(&mut self) {
         self.child.stop();
+    }
+
+    /// Restarts the server on the same port, keeping its data (`SHUTDOWN SAVE` writes an RDB
+    /// file that the new process loads) but not its script cache: clients see their connections
+    /// drop and NOSCRIPT, as after a real Redis restart. Returns once the new one answers PING.
+    pub fn restart(&mut self) -> Result<(), SutError> {
+        let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
+        {
+            use std::io::Write;
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"SHUTDOWN SAVE\r\n");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().is_none() {
+            if Instant::now() > deadline {
+                self.child.kill_now();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let child = Self::try_start(&program, self._dir.path(), self.port).map_err(|detail| {
+            SutError::NotReady {
+                what: "redis-server (restart)".into(),
+                detail,
+            }
+        })?;
+        self.child = child;
+        Ok(())
     }
 
     /// The directory holding its config and log.

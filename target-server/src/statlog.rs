@@ -85,9 +85,11 @@ impl StatLog {
     /// Opens `path` for appending.
     pub fn open(path: &Path, format: StatFormat, node: &str, lossy: bool) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let empty = file.metadata()?.len() == 0;
         let mut writer = BufWriter::with_capacity(256 * 1024, file);
-        if empty && format == StatFormat::Reference {
+        // Every start writes the header, also into a log a previous process of this node left:
+        // it marks a new epoch of `local_seq` (which restarts at 1), so a reader can tell a
+        // restart from lost or repeated lines.
+        if format == StatFormat::Reference {
             writeln!(writer, "{REFERENCE_HEADER}")?;
         }
         Ok(StatLog {

@@ -1,0 +1,182 @@
+//! Injecting a scenario's `[[faults]]` into the built-in cluster while the load runs: kill or
+//! restart a node, restart or pause Redis, slow a node down. Runs on its own thread beside the
+//! engine; every action is bounded in time, and a pause is always resumed (also on Ctrl-C).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::scenario::{Fault, FaultAction};
+use crate::sut::node::NodeProcess;
+use crate::sut::redis::RedisProcess;
+
+/// A fault as it happened: when (Unix µs) and what, for run.json, the charts and the audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Injected {
+    /// When the action began, Unix µs.
+    pub at_unix_us: u64,
+    /// When it ended (a pause resumed, a restarted process answering), Unix µs.
+    pub until_unix_us: u64,
+    /// `kill-node`, `restart-node`, `restart-redis`, `pause-redis`, `slow-node`.
+    pub kind: String,
+    /// The node it hit, if any (`n2`).
+    pub node: Option<String>,
+    /// Human label, e.g. "kill node n2".
+    pub label: String,
+    /// What went wrong carrying it out, if anything (the run goes on).
+    pub error: Option<String>,
+}
+
+/// The processes faults act on.
+pub struct Targets<'a> {
+    /// The cluster's nodes, in scenario order.
+    pub nodes: &'a mut [NodeProcess],
+    /// Which nodes are down now (killed and not restarted).
+    pub down: &'a mut [bool],
+    /// The private Redis.
+    pub redis: &'a mut RedisProcess,
+    /// The grab-bench binary, to start a node again.
+    pub program: &'a Path,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Sleeps `d` unless cancelled first; returns false when cancelled.
+fn pause(d: Duration, cancel: &CancellationToken) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(10)));
+    }
+    true
+}
+
+/// Carries out `faults` at their times after `start` (the load's start); stops early when
+/// `cancel` fires. Returns what was done.
+pub fn inject(
+    faults: &[Fault],
+    start: Instant,
+    targets: Targets<'_>,
+    cancel: &CancellationToken,
+) -> Vec<Injected> {
+    let mut done = Vec::new();
+    for fault in faults {
+        let due = start + fault.at;
+        if !pause(due.saturating_duration_since(Instant::now()), cancel) {
+            break;
+        }
+        let at_unix_us = unix_us();
+        eprintln!(
+            "fault at {:.2} s: {}",
+            start.elapsed().as_secs_f64(),
+            fault.label()
+        );
+        let (kind, node, error) = act(
+            fault,
+            &mut *targets.nodes,
+            targets.down,
+            targets.redis,
+            targets.program,
+            cancel,
+        );
+        if let Some(e) = &error {
+            eprintln!("fault {} failed: {e}", fault.label());
+        }
+        done.push(Injected {
+            at_unix_us,
+            until_unix_us: unix_us(),
+            kind: kind.into(),
+            node,
+            label: fault.label(),
+            error,
+        });
+    }
+    done
+}
+
+fn act(
+    fault: &Fault,
+    nodes: &mut [NodeProcess],
+    down: &mut [bool],
+    redis: &mut RedisProcess,
+    program: &Path,
+    cancel: &CancellationToken,
+) -> (&'static str, Option<String>, Option<String>) {
+    let name = |i: usize| Some(nodes_name(i));
+    match &fault.action {
+        FaultAction::KillNode { node } => {
+            nodes[*node].kill();
+            down[*node] = true;
+            ("kill-node", name(*node), None)
+        }
+        FaultAction::RestartNode { node, down: off } => {
+            nodes[*node].kill();
+            down[*node] = true;
+            pause(*off, cancel);
+            let mut spec = nodes[*node].spec.clone();
+            spec.listen = Some(nodes[*node].addr);
+            // The sale exists now: a restarted node only registers itself again.
+            spec.extra_args = strip_init(&spec.extra_args);
+            match NodeProcess::start(program, true, spec) {
+                Ok(fresh) => {
+                    nodes[*node] = fresh;
+                    down[*node] = false;
+                    ("restart-node", name(*node), None)
+                }
+                Err(e) => ("restart-node", name(*node), Some(e.to_string())),
+            }
+        }
+        FaultAction::RestartRedis => (
+            "restart-redis",
+            None,
+            redis.restart().err().map(|e| e.to_string()),
+        ),
+        FaultAction::PauseRedis { duration } => {
+            redis.signal(libc::SIGSTOP);
+            pause(*duration, cancel);
+            redis.signal(libc::SIGCONT);
+            ("pause-redis", None, None)
+        }
+        FaultAction::SlowNode { node, duration } => {
+            let until = Instant::now() + *duration;
+            while Instant::now() < until && !cancel.is_cancelled() && !down[*node] {
+                nodes[*node].signal(libc::SIGSTOP);
+                std::thread::sleep(Duration::from_millis(50));
+                nodes[*node].signal(libc::SIGCONT);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            ("slow-node", name(*node), None)
+        }
+    }
+}
+
+/// Node `i`'s name as the run names it.
+pub fn nodes_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// The node arguments without the one-time sale set-up (`--init-total`, `--per-user-limit`).
+fn strip_init(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a == "--init-total" || a == "--per-user-limit" {
+            skip = true;
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
