@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Add a deliberate flaw to every node of the built-in cluster (repeatable).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
+    /// With `cluster.redis` = a Redis of yours that already holds this sale: replace the sale's
+    /// own keys (`grab:{SALE}:*`; nothing else is touched). Without it the run refuses.
+    #[arg(long)]
+    pub reset_sale: bool,
 }
 
 /// Set by the SIGINT/SIGTERM handler; polled by the phases.
@@ -59,6 +63,19 @@ fn install_signal_handlers() {
 
 fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Cancels `cancel` when Ctrl-C (or SIGTERM) arrives; the thread ends once `cancel` fires.
+fn watch_interrupts(cancel: &CancellationToken) -> std::thread::JoinHandle<()> {
+    let cancel = cancel.clone();
+    std::thread::spawn(move || {
+        while !cancel.is_cancelled() {
+            if interrupted() {
+                cancel.cancel();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
 }
 
 /// Runs a scenario; returns the exit code.
@@ -103,6 +120,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     // ---- bring the system up (every handle stops its process when dropped) ----
+    eprintln!("run {}: starting the cluster", sc.name);
+    if let Some(url) = &cluster.redis {
+        match sale_keys_present(url, &sc.sale.id) {
+            Ok(0) => {}
+            Ok(_) if args.reset_sale => {
+                eprintln!(
+                    "run {}: replacing sale {:?} in {url} (--reset-sale; its keys only)",
+                    sc.name, sc.sale.id
+                );
+            }
+            Ok(n) => {
+                eprintln!(
+                    "grab-bench: Redis at {url} already holds sale {:?} ({n} of its keys grab:{{{}}}:*); \
+                     nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
+                     is touched), or choose another [sale] id",
+                    sc.sale.id, sc.sale.id
+                );
+                return Ok(exit::USAGE);
+            }
+            Err(err) => {
+                eprintln!("grab-bench: cannot use cluster.redis = {url}: {err:#}");
+                return Ok(exit::USAGE);
+            }
+        }
+    }
     let phase = Instant::now();
     let mut redis = RedisProcess::start()?;
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
@@ -122,6 +164,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
                 "--per-user-limit".into(),
                 sc.sale.per_user_limit.to_string(),
             ]);
+            if args.reset_sale {
+                extra.push("--overwrite".into());
+            }
         }
         nodes.push(NodeProcess::start(
             &program,
@@ -172,17 +217,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // ---- load ----
     let cancel = CancellationToken::new();
-    let watcher = {
-        let cancel = cancel.clone();
-        std::thread::spawn(move || {
-            while !cancel.is_cancelled() {
-                if interrupted() {
-                    cancel.cancel();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let watcher = watch_interrupts(&cancel);
     let plan = engine_plan(&sc, target, Profile::Reference);
     // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
     let tickets = sc.sale.hold_ttl.is_none().then_some(sc.sale.tickets);
@@ -212,6 +247,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // ---- settle: in-flight requests done, holds paid or expired (DESIGN.md §4) ----
     let redis_url = cluster.redis.clone().unwrap_or_else(|| redis.url.clone());
+    eprintln!("run {}: settling", sc.name);
     settle(&sc, &nodes, &down, &redis_url);
     let snapshot = match Snapshot::take_reference(&redis_url, &sc.sale.id) {
         Ok(mut snap) => {
@@ -248,7 +284,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let mut meta = run_meta(&sc, &result, Profile::Reference, node_meta);
     meta.faults = injected;
     let code = finish(&sc, &meta, &result, snapshot.as_ref(), &out)?;
-    if result.cancelled && interrupted() {
+    // Ctrl-C at any point (load, settle, audit, report) ends here: 130, partial folder kept.
+    if interrupted() {
         eprintln!(
             "run {}: interrupted; partial run folder {}",
             sc.name,
@@ -308,9 +345,16 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
         };
     }
     let cancel = CancellationToken::new();
-    let result = crate::engine::run_with_progress(plan, cancel, &sc.name, None)?;
+    let watcher = watch_interrupts(&cancel);
+    let result = crate::engine::run_with_progress(plan, cancel.clone(), &sc.name, None);
+    cancel.cancel();
+    let _ = watcher.join();
+    let result = result?;
     // Nothing to poll on a system we do not run: give it the settle time.
-    std::thread::sleep(sc.timeouts.settle);
+    let settled = Instant::now() + sc.timeouts.settle;
+    while Instant::now() < settled && !interrupted() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let snapshot = match &ext.redis {
         Some(url) => Some(match ext.profile {
             Profile::Seed => Snapshot::take_seed(url)?,
@@ -323,7 +367,12 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
             .with_context(|| format!("copying the stat log {}", log.display()))?;
     }
     let meta = run_meta(sc, &result, ext.profile, Vec::new());
-    finish(sc, &meta, &result, snapshot.as_ref(), out)
+    let code = finish(sc, &meta, &result, snapshot.as_ref(), out)?;
+    Ok(if interrupted() {
+        exit::INTERRUPTED
+    } else {
+        code
+    })
 }
 
 /// The facts of this run the audit needs (saved as `run.json`).
@@ -368,6 +417,7 @@ fn finish(
     if let Some(snap) = snapshot {
         input::save_json(&out.join(files::SNAPSHOT), snap)?;
     }
+    eprintln!("run {}: auditing", sc.name);
     let logs = input::stat_logs_in(out)?
         .iter()
         .map(|p| crate::audit::statlog::read(p))
@@ -379,6 +429,7 @@ fn finish(
         logs: &logs,
     });
     crate::audit::write::save(out, &audit)?;
+    eprintln!("run {}: writing the report", sc.name);
     let report_started = Instant::now();
     let input = ReportInput {
         scenario: sc.name.clone(),
@@ -465,6 +516,16 @@ fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePla
         record_ledger: true,
         client: Default::default(),
     }
+}
+
+/// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only).
+fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
+    let keys = target_server::keys::SaleKeys::new(sale);
+    let mut conn = redis::Client::open(url)?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .with_context(|| format!("cannot reach Redis at {url}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?)
 }
 
 /// `HGETALL grab:{sale}:inv` in one call (one atomic read).

@@ -13,9 +13,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SutError {
     /// A required program is not installed.
-    #[error("`{program}` was not found on PATH. Install it with: {install}")]
+    #[error("`{program}` was not found{where_}. Install it with: {install}")]
     MissingBinary {
         program: &'static str,
+        /// Where it was looked for, beyond PATH (an override variable).
+        where_: String,
         install: &'static str,
     },
     /// A process exited or never became ready.
@@ -30,15 +32,36 @@ pub enum SutError {
     },
 }
 
-/// Finds `program` on PATH (and in the sbin folders Debian installs servers to).
+/// Finds `program`: the path in `GRAB_BENCH_<PROGRAM>` when set (e.g. `GRAB_BENCH_NGINX` for a
+/// custom build), else on PATH and in the sbin folders Debian installs servers to.
 pub fn find_program(program: &'static str, install: &'static str) -> Result<PathBuf, SutError> {
+    let var = format!(
+        "GRAB_BENCH_{}",
+        program.to_ascii_uppercase().replace('-', "_")
+    );
+    if let Some(given) = std::env::var_os(&var) {
+        let given = PathBuf::from(given);
+        return if given.is_file() {
+            Ok(given)
+        } else {
+            Err(SutError::MissingBinary {
+                program,
+                where_: format!(" at {} (from ${var})", given.display()),
+                install,
+            })
+        };
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let extra = ["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from);
     std::env::split_paths(&path)
         .chain(extra)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-        .ok_or(SutError::MissingBinary { program, install })
+        .ok_or(SutError::MissingBinary {
+            program,
+            where_: " on PATH or in /usr/sbin".into(),
+            install,
+        })
 }
 
 /// A loopback port nothing listens on right now. The caller must cope with losing a race for it
