@@ -187,6 +187,7 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         } else {
             engine::Client::Raw
         },
+        segment: Default::default(),
     };
     Ok((plan, target))
 }

@@ -23,6 +23,8 @@ enum Command {
     Run(crate::run::RunArgs),
     /// Audit a saved run folder again, or any system from its Redis, stat logs and a ledger.
     Audit(crate::audit::cmd::AuditArgs),
+    /// Start the built-in cluster on its own (`up`) for several agents, or stop it (`down`).
+    Cluster(crate::cluster::ClusterArgs),
     /// Re-render a run folder's charts, index.html, summary and junit.xml from its saved data.
     Report(crate::report::cmd::ReportArgs),
     /// Compare two run folders; with --max-regression, a CI regression gate (exit 2).
@@ -52,6 +54,7 @@ pub fn main() -> i32 {
         Command::Run(args) => crate::run::run(args),
         Command::Audit(args) => crate::audit::cmd::run(args),
         Command::Report(args) => crate::report::cmd::report(args),
+        Command::Cluster(args) => crate::cluster::main(args),
         Command::Compare(args) => crate::report::cmd::compare(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),

@@ -7,10 +7,12 @@
 pub mod ab;
 pub mod audit;
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod exit;
 pub mod faults;
+pub mod interrupt;
 pub mod ledger;
 pub mod protocol;
 pub mod report;

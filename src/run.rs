@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,15 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::input::{self, files};
 use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot, ThresholdLimits};
+use crate::cluster::Up;
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Source};
 use crate::exit;
 use crate::faults::Targets;
 use crate::protocol::{Outcome, Profile};
 use crate::report::{NodeQuota, ReportInput};
-use crate::scenario::{self, Balancer, External, Scenario, System};
-use crate::sut::nginx::{NginxProcess, Upstream};
-use crate::sut::node::{NodeProcess, NodeSpec};
-use crate::sut::redis::RedisProcess;
+use crate::scenario::{self, External, Scenario, System};
+use crate::sut::node::NodeProcess;
 
 /// Flags of `grab-bench run`.
 #[derive(Debug, Clone, Args)]
@@ -46,37 +44,7 @@ pub struct RunArgs {
     pub reset_sale: bool,
 }
 
-/// Set by the SIGINT/SIGTERM handler; polled by the phases.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Cancels `cancel` when Ctrl-C (or SIGTERM) arrives; the thread ends once `cancel` fires.
-fn watch_interrupts(cancel: &CancellationToken) -> std::thread::JoinHandle<()> {
-    let cancel = cancel.clone();
-    std::thread::spawn(move || {
-        while !cancel.is_cancelled() {
-            if interrupted() {
-                cancel.cancel();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-}
+use crate::interrupt::{install_signal_handlers, interrupted, watch_interrupts};
 
 /// Runs a scenario; returns the exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<i32> {
@@ -120,97 +88,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     // ---- bring the system up (every handle stops its process when dropped) ----
-    eprintln!("run {}: starting the cluster", sc.name);
-    if let Some(url) = &cluster.redis {
-        match sale_keys_present(url, &sc.sale.id) {
-            Ok(0) => {}
-            Ok(_) if args.reset_sale => {
-                eprintln!(
-                    "run {}: replacing sale {:?} in {url} (--reset-sale; its keys only)",
-                    sc.name, sc.sale.id
-                );
-            }
-            Ok(n) => {
-                eprintln!(
-                    "grab-bench: Redis at {url} already holds sale {:?} ({n} of its keys grab:{{{}}}:*); \
-                     nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
-                     is touched), or choose another [sale] id",
-                    sc.sale.id, sc.sale.id
-                );
-                return Ok(exit::USAGE);
-            }
-            Err(err) => {
-                eprintln!("grab-bench: cannot use cluster.redis = {url}: {err:#}");
-                return Ok(exit::USAGE);
-            }
-        }
-    }
-    let phase = Instant::now();
-    let mut redis = RedisProcess::start()?;
-    let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
-    let mut nodes: Vec<NodeProcess> = Vec::new();
-    for (i, &quota) in cluster.quotas.iter().enumerate() {
-        if interrupted() {
-            return Ok(exit::INTERRUPTED);
-        }
-        let mut extra = vec!["--redis-timeout".to_string(), "1s".to_string()];
-        if let Some(n) = cluster.leak_after {
-            extra.extend(["--leak-after".to_string(), n.to_string()]);
-        }
-        if i == 0 {
-            extra.extend([
-                "--init-total".into(),
-                sc.sale.tickets.to_string(),
-                "--per-user-limit".into(),
-                sc.sale.per_user_limit.to_string(),
-            ]);
-            if args.reset_sale {
-                extra.push("--overwrite".into());
-            }
-        }
-        nodes.push(NodeProcess::start(
-            &program,
-            true,
-            NodeSpec {
-                id: format!("n{}", i + 1),
-                redis_url: cluster.redis.clone().unwrap_or_else(|| redis.url.clone()),
-                sale: sc.sale.id.clone(),
-                local_stock: quota,
-                stat_log: out.join(format!("stat-n{}.log", i + 1)),
-                hold_ttl: sc.sale.hold_ttl,
-                flaws: cluster.flaws.clone(),
-                extra_args: extra,
-                listen: None,
-            },
-        )?);
-    }
-    let nginx = match cluster.balancer {
-        Balancer::Nginx => {
-            let upstreams: Vec<Upstream> = nodes
-                .iter()
-                .zip(&cluster.weights)
-                .filter(|(_, w)| **w > 0)
-                .map(|(n, &weight)| Upstream {
-                    addr: n.addr,
-                    weight,
-                })
-                .collect();
-            Some(NginxProcess::start(&upstreams, cluster.nginx_workers)?)
-        }
-        Balancer::None => None,
+    let Up {
+        mut redis,
+        mut nodes,
+        nginx,
+        target,
+        redis_url,
+        program,
+    } = match crate::cluster::bring_up(&sc, cluster, &out, args.reset_sale)? {
+        Ok(up) => up,
+        Err(code) => return Ok(code),
     };
-    let target: SocketAddr = nginx.as_ref().map_or(nodes[0].addr, |n| n.addr);
-    eprintln!(
-        "run {}: redis {} · {} node(s), quotas {:?}{} · up in {:.1} s",
-        sc.name,
-        redis.url,
-        nodes.len(),
-        cluster.quotas,
-        nginx
-            .as_ref()
-            .map_or(String::new(), |n| format!(" · nginx http://{}", n.addr)),
-        phase.elapsed().as_secs_f64()
-    );
     if interrupted() {
         return Ok(exit::INTERRUPTED);
     }
@@ -246,7 +134,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
     let result = result?;
 
     // ---- settle: in-flight requests done, holds paid or expired (DESIGN.md §4) ----
-    let redis_url = cluster.redis.clone().unwrap_or_else(|| redis.url.clone());
     eprintln!("run {}: settling", sc.name);
     settle(&sc, &nodes, &down, &redis_url);
     let snapshot = match Snapshot::take_reference(&redis_url, &sc.sale.id) {
@@ -515,17 +402,8 @@ fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePla
         max_duration: sc.timeouts.max_duration,
         record_ledger: true,
         client: Default::default(),
+        segment: Default::default(),
     }
-}
-
-/// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only).
-fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
-    let keys = target_server::keys::SaleKeys::new(sale);
-    let mut conn = redis::Client::open(url)?
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .with_context(|| format!("cannot reach Redis at {url}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?)
 }
 
 /// `HGETALL grab:{sale}:inv` in one call (one atomic read).

@@ -29,6 +29,7 @@ fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Sour
         max_duration: Duration::from_secs(30),
         record_ledger: true,
         client: Default::default(),
+        segment: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
         max_duration: Duration::from_secs(30),
         record_ledger: true,
         client: Default::default(),
+        segment: Default::default(),
     }
 }
 

@@ -281,8 +281,9 @@ impl ThreadCtx {
             }
         }
         if s.next.load(Ordering::Relaxed) < s.claim_limit {
-            let k = s.next.fetch_add(1, Ordering::Relaxed);
-            if k < s.claim_limit {
+            let local = s.next.fetch_add(1, Ordering::Relaxed);
+            if local < s.claim_limit {
+                let k = s.plan.segment.unit(local);
                 let due_us = match &s.schedule {
                     Some(sched) => sched.intended_us(k).unwrap_or(now),
                     None => now,

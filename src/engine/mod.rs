@@ -57,6 +57,59 @@ pub struct EnginePlan {
     pub record_ledger: bool,
     /// Which HTTP/1.1 client implementation carries the requests.
     pub client: Client,
+    /// This generator's share of the work when several run the same scenario (k6's execution
+    /// segments): work unit `k` (user index, arrival, request) is done by segment `k % count`.
+    pub segment: Segment,
+}
+
+/// A slice of a scenario's work for one of `count` generators: the units `k` with
+/// `k % count == index`, each at the time the whole scenario gives it. Striped rather than
+/// contiguous so that every agent's load is spread over the whole schedule; together the
+/// segments make exactly the scenario's load, with disjoint user ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Which slice, 0-based.
+    pub index: u64,
+    /// How many slices.
+    pub count: u64,
+}
+
+impl Default for Segment {
+    fn default() -> Self {
+        Segment { index: 0, count: 1 }
+    }
+}
+
+impl Segment {
+    /// Parses `I/N` (0 ≤ I < N).
+    pub fn parse(s: &str) -> anyhow::Result<Segment> {
+        let (i, n) = s
+            .split_once('/')
+            .context("a segment is written I/N, e.g. 0/4")?;
+        let (index, count): (u64, u64) = (
+            i.trim().parse().context("segment index is not a number")?,
+            n.trim().parse().context("segment count is not a number")?,
+        );
+        ensure!(count >= 1, "segment count must be at least 1");
+        ensure!(
+            index < count,
+            "segment index must be below the count ({index}/{count})"
+        );
+        Ok(Segment { index, count })
+    }
+
+    /// How many of the units `0..total` belong to this segment.
+    pub fn share(&self, total: u64) -> u64 {
+        if total == u64::MAX {
+            return u64::MAX;
+        }
+        total.saturating_sub(self.index).div_ceil(self.count)
+    }
+
+    /// The global unit of this segment's `j`-th local unit.
+    pub fn unit(&self, j: u64) -> u64 {
+        self.index + j * self.count
+    }
 }
 
 /// The HTTP/1.1 client on the hot path. Both speak the same requests; the choice only moves
@@ -88,6 +141,7 @@ impl EnginePlan {
             max_duration: Duration::from_secs(3600),
             record_ledger: true,
             client: Client::Raw,
+            segment: Segment::default(),
         }
     }
 }
@@ -259,7 +313,8 @@ pub(crate) struct Shared {
     pub start: Instant,
     /// No request starts at or after this (µs since start).
     pub stop_new_us: u64,
-    /// Maximum number of new work units (users, arrivals, template requests) to claim.
+    /// Maximum number of new work units (users, arrivals, template requests) to claim, counted
+    /// in this segment's local units.
     pub claim_limit: u64,
     /// Cap on requests sent, follow-ups included (checked against the batched progress counts,
     /// so it may overshoot by a few dozen requests per thread; a safety bound, not an exact one).
@@ -340,6 +395,12 @@ pub fn run_with_live(
             None
         }
     };
+    // This generator's slice: the claim counter runs over local units (see `Segment::unit`).
+    let segment = plan.segment;
+    claim_limit = segment.share(claim_limit);
+    if request_cap != u64::MAX {
+        request_cap = segment.share(request_cap);
+    }
     let started_unix_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
