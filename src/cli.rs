@@ -23,6 +23,8 @@ enum Command {
     Run(crate::run::RunArgs),
     /// Audit a saved run folder again, or any system from its Redis, stat logs and a ledger.
     Audit(crate::audit::cmd::AuditArgs),
+    /// Merge the agents of a segmented run into one run folder: one audit, one report.
+    Merge(crate::merge::MergeArgs),
     /// Start the built-in cluster on its own (`up`) for several agents, or stop it (`down`).
     Cluster(crate::cluster::ClusterArgs),
     /// Re-render a run folder's charts, index.html, summary and junit.xml from its saved data.
@@ -55,6 +57,7 @@ pub fn main() -> i32 {
         Command::Audit(args) => crate::audit::cmd::run(args),
         Command::Report(args) => crate::report::cmd::report(args),
         Command::Cluster(args) => crate::cluster::main(args),
+        Command::Merge(args) => crate::merge::main(args),
         Command::Compare(args) => crate::report::cmd::compare(args),
         Command::Demo(args) => crate::demo::run(args),
         Command::Serve(args) => target_server::cli::serve_main(args),

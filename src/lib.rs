@@ -14,6 +14,7 @@ pub mod exit;
 pub mod faults;
 pub mod interrupt;
 pub mod ledger;
+pub mod merge;
 pub mod protocol;
 pub mod report;
 pub mod run;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::input::{self, files};
 use crate::audit::{AuditInput, NodeMeta, RunMeta, Snapshot, ThresholdLimits};
 use crate::cluster::Up;
-use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Source};
+use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Segment, Source};
 use crate::exit;
 use crate::faults::Targets;
 use crate::protocol::{Outcome, Profile};
@@ -42,6 +42,16 @@ pub struct RunArgs {
     /// own keys (`grab:{SALE}:*`; nothing else is touched). Without it the run refuses.
     #[arg(long)]
     pub reset_sale: bool,
+    /// Run only this generator's slice `I/N` of the scenario's users and arrivals (several
+    /// agents, one system): load only, no set-up, no audit — combine with `grab-bench merge`.
+    #[arg(long, value_parser = Segment::parse, value_name = "I/N")]
+    pub segment: Option<Segment>,
+    /// Load the cluster `grab-bench cluster up --dir DIR` runs instead of starting one.
+    #[arg(long, value_name = "DIR")]
+    pub attach: Option<PathBuf>,
+    /// Begin the load at this Unix time (seconds, fractions allowed), so agents start together.
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<f64>,
 }
 
 use crate::interrupt::{install_signal_handlers, interrupted, watch_interrupts};
@@ -82,6 +92,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         .and_then(|()| std::fs::remove_file(out.join(".write-test")))
         .with_context(|| format!("the run folder {} is not writable", out.display()))?;
     install_signal_handlers();
+    if args.segment.is_some() || args.attach.is_some() {
+        return run_agent(&sc, &args, &out);
+    }
     let cluster = match &sc.system {
         System::Cluster(cluster) => cluster,
         System::External(ext) => return run_external(&sc, ext, &out),
@@ -206,30 +219,156 @@ fn settle(sc: &Scenario, nodes: &[NodeProcess], down: &[bool], redis_url: &str) 
     }
 }
 
-/// Load against a system someone else runs: nothing is started or stopped, the sale must already
-/// be set up. Its Redis (if given) and stat logs are read after the settle time.
-fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32> {
+/// One agent of a segmented run: its slice of the load against a cluster started with
+/// `cluster up` (or the scenario's [target]); saves ledger, latency log and run.json for
+/// `merge`, which audits once for all agents.
+fn run_agent(sc: &Scenario, args: &RunArgs, out: &Path) -> anyhow::Result<i32> {
+    let segment = args.segment.unwrap_or_default();
+    if !sc.faults.is_empty() {
+        eprintln!("grab-bench: faults belong to the run that owns the cluster, not to an agent");
+        return Ok(exit::USAGE);
+    }
+    let (url, cluster_dir, nodes) = match (&args.attach, &sc.system) {
+        (Some(dir), _) => {
+            let info: crate::cluster::ClusterInfo = match input::load_json(
+                &dir.join(crate::cluster::CLUSTER_JSON),
+            ) {
+                Ok(info) => info,
+                Err(err) => {
+                    eprintln!(
+                        "grab-bench: no running cluster in {} (start one with `grab-bench cluster up`): {err:#}",
+                        dir.display()
+                    );
+                    return Ok(exit::USAGE);
+                }
+            };
+            if info.sale != sc.sale.id {
+                eprintln!(
+                    "grab-bench: the cluster in {} sells {:?}, the scenario {:?}",
+                    dir.display(),
+                    info.sale,
+                    sc.sale.id
+                );
+                return Ok(exit::USAGE);
+            }
+            let nodes = info
+                .nodes
+                .iter()
+                .map(|n| NodeMeta {
+                    name: n.name.clone(),
+                    quota: n.quota,
+                    weight: n.weight,
+                })
+                .collect();
+            (info.url, Some(dir.clone()), nodes)
+        }
+        (None, System::External(ext)) => (ext.url.clone(), None, Vec::new()),
+        (None, System::Cluster(_)) => {
+            eprintln!(
+                "grab-bench: agents share one system: start it with `grab-bench cluster up SCENARIO --dir DIR` and give every agent --attach DIR"
+            );
+            return Ok(exit::USAGE);
+        }
+    };
+    let target = resolve(&url)?;
+    let profile = match &sc.system {
+        System::External(ext) => ext.profile,
+        System::Cluster(_) => Profile::Reference,
+    };
+    let mut plan = engine_plan(sc, target.0, profile);
+    plan.host_header = target.1;
+    if let Source::Buyers(b) = &mut plan.source {
+        b.path = target.2;
+    }
+    plan.segment = segment;
+    if let Some(at) = args.start_at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if at > now {
+            eprintln!(
+                "run {}: segment {}/{} starts in {:.2} s",
+                sc.name,
+                segment.index,
+                segment.count,
+                at - now
+            );
+            let until = Instant::now() + Duration::from_secs_f64(at - now);
+            while Instant::now() < until && !interrupted() {
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(5)));
+            }
+        }
+    }
+    let cancel = CancellationToken::new();
+    let watcher = watch_interrupts(&cancel);
+    let label = format!("{} {}/{}", sc.name, segment.index, segment.count);
+    let result = crate::engine::run_with_progress(plan, cancel.clone(), &label, None);
+    cancel.cancel();
+    let _ = watcher.join();
+    let result = result?;
+    let mut meta = run_meta(sc, &result, profile, nodes);
+    meta.segment = Some(segment);
+    meta.cluster_dir = cluster_dir;
+    result
+        .ledger
+        .save(&out.join(files::LEDGER))
+        .context("writing the ledger")?;
+    input::save_json(&out.join(files::RUN), &meta)?;
+    let hlog = out.join(crate::report::LATENCY_HLOG);
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&hlog).with_context(|| format!("creating {}", hlog.display()))?,
+    );
+    result.write_interval_log(&mut w)?;
+    std::io::Write::flush(&mut w)?;
+    println!(
+        "segment {}/{} of {}: {} requests from {} users in {:.1} s; combine the agents' folders with `grab-bench merge`",
+        segment.index,
+        segment.count,
+        sc.name,
+        result.totals.total(),
+        result
+            .ledger
+            .rows
+            .iter()
+            .map(|r| r.user)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        result.elapsed.as_secs_f64()
+    );
+    Ok(if interrupted() {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    })
+}
+
+/// `http://host:port/path` → (socket address, Host header, path).
+fn resolve(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
     use std::net::ToSocketAddrs;
-    let rest = ext.url.strip_prefix("http://").unwrap_or(&ext.url);
+    let rest = url.strip_prefix("http://").unwrap_or(url);
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let with_port = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_string()
     } else {
         format!("{authority}:80")
     };
-    let target = with_port
+    let addr = with_port
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .with_context(|| format!("cannot resolve {authority} in {}", ext.url))?;
+        .with_context(|| format!("cannot resolve {authority} in {url}"))?;
+    let path = if path.is_empty() { "/" } else { path };
+    Ok((addr, authority.to_string(), path.to_string()))
+}
+
+/// Load against a system someone else runs: nothing is started or stopped, the sale must already
+/// be set up. Its Redis (if given) and stat logs are read after the settle time.
+fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32> {
+    let (target, host, path) = resolve(&ext.url)?;
     let mut plan = engine_plan(sc, target, ext.profile);
-    plan.host_header = authority.to_string();
+    plan.host_header = host;
     if let Source::Buyers(b) = &mut plan.source {
-        b.path = if path.is_empty() {
-            "/".into()
-        } else {
-            path.into()
-        };
+        b.path = path;
     }
     let cancel = CancellationToken::new();
     let watcher = watch_interrupts(&cancel);
@@ -284,12 +423,14 @@ fn run_meta(sc: &Scenario, r: &EngineResult, profile: Profile, nodes: Vec<NodeMe
             sell_out_within_s: sc.thresholds.sell_out_within.map(|d| d.as_secs_f64()),
         },
         faults: Vec::new(),
+        segment: None,
+        cluster_dir: None,
     }
 }
 
 /// Saves the run's data, audits it, writes `audit.*` and `summary.txt`, prints the totals and the
 /// verdict; returns the exit code.
-fn finish(
+pub(crate) fn finish(
     sc: &Scenario,
     meta: &RunMeta,
     result: &EngineResult,

@@ -113,6 +113,8 @@ fn live(args: &AuditArgs, url: &str) -> anyhow::Result<super::Audit> {
             lag_limit_ms: 0.0,
             thresholds: Default::default(),
             faults: Vec::new(),
+            segment: None,
+            cluster_dir: None,
         }
     };
     meta.profile = match args.profile {

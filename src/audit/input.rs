@@ -44,6 +44,12 @@ pub struct RunMeta {
     /// Faults injected during the load (a killed node's lost log tail is expected, not a bug).
     #[serde(default)]
     pub faults: Vec<crate::faults::Injected>,
+    /// For one agent of a segmented run: its slice (`merge` combines the agents).
+    #[serde(default)]
+    pub segment: Option<crate::engine::Segment>,
+    /// For an agent attached to `cluster up --dir DIR`: that folder.
+    #[serde(default)]
+    pub cluster_dir: Option<PathBuf>,
 }
 
 /// The scenario's `[thresholds]`, as saved in `run.json`; `None` = not set.

@@ -66,7 +66,7 @@ pub struct EnginePlan {
 /// `k % count == index`, each at the time the whole scenario gives it. Striped rather than
 /// contiguous so that every agent's load is spread over the whole schedule; together the
 /// segments make exactly the scenario's load, with disjoint user ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// Which slice, 0-based.
     pub index: u64,

@@ -103,7 +103,8 @@ pub struct LagStats {
 }
 
 impl LagStats {
-    fn new() -> LagStats {
+    /// Empty statistics (also for results assembled by `merge`).
+    pub fn new() -> LagStats {
         LagStats {
             hist: new_histogram(),
             late_sends: 0,
