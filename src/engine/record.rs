@@ -102,6 +102,12 @@ pub struct LagStats {
     pub backpressured: u64,
 }
 
+impl Default for LagStats {
+    fn default() -> Self {
+        LagStats::new()
+    }
+}
+
 impl LagStats {
     /// Empty statistics (also for results assembled by `merge`).
     pub fn new() -> LagStats {
