@@ -34,6 +34,10 @@ pub struct MergeArgs {
     /// The `cluster up` folder the agents loaded (default: the one their run.json names).
     #[arg(long)]
     pub cluster: Option<PathBuf>,
+    /// The scenario, when the agents loaded its [target] (a system you run, e.g. in Kubernetes):
+    /// its `redis`, `stat_logs` and `profile` are what the merged audit reads.
+    #[arg(long, conflicts_with = "cluster")]
+    pub scenario: Option<PathBuf>,
 }
 
 /// One agent's saved run.
@@ -248,13 +252,16 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
             return Ok(exit::USAGE);
         }
     };
+    if let Some(path) = &args.scenario {
+        return merge_external(&args, path, &agents);
+    }
     let cluster_dir = args
         .cluster
         .clone()
         .or_else(|| agents[0].meta.cluster_dir.clone());
     let Some(cluster_dir) = cluster_dir else {
         eprintln!(
-            "grab-bench merge: give --cluster DIR (the `cluster up` folder the agents loaded)"
+            "grab-bench merge: give --cluster DIR (the `cluster up` folder the agents loaded) or --scenario FILE (its [target])"
         );
         return Ok(exit::USAGE);
     };
@@ -304,13 +311,8 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
         std::fs::copy(&n.stat_log, args.out.join(format!("stat-{}.log", n.name)))
             .with_context(|| format!("copying {}", n.stat_log.display()))?;
     }
-    let mut meta = agents[0].meta.clone();
-    meta.started_unix_us = result.started_unix_us;
-    meta.elapsed_s = result.elapsed.as_secs_f64();
-    meta.segment = None;
+    let mut meta = merged_meta(&agents, &result);
     meta.cluster_dir = Some(cluster_dir.clone());
-    meta.cancelled = result.cancelled;
-    meta.lag_p99_ms = agents.iter().map(|a| a.meta.lag_p99_ms).fold(0.0, f64::max);
     if let System::Cluster(_) = &sc.system {
         meta.nodes = info
             .nodes
@@ -328,4 +330,56 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
         result.ledger.rows.len()
     );
     crate::run::finish(&sc, &meta, &result, Some(&snapshot), &args.out)
+}
+
+/// The first agent's facts, on the merged clock.
+fn merged_meta(agents: &[Agent], result: &EngineResult) -> RunMeta {
+    let mut meta = agents[0].meta.clone();
+    meta.started_unix_us = result.started_unix_us;
+    meta.elapsed_s = result.elapsed.as_secs_f64();
+    meta.segment = None;
+    meta.cancelled = result.cancelled;
+    meta.lag_p99_ms = agents.iter().map(|a| a.meta.lag_p99_ms).fold(0.0, f64::max);
+    meta
+}
+
+/// Agents that loaded the scenario's [target]: wait its settle time, then read its Redis (by
+/// profile) and stat logs, as `run` does for one generator.
+fn merge_external(args: &MergeArgs, path: &Path, agents: &[Agent]) -> anyhow::Result<i32> {
+    let sc = match crate::scenario::load(path) {
+        Ok(sc) => sc,
+        Err(err) => {
+            eprintln!("grab-bench: {err}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let System::External(ext) = &sc.system else {
+        eprintln!(
+            "grab-bench merge: {} has no [target]; agents of a built-in cluster merge with --cluster DIR",
+            path.display()
+        );
+        return Ok(exit::USAGE);
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("the run folder {} is not writable", args.out.display()))?;
+    let result = combine(agents)?;
+    std::thread::sleep(sc.timeouts.settle);
+    let snapshot = match &ext.redis {
+        Some(url) => Some(match ext.profile {
+            crate::protocol::Profile::Seed => Snapshot::take_seed(url)?,
+            _ => Snapshot::take_reference(url, &sc.sale.id)?,
+        }),
+        None => None,
+    };
+    for (i, log) in ext.stat_logs.iter().enumerate() {
+        std::fs::copy(log, args.out.join(format!("stat-ext{}.log", i + 1)))
+            .with_context(|| format!("copying the stat log {}", log.display()))?;
+    }
+    let meta = merged_meta(agents, &result);
+    eprintln!(
+        "merge: {} agents, {} requests, on the clock of the earliest start",
+        agents.len(),
+        result.ledger.rows.len()
+    );
+    crate::run::finish(&sc, &meta, &result, snapshot.as_ref(), &args.out)
 }

@@ -126,3 +126,26 @@ fn open_loop_needs_arrivals_for_every_user() {
     let err = error_of(&open);
     assert!(err.contains("20 arrivals but users.count is 100"), "{err}");
 }
+
+/// The scenario shipped inside the Kubernetes ConfigMap (deploy/k8s/scenario.yaml) validates.
+#[test]
+fn the_kubernetes_scenario_validates() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/k8s/scenario.yaml"
+    ))
+    .unwrap();
+    let toml: String = yaml
+        .lines()
+        .skip_while(|l| !l.contains("sale.toml: |"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("---"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sale.toml");
+    std::fs::write(&path, toml).unwrap();
+    let sc = scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(sc.system, System::External(_)));
+    assert_eq!(sc.users.count, 1_000_000);
+}
