@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::args::{Config, Flaw, valid_name};
 use crate::statlog::{StatLine, StatLog, StatResult};
@@ -103,7 +104,12 @@ impl Node {
 /// The router of a node.
 pub fn app(node: Arc<Node>) -> Router {
     Router::new()
-        .route("/buy/ticket", get(buy_get).post(buy_post))
+        // A GET buys (ab and wrk send GETs), so axum's implicit HEAD-runs-GET would sell a
+        // ticket whose answer the client never sees: HEAD is refused explicitly.
+        .route(
+            "/buy/ticket",
+            get(buy_get).post(buy_post).head(head_refused),
+        )
         .route("/orders/{order_id}/pay", post(pay))
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats))
@@ -125,11 +131,54 @@ fn sold_out() -> Response {
         .into_response()
 }
 
-fn bad_request(msg: &str) -> Response {
+/// A request refused before any Redis step: 400, or 413 for a body over [`MAX_BODY_BYTES`].
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    status: StatusCode,
+    msg: &'static str,
+}
+
+impl Refusal {
+    fn bad(msg: &'static str) -> Self {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            msg,
+        }
+    }
+
+    /// axum's body rejection (413 over the limit, 400 otherwise), answered in the protocol's
+    /// JSON instead of axum's plain text.
+    fn body(rejection: &BytesRejection) -> Self {
+        let status = rejection.status();
+        Refusal {
+            status,
+            msg: if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "body larger than 4096 bytes"
+            } else {
+                "the body could not be read"
+            },
+        }
+    }
+}
+
+fn refused(r: Refusal) -> Response {
     json(
-        StatusCode::BAD_REQUEST,
-        format!(r#"{{"code":{},"msg":{}}}"#, code::BAD_REQUEST, quote(msg)),
+        r.status,
+        format!(r#"{{"code":{},"msg":{}}}"#, code::BAD_REQUEST, quote(r.msg)),
     )
+}
+
+async fn head_refused() -> Response {
+    let mut resp = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            r#"{{"code":{},"msg":"use GET or POST to buy"}}"#,
+            code::BAD_REQUEST
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, POST"));
+    resp
 }
 
 fn unavailable(msg: &str) -> Response {
@@ -171,8 +220,26 @@ impl JsonId {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdBody {
+    #[serde(default, deserialize_with = "present")]
     user_id: Option<JsonId>,
+    #[serde(default, deserialize_with = "present")]
     request_id: Option<JsonId>,
+}
+
+/// A field that is there is `Some`, so `"user_id":null` is refused like any other non-id
+/// instead of being read as absent (an anonymous buyer, outside the per-user limit).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JsonId>, D::Error> {
+    JsonId::deserialize(d).map(Some)
+}
+
+/// Parses a buy or pay body: blank (no ids) or one JSON object. serde would also read the
+/// struct from a JSON array (`[null,null]`), which is not the protocol.
+fn parse_body(body: &[u8]) -> Result<IdBody, ()> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Ok(IdBody::default()),
+        Some(b'{') => serde_json::from_slice(body).map_err(drop),
+        Some(_) => Err(()),
+    }
 }
 
 /// A validated buyer: empty strings mean anonymous / no idempotency key.
@@ -181,36 +248,45 @@ struct Buyer {
     request_id: String,
 }
 
-fn validate_buyer(user: Option<String>, request_id: Option<String>) -> Result<Buyer, &'static str> {
-    let user = user.unwrap_or_default();
-    let request_id = request_id.unwrap_or_default();
-    if !user.is_empty() && !valid_name(&user, 64) {
-        return Err("user_id must be 1-64 characters of A-Z a-z 0-9 _ . -");
+/// An id that is absent means anonymous / no key; one that is present must be a valid name, so an
+/// empty `user_id=` is refused rather than sold to as an anonymous buyer (no per-user limit).
+fn validate_buyer(user: Option<String>, request_id: Option<String>) -> Result<Buyer, Refusal> {
+    if user.as_deref().is_some_and(|u| !valid_name(u, 64)) {
+        return Err(Refusal::bad(
+            "user_id must be 1-64 characters of A-Z a-z 0-9 _ . -",
+        ));
     }
-    if !request_id.is_empty() && !valid_name(&request_id, 64) {
-        return Err("request_id must be 1-64 characters of A-Z a-z 0-9 _ . -");
+    if request_id.as_deref().is_some_and(|r| !valid_name(r, 64)) {
+        return Err(Refusal::bad(
+            "request_id must be 1-64 characters of A-Z a-z 0-9 _ . -",
+        ));
     }
-    if user.is_empty() && !request_id.is_empty() {
-        return Err("request_id needs a user_id");
+    if user.is_none() && request_id.is_some() {
+        return Err(Refusal::bad("request_id needs a user_id"));
     }
-    Ok(Buyer { user, request_id })
+    Ok(Buyer {
+        user: user.unwrap_or_default(),
+        request_id: request_id.unwrap_or_default(),
+    })
 }
 
 async fn buy_get(State(node): State<Arc<Node>>, RawQuery(query): RawQuery) -> Response {
     let parsed = match query.as_deref() {
         None | Some("") => Ok(BuyQuery::default()),
-        Some(q) => serde_urlencoded::from_str::<BuyQuery>(q).map_err(|_| "malformed query string"),
+        Some(q) => serde_urlencoded::from_str::<BuyQuery>(q)
+            .map_err(|_| Refusal::bad("malformed query string")),
     };
     let buyer = parsed.and_then(|q| validate_buyer(q.user_id, q.request_id));
     buy(&node, buyer).await
 }
 
-async fn buy_post(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(IdBody::default())
-    } else {
-        serde_json::from_slice::<IdBody>(&body)
-            .map_err(|_| "body must be JSON {\"user_id\":..., \"request_id\":...}")
+/// The body is taken as a `Result` so that a refused body (413) is answered in the protocol's
+/// JSON and logged like every other buy request.
+async fn buy_post(State(node): State<Arc<Node>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let parsed = match &body {
+        Ok(body) => parse_body(body)
+            .map_err(|()| Refusal::bad("body must be JSON {\"user_id\":..., \"request_id\":...}")),
+        Err(rejection) => Err(Refusal::body(rejection)),
     };
     let buyer = parsed.and_then(|b| {
         validate_buyer(
@@ -222,11 +298,11 @@ async fn buy_post(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 }
 
 /// The buy path shared by GET and POST.
-async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
+async fn buy(node: &Node, buyer: Result<Buyer, Refusal>) -> Response {
     let local_seq = node.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let buyer = match buyer {
         Ok(b) => b,
-        Err(msg) => {
+        Err(refusal) => {
             node.log(StatLine {
                 local_seq,
                 user: "",
@@ -235,7 +311,7 @@ async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
                 sale_seq: 0,
                 order_id: "",
             });
-            return bad_request(msg);
+            return refused(refusal);
         }
     };
     let log = |result, sale_seq, order_id: &str| {
@@ -331,21 +407,31 @@ async fn buy(node: &Node, buyer: Result<Buyer, &'static str>) -> Response {
     }
 }
 
-async fn pay(State(node): State<Arc<Node>>, Path(order_id): Path<String>, body: Bytes) -> Response {
-    if order_id.is_empty() || order_id.len() > 20 || !order_id.bytes().all(|b| b.is_ascii_digit()) {
-        return bad_request("order id must be a decimal number");
-    }
-    let user = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(String::new())
-    } else {
-        serde_json::from_slice::<IdBody>(&body)
-            .map_err(|_| "body must be JSON {\"user_id\":...}")
+/// Path and body are taken as `Result`s so that their rejections (a path that is not UTF-8, a
+/// body over the limit) get the protocol's JSON answer.
+async fn pay(
+    State(node): State<Arc<Node>>,
+    order_id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let order_id = match order_id {
+        Ok(Path(id))
+            if !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            id
+        }
+        _ => return refused(Refusal::bad("order id must be a decimal number")),
+    };
+    let user = match &body {
+        Ok(body) => parse_body(body)
+            .map_err(|()| Refusal::bad("body must be JSON {\"user_id\":...}"))
             .and_then(|b| validate_buyer(b.user_id.map(JsonId::into_string), None))
-            .map(|b| b.user)
+            .map(|b| b.user),
+        Err(rejection) => Err(Refusal::body(rejection)),
     };
     let user = match user {
         Ok(u) => u,
-        Err(msg) => return bad_request(msg),
+        Err(refusal) => return refused(refusal),
     };
     if node.hold_ttl_ms == 0 {
         return json(
