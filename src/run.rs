@@ -442,6 +442,9 @@ pub(crate) fn finish(
         .save(&out.join(files::LEDGER))
         .context("writing the ledger")?;
     input::save_json(&out.join(files::RUN), meta)?;
+    if !meta.faults.is_empty() {
+        save_faults(&out.join("faults.csv"), meta)?;
+    }
     if let Some(snap) = snapshot {
         input::save_json(&out.join(files::SNAPSHOT), snap)?;
     }
@@ -554,6 +557,26 @@ fn inventory(url: &str, sale: &str) -> anyhow::Result<HashMap<String, i64>> {
     Ok(redis::cmd("HGETALL")
         .arg(format!("grab:{{{sale}}}:inv"))
         .query(&mut conn)?)
+}
+
+/// `faults.csv`: each injected fault on the ledger's clock (µs since the load started).
+fn save_faults(path: &Path, meta: &RunMeta) -> anyhow::Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    w.write_record(["at_us", "until_us", "kind", "node", "label", "error"])?;
+    for f in &meta.faults {
+        let rel = |unix_us: u64| (unix_us as i64 - meta.started_unix_us as i64).to_string();
+        w.write_record([
+            rel(f.at_unix_us),
+            rel(f.until_unix_us),
+            f.kind.clone(),
+            f.node.clone().unwrap_or_default(),
+            f.label.clone(),
+            f.error.clone().unwrap_or_default(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// The run's totals in a few lines: requests, outcomes, latency, lag, Redis counters.

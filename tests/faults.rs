@@ -91,6 +91,12 @@ fn a_killed_node_is_covered_by_the_buffer_stock() {
     assert_eq!(meta["faults"][0]["node"], "n2");
     let input = json(&dir.path().join("report-input.json"));
     assert!(input.to_string().contains("kill node n2"), "{input}");
+    let faults = std::fs::read_to_string(dir.path().join("faults.csv")).unwrap();
+    assert!(faults.starts_with("at_us,until_us,kind,node,label,error\n"));
+    assert!(faults.contains(",kill-node,n2,kill node n2,"), "{faults}");
+    let series = std::fs::read_to_string(dir.path().join("timeseries.csv")).unwrap();
+    assert!(series.lines().next().unwrap().ends_with(",faults"));
+    assert!(series.contains(",kill node n2\n"), "{series}");
 }
 
 #[test]

@@ -248,7 +248,7 @@ fn charts_and_data_from_a_synthetic_sale() {
     let header = lines.next().unwrap();
     assert_eq!(
         header,
-        format!("{},ok_n1,ok_n2,ok_n3", TIMESERIES_COLUMNS.join(","))
+        format!("{},ok_n1,ok_n2,ok_n3,faults", TIMESERIES_COLUMNS.join(","))
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), result.intervals.len());

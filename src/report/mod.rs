@@ -29,6 +29,7 @@
 //! | `tickets_left` | the client's count: tickets − all `buys_ok` so far. A hold counts as taken and a released hold is *not* added back; negative means the client saw more successes than tickets (oversell). Empty when the input gives no ticket count |
 //! | `released_est` | only with reservations: holds with no successful payment seen by the client whose hold time has passed by the end of the second, counted from the run start. The server releases them back to the pool, so `tickets_left + released_est` estimates the stock still available. An estimate from the client's clock, not the server's record |
 //! | `ok_<node>` | buys grabbed per node that served them (from the ledger); `ok_no_node` counts successes whose answer named no node |
+//! | `faults` | only when the scenario injected faults: the faults that began in that second (`; `-separated labels); `faults.csv` beside the ledger has their exact times |
 //!
 //! # Charts
 //!

@@ -48,6 +48,8 @@ pub(crate) struct Second {
     pub released_est: Option<u64>,
     /// Buys grabbed per node column, in [`TimeSeries::nodes`] order.
     pub nodes: Vec<u64>,
+    /// Faults that began in this second, `; `-separated (the `faults` column, when any).
+    pub faults: String,
 }
 
 impl Second {
@@ -64,6 +66,8 @@ pub(crate) struct TimeSeries {
     pub nodes: Vec<String>,
     /// Whether the `released_est` column is present (reservation runs).
     pub reservations: bool,
+    /// Whether the last column is `faults` (the scenario injected faults).
+    pub with_faults: bool,
     /// One row per elapsed second, in order.
     pub rows: Vec<Second>,
 }
@@ -154,11 +158,19 @@ impl TimeSeries {
                 released_est: released.as_ref().map(|_| released_total),
                 // Named nodes, plus the "no node" slot when that column was added.
                 nodes: by_node[i][..nodes.len()].to_vec(),
+                faults: input
+                    .faults
+                    .iter()
+                    .filter(|f| f.at_secs.floor() as i64 == i64::from(iv.second))
+                    .map(|f| f.label.replace([',', '"', '\n'], " "))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
         TimeSeries {
             nodes,
             reservations: released.is_some(),
+            with_faults: !input.faults.is_empty(),
             rows,
         }
     }
@@ -170,6 +182,9 @@ impl TimeSeries {
         }
         for n in &self.nodes {
             let _ = write!(h, ",ok_{n}");
+        }
+        if self.with_faults {
+            h.push_str(",faults");
         }
         h
     }
@@ -202,6 +217,9 @@ impl TimeSeries {
             for c in &r.nodes {
                 let _ = write!(out, ",{c}");
             }
+            if self.with_faults {
+                let _ = write!(out, ",{}", r.faults);
+            }
             out.push('\n');
         }
         let mut f =
@@ -224,10 +242,12 @@ impl TimeSeries {
         let mut rest = headers.iter().skip(fixed).peekable();
         let reservations = rest.next_if_eq(&"released_est").is_some();
         let mut nodes = Vec::new();
+        let mut with_faults = false;
         for h in rest {
             match h.strip_prefix("ok_") {
-                Some(n) => nodes.push(n.to_string()),
-                None => bail!("{}: unexpected column {h}", path.display()),
+                Some(n) if !with_faults => nodes.push(n.to_string()),
+                None if h == "faults" && !with_faults => with_faults = true,
+                _ => bail!("{}: unexpected column {h}", path.display()),
             }
         }
         let mut rows = Vec::new();
@@ -274,12 +294,18 @@ impl TimeSeries {
                 buys_ok: u(17)?,
                 tickets_left,
                 released_est,
+                faults: if with_faults {
+                    rec.get(k + nodes.len()).unwrap_or("").to_string()
+                } else {
+                    String::new()
+                },
                 nodes: node_counts,
             });
         }
         Ok(TimeSeries {
             nodes,
             reservations,
+            with_faults,
             rows,
         })
     }
