@@ -4,21 +4,14 @@
 //! Also: the boundaries of a sale (0, 1, exactly as many buyers as tickets, one more, ten times
 //! as many), re-auditing a saved run folder, and auditing a live system from outside.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
+use cli::{CLUSTER, check, describe, shipped};
 use serde_json::Value;
-
-/// One cluster at a time: this machine has two cores, and the flaws' symptoms should not depend
-/// on how many other clusters compete for them.
-static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
-}
 
 /// `grab-bench run SCENARIO --out OUT ARGS...`, one cluster at a time.
 fn run(scenario: &Path, out: &Path, args: &[&str]) -> Output {
@@ -36,24 +29,6 @@ fn run(scenario: &Path, out: &Path, args: &[&str]) -> Output {
 fn audit_json(out: &Path) -> Value {
     let text = std::fs::read_to_string(out.join("audit.json")).expect("audit.json written");
     serde_json::from_str(&text).expect("audit.json is JSON")
-}
-
-fn check<'a>(audit: &'a Value, name: &str) -> &'a Value {
-    audit["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name}"))
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Asserts the run passed: exit 0 and every check true.
@@ -134,7 +109,7 @@ fn flaw_args<'a>(flaws: &[&'a str]) -> Vec<&'a str> {
 fn every_sales_flaw_is_caught_with_a_witness() {
     for (flaws, check_name, kind) in SALE_FLAWS {
         let dir = tempfile::tempdir().unwrap();
-        let o = run(&scenario("flaw-probe.toml"), dir.path(), &flaw_args(flaws));
+        let o = run(&shipped("flaw-probe.toml"), dir.path(), &flaw_args(flaws));
         assert_caught(&o, dir.path(), check_name, kind);
     }
 }
@@ -143,7 +118,7 @@ fn every_sales_flaw_is_caught_with_a_witness() {
 fn every_reservation_flaw_is_caught_with_a_witness() {
     for (flaws, check_name, kind) in RESERVATION_FLAWS {
         let dir = tempfile::tempdir().unwrap();
-        let o = run(&scenario("reservation.toml"), dir.path(), &flaw_args(flaws));
+        let o = run(&shipped("reservation.toml"), dir.path(), &flaw_args(flaws));
         assert_caught(&o, dir.path(), check_name, kind);
     }
 }
@@ -153,7 +128,7 @@ fn the_flaw_scenarios_pass_every_check_without_flaws_five_times() {
     for name in ["flaw-probe.toml", "reservation.toml"] {
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let o = run(&scenario(name), dir.path(), &[]);
+            let o = run(&shipped(name), dir.path(), &[]);
             assert_proven(&o, dir.path());
         }
     }
@@ -163,7 +138,7 @@ fn the_flaw_scenarios_pass_every_check_without_flaws_five_times() {
 fn off_by_one_names_the_extra_sale_in_plain_words() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(
-        &scenario("flaw-probe.toml"),
+        &shipped("flaw-probe.toml"),
         dir.path(),
         &["--flaw", "off-by-one"],
     );
@@ -233,7 +208,7 @@ fn sale_boundaries_are_proven_and_their_flaws_caught() {
 fn a_saved_run_folder_audits_again_to_the_same_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let o = run(
-        &scenario("flaw-probe.toml"),
+        &shipped("flaw-probe.toml"),
         dir.path(),
         &["--flaw", "no-user-limit"],
     );
@@ -268,7 +243,7 @@ fn a_run_folder_that_is_not_empty_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let keep = dir.path().join("notes.txt");
     std::fs::write(&keep, "mine").unwrap();
-    let o = run(&scenario("flaw-probe.toml"), dir.path(), &[]);
+    let o = run(&shipped("flaw-probe.toml"), dir.path(), &[]);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not empty"));
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();

@@ -3,6 +3,10 @@
 //! are found by a marker variable in their environment (inherited from the grab-bench process),
 //! so even redis-server, which rewrites its command line, cannot hide.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::describe;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -56,15 +60,6 @@ fn marked(mark: &str) -> Vec<String> {
 fn assert_nothing_left(mark: &str) {
     let left = marked(mark);
     assert!(left.is_empty(), "processes left running: {left:?}");
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stderr(o: &Output) -> String {

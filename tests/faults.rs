@@ -1,20 +1,14 @@
 //! Faults injected into the built-in cluster (real redis-server, nodes and nginx), each with the
 //! audit verdict the article's design promises — and no process left behind.
 
-use std::path::{Path, PathBuf};
+#[path = "support/cli.rs"]
+mod cli;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Mutex;
 
+use cli::{CLUSTER, check, describe, json, nothing_left, shipped};
 use serde_json::Value;
-
-/// One cluster at a time (two cores): fault timing should not depend on other tests' load.
-static CLUSTER: Mutex<()> = Mutex::new(());
-
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
-        .join(name)
-}
 
 fn run(scenario: &Path, out: &Path) -> Output {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
@@ -25,37 +19,6 @@ fn run(scenario: &Path, out: &Path) -> Output {
         .arg(out)
         .output()
         .expect("grab-bench runs")
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn check<'a>(audit: &'a Value, name: &str) -> &'a Value {
-    audit["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap()
-}
-
-/// No process mentions the run folder in its command line (nodes get their stat log there).
-fn nothing_left(out: &Path) -> bool {
-    let needle = out.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").unwrap().flatten().all(|entry| {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        !String::from_utf8_lossy(&cmdline).contains(&needle)
-    })
 }
 
 /// Runs `scenario`, asserts no check is false and every ticket sold; returns the audit.
@@ -82,7 +45,7 @@ fn sells_everything(o: &Output, out: &Path) -> Value {
 #[test]
 fn a_killed_node_is_covered_by_the_buffer_stock() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&scenario("fault-kill-node.toml"), dir.path());
+    let o = run(&shipped("fault-kill-node.toml"), dir.path());
     let audit = sells_everything(&o, dir.path());
     assert_eq!(check(&audit, "no_undersell")["status"], "true");
     // The fault is on record, for the audit, the time series and the charts.
@@ -102,7 +65,7 @@ fn a_killed_node_is_covered_by_the_buffer_stock() {
 #[test]
 fn a_killed_node_without_buffer_strands_its_quota_and_the_audit_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(scenario("fault-kill-node.toml"))
+    let text = std::fs::read_to_string(shipped("fault-kill-node.toml"))
         .unwrap()
         .replace("buffer = 0.5", "buffer = 0.0");
     let sc = dir.path().join("no-buffer.toml");
@@ -132,7 +95,7 @@ fn a_killed_node_without_buffer_strands_its_quota_and_the_audit_says_where() {
 #[test]
 fn a_redis_restart_loses_no_success_and_sales_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&scenario("fault-redis-restart.toml"), dir.path());
+    let o = run(&shipped("fault-redis-restart.toml"), dir.path());
     let audit = sells_everything(&o, dir.path());
     for name in ["no_oversell", "counter_bounds", "successes_orders"] {
         assert_eq!(check(&audit, name)["status"], "true", "{name}");
@@ -142,7 +105,7 @@ fn a_redis_restart_loses_no_success_and_sales_continue() {
 #[test]
 fn a_paused_redis_gives_indeterminate_answers_that_reconciliation_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&scenario("fault-redis-pause.toml"), dir.path());
+    let o = run(&shipped("fault-redis-pause.toml"), dir.path());
     let audit = sells_everything(&o, dir.path());
     let bounds = check(&audit, "counter_bounds");
     assert_eq!(bounds["status"], "true");
@@ -164,7 +127,7 @@ fn a_paused_redis_gives_indeterminate_answers_that_reconciliation_recovers() {
 #[test]
 fn a_restarted_node_sells_only_what_its_quota_has_left() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&scenario("fault-restart-node.toml"), dir.path());
+    let o = run(&shipped("fault-restart-node.toml"), dir.path());
     let audit = sells_everything(&o, dir.path());
     assert_eq!(check(&audit, "conservation")["status"], "true");
     let log = std::fs::read_to_string(dir.path().join("stat-n1.log")).unwrap();
@@ -178,7 +141,7 @@ fn a_restarted_node_sells_only_what_its_quota_has_left() {
 #[test]
 fn a_slow_node_slows_the_sale_but_not_its_correctness() {
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&scenario("fault-slow-node.toml"), dir.path());
+    let o = run(&shipped("fault-slow-node.toml"), dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     sells_everything(&o, dir.path());
 }

@@ -3,25 +3,19 @@
 //! `grab-bench report` re-renders identical files, a missed threshold exits 2 (unless a check
 //! failed: 1), and `grab-bench compare` gates on regressions.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use cli::{describe, json};
 
 fn grab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_grab-bench"))
         .args(args)
         .output()
         .expect("grab-bench runs")
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A small sale with the given `[thresholds]` lines.
@@ -47,10 +41,6 @@ fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     grab(&args)
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 const FILES: &[&str] = &[

@@ -2,6 +2,10 @@
 //! the audit, a flawed one fails it, a bad scenario is a usage error — and no process
 //! outlives the run.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::nothing_left;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -17,15 +21,6 @@ fn run(args: &[&str], out: &Path) -> Output {
 
 fn smoke() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml").to_string()
-}
-
-/// No process mentions the run folder in its command line (nodes get their stat-log path there).
-fn nothing_left(out: &Path) -> bool {
-    let needle = out.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").unwrap().flatten().all(|entry| {
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        !String::from_utf8_lossy(&cmdline).contains(&needle)
-    })
 }
 
 #[test]

@@ -2,35 +2,21 @@
 //! shared start time, `merge` — the same users, requests and verdict as one process, merged
 //! percentiles equal to the union of the agents' histograms, and a planted flaw still caught.
 
+#[path = "support/cli.rs"]
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use cli::{CLUSTER, describe, json};
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-use serde_json::Value;
-
-/// One cluster at a time on two cores.
-static CLUSTER: Mutex<()> = Mutex::new(());
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// A small segmented sale; `extra` goes into [cluster].
