@@ -6,18 +6,11 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use cli::describe;
+use cli::{MARK, assert_nothing_left, describe, marker};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const MARK: &str = "GRAB_BENCH_TEST_MARK";
-
-/// A unique marker for one test's processes.
-fn marker(name: &str) -> String {
-    format!("{name}-{}", std::process::id())
-}
 
 /// `grab-bench ARGS` with the marker in its environment (and `extra` variables).
 fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Command {
@@ -33,33 +26,6 @@ fn grab(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
     command(mark, args, extra)
         .output()
         .expect("grab-bench runs")
-}
-
-/// Processes that carry `mark` in their environment, other than zombies.
-fn marked(mark: &str) -> Vec<String> {
-    let needle = format!("{MARK}={mark}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
-        })
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            !stat.contains(") Z ")
-        })
-        .map(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).replace('\0', " ")
-        })
-        .collect()
-}
-
-fn assert_nothing_left(mark: &str) {
-    let left = marked(mark);
-    assert!(left.is_empty(), "processes left running: {left:?}");
 }
 
 fn stderr(o: &Output) -> String {

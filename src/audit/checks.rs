@@ -52,6 +52,9 @@ pub struct Facts<'a> {
     pub orders: HashMap<u64, usize>,
     /// Distinct users that sent at least one buy.
     pub users: u64,
+    /// Whether client times (ledger) and Redis times (orders) share a clock: known when the
+    /// run's start time is (run.json); an outside ledger without it cannot be aligned.
+    pub clock: bool,
 }
 
 impl<'a> Facts<'a> {
@@ -75,6 +78,7 @@ impl<'a> Facts<'a> {
             unanswered_buys: 0,
             orders: HashMap::new(),
             users: 0,
+            clock: meta.started_unix_us > 0,
         };
         let mut last_user = None;
         let mut users = HashSet::new();
@@ -316,11 +320,21 @@ pub fn no_oversell(f: &Facts<'_>) -> Check {
                         ));
                     }
                 }
+                if f.reservations {
+                    holds_over_total(f, &mut c, tickets);
+                }
             }
         }
         _ => c.unknown("no Redis snapshot: only the client's successes were counted"),
     }
     c.summary = match c.status {
+        Status::False if c.anomalies.contains_key("holds_over_total") => format!(
+            "OVERSOLD: {} tickets taken at once (holds and sales) of {}",
+            c.figures
+                .get("most_taken_at_once")
+                .map_or("?".to_string(), |v| v.to_string()),
+            thousands(tickets)
+        ),
         Status::False => format!(
             "OVERSOLD: {} tickets, {} client successes{}",
             thousands(tickets),
@@ -335,6 +349,42 @@ pub fn no_oversell(f: &Facts<'_>) -> Check {
         ),
     };
     c
+}
+
+/// With reservations the end state hides an oversell (every hold may be released by then): replay
+/// the orders' grants and releases (Redis clock) and find the moment more tickets were taken
+/// than exist. Releases sort before grants of the same millisecond, so only a real excess counts.
+fn holds_over_total(f: &Facts<'_>, c: &mut Check, tickets: u64) {
+    let mut events: Vec<(u64, i8, &Order)> = Vec::new();
+    for o in f.orders_list() {
+        events.push((o.created_ms, 1, o));
+        if let Some(r) = o.released_ms {
+            events.push((r, -1, o));
+        }
+    }
+    events.sort_by_key(|&(t, d, o)| (t, d, o.seq));
+    let (mut taken, mut most) = (0i64, 0i64);
+    for (_, d, o) in events {
+        taken += i64::from(d);
+        most = most.max(taken);
+        if d > 0 && taken > tickets as i64 {
+            c.anomaly(f.order_witness(
+                "holds_over_total",
+                o,
+                format!(
+                    "order {} (seq {}) for user {} by node {} at {:.3} s made {} tickets taken at once, but the sale has {}",
+                    o.id,
+                    o.seq,
+                    o.user,
+                    o.node,
+                    f.meta.run_secs(o.created_ms),
+                    thousands(taken),
+                    thousands(tickets)
+                ),
+            ));
+        }
+    }
+    c.fig("most_taken_at_once", most);
 }
 
 fn ordinal(n: usize) -> String {
@@ -633,14 +683,24 @@ pub fn successes_orders(f: &Facts<'_>) -> Check {
 
 /// No user holds more than the limit, from Redis and from the client ledger.
 pub fn one_per_user(f: &Facts<'_>) -> Check {
-    let limit = f
-        .counter("per_user_limit")
-        .map_or(f.meta.per_user_limit, |l| l.max(0) as u64);
+    // The scenario's limit is the rule; the server's own setting is only compared with it.
+    let limit = f.meta.per_user_limit;
     let mut c = Check::new(
         "one_per_user",
         "Per-user limit: no user holds more tickets than allowed",
     );
     c.fig("per_user_limit", limit);
+    if let Some(server) = f.counter("per_user_limit")
+        && server != limit as i64
+    {
+        c.anomaly(Witness {
+            kind: "limit_differs_from_scenario".into(),
+            says: format!(
+                "the server is set up with a per-user limit of {server}, the scenario says {limit}"
+            ),
+            ..Witness::default()
+        });
+    }
     if !f.reference {
         c.unknown("the server keeps no user identity (seed profile)");
         c.summary = "unknown: no user identity on the server".into();
@@ -811,10 +871,12 @@ pub fn conservation(f: &Facts<'_>) -> Check {
         c.summary = format!("0 ≤ sold {sold} ≤ total {total}; the rest is not kept by the server");
         return c;
     }
-    let held = num("held").unwrap_or(0);
-    let paid = num("paid").unwrap_or(0);
+    let (Some(held), Some(paid), Some(seq)) = (num("held"), num("paid"), num("seq")) else {
+        c.unknown("Redis lacks the held/paid/seq counters the reference protocol keeps");
+        c.summary = "unknown: the server keeps no held/paid/seq counters".into();
+        return c;
+    };
     let released = num("released").unwrap_or(0);
-    let seq = num("seq").unwrap_or(0);
     c.fig("held", held);
     c.fig("paid", paid);
     c.fig("released", released);
@@ -970,6 +1032,7 @@ pub fn no_undersell(f: &Facts<'_>) -> Check {
     c.fig("sold_out_answers", f.sold_outs.len() as u64);
 
     false_sold_outs(f, &mut c);
+    disguised_errors(f, &mut c);
 
     match remaining {
         None => c.unknown("no Redis snapshot: cannot tell whether tickets remained"),
@@ -996,7 +1059,7 @@ pub fn no_undersell(f: &Facts<'_>) -> Check {
             format!("all {} tickets sold; no false sold-out", thousands(tickets))
         }
         (_, Some(left)) => format!(
-            "{} tickets left, but every buyer who asked got one (demand below supply)",
+            "{} tickets left, and no buyer was refused while a ticket was free",
             thousands(left)
         ),
         (_, None) => "no false sold-out seen by the client; stock left unknown".into(),
@@ -1004,9 +1067,58 @@ pub fn no_undersell(f: &Facts<'_>) -> Check {
     c
 }
 
+/// Every buy whose Redis step failed must reach the client as an error (503) — or be lost in a
+/// timeout or reset, which the client also records as indeterminate. More failed steps than
+/// indeterminate answers means some errors were dressed up as a definite answer ("sold out").
+fn disguised_errors(f: &Facts<'_>, c: &mut Check) {
+    let Some(snap) = f.snap else { return };
+    let buy_errors: i64 = snap
+        .node_stats
+        .iter()
+        .filter_map(|s| s.get("buy_errors").and_then(|v| v.as_i64()))
+        .sum();
+    if buy_errors == 0 {
+        return;
+    }
+    c.fig("node_buy_errors", buy_errors);
+    c.fig("client_indeterminate_buys", f.info_buys);
+    let shown = f.info_buys as i64;
+    if buy_errors > shown {
+        c.anomalies_n(
+            Witness {
+                kind: "errors_disguised".into(),
+                says: format!(
+                    "the nodes counted {} buys whose Redis step failed, but the client got only {} indeterminate answers: {} errors were answered as something definite (sold out)",
+                    thousands(buy_errors),
+                    thousands(shown),
+                    thousands(buy_errors - shown)
+                ),
+                ..Witness::default()
+            },
+            (buy_errors - shown) as u64,
+        );
+    }
+}
+
+/// Whether `[from_us, to_us]` (client clock) overlaps a fault of the run, or the second after it.
+fn during_fault(f: &Facts<'_>, from_us: i64, to_us: i64) -> bool {
+    let start = f.meta.started_unix_us as i64;
+    f.meta.faults.iter().any(|x| {
+        let (a, b) = (
+            x.at_unix_us as i64 - start,
+            x.until_unix_us as i64 - start + 1_000_000,
+        );
+        from_us <= b && to_us >= a
+    })
+}
+
 /// A definite "sold out" followed by a later-started success with no release in between.
 fn false_sold_outs(f: &Facts<'_>, c: &mut Check) {
     if f.sold_outs.is_empty() || f.ok_buys.is_empty() {
+        return;
+    }
+    if f.reservations && !f.clock {
+        c.unknown("the run's start time is unknown (no run.json): releases cannot be placed between answers");
         return;
     }
     // Release times on the client's clock (µs since the start).
@@ -1076,12 +1188,12 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn new(meta: &RunMeta, orders: &[Order]) -> Timeline {
+    fn new(meta: &RunMeta, orders: &[Order], return_slack_us: i64) -> Timeline {
         let mut events: Vec<(i64, i64)> = Vec::with_capacity(orders.len() * 2);
         for o in orders {
             events.push((meta.run_us(o.created_ms), 1));
             if let Some(r) = o.released_ms {
-                events.push((meta.run_us(r) + RETURN_SLACK_US, -1));
+                events.push((meta.run_us(r) + return_slack_us, -1));
             }
         }
         events.sort_unstable();
@@ -1151,7 +1263,11 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
         }
         return;
     }
-    let timeline = Timeline::new(f.meta, f.orders_list());
+    if !f.clock {
+        c.unknown("the run's start time is unknown (no run.json): whether a ticket was free during a refusal cannot be told");
+        return;
+    }
+    let timeline = Timeline::new(f.meta, f.orders_list(), RETURN_SLACK_US);
     let owners: HashSet<u64> = f
         .orders_list()
         .iter()
@@ -1161,6 +1277,7 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
     // Per user without a ticket: the first refusal given while a ticket was free; a "sold out"
     // is kept over an error.
     let mut refused: HashMap<u64, (u32, bool)> = HashMap::new();
+    let mut errors_in_faults = 0u64;
     for (i, r) in f.ledger.rows.iter().enumerate() {
         if r.kind() != Kind::Buy || owners.contains(&r.user) {
             continue;
@@ -1173,6 +1290,11 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
         if timeline.max_taken(i64::from(r.start_us), i64::from(r.end_us)) >= tickets {
             continue;
         }
+        // An error during a fault the scenario injected is the fault, not the server's choice.
+        if error && during_fault(f, i64::from(r.start_us), i64::from(r.end_us)) {
+            errors_in_faults += 1;
+            continue;
+        }
         let e = refused.entry(r.user).or_insert((i as u32, sold_out));
         if sold_out && !e.1 {
             *e = (i as u32, true);
@@ -1180,6 +1302,13 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
     }
     let mut list: Vec<(u64, u32, bool)> =
         refused.into_iter().map(|(u, (i, s))| (u, i, s)).collect();
+    if errors_in_faults > 0 {
+        c.fig("errors_during_faults_while_tickets_free", errors_in_faults);
+        c.unknown(format!(
+            "{} buyers got errors during injected faults while tickets were free: whether the server would have sold to them cannot be told",
+            thousands(errors_in_faults)
+        ));
+    }
     list.sort_unstable_by_key(|&(u, _, _)| u);
     c.fig("buyers_refused_while_a_ticket_was_free", list.len() as u64);
     for (_, i, was_sold_out) in list {
@@ -1315,37 +1444,6 @@ fn attribute_stranded_stock(f: &Facts<'_>, c: &mut Check, left: i64) {
             ));
         }
     }
-    // Failed Redis steps the nodes counted against the errors the client was shown.
-    let redis_errors: i64 = snap
-        .node_stats
-        .iter()
-        .filter_map(|s| s.get("redis_errors").and_then(|v| v.as_i64()))
-        .sum();
-    if redis_errors > 0 {
-        let shown = f
-            .ledger
-            .rows
-            .iter()
-            .filter(|r| r.kind() == Kind::Buy && r.reason() == Reason::Unavailable)
-            .count() as i64;
-        c.fig("node_redis_errors", redis_errors);
-        c.fig("client_unavailable_answers", shown);
-        if redis_errors > shown {
-            c.anomalies_n(
-                Witness {
-                    kind: "errors_disguised".into(),
-                    says: format!(
-                        "the nodes counted {} failed Redis steps but the client got only {} \"unavailable\" answers: {} errors were answered as something else (sold out)",
-                        thousands(redis_errors),
-                        thousands(shown),
-                        thousands(redis_errors - shown)
-                    ),
-                    ..Witness::default()
-                },
-                (redis_errors - shown) as u64,
-            );
-        }
-    }
     if !f.meta.nodes.is_empty() {
         c.fig("quota_unsold_on_nodes", stranded_total);
         if stranded_total < left {
@@ -1402,6 +1500,12 @@ pub fn reservations(f: &Facts<'_>) -> Check {
     };
     let t = |ms: u64| f.meta.run_secs(ms);
     let mut released = 0u64;
+    // A hold whose expiry falls in an injected fault (Redis paused) may be released late by it.
+    let hold_faulted = |o: &Order| {
+        let at = f.meta.run_us(o.expires_ms);
+        during_fault(f, at, at)
+    };
+    let mut late_in_faults = 0u64;
     for o in &snap.orders {
         if let Some(r) = o.released_ms {
             released += 1;
@@ -1420,6 +1524,8 @@ pub fn reservations(f: &Facts<'_>) -> Check {
                         (o.expires_ms - r) as f64 / 1000.0
                     ),
                 ));
+            } else if r > o.expires_ms + RELEASE_SLACK_MS && hold_faulted(o) {
+                late_in_faults += 1;
             } else if r > o.expires_ms + RELEASE_SLACK_MS {
                 c.anomaly(f.order_witness(
                     "released_late",
@@ -1465,6 +1571,12 @@ pub fn reservations(f: &Facts<'_>) -> Check {
         }
     }
     c.fig("released_orders", released);
+    if late_in_faults > 0 {
+        c.fig("released_late_during_faults", late_in_faults);
+        c.unknown(format!(
+            "{late_in_faults} holds expired during an injected fault and were released late: the fault, or the server?"
+        ));
+    }
     if let Some(counter) = snap.counter("released")
         && counter > released as i64
     {
@@ -1517,7 +1629,8 @@ pub fn reservations(f: &Facts<'_>) -> Check {
         {
             c.witnesses.push(w);
         }
-        c.anomalies.entry("released_twice".into()).or_default();
+        let n = c.anomalies.entry("released_twice".into()).or_default();
+        *n = (*n).max(1);
     }
     c.summary = if c.status == Status::False {
         format!(
@@ -1651,6 +1764,12 @@ pub fn node_logs(f: &Facts<'_>) -> Check {
         c.fig("unavailable_lines", unknown_outcome);
         if logged <= sold && sold <= logged + unknown_outcome as i64 {
             // consistent: the difference is requests whose outcome the node did not know
+        } else if logged > sold && crashes {
+            c.unknown(format!(
+                "the logs record {} sales for Redis' {}, and a node was killed: a request the balancer resent after the crash is logged by two nodes",
+                thousands(logged),
+                thousands(sold)
+            ));
         } else if logged < sold && crashes {
             c.unknown(format!(
                 "the logs record {} sales for Redis' {}, and a node was killed: its last lines are lost",

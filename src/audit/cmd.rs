@@ -142,6 +142,13 @@ fn live(args: &AuditArgs, url: &str) -> anyhow::Result<super::Audit> {
             Snapshot::take_reference(url, &meta.sale)?
         }
     };
+    // Reservation mode as the server was set up, unless the run or the flags say otherwise.
+    if meta.hold_ttl_ms.is_none() && !beside.exists() {
+        meta.hold_ttl_ms = snapshot
+            .counter("hold_ttl_ms")
+            .filter(|&ms| ms > 0)
+            .map(|ms| ms as u64);
+    }
     meta.tickets = match (args.tickets, beside.exists()) {
         (Some(t), _) => t,
         (None, true) => meta.tickets,

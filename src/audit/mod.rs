@@ -217,12 +217,19 @@ pub fn audit(input: &AuditInput<'_>) -> Audit {
         .max()
         .unwrap_or(Status::Unknown);
     let meta = input.meta;
-    let invalid_run = (meta.lag_p99_ms > meta.lag_limit_ms && meta.lag_limit_ms > 0.0).then(|| {
-        format!(
+    let invalid_run = if meta.lag_p99_ms > meta.lag_limit_ms && meta.lag_limit_ms > 0.0 {
+        Some(format!(
             "generator lag p99 {:.1} ms exceeds {:.1} ms: the latency figures are not a result",
             meta.lag_p99_ms, meta.lag_limit_ms
+        ))
+    } else if meta.cancelled {
+        Some(
+            "the load was cut short (Ctrl-C or timeouts.max_duration): not the scenario's load"
+                .into(),
         )
-    });
+    } else {
+        None
+    };
     Audit {
         verdict,
         scenario: meta.scenario.clone(),

@@ -64,26 +64,32 @@ impl NodeLog {
         }
         bounds.push(self.request_seqs.len());
         for w in bounds.windows(2) {
-            let seqs = &self.request_seqs[w[0]..w[1]];
-            let max = seqs.iter().copied().max().unwrap_or(0);
+            // Sorted, not indexed by value: one absurd number must not cost its size in memory.
+            let mut seqs = self.request_seqs[w[0]..w[1]].to_vec();
+            seqs.sort_unstable();
+            let max = seqs.last().copied().unwrap_or(0);
             accounted += max;
-            let mut seen = vec![0u8; max as usize + 1];
-            for &s in seqs {
-                let slot = &mut seen[s as usize];
-                *slot = slot.saturating_add(1);
-            }
-            for (s, &n) in seen.iter().enumerate().skip(1) {
-                if n == 0 {
-                    n_missing += 1;
-                    if missing.len() < limit {
-                        missing.push(s as u64);
+            let mut expect = 1u64;
+            for (i, &s) in seqs.iter().enumerate() {
+                if i > 0 && seqs[i - 1] == s {
+                    if i < 2 || seqs[i - 2] != s {
+                        n_repeated += 1;
+                        if repeated.len() < limit {
+                            repeated.push(s);
+                        }
                     }
-                } else if n > 1 {
-                    n_repeated += 1;
-                    if repeated.len() < limit {
-                        repeated.push(s as u64);
+                    continue;
+                }
+                if s > expect {
+                    n_missing += s - expect;
+                    for m in expect..s {
+                        if missing.len() >= limit {
+                            break;
+                        }
+                        missing.push(m);
                     }
                 }
+                expect = s + 1;
             }
         }
         (missing, repeated, n_missing, n_repeated, accounted)

@@ -64,8 +64,11 @@ pub struct Counters {
     pub requests: AtomicU64,
     /// Tickets this node granted (new grants, not replays).
     pub sold: AtomicU64,
-    /// Redis calls that failed or timed out.
+    /// Redis calls that failed or timed out (buys, pays, the reaper).
     pub redis_errors: AtomicU64,
+    /// Buys whose Redis step failed or timed out: each must be answered "unavailable" (the
+    /// audit compares this with the answers the client saw).
+    pub buy_errors: AtomicU64,
     /// Requests waiting on Redis right now.
     pub in_flight: AtomicI64,
     /// Holds released by this node's reaper.
@@ -393,6 +396,7 @@ async fn buy(node: &Node, buyer: Result<Buyer, Refusal>) -> Response {
         }
         Err(err) => {
             node.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+            node.counters.buy_errors.fetch_add(1, Ordering::Relaxed);
             if !node.burns_local() {
                 node.stock.give_back(1);
             }
@@ -494,6 +498,7 @@ async fn stats(State(node): State<Arc<Node>>) -> Response {
         "local_sold": c.sold.load(Ordering::Relaxed),
         "requests": c.requests.load(Ordering::Relaxed),
         "redis_errors": c.redis_errors.load(Ordering::Relaxed),
+        "buy_errors": c.buy_errors.load(Ordering::Relaxed),
         "in_flight": c.in_flight.load(Ordering::Relaxed),
         "released": c.released.load(Ordering::Relaxed),
         "hold_ttl_ms": node.hold_ttl_ms,

@@ -48,10 +48,47 @@ pub fn check<'a>(audit: &'a Value, name: &str) -> &'a Value {
 }
 
 /// True when no process mentions `out` in its command line (nodes get their stat log there).
+/// redis-server and nginx do not: [`assert_nothing_left`] with a [`marker`] finds those too.
 pub fn nothing_left(out: &Path) -> bool {
     let needle = out.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").unwrap().flatten().all(|entry| {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         !String::from_utf8_lossy(&cmdline).contains(&needle)
     })
+}
+
+/// The environment variable that marks a test's grab-bench process and every child of it.
+pub const MARK: &str = "GRAB_BENCH_TEST_MARK";
+
+/// A unique marker for one test's processes.
+pub fn marker(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// Processes that carry `mark` in their environment, other than zombies.
+pub fn marked(mark: &str) -> Vec<String> {
+    let needle = format!("{MARK}={mark}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())
+        })
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            !stat.contains(") Z ")
+        })
+        .map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).replace('\0', " ")
+        })
+        .collect()
+}
+
+/// Asserts no process carrying `mark` is left running.
+pub fn assert_nothing_left(mark: &str) {
+    let left = marked(mark);
+    assert!(left.is_empty(), "processes left running: {left:?}");
 }
