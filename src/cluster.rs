@@ -20,8 +20,8 @@ use crate::sut::redis::RedisProcess;
 
 /// The running cluster; every handle stops its process when dropped.
 pub struct Up {
-    /// The private Redis (also started when `cluster.redis` names another one; then unused).
-    pub redis: RedisProcess,
+    /// The private Redis; `None` when `cluster.redis` names a Redis of yours.
+    pub redis: Option<RedisProcess>,
     /// The nodes, in scenario order (`n1`, `n2`, ...).
     pub nodes: Vec<NodeProcess>,
     /// Nginx in front, unless the balancer is `none`.
@@ -68,8 +68,15 @@ pub fn bring_up(
         }
     }
     let phase = Instant::now();
-    let redis = RedisProcess::start()?;
-    let redis_url = cluster.redis.clone().unwrap_or_else(|| redis.url.clone());
+    let redis = match &cluster.redis {
+        Some(_) => None,
+        None => Some(RedisProcess::start()?),
+    };
+    let redis_url = match (&cluster.redis, &redis) {
+        (Some(url), _) => url.clone(),
+        (None, Some(own)) => own.url.clone(),
+        (None, None) => unreachable!("a private Redis is started when none is given"),
+    };
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for (i, &quota) in cluster.quotas.iter().enumerate() {
@@ -317,7 +324,28 @@ fn down(dir: &Path) -> anyhow::Result<i32> {
             return Ok(exit::USAGE);
         }
     };
-    // SAFETY: plain syscall; the pid is the `cluster up` process recorded by itself.
+    // The pid in a stale cluster.json may belong to someone else by now: signal it only if it
+    // is still our `cluster up` for this folder.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.pid)).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe = std::fs::read_link(format!("/proc/{}/exe", info.pid)).ok();
+    let ours = args.iter().any(|a| a == "cluster")
+        && args.iter().any(|a| a == "up")
+        && exe.is_some()
+        && exe == std::env::current_exe().ok();
+    if !ours {
+        eprintln!(
+            "grab-bench: process {} is not `cluster up` for {} (stale {}); nothing was signalled",
+            info.pid,
+            dir.display(),
+            CLUSTER_JSON
+        );
+        return Ok(exit::USAGE);
+    }
+    // SAFETY: plain syscall on the `cluster up` process just identified.
     unsafe {
         libc::kill(info.pid as i32, libc::SIGTERM);
     }

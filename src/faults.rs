@@ -36,7 +36,7 @@ pub struct Targets<'a> {
     /// Which nodes are down now (killed and not restarted).
     pub down: &'a mut [bool],
     /// The private Redis.
-    pub redis: &'a mut RedisProcess,
+    pub redis: Option<&'a mut RedisProcess>,
     /// The grab-bench binary, to start a node again.
     pub program: &'a Path,
 }
@@ -64,7 +64,7 @@ fn pause(d: Duration, cancel: &CancellationToken) -> bool {
 pub fn inject(
     faults: &[Fault],
     start: Instant,
-    targets: Targets<'_>,
+    mut targets: Targets<'_>,
     cancel: &CancellationToken,
 ) -> Vec<Injected> {
     let mut done = Vec::new();
@@ -83,7 +83,7 @@ pub fn inject(
             fault,
             &mut *targets.nodes,
             targets.down,
-            targets.redis,
+            targets.redis.as_deref_mut(),
             targets.program,
             cancel,
         );
@@ -106,7 +106,7 @@ fn act(
     fault: &Fault,
     nodes: &mut [NodeProcess],
     down: &mut [bool],
-    redis: &mut RedisProcess,
+    redis: Option<&mut RedisProcess>,
     program: &Path,
     cancel: &CancellationToken,
 ) -> (&'static str, Option<String>, Option<String>) {
@@ -134,17 +134,24 @@ fn act(
                 Err(e) => ("restart-node", name(*node), Some(e.to_string())),
             }
         }
+        // The scenario refuses Redis faults without a private Redis; `None` cannot happen.
         FaultAction::RestartRedis => (
             "restart-redis",
             None,
-            redis.restart().err().map(|e| e.to_string()),
+            match redis {
+                Some(r) => r.restart().err().map(|e| e.to_string()),
+                None => Some("no private Redis to restart".into()),
+            },
         ),
-        FaultAction::PauseRedis { duration } => {
-            redis.signal(libc::SIGSTOP);
-            pause(*duration, cancel);
-            redis.signal(libc::SIGCONT);
-            ("pause-redis", None, None)
-        }
+        FaultAction::PauseRedis { duration } => match redis {
+            Some(r) => {
+                r.signal(libc::SIGSTOP);
+                pause(*duration, cancel);
+                r.signal(libc::SIGCONT);
+                ("pause-redis", None, None)
+            }
+            None => ("pause-redis", None, Some("no private Redis to pause".into())),
+        },
         FaultAction::SlowNode { node, duration } => {
             let until = Instant::now() + *duration;
             while Instant::now() < until && !cancel.is_cancelled() && !down[*node] {

@@ -293,23 +293,49 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
                 .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
                 .is_some_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
         });
-        if idle || Instant::now() > deadline {
+        // Reservations settle when every hold is paid or released.
+        let holds_done = sc.sale.hold_ttl.is_none()
+            || Snapshot::take_reference(&info.redis, &info.sale)
+                .is_ok_and(|snap| snap.counter("held").unwrap_or(0) == 0);
+        if (idle && holds_done) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut snapshot = Snapshot::take_reference(&info.redis, &info.sale)?;
-    snapshot.node_stats = info
-        .nodes
-        .iter()
-        .filter_map(|n| crate::sut::node::http_get(n.addr, "/stats").ok())
-        .filter_map(|(_, body)| serde_json::from_str(&body).ok())
-        .collect();
+    // A failure here loses nothing of the load: the checks that need the part answer unknown.
+    let snapshot = match Snapshot::take_reference(&info.redis, &info.sale) {
+        Ok(mut snap) => {
+            snap.node_stats = info
+                .nodes
+                .iter()
+                .filter_map(|n| crate::sut::node::http_get(n.addr, "/stats").ok())
+                .filter_map(|(_, body)| serde_json::from_str(&body).ok())
+                .collect();
+            Some(snap)
+        }
+        Err(err) => {
+            eprintln!("merge: no Redis snapshot: {err:#}");
+            None
+        }
+    };
     // The nodes flush their logs every 200 ms.
     std::thread::sleep(Duration::from_millis(400));
-    for n in &info.nodes {
-        std::fs::copy(&n.stat_log, args.out.join(format!("stat-{}.log", n.name)))
-            .with_context(|| format!("copying {}", n.stat_log.display()))?;
+    let copied: Vec<PathBuf> = info
+        .nodes
+        .iter()
+        .map(|n| args.out.join(format!("stat-{}.log", n.name)))
+        .collect();
+    for (n, to) in info.nodes.iter().zip(&copied) {
+        if let Err(err) = std::fs::copy(&n.stat_log, to) {
+            eprintln!(
+                "merge: cannot copy {}: {err}; the log checks will be unknown",
+                n.stat_log.display()
+            );
+            for to in &copied {
+                let _ = std::fs::remove_file(to);
+            }
+            break;
+        }
     }
     let mut meta = merged_meta(&agents, &result);
     meta.cluster_dir = Some(cluster_dir.clone());
@@ -329,7 +355,7 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
         agents.len(),
         result.ledger.rows.len()
     );
-    crate::run::finish(&sc, &meta, &result, Some(&snapshot), &args.out)
+    crate::run::finish(&sc, &meta, &result, snapshot.as_ref(), &args.out)
 }
 
 /// The first agent's facts, on the merged clock.
@@ -364,17 +390,7 @@ fn merge_external(args: &MergeArgs, path: &Path, agents: &[Agent]) -> anyhow::Re
         .with_context(|| format!("the run folder {} is not writable", args.out.display()))?;
     let result = combine(agents)?;
     std::thread::sleep(sc.timeouts.settle);
-    let snapshot = match &ext.redis {
-        Some(url) => Some(match ext.profile {
-            crate::protocol::Profile::Seed => Snapshot::take_seed(url)?,
-            _ => Snapshot::take_reference(url, &sc.sale.id)?,
-        }),
-        None => None,
-    };
-    for (i, log) in ext.stat_logs.iter().enumerate() {
-        std::fs::copy(log, args.out.join(format!("stat-ext{}.log", i + 1)))
-            .with_context(|| format!("copying the stat log {}", log.display()))?;
-    }
+    let snapshot = crate::run::external_evidence(&sc, ext, &args.out);
     let meta = merged_meta(agents, &result);
     eprintln!(
         "merge: {} agents, {} requests, on the clock of the earliest start",

@@ -130,7 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
             let targets = Targets {
                 nodes: &mut nodes,
                 down: &mut down,
-                redis: &mut redis,
+                redis: redis.as_mut(),
                 program: &program,
             };
             let (faults, cancel) = (&sc.faults, cancel.clone());
@@ -285,6 +285,12 @@ fn run_agent(sc: &Scenario, args: &RunArgs, out: &Path) -> anyhow::Result<i32> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
+        if at > now + 3600.0 {
+            eprintln!(
+                "grab-bench: --start-at {at} is more than an hour ahead (Unix seconds, not milliseconds?)"
+            );
+            return Ok(exit::USAGE);
+        }
         if at > now {
             eprintln!(
                 "run {}: segment {}/{} starts in {:.2} s",
@@ -381,17 +387,7 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
     while Instant::now() < settled && !interrupted() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let snapshot = match &ext.redis {
-        Some(url) => Some(match ext.profile {
-            Profile::Seed => Snapshot::take_seed(url)?,
-            _ => Snapshot::take_reference(url, &sc.sale.id)?,
-        }),
-        None => None,
-    };
-    for (i, log) in ext.stat_logs.iter().enumerate() {
-        std::fs::copy(log, out.join(format!("stat-ext{}.log", i + 1)))
-            .with_context(|| format!("copying the stat log {}", log.display()))?;
-    }
+    let snapshot = external_evidence(sc, ext, out);
     let meta = run_meta(sc, &result, ext.profile, Vec::new());
     let code = finish(sc, &meta, &result, snapshot.as_ref(), out)?;
     Ok(if interrupted() {
@@ -399,6 +395,41 @@ fn run_external(sc: &Scenario, ext: &External, out: &Path) -> anyhow::Result<i32
     } else {
         code
     })
+}
+
+/// Reads an external system's Redis (by profile) and copies its stat logs into the run folder.
+/// A failure loses nothing of the load: the checks that needed the missing part answer unknown.
+pub(crate) fn external_evidence(sc: &Scenario, ext: &External, out: &Path) -> Option<Snapshot> {
+    let snapshot = ext.redis.as_ref().and_then(|url| {
+        let taken = match ext.profile {
+            Profile::Seed => Snapshot::take_seed(url),
+            _ => Snapshot::take_reference(url, &sc.sale.id),
+        };
+        taken
+            .map_err(|err| eprintln!("run {}: no Redis snapshot: {err:#}", sc.name))
+            .ok()
+    });
+    let copies: Vec<(PathBuf, PathBuf)> = ext
+        .stat_logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| (log.clone(), out.join(format!("stat-ext{}.log", i + 1))))
+        .collect();
+    for (from, to) in &copies {
+        if let Err(err) = std::fs::copy(from, to) {
+            // Some logs without the others would look like lost lines: keep none.
+            eprintln!(
+                "run {}: cannot copy the stat log {}: {err}; the log checks will be unknown",
+                sc.name,
+                from.display()
+            );
+            for (_, to) in &copies {
+                let _ = std::fs::remove_file(to);
+            }
+            break;
+        }
+    }
+    snapshot
 }
 
 /// The facts of this run the audit needs (saved as `run.json`).

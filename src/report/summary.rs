@@ -11,7 +11,7 @@
 //! | `scenario`, `profile` | scenario name; `reference` or `seed` |
 //! | `started_unix_us`, `elapsed_s` | load start (Unix µs) and length of the load phase (s) |
 //! | `verdict` | the audit's verdict: `"true"`, `"false"` or `"unknown"` |
-//! | `exit_code` | what `run` exits with: 1 a check false, else 2 a threshold missed, else 3 unknown or invalid, else 0 |
+//! | `exit_code` | what `run` exits with: 1 a check false, else 3 an invalid run, else 2 a threshold missed, else 3 a check unknown, else 0 (130 on Ctrl-C is the process's, not recorded here) |
 //! | `invalid_run` | why the run is not a valid measurement (generator lag), or null |
 //! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `users` (distinct), `rps` |
 //! | `latency_ms` | `intended` and `raw`, each `p50`, `p90`, `p99`, `p99_9`, `max` (ms) |
@@ -228,11 +228,14 @@ fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -
     add("min_rps", t.min_rps, Some(rps), false);
     add("sell_out_within_s", t.sell_out_within_s, sell_out_s, true);
     let missed = thresholds.iter().any(|t| !t.passed);
-    let exit_code = match (audit.verdict, missed, &audit.invalid_run) {
+    // A failed check wins; an invalid run's figures are not a result, so its thresholds cannot
+    // be judged; then a missed threshold; then an undecided check.
+    let exit_code = match (audit.verdict, &audit.invalid_run, missed) {
         (Status::False, _, _) => exit::CORRECTNESS,
-        (_, true, _) => exit::THRESHOLD,
-        (Status::Unknown, _, _) | (_, _, Some(_)) => exit::UNKNOWN_OR_INVALID,
-        _ => exit::OK,
+        (_, Some(_), _) => exit::UNKNOWN_OR_INVALID,
+        (_, None, true) => exit::THRESHOLD,
+        (Status::Unknown, None, false) => exit::UNKNOWN_OR_INVALID,
+        (Status::True, None, false) => exit::OK,
     };
     Summary {
         schema: SCHEMA.into(),
