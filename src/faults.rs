@@ -150,7 +150,11 @@ fn act(
                 r.signal(libc::SIGCONT);
                 ("pause-redis", None, None)
             }
-            None => ("pause-redis", None, Some("no private Redis to pause".into())),
+            None => (
+                "pause-redis",
+                None,
+                Some("no private Redis to pause".into()),
+            ),
         },
         FaultAction::SlowNode { node, duration } => {
             let until = Instant::now() + *duration;
