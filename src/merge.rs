@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use base64::Engine as _;
 use clap::Args;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
 use crate::audit::input::{self, files};
 use crate::audit::{RunMeta, Snapshot};
@@ -53,28 +50,7 @@ fn load_agent(dir: &Path) -> anyhow::Result<Agent> {
     let meta: RunMeta = input::load_json(&dir.join(files::RUN))
         .with_context(|| format!("{} is not a run folder", dir.display()))?;
     let ledger = Ledger::load(&dir.join(files::LEDGER))?;
-    let hlog = dir.join(crate::report::LATENCY_HLOG);
-    let data = std::fs::read(&hlog).with_context(|| format!("reading {}", hlog.display()))?;
-    let mut intervals = Vec::new();
-    let mut de = Deserializer::new();
-    for entry in IntervalLogIterator::new(&data) {
-        let entry = entry.map_err(|e| anyhow!("{}: {e:?}", hlog.display()))?;
-        let LogEntry::Interval(h) = entry else {
-            continue;
-        };
-        let tag = h.tag().map(|t| t.as_str().to_string()).unwrap_or_default();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(h.encoded_histogram())
-            .with_context(|| format!("{}: bad base64", hlog.display()))?;
-        let histogram: Histogram<u64> = de
-            .deserialize(&mut &bytes[..])
-            .map_err(|e| anyhow!("{}: bad histogram: {e:?}", hlog.display()))?;
-        intervals.push((
-            h.start_timestamp().as_secs_f64().round() as u32,
-            tag,
-            histogram,
-        ));
-    }
+    let intervals = crate::report::latency_log::intervals(&dir.join(crate::report::LATENCY_HLOG))?;
     Ok(Agent {
         dir: dir.to_path_buf(),
         meta,

@@ -1,5 +1,5 @@
-//! Reading `latency.hlog` back: the per-second histograms merged into whole-run totals, for the
-//! percentile spectrum.
+//! Reading `latency.hlog` back: its intervals (for `merge`), and the per-second histograms merged
+//! into whole-run totals (for the percentile spectrum and the summary).
 
 use std::path::Path;
 
@@ -20,33 +20,47 @@ pub(crate) struct Totals {
 impl Totals {
     /// Merges every interval of `path` by tag; other tags are ignored.
     pub fn load(path: &Path) -> anyhow::Result<Totals> {
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let new = || Histogram::<u64>::new(3).expect("valid histogram");
         let mut t = Totals {
             intended: new(),
             raw: new(),
         };
-        let mut de = Deserializer::new();
-        for entry in IntervalLogIterator::new(&data) {
-            let entry = entry.map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
-            let LogEntry::Interval(h) = entry else {
-                continue;
-            };
-            let target = match h.tag().map(|t| t.as_str()) {
-                Some("intended") => &mut t.intended,
-                Some("raw") => &mut t.raw,
+        for (_, tag, h) in intervals(path)? {
+            let target = match tag.as_str() {
+                "intended" => &mut t.intended,
+                "raw" => &mut t.raw,
                 _ => continue,
             };
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(h.encoded_histogram())
-                .with_context(|| format!("{}: bad base64", path.display()))?;
-            let decoded: Histogram<u64> = de
-                .deserialize(&mut &bytes[..])
-                .map_err(|e| anyhow!("{}: bad histogram: {e:?}", path.display()))?;
             target
-                .add(&decoded)
+                .add(&h)
                 .map_err(|e| anyhow!("{}: merging: {e:?}", path.display()))?;
         }
         Ok(t)
     }
+}
+
+/// Every interval of an HDR interval log: (seconds since the log's start, rounded; tag;
+/// histogram). `merge` places each agent's intervals on the common clock with these.
+pub fn intervals(path: &Path) -> anyhow::Result<Vec<(u32, String, Histogram<u64>)>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    let mut de = Deserializer::new();
+    for entry in IntervalLogIterator::new(&data) {
+        let entry = entry.map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
+        let LogEntry::Interval(h) = entry else {
+            continue;
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(h.encoded_histogram())
+            .with_context(|| format!("{}: bad base64", path.display()))?;
+        let decoded: Histogram<u64> = de
+            .deserialize(&mut &bytes[..])
+            .map_err(|e| anyhow!("{}: bad histogram: {e:?}", path.display()))?;
+        out.push((
+            h.start_timestamp().as_secs_f64().round() as u32,
+            h.tag().map(|t| t.as_str().to_string()).unwrap_or_default(),
+            decoded,
+        ));
+    }
+    Ok(out)
 }

@@ -41,7 +41,7 @@ mod charts;
 pub mod cmd;
 mod html;
 mod input;
-mod latency_log;
+pub mod latency_log;
 pub mod summary;
 mod timeseries;
 
