@@ -1133,9 +1133,11 @@ fn false_sold_outs(f: &Facts<'_>, c: &mut Check) {
     let mut count = 0u64;
     for &i in &f.ok_buys {
         let s = f.row(i).start_us;
-        // The last release before this success started excuses sold-outs up to it (plus the
-        // time a returned ticket takes to reach a node's pool).
-        let last_release = releases.partition_point(|&r| r <= i64::from(s));
+        // The success was granted somewhere in its request, so a release up to its end may be
+        // the ticket it got: the last such release excuses sold-outs up to it (plus the time a
+        // returned ticket takes to reach a node's pool).
+        let granted_by = i64::from(f.row(i).end_us);
+        let last_release = releases.partition_point(|&r| r <= granted_by);
         let excused_until = if last_release == 0 {
             -1
         } else {
