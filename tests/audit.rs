@@ -10,7 +10,7 @@ mod cli;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cli::{CLUSTER, check, describe, shipped};
+use cli::{CLUSTER, check, describe, external_node, shipped};
 use serde_json::Value;
 
 /// `grab-bench run SCENARIO --out OUT ARGS...`, one cluster at a time.
@@ -255,28 +255,13 @@ fn a_run_folder_that_is_not_empty_is_refused_untouched() {
 
 #[test]
 fn a_live_system_is_audited_from_its_redis_logs_and_a_ledger() {
-    use grab_bench::sut::node::{NodeProcess, NodeSpec};
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stat_log = dir.path().join("node.log");
-    let node = NodeProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_grab-bench")),
-        true,
-        NodeSpec {
-            id: "x1".into(),
-            redis_url: redis.url.clone(),
-            sale: "live".into(),
-            local_stock: 100,
-            stat_log: stat_log.clone(),
-            hold_ttl: None,
-            flaws: vec!["off-by-one".into()],
-            extra_args: vec!["--init-total".into(), "30".into()],
-            listen: None,
-        },
-    )
-    .unwrap();
-    // Load it with `run` against the external target, without Redis or logs: unproven (3).
+    let node = external_node(&redis.url, "live", 30, &["off-by-one"], &stat_log);
+    // Load it with `run` against the external target, without Redis or logs: the client alone
+    // sees 31 successes for 30 tickets.
     let scenario = dir.path().join("external.toml");
     std::fs::write(
         &scenario,

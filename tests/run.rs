@@ -5,7 +5,7 @@
 #[path = "support/cli.rs"]
 mod cli;
 
-use cli::nothing_left;
+use cli::{external_node, nothing_left};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -129,26 +129,10 @@ fn ctrl_c_during_the_load_stops_everything_and_keeps_a_partial_folder() {
 
 #[test]
 fn an_external_reference_server_is_loaded_and_checked() {
-    use grab_bench::sut::node::{NodeProcess, NodeSpec};
     let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stat_log = dir.path().join("ext-stat.log");
-    let node = NodeProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_grab-bench")),
-        true,
-        NodeSpec {
-            id: "x1".into(),
-            redis_url: redis.url.clone(),
-            sale: "ext".into(),
-            local_stock: 100,
-            stat_log: stat_log.clone(),
-            hold_ttl: None,
-            flaws: vec![],
-            extra_args: vec!["--init-total".into(), "50".into()],
-            listen: None,
-        },
-    )
-    .unwrap();
+    let node = external_node(&redis.url, "ext", 50, &[], &stat_log);
     let scenario = dir.path().join("external.toml");
     std::fs::write(
         &scenario,

@@ -92,3 +92,31 @@ pub fn assert_nothing_left(mark: &str) {
     let left = marked(mark);
     assert!(left.is_empty(), "processes left running: {left:?}");
 }
+
+/// One reference node (`grab-bench serve`) that sets up sale `sale` with `tickets` in the Redis at
+/// `redis_url`, with 100 local tickets and its stat log at `stat_log`: a system "someone else
+/// runs", for the external-target tests. Stopped when dropped.
+pub fn external_node(
+    redis_url: &str,
+    sale: &str,
+    tickets: u64,
+    flaws: &[&str],
+    stat_log: &Path,
+) -> grab_bench::sut::node::NodeProcess {
+    grab_bench::sut::node::NodeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_grab-bench")),
+        true,
+        grab_bench::sut::node::NodeSpec {
+            id: "x1".into(),
+            redis_url: redis_url.into(),
+            sale: sale.into(),
+            local_stock: 100,
+            stat_log: stat_log.to_path_buf(),
+            hold_ttl: None,
+            flaws: flaws.iter().map(|f| f.to_string()).collect(),
+            extra_args: vec!["--init-total".into(), tickets.to_string()],
+            listen: None,
+        },
+    )
+    .expect("the node starts")
+}
