@@ -164,6 +164,54 @@ pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
     Ok(redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?)
 }
 
+/// Waits until the system has settled (DESIGN.md §4): no node at `nodes` has a request in
+/// flight and, with reservations, no hold is left unpaid and unexpired — at most
+/// `timeouts.settle` (plus the hold time), or until `stop` says so (Ctrl-C).
+pub fn settle(sc: &Scenario, nodes: &[SocketAddr], redis_url: &str, stop: fn() -> bool) {
+    let mut deadline = Instant::now() + sc.timeouts.settle;
+    if let Some(ttl) = sc.sale.hold_ttl {
+        deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
+    }
+    while Instant::now() < deadline && !stop() {
+        let stats = node_stats(nodes);
+        let idle = stats.len() == nodes.len()
+            && stats
+                .iter()
+                .all(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0));
+        let holds_done = sc.sale.hold_ttl.is_none() || held(redis_url, &sc.sale.id) == Some(0);
+        if idle && holds_done {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /stats` of each node that answers.
+pub fn node_stats(nodes: &[SocketAddr]) -> Vec<serde_json::Value> {
+    nodes
+        .iter()
+        .filter_map(|&addr| crate::sut::node::http_get(addr, "/stats").ok())
+        .filter(|(status, _)| *status == 200)
+        .filter_map(|(_, body)| serde_json::from_str(&body).ok())
+        .collect()
+}
+
+/// The sale's `held` counter, if Redis answers.
+fn held(url: &str, sale: &str) -> Option<i64> {
+    let keys = target_server::keys::SaleKeys::new(sale);
+    let mut conn = redis::Client::open(url)
+        .ok()?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let held: Option<i64> = redis::cmd("HGET")
+        .arg(&keys.inv)
+        .arg("held")
+        .query(&mut conn)
+        .ok()?;
+    Some(held.unwrap_or(0))
+}
+
 /// What `cluster up` publishes in `DIR/cluster.json` for agents and `merge`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterInfo {

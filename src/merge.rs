@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
@@ -258,35 +258,12 @@ pub fn main(args: MergeArgs) -> anyhow::Result<i32> {
     let result = combine(&agents)?;
 
     // Settle the shared system, then one snapshot and the nodes' logs.
-    let mut deadline = Instant::now() + sc.timeouts.settle;
-    if let Some(ttl) = sc.sale.hold_ttl {
-        deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
-    }
-    loop {
-        let idle = info.nodes.iter().all(|n| {
-            crate::sut::node::http_get(n.addr, "/stats")
-                .ok()
-                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
-                .is_some_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
-        });
-        // Reservations settle when every hold is paid or released.
-        let holds_done = sc.sale.hold_ttl.is_none()
-            || Snapshot::take_reference(&info.redis, &info.sale)
-                .is_ok_and(|snap| snap.counter("held").unwrap_or(0) == 0);
-        if (idle && holds_done) || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addrs: Vec<std::net::SocketAddr> = info.nodes.iter().map(|n| n.addr).collect();
+    crate::cluster::settle(&sc, &addrs, &info.redis, crate::interrupt::interrupted);
     // A failure here loses nothing of the load: the checks that need the part answer unknown.
     let snapshot = match Snapshot::take_reference(&info.redis, &info.sale) {
         Ok(mut snap) => {
-            snap.node_stats = info
-                .nodes
-                .iter()
-                .filter_map(|n| crate::sut::node::http_get(n.addr, "/stats").ok())
-                .filter_map(|(_, body)| serde_json::from_str(&body).ok())
-                .collect();
+            snap.node_stats = crate::cluster::node_stats(&addrs);
             Some(snap)
         }
         Err(err) => {

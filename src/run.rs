@@ -4,7 +4,6 @@
 //! After the system settles, one atomic Redis snapshot, the stat logs and the ledger go to the
 //! auditor (`crate::audit`); its verdict is the exit code.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,7 +21,6 @@ use crate::faults::Targets;
 use crate::protocol::{Outcome, Profile};
 use crate::report::{NodeQuota, ReportInput};
 use crate::scenario::{self, External, Scenario, System};
-use crate::sut::node::NodeProcess;
 
 /// Flags of `grab-bench run`.
 #[derive(Debug, Clone, Args)]
@@ -148,15 +146,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
 
     // ---- settle: in-flight requests done, holds paid or expired (DESIGN.md §4) ----
     eprintln!("run {}: settling", sc.name);
-    settle(&sc, &nodes, &down, &redis_url);
+    // Killed nodes (not restarted) have nothing in flight and no stats to give.
+    let alive: Vec<SocketAddr> = nodes
+        .iter()
+        .zip(&down)
+        .filter(|(_, down)| !**down)
+        .map(|(n, _)| n.addr)
+        .collect();
+    crate::cluster::settle(&sc, &alive, &redis_url, interrupted);
     let snapshot = match Snapshot::take_reference(&redis_url, &sc.sale.id) {
         Ok(mut snap) => {
-            snap.node_stats = nodes
-                .iter()
-                .zip(&down)
-                .filter(|(_, down)| !**down)
-                .filter_map(|(n, _)| n.stats().ok())
-                .collect();
+            snap.node_stats = crate::cluster::node_stats(&alive);
             Some(snap)
         }
         Err(err) => {
@@ -194,29 +194,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(exit::INTERRUPTED);
     }
     Ok(code)
-}
-
-/// Waits (at most `timeouts.settle`, plus the hold time in reservation mode) until no node has
-/// a request in flight and no hold is left unpaid and unexpired.
-fn settle(sc: &Scenario, nodes: &[NodeProcess], down: &[bool], redis_url: &str) {
-    let mut deadline = Instant::now() + sc.timeouts.settle;
-    if let Some(ttl) = sc.sale.hold_ttl {
-        deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
-    }
-    while Instant::now() < deadline && !interrupted() {
-        let idle = nodes.iter().zip(down).all(|(n, down)| {
-            *down
-                || n.stats()
-                    .is_ok_and(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0))
-        });
-        let holds_done = sc.sale.hold_ttl.is_none()
-            || inventory(redis_url, &sc.sale.id)
-                .is_ok_and(|inv| inv.get("held").copied().unwrap_or(0) == 0);
-        if idle && holds_done {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// One agent of a segmented run: its slice of the load against a cluster started with
@@ -579,15 +556,6 @@ fn engine_plan(sc: &Scenario, target: SocketAddr, profile: Profile) -> EnginePla
         client: Default::default(),
         segment: Default::default(),
     }
-}
-
-/// `HGETALL grab:{sale}:inv` in one call (one atomic read).
-fn inventory(url: &str, sale: &str) -> anyhow::Result<HashMap<String, i64>> {
-    let mut conn = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(redis::cmd("HGETALL")
-        .arg(format!("grab:{{{sale}}}:inv"))
-        .query(&mut conn)?)
 }
 
 /// `faults.csv`: each injected fault on the ledger's clock (µs since the load started).

@@ -157,15 +157,6 @@ impl NodeProcess {
         self.child.signal(signal);
     }
 
-    /// The node's `GET /stats` (local pool, requests, in-flight), parsed.
-    pub fn stats(&self) -> std::io::Result<serde_json::Value> {
-        let (status, body) = http_get(self.addr, "/stats")?;
-        if status != 200 {
-            return Err(std::io::Error::other(format!("/stats answered {status}")));
-        }
-        serde_json::from_str(&body).map_err(std::io::Error::other)
-    }
-
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.pid()
