@@ -1,8 +1,10 @@
-//! Command-line front end: parse, dispatch, map errors to exit codes.
+//! The command line: parse, dispatch, and turn the result into the process exit code — in one
+//! place ([`crate::exit::code`]).
 
 use clap::{Parser, Subcommand};
 
-use crate::exit;
+use crate::error::Error;
+use crate::exit::{self, Done};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,21 +20,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// ApacheBench-style quick run against one URL.
-    Ab(crate::ab::AbArgs),
+    Ab(crate::commands::ab::AbArgs),
     /// Run a scenario: bring the system up, load it, settle, audit, bring it down.
-    Run(crate::run::RunArgs),
+    Run(crate::commands::run::RunArgs),
     /// Audit a saved run folder again, or any system from its Redis, stat logs and a ledger.
-    Audit(crate::audit::cmd::AuditArgs),
+    Audit(crate::commands::audit::AuditArgs),
     /// Merge the agents of a segmented run into one run folder: one audit, one report.
-    Merge(crate::merge::MergeArgs),
+    Merge(crate::commands::merge::MergeArgs),
     /// Start the built-in cluster on its own (`up`) for several agents, or stop it (`down`).
-    Cluster(crate::cluster::ClusterArgs),
-    /// Re-render a run folder's charts, index.html, summary and junit.xml from its saved data.
-    Report(crate::report::cmd::ReportArgs),
+    Cluster(crate::commands::cluster::ClusterArgs),
+    /// Re-render a run folder's charts, index page, summaries and JUnit report from its saved data.
+    Report(crate::commands::report::ReportArgs),
     /// Compare two run folders; with --max-regression, a CI regression gate (exit 2).
-    Compare(crate::report::cmd::CompareArgs),
-    /// The built-in cluster end to end, small: Redis, weighted nodes behind Nginx, distinct buyers.
-    Demo(crate::demo::DemoArgs),
+    Compare(crate::report::CompareArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
     Serve(target_server::ServeArgs),
 }
@@ -42,31 +42,35 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let code = if err.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
             let _ = err.print();
-            return code;
+            return if err.use_stderr() {
+                exit::code(&Err(Error::Usage(String::new())))
+            } else {
+                exit::code(&Ok(Done::Ok))
+            };
         }
     };
     let result = match cli.command {
-        Command::Ab(args) => crate::ab::run(args),
-        Command::Run(args) => crate::run::run(args),
-        Command::Audit(args) => crate::audit::cmd::run(args),
-        Command::Report(args) => crate::report::cmd::report(args),
-        Command::Cluster(args) => crate::cluster::main(args),
-        Command::Merge(args) => crate::merge::main(args),
-        Command::Compare(args) => crate::report::cmd::compare(args),
-        Command::Demo(args) => crate::demo::run(args),
-        Command::Serve(args) => target_server::cli::serve_main(args),
+        Command::Ab(args) => crate::commands::ab::run(args),
+        Command::Run(args) => crate::commands::run::run(args),
+        Command::Audit(args) => crate::commands::audit::run(args),
+        Command::Report(args) => crate::commands::report::report(args),
+        Command::Cluster(args) => crate::commands::cluster::main(args),
+        Command::Merge(args) => crate::commands::merge::main(args),
+        Command::Compare(args) => crate::report::compare(args),
+        // The reference server is a program of its own with its own exit codes (5, 6, 7).
+        Command::Serve(args) => {
+            return target_server::cli::serve_main(args).unwrap_or_else(|err| {
+                eprintln!("target-server: {err:#}");
+                target_server::cli::EXIT_USAGE
+            });
+        }
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("grab-bench: error: {err:#}");
-            exit::USAGE
+    if let Err(err) = &result {
+        match err {
+            Error::Interrupted => eprintln!("grab-bench: interrupted; nothing was kept"),
+            err => eprintln!("grab-bench: {err}"),
         }
     }
+    exit::code(&result)
 }

@@ -1,22 +1,26 @@
-//! The built-in cluster (DESIGN.md §1): a private Redis, N reference nodes and Nginx doing
-//! weighted round-robin, brought up for one `run` — or on its own with `grab-bench cluster up`,
-//! so several load agents (`run --segment I/N --attach DIR`) can share it, and `merge` can audit
-//! it once (issue: segmented load).
+//! The built-in cluster: a private Redis, N reference nodes and Nginx doing weighted
+//! round-robin, brought up for one `run` — or on its own with `grab-bench cluster up`, so that
+//! several load agents (`run --segment I/N --attach DIR`) can share it and `merge` can audit it
+//! once. As a [`System`], it settles by asking its nodes whether anything is in flight, and its
+//! evidence is one snapshot of the reference server's Redis keys plus each node's `/stats`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use crate::exit;
-use crate::interrupt::{install_signal_handlers, interrupted};
-use crate::scenario::{self, Balancer, Cluster, Scenario, System};
+use crate::cancel::Cancel;
+use crate::error::Error;
+use crate::evidence::{Collected, NodeStats, Part};
+use crate::record::NodeRecord;
+use crate::run_dir::RunDir;
+use crate::scenario::{Balancer, Cluster, Scenario};
 use crate::sut::nginx::{NginxProcess, Upstream};
 use crate::sut::node::{NodeProcess, NodeSpec};
 use crate::sut::redis::RedisProcess;
+use crate::system::System;
 
 /// The running cluster; every handle stops its process when dropped.
 pub struct Up {
@@ -24,6 +28,8 @@ pub struct Up {
     pub redis: Option<RedisProcess>,
     /// The nodes, in scenario order (`n1`, `n2`, ...).
     pub nodes: Vec<NodeProcess>,
+    /// Which nodes a fault killed (and did not restart): nothing to ask, nothing in flight.
+    pub down: Vec<bool>,
     /// Nginx in front, unless the balancer is `none`.
     pub nginx: Option<NginxProcess>,
     /// Where load goes: Nginx, or the only node.
@@ -32,40 +38,68 @@ pub struct Up {
     pub redis_url: String,
     /// The grab-bench binary (nodes are `grab-bench serve`; faults restart them).
     pub program: PathBuf,
+    /// What settling waits for.
+    settle: Settle,
+    /// The nodes' records (quota, weight), in scenario order.
+    pub records: Vec<NodeRecord>,
 }
 
-/// Brings the cluster of `sc` up, nodes writing their stat logs into `dir`. `Ok(Err(code))`
-/// when it must not start (the sale exists in a Redis of yours, Ctrl-C): nothing is left running.
+/// What "settled" means for the reference server, and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    /// The sale id (its keys hold the `held` counter).
+    pub sale: String,
+    /// Wait for every hold to be paid or released.
+    pub holds: bool,
+    /// The most to wait.
+    pub limit: Duration,
+}
+
+impl Settle {
+    /// The scenario's settle rule: `timeouts.settle`, plus the hold time and the payment delay
+    /// with reservations.
+    pub fn of(sc: &Scenario) -> Settle {
+        let mut limit = sc.timeouts.settle;
+        if let Some(ttl) = sc.sale.hold_ttl {
+            limit += ttl + sc.users.pay_delay + Duration::from_secs(1);
+        }
+        Settle {
+            sale: sc.sale.id.clone(),
+            holds: sc.sale.hold_ttl.is_some(),
+            limit,
+        }
+    }
+
+    /// Waits until no node at `nodes` has a request in flight and, with reservations, no hold
+    /// is left unpaid and unexpired — at most `limit`, or until `cancel` fires.
+    pub fn wait(&self, nodes: &[SocketAddr], redis_url: &str, cancel: &Cancel) {
+        let deadline = Instant::now() + self.limit;
+        while Instant::now() < deadline {
+            let stats = node_stats(nodes);
+            let idle = stats.len() == nodes.len() && stats.iter().all(|s| s.in_flight == 0);
+            let holds_done = !self.holds || held(redis_url, &self.sale) == Some(0);
+            if idle && holds_done {
+                return;
+            }
+            if cancel.sleep(Duration::from_millis(50)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Brings the cluster of `sc` up, nodes writing their stat logs into `dir`. Nothing is left
+/// running when it fails or `cancel` fires.
 pub fn bring_up(
     sc: &Scenario,
     cluster: &Cluster,
-    dir: &Path,
+    dir: &RunDir,
     reset_sale: bool,
-) -> anyhow::Result<Result<Up, i32>> {
+    cancel: &Cancel,
+) -> Result<Up, Error> {
     eprintln!("run {}: starting the cluster", sc.name);
     if let Some(url) = &cluster.redis {
-        match sale_keys_present(url, &sc.sale.id) {
-            Ok(0) => {}
-            Ok(_) if reset_sale => {
-                eprintln!(
-                    "run {}: replacing sale {:?} in {url} (--reset-sale; its keys only)",
-                    sc.name, sc.sale.id
-                );
-            }
-            Ok(n) => {
-                eprintln!(
-                    "grab-bench: Redis at {url} already holds sale {:?} ({n} of its keys grab:{{{}}}:*); \
-                     nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
-                     is touched), or choose another [sale] id",
-                    sc.sale.id, sc.sale.id
-                );
-                return Ok(Err(exit::USAGE));
-            }
-            Err(err) => {
-                eprintln!("grab-bench: cannot use cluster.redis = {url}: {err:#}");
-                return Ok(Err(exit::USAGE));
-            }
-        }
+        check_sale_absent(url, &sc.sale.id, reset_sale, &sc.name)?;
     }
     let phase = Instant::now();
     let redis = match &cluster.redis {
@@ -80,39 +114,9 @@ pub fn bring_up(
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for (i, &quota) in cluster.quotas.iter().enumerate() {
-        if interrupted() {
-            return Ok(Err(exit::INTERRUPTED));
-        }
-        let mut extra = vec!["--redis-timeout".to_string(), "1s".to_string()];
-        if let Some(n) = cluster.leak_after {
-            extra.extend(["--leak-after".to_string(), n.to_string()]);
-        }
-        if i == 0 {
-            extra.extend([
-                "--init-total".into(),
-                sc.sale.tickets.to_string(),
-                "--per-user-limit".into(),
-                sc.sale.per_user_limit.to_string(),
-            ]);
-            if reset_sale {
-                extra.push("--overwrite".into());
-            }
-        }
-        nodes.push(NodeProcess::start(
-            &program,
-            true,
-            NodeSpec {
-                id: format!("n{}", i + 1),
-                redis_url: redis_url.clone(),
-                sale: sc.sale.id.clone(),
-                local_stock: quota,
-                stat_log: dir.join(format!("stat-n{}.log", i + 1)),
-                hold_ttl: sc.sale.hold_ttl,
-                flaws: cluster.flaws.clone(),
-                extra_args: extra,
-                listen: None,
-            },
-        )?);
+        cancel.check()?;
+        let spec = node_spec(sc, cluster, dir, i, quota, &redis_url, reset_sale);
+        nodes.push(NodeProcess::start(&program, true, spec)?);
     }
     let nginx = match cluster.balancer {
         Balancer::Nginx => {
@@ -141,17 +145,87 @@ pub fn bring_up(
             .map_or(String::new(), |n| format!(" · nginx http://{}", n.addr)),
         phase.elapsed().as_secs_f64()
     );
-    if interrupted() {
-        return Ok(Err(exit::INTERRUPTED));
-    }
-    Ok(Ok(Up {
+    cancel.check()?;
+    let records = nodes
+        .iter()
+        .zip(cluster.quotas.iter().zip(&cluster.weights))
+        .map(|(n, (&quota, &weight))| NodeRecord {
+            name: n.spec.id.clone(),
+            quota,
+            weight,
+            addr: Some(n.addr),
+            stat_log: Some(n.spec.stat_log.clone()),
+        })
+        .collect();
+    Ok(Up {
         redis,
+        down: vec![false; nodes.len()],
         nodes,
         nginx,
         target,
         redis_url,
         program,
-    }))
+        settle: Settle::of(sc),
+        records,
+    })
+}
+
+/// How node `i` is started: the first one sets the sale up.
+fn node_spec(
+    sc: &Scenario,
+    cluster: &Cluster,
+    dir: &RunDir,
+    i: usize,
+    quota: u64,
+    redis_url: &str,
+    reset_sale: bool,
+) -> NodeSpec {
+    let id = crate::faults::node_name(i);
+    let mut extra = vec!["--redis-timeout".to_string(), "1s".to_string()];
+    if let Some(n) = cluster.leak_after {
+        extra.extend(["--leak-after".to_string(), n.to_string()]);
+    }
+    if i == 0 {
+        extra.extend([
+            "--init-total".into(),
+            sc.sale.tickets.to_string(),
+            "--per-user-limit".into(),
+            sc.sale.per_user_limit.to_string(),
+        ]);
+        if reset_sale {
+            extra.push("--overwrite".into());
+        }
+    }
+    NodeSpec {
+        stat_log: dir.stat_log(&id),
+        id,
+        redis_url: redis_url.to_string(),
+        sale: sc.sale.id.clone(),
+        local_stock: quota,
+        hold_ttl: sc.sale.hold_ttl,
+        flaws: cluster.flaws.clone(),
+        extra_args: extra,
+        listen: None,
+    }
+}
+
+/// Refuses a Redis of the user's that already holds the sale, unless told to replace it.
+fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Result<(), Error> {
+    match sale_keys_present(url, sale) {
+        Ok(0) => Ok(()),
+        Ok(_) if reset_sale => {
+            eprintln!("run {name}: replacing sale {sale:?} in {url} (--reset-sale; its keys only)");
+            Ok(())
+        }
+        Ok(n) => Err(Error::Refused(format!(
+            "Redis at {url} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:*); \
+             nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
+             is touched), or choose another [sale] id"
+        ))),
+        Err(err) => Err(Error::Unreachable(format!(
+            "cannot use cluster.redis = {url}: {err:#}"
+        ))),
+    }
 }
 
 /// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only).
@@ -164,35 +238,14 @@ pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
     Ok(redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?)
 }
 
-/// Waits until the system has settled (DESIGN.md §4): no node at `nodes` has a request in
-/// flight and, with reservations, no hold is left unpaid and unexpired — at most
-/// `timeouts.settle` (plus the hold time), or until `stop` says so (Ctrl-C).
-pub fn settle(sc: &Scenario, nodes: &[SocketAddr], redis_url: &str, stop: fn() -> bool) {
-    let mut deadline = Instant::now() + sc.timeouts.settle;
-    if let Some(ttl) = sc.sale.hold_ttl {
-        deadline += ttl + sc.users.pay_delay + Duration::from_secs(1);
-    }
-    while Instant::now() < deadline && !stop() {
-        let stats = node_stats(nodes);
-        let idle = stats.len() == nodes.len()
-            && stats
-                .iter()
-                .all(|s| s.get("in_flight").and_then(|v| v.as_i64()) == Some(0));
-        let holds_done = sc.sale.hold_ttl.is_none() || held(redis_url, &sc.sale.id) == Some(0);
-        if idle && holds_done {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `GET /stats` of each node that answers.
-pub fn node_stats(nodes: &[SocketAddr]) -> Vec<serde_json::Value> {
+pub fn node_stats(nodes: &[SocketAddr]) -> Vec<NodeStats> {
     nodes
         .iter()
         .filter_map(|&addr| crate::sut::node::http_get(addr, "/stats").ok())
         .filter(|(status, _)| *status == 200)
         .filter_map(|(_, body)| serde_json::from_str(&body).ok())
+        .filter_map(|json| NodeStats::parse(&json))
         .collect()
 }
 
@@ -212,7 +265,67 @@ fn held(url: &str, sale: &str) -> Option<i64> {
     Some(held.unwrap_or(0))
 }
 
-/// What `cluster up` publishes in `DIR/cluster.json` for agents and `merge`.
+/// The snapshot: one read of the sale's keys, then what each node says about itself, at the
+/// same moment (the nodes are idle once settled).
+fn snapshot(
+    redis_url: &str,
+    sale: &str,
+    nodes: &[SocketAddr],
+) -> (crate::evidence::Store, Part<Vec<NodeStats>>) {
+    let store = crate::evidence::reference::read(redis_url, sale);
+    // A node that does not answer is missing from the list; the audit says so where it matters.
+    (store, Part::Read(node_stats(nodes)))
+}
+
+impl Up {
+    /// The nodes still running.
+    fn alive(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .iter()
+            .zip(&self.down)
+            .filter(|(_, down)| !**down)
+            .map(|(n, _)| n.addr)
+            .collect()
+    }
+
+    /// Stops Nginx, the nodes (they flush their stat logs on SIGTERM) and the private Redis.
+    pub fn stop(&mut self) {
+        if let Some(mut nginx) = self.nginx.take() {
+            nginx.stop();
+        }
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        if let Some(mut redis) = self.redis.take() {
+            redis.stop();
+        }
+    }
+}
+
+impl System for Up {
+    fn settle(&mut self, cancel: &Cancel) {
+        let alive = self.alive();
+        self.settle.wait(&alive, &self.redis_url, cancel);
+    }
+
+    fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
+        let (store, node_stats) = snapshot(&self.redis_url, &self.settle.sale, &self.alive());
+        // The nodes write their logs into the run folder and flush them as they stop.
+        self.stop();
+        let logs = match dir.stat_logs() {
+            Ok(logs) => Part::Read(logs.into_iter().map(|(file, _)| file).collect()),
+            Err(err) => Part::Unreadable(format!("{err:#}")),
+        };
+        Collected {
+            store,
+            node_stats,
+            logs,
+        }
+    }
+}
+
+/// What `cluster up` publishes in its folder ([`crate::run_dir::CLUSTER_JSON`]) for agents
+/// and `merge`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterInfo {
     /// The `cluster up` process (for `cluster down`).
@@ -225,187 +338,76 @@ pub struct ClusterInfo {
     pub url: String,
     /// The Redis the nodes use.
     pub redis: String,
-    /// The nodes.
-    pub nodes: Vec<ClusterNode>,
+    /// The nodes, with where they listen and log.
+    pub nodes: Vec<NodeRecord>,
 }
 
-/// One node of a running cluster.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClusterNode {
-    /// `n1`, ...
-    pub name: String,
-    /// Where it listens (for `/stats`).
-    pub addr: SocketAddr,
-    /// Its quota.
-    pub quota: u64,
-    /// Its Nginx weight.
-    pub weight: u32,
-    /// Its stat log.
-    pub stat_log: PathBuf,
-}
-
-/// The file `cluster up` writes into its folder.
-pub const CLUSTER_JSON: &str = "cluster.json";
-
-/// `grab-bench cluster ...`.
-#[derive(Debug, Clone, Args)]
-pub struct ClusterArgs {
-    #[command(subcommand)]
-    command: ClusterCommand,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-enum ClusterCommand {
-    /// Start the scenario's built-in cluster and keep it up until `cluster down` or Ctrl-C;
-    /// writes DIR/cluster.json (endpoints, nodes, stat logs) for agents and `merge`.
-    Up {
-        /// A scenario with a [cluster] table.
-        scenario: PathBuf,
-        /// Folder for cluster.json and the nodes' stat logs (must be empty or new).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Replace the sale's keys if `cluster.redis` already holds them.
-        #[arg(long)]
-        reset_sale: bool,
-    },
-    /// Stop a cluster started with `cluster up --dir DIR`.
-    Down {
-        /// The folder given to `cluster up`.
-        dir: PathBuf,
-    },
-}
-
-/// Runs `cluster up` or `cluster down`; returns the exit code.
-pub fn main(args: ClusterArgs) -> anyhow::Result<i32> {
-    match args.command {
-        ClusterCommand::Up {
-            scenario,
-            dir,
-            reset_sale,
-        } => up(&scenario, &dir, reset_sale),
-        ClusterCommand::Down { dir } => down(&dir),
+impl ClusterInfo {
+    /// Reads what a `cluster up` folder publishes.
+    pub fn load(dir: &Path) -> Result<ClusterInfo, Error> {
+        crate::run_dir::load_json(&dir.join(crate::run_dir::CLUSTER_JSON)).map_err(|err| {
+            Error::Unreachable(format!(
+                "no running cluster in {} (start one with `grab-bench cluster up`, and merge before `cluster down`): {err:#}",
+                dir.display()
+            ))
+        })
     }
 }
 
-fn up(path: &Path, dir: &Path, reset_sale: bool) -> anyhow::Result<i32> {
-    let sc = match scenario::load(path) {
-        Ok(sc) => sc,
-        Err(err) => {
-            eprintln!("grab-bench: {err}");
-            return Ok(exit::USAGE);
-        }
-    };
-    let System::Cluster(cluster) = &sc.system else {
-        eprintln!("grab-bench: cluster up needs a scenario with a [cluster] table");
-        return Ok(exit::USAGE);
-    };
-    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-        eprintln!(
-            "grab-bench: the cluster folder {} is not empty; give another --dir (nothing was changed)",
-            dir.display()
-        );
-        return Ok(exit::USAGE);
+/// A cluster `cluster up` runs, seen by an agent or `merge`: settled through its nodes'
+/// `/stats`, its logs copied from where its nodes write them. Nothing is stopped.
+pub struct Shared {
+    /// The cluster's endpoints and nodes.
+    pub info: ClusterInfo,
+    /// What settling waits for.
+    pub settle: Settle,
+}
+
+impl Shared {
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.info.nodes.iter().filter_map(|n| n.addr).collect()
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("the cluster folder {} is not writable", dir.display()))?;
-    install_signal_handlers();
-    let up = match bring_up(&sc, cluster, dir, reset_sale)? {
-        Ok(up) => up,
-        Err(code) => return Ok(code),
-    };
-    let info = ClusterInfo {
-        pid: std::process::id(),
-        scenario: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
-        sale: sc.sale.id.clone(),
-        url: format!("http://{}/buy/ticket", up.target),
-        redis: up.redis_url.clone(),
-        nodes: up
+}
+
+impl System for Shared {
+    fn settle(&mut self, cancel: &Cancel) {
+        self.settle.wait(&self.addrs(), &self.info.redis, cancel);
+    }
+
+    fn collect(&mut self, dir: &RunDir, cancel: &Cancel) -> Collected {
+        let (store, node_stats) = snapshot(&self.info.redis, &self.info.sale, &self.addrs());
+        // The nodes flush their logs every 200 ms.
+        let _ = cancel.sleep(Duration::from_millis(400));
+        let logs = self
+            .info
             .nodes
             .iter()
-            .zip(cluster.quotas.iter().zip(&cluster.weights))
-            .map(|(n, (&quota, &weight))| ClusterNode {
-                name: n.spec.id.clone(),
-                addr: n.addr,
-                quota,
-                weight,
-                stat_log: n.spec.stat_log.clone(),
-            })
-            .collect(),
-    };
-    crate::audit::input::save_json(&dir.join(CLUSTER_JSON), &info)?;
-    println!(
-        "cluster up: {} · redis {} · {} node(s) · {} — stop it with `grab-bench cluster down {}`",
-        info.url,
-        info.redis,
-        info.nodes.len(),
-        dir.join(CLUSTER_JSON).display(),
-        dir.display()
-    );
-    while !interrupted() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("cluster down: stopping nginx, nodes and redis");
-    let Up {
-        redis,
-        mut nodes,
-        nginx,
-        ..
-    } = up;
-    drop(nginx);
-    for n in &mut nodes {
-        n.stop();
-    }
-    drop(redis);
-    let _ = std::fs::remove_file(dir.join(CLUSTER_JSON));
-    Ok(exit::OK)
-}
-
-fn down(dir: &Path) -> anyhow::Result<i32> {
-    let path = dir.join(CLUSTER_JSON);
-    let info: ClusterInfo = match crate::audit::input::load_json(&path) {
-        Ok(info) => info,
-        Err(err) => {
-            eprintln!(
-                "grab-bench: no running cluster in {}: {err:#}",
-                dir.display()
-            );
-            return Ok(exit::USAGE);
+            .filter_map(|n| n.stat_log.clone())
+            .collect::<Vec<_>>();
+        let mut copied = Vec::new();
+        let mut failed = None;
+        for (n, from) in self.info.nodes.iter().zip(&logs) {
+            match dir.copy_stat_log(from, &n.name) {
+                Ok(name) => copied.push(name),
+                Err(err) => {
+                    failed = Some(format!("cannot copy {}: {err}", from.display()));
+                    break;
+                }
+            }
         }
-    };
-    // The pid in a stale cluster.json may belong to someone else by now: signal it only if it
-    // is still our `cluster up` for this folder.
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", info.pid)).unwrap_or_default();
-    let args: Vec<String> = cmdline
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let exe = std::fs::read_link(format!("/proc/{}/exe", info.pid)).ok();
-    let ours = args.iter().any(|a| a == "cluster")
-        && args.iter().any(|a| a == "up")
-        && exe.is_some()
-        && exe == std::env::current_exe().ok();
-    if !ours {
-        eprintln!(
-            "grab-bench: process {} is not `cluster up` for {} (stale {}); nothing was signalled",
-            info.pid,
-            dir.display(),
-            CLUSTER_JSON
-        );
-        return Ok(exit::USAGE);
-    }
-    // SAFETY: plain syscall on the `cluster up` process just identified.
-    unsafe {
-        libc::kill(info.pid as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Path::new(&format!("/proc/{}", info.pid)).exists() && Instant::now() < deadline {
-        if std::fs::read_to_string(format!("/proc/{}/stat", info.pid))
-            .is_ok_and(|s| s.contains(") Z "))
-        {
-            break;
+        let logs = match failed {
+            None => Part::Read(copied),
+            Some(why) => {
+                for n in &self.info.nodes {
+                    dir.remove_stat_log(&n.name);
+                }
+                Part::Unreadable(why)
+            }
+        };
+        Collected {
+            store,
+            node_stats,
+            logs,
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    println!("cluster down: {}", dir.display());
-    Ok(exit::OK)
 }

@@ -3,31 +3,13 @@
 //! engine; every action is bounded in time, and a pause is always resumed (also on Ctrl-C).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
-
+use crate::cancel::Cancel;
+use crate::record::FaultRecord;
 use crate::scenario::{Fault, FaultAction};
 use crate::sut::node::NodeProcess;
 use crate::sut::redis::RedisProcess;
-
-/// A fault as it happened: when (Unix µs) and what, for run.json, the charts and the audit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Injected {
-    /// When the action began, Unix µs.
-    pub at_unix_us: u64,
-    /// When it ended (a pause resumed, a restarted process answering), Unix µs.
-    pub until_unix_us: u64,
-    /// `kill-node`, `restart-node`, `restart-redis`, `pause-redis`, `slow-node`.
-    pub kind: String,
-    /// The node it hit, if any (`n2`).
-    pub node: Option<String>,
-    /// Human label, e.g. "kill node n2".
-    pub label: String,
-    /// What went wrong carrying it out, if anything (the run goes on).
-    pub error: Option<String>,
-}
 
 /// The processes faults act on.
 pub struct Targets<'a> {
@@ -41,23 +23,7 @@ pub struct Targets<'a> {
     pub program: &'a Path,
 }
 
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Sleeps `d` unless cancelled first; returns false when cancelled.
-fn pause(d: Duration, cancel: &CancellationToken) -> bool {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        if cancel.is_cancelled() {
-            return false;
-        }
-        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(10)));
-    }
-    true
-}
+use crate::util::unix_us;
 
 /// Carries out `faults` at their times after `start` (the load's start); stops early when
 /// `cancel` fires. Returns what was done.
@@ -65,12 +31,11 @@ pub fn inject(
     faults: &[Fault],
     start: Instant,
     mut targets: Targets<'_>,
-    cancel: &CancellationToken,
-) -> Vec<Injected> {
+    cancel: &Cancel,
+) -> Vec<FaultRecord> {
     let mut done = Vec::new();
     for fault in faults {
-        let due = start + fault.at;
-        if !pause(due.saturating_duration_since(Instant::now()), cancel) {
+        if cancel.wait_until(start + fault.at).is_err() {
             break;
         }
         let at_unix_us = unix_us();
@@ -90,7 +55,7 @@ pub fn inject(
         if let Some(e) = &error {
             eprintln!("fault {} failed: {e}", fault.label());
         }
-        done.push(Injected {
+        done.push(FaultRecord {
             at_unix_us,
             until_unix_us: unix_us(),
             kind: kind.into(),
@@ -108,9 +73,9 @@ fn act(
     down: &mut [bool],
     redis: Option<&mut RedisProcess>,
     program: &Path,
-    cancel: &CancellationToken,
+    cancel: &Cancel,
 ) -> (&'static str, Option<String>, Option<String>) {
-    let name = |i: usize| Some(nodes_name(i));
+    let name = |i: usize| Some(node_name(i));
     match &fault.action {
         FaultAction::KillNode { node } => {
             nodes[*node].kill();
@@ -120,7 +85,8 @@ fn act(
         FaultAction::RestartNode { node, down: off } => {
             nodes[*node].kill();
             down[*node] = true;
-            pause(*off, cancel);
+            // Interrupted while it is down: it stays down, and the run winds up.
+            let _ = cancel.sleep(*off);
             let mut spec = nodes[*node].spec.clone();
             spec.listen = Some(nodes[*node].addr);
             // The sale exists now: a restarted node only registers itself again.
@@ -146,7 +112,8 @@ fn act(
         FaultAction::PauseRedis { duration } => match redis {
             Some(r) => {
                 r.signal(libc::SIGSTOP);
-                pause(*duration, cancel);
+                // Always resumed, also when interrupted.
+                let _ = cancel.sleep(*duration);
                 r.signal(libc::SIGCONT);
                 ("pause-redis", None, None)
             }
@@ -158,11 +125,14 @@ fn act(
         },
         FaultAction::SlowNode { node, duration } => {
             let until = Instant::now() + *duration;
-            while Instant::now() < until && !cancel.is_cancelled() && !down[*node] {
+            let half = Duration::from_millis(50);
+            while Instant::now() < until && !down[*node] {
                 nodes[*node].signal(libc::SIGSTOP);
-                std::thread::sleep(Duration::from_millis(50));
+                let stopped = cancel.sleep(half);
                 nodes[*node].signal(libc::SIGCONT);
-                std::thread::sleep(Duration::from_millis(50));
+                if stopped.is_err() || cancel.sleep(half).is_err() {
+                    break;
+                }
             }
             ("slow-node", name(*node), None)
         }
@@ -170,7 +140,7 @@ fn act(
 }
 
 /// Node `i`'s name as the run names it.
-pub fn nodes_name(i: usize) -> String {
+pub fn node_name(i: usize) -> String {
     format!("n{}", i + 1)
 }
 

@@ -1,7 +1,7 @@
-//! The client's ledger: one compact row per request attempt, for the audit (DESIGN.md §4).
+//! The client's ledger: one compact row per request attempt, for the audit (ARCHITECTURE.md, "The audit").
 //!
 //! Rows are 48 bytes so a million-user run costs ~50 MB. Workers fill their own `Vec<Row>`; the
-//! engine merges them (sorted by start time) into one [`Ledger`]. Saved as `ledger.csv` plus a
+//! engine merges them (sorted by start time) into one [`Ledger`]. Saved as the run folder's ledger plus a
 //! node table `ledger.nodes.csv` beside it (index → node name; index 0 means "no node").
 
 use std::fmt::Write as _;
@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::protocol::{Kind, Outcome, Reason};
 
-/// The CSV header of `ledger.csv`; part of the report format.
+/// The CSV header of the ledger; part of the report format.
 pub const HEADER: &str =
     "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node";
 
@@ -92,7 +92,7 @@ impl Ledger {
         }
     }
 
-    /// Where the node table of `ledger_path` lives (`ledger.csv` → `ledger.nodes.csv`).
+    /// Where the node table of `ledger_path` lives (`NAME.csv` → `NAME.nodes.csv`).
     pub fn nodes_path(ledger_path: &Path) -> PathBuf {
         ledger_path.with_extension("nodes.csv")
     }
@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ledger.csv");
+        let path = dir.path().join("rows.csv");
         let ledger = Ledger {
             rows: vec![
                 Row {

@@ -1,22 +1,42 @@
 //! grab-bench: load generator, orchestrator, auditor and reporter for flash-sale systems.
 //!
-//! The modules follow the architecture in DESIGN.md: `engine` drives load and records every
-//! request into the `ledger`; `protocol` classifies responses; `ab` is the ApacheBench-style
-//! front end over the engine.
+//! The architecture is described in `ARCHITECTURE.md`; this is the map of the modules, from the
+//! top (the command line) down. Dependencies point one way: commands → pipeline → audit and
+//! report → evidence.
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`cli`] | parsing, dispatch, and the one place a result becomes an exit code ([`exit`]) |
+//! | [`commands`] | `run`, `merge`, `audit`, `report`, `cluster up/down`, `ab`: set up, load, hand over |
+//! | [`pipeline`] | settle → collect evidence → persist → audit → report, for every verdict |
+//! | [`system`], [`cluster`] | the system under test after the load: how it settles, where its truth is |
+//! | [`audit`] | the checks: pure functions of the evidence |
+//! | [`report`] | charts, the index page, summaries, JUnit, `compare` |
+//! | [`evidence`] | the normalised evidence, and the readers that make it from a system's layout |
+//! | [`run_dir`], [`record`] | the run folder's files, and the run record |
+//! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
+//! | [`scenario`], [`target`] | scenario files, and target URLs |
+//! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
+//! | [`cancel`], [`error`], [`util`] | cancellation passed down, the one error type, the clock |
 
-pub mod ab;
 pub mod audit;
+pub mod cancel;
 pub mod cli;
 pub mod cluster;
-pub mod demo;
+pub mod commands;
 pub mod engine;
+pub mod error;
+pub mod evidence;
 pub mod exit;
 pub mod faults;
-pub mod interrupt;
 pub mod ledger;
-pub mod merge;
+pub mod pipeline;
 pub mod protocol;
+pub mod record;
 pub mod report;
-pub mod run;
+pub mod run_dir;
 pub mod scenario;
 pub mod sut;
+pub mod system;
+pub mod target;
+pub mod util;

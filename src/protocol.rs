@@ -2,7 +2,7 @@
 //!
 //! The engine calls [`classify`] on every response body, so this is a small hand-written scan for
 //! the few JSON keys the audit needs (`"code":`, `"seq":`, `"order_id":"`, `"node":"`); it never
-//! allocates. See DESIGN.md §3 for the two protocols and §4 for what the outcomes mean.
+//! allocates. See ARCHITECTURE.md, "The protocols" and "The audit", for what the outcomes mean.
 
 /// What a completed request proves about the system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,13 +148,24 @@ impl Reason {
 /// Which protocol the server speaks, i.e. how bodies are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
-    /// The reference server (DESIGN.md §3.2): distinct codes and statuses, seq/order/node fields.
+    /// The reference server (ARCHITECTURE.md, "The protocols"): distinct codes and statuses, seq/order/node fields.
     #[default]
     Reference,
-    /// Servers following the article (DESIGN.md §3.1): `code:1` grabbed, `code:-1` sold out.
+    /// Servers following the article (ARCHITECTURE.md, "The protocols"): `code:1` grabbed, `code:-1` sold out.
     Seed,
     /// No body semantics (ab-style): any 2xx is ok, 5xx info, other statuses info.
     Plain,
+}
+
+impl Profile {
+    /// The profile's name, as in the run record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Reference => "reference",
+            Profile::Seed => "seed",
+            Profile::Plain => "plain",
+        }
+    }
 }
 
 /// What kind of operation a request performs; pay answers use `Paid` instead of `Grabbed`.

@@ -186,13 +186,13 @@ pub struct Scenario {
     pub load: LoadSpec,
     /// Time bounds.
     pub timeouts: Timeouts,
-    /// Pass/fail thresholds beyond correctness.
-    pub thresholds: Thresholds,
+    /// Pass/fail thresholds beyond correctness (the run record keeps them as they are).
+    pub thresholds: crate::record::Thresholds,
     /// Faults injected into the built-in cluster during the load, in time order.
     pub faults: Vec<Fault>,
 }
 
-/// One fault, injected `at` after the load starts (DESIGN.md: the article's failure claims).
+/// One fault, injected `at` after the load starts (the article's failure claims).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {
     /// When, from the start of the load.
@@ -337,19 +337,6 @@ pub struct Timeouts {
     pub generator_lag: Duration,
 }
 
-/// Thresholds beyond correctness.
-#[derive(Debug, Clone, Default)]
-pub struct Thresholds {
-    /// p99 latency (intended time in open loop) in ms.
-    pub p99_ms: Option<f64>,
-    /// Share of requests that ended as errors (info).
-    pub error_rate: Option<f64>,
-    /// Minimum mean requests per second.
-    pub min_rps: Option<f64>,
-    /// The tickets must be gone within this.
-    pub sell_out_within: Option<Duration>,
-}
-
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
@@ -461,7 +448,7 @@ impl Validator<'_> {
             }
         }
         let th = &raw.thresholds;
-        let thresholds = Thresholds {
+        let thresholds = crate::record::Thresholds {
             p99_ms: self.positive(&th.p99_ms, "p99_ms")?,
             error_rate: match &th.error_rate {
                 Some(r) if !(0.0..=1.0).contains(r.get_ref()) => {
@@ -470,10 +457,10 @@ impl Validator<'_> {
                 r => r.as_ref().map(|r| *r.get_ref()),
             },
             min_rps: self.positive(&th.min_rps, "min_rps")?,
-            sell_out_within: th
+            sell_out_within_s: th
                 .sell_out_within
                 .as_ref()
-                .map(|d| self.duration(d))
+                .map(|d| self.duration(d).map(|d| d.as_secs_f64()))
                 .transpose()?,
         };
         let faults = self.faults(&raw.faults, &system, &timeouts)?;
@@ -489,6 +476,7 @@ impl Validator<'_> {
         })
     }
 
+    /// Long because each fault action has its own required keys and rules; one match keeps every action's rules side by side.
     fn faults(
         &self,
         raw: &[Spanned<RawFault>],
@@ -629,6 +617,7 @@ impl Validator<'_> {
         })
     }
 
+    /// Long because it validates `[cluster]` key by key, each with its own message and position; the checks are independent and read best in file order.
     fn cluster(&self, raw: &Spanned<RawCluster>, tickets: u64) -> Result<Cluster, ScenarioError> {
         let c = raw.get_ref();
         let nodes = *c.nodes.get_ref() as usize;
@@ -736,13 +725,8 @@ impl Validator<'_> {
     fn target(&self, raw: &Spanned<RawTarget>) -> Result<External, ScenarioError> {
         let t = raw.get_ref();
         let url = t.url.get_ref();
-        if !crate::sut::is_loopback_http(url) {
-            return Err(self.err(
-                &t.url,
-                format!(
-                    "{url:?}: load goes to loopback only (http://127.x.x.x, localhost or [::1])"
-                ),
-            ));
+        if let Err(err) = crate::target::Target::parse_loopback(url) {
+            return Err(self.err(&t.url, format!("{url:?}: {err:#}")));
         }
         let profile = match t.profile.as_ref().map(|p| (p, p.get_ref().as_str())) {
             None | Some((_, "reference")) => crate::protocol::Profile::Reference,

@@ -1,31 +1,44 @@
-//! The auditor (DESIGN.md §4): after the system has settled, prove — or refute with named
-//! witnesses — that the server neither oversold nor undersold, that each user got at most their
-//! limit, and that every success the client saw is a real order.
+//! The auditor: after the system has settled, prove — or refute with named witnesses — that it
+//! neither oversold nor undersold, that each user got at most their limit, and that every
+//! success the client saw is a real order (ARCHITECTURE.md, "The audit").
 //!
-//! Inputs ([`input`]): the run's facts, one atomic Redis snapshot, the nodes' stat logs
-//! ([`statlog`]) and the client's ledger. Each check in [`checks`] answers true / false /
-//! unknown with figures and witnesses; the verdict is the worst of them (false > unknown > true).
-//! A check whose data is missing is unknown, never true. [`write`] renders `audit.json`,
-//! `audit.md` and the one-line verdict.
+//! [`audit`] is a pure function of the [`Evidence`]: no Redis, no files, no clock. [`Facts`]
+//! indexes the evidence once; each check is one module with one function `check(&Facts) ->
+//! Check` and its own unit tests built from in-memory evidence (`testkit`). Each check answers
+//! true / false / unknown with figures and witnesses; the verdict is the worst: false, then
+//! unknown, then true. A check whose data is missing is unknown, never true. [`write`] renders
+//! the audit in words and the one-line verdict.
 
-pub mod checks;
-pub mod cmd;
-pub mod input;
-pub mod statlog;
+mod conservation;
+mod counter_bounds;
+mod facts;
+mod no_oversell;
+mod no_undersell;
+mod node_logs;
+mod one_per_user;
+mod reservations;
+mod successes_orders;
+#[cfg(test)]
+mod testkit;
 pub mod write;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-pub use input::{NodeMeta, Order, RunMeta, Snapshot, ThresholdLimits};
-pub use statlog::NodeLog;
+pub use facts::Facts;
 
-use crate::exit;
-use crate::ledger::Ledger;
+use crate::evidence::Evidence;
+
+/// How late a hold may be released after its expiry: the reaper runs every 100 ms and a busy
+/// Redis adds its own delay.
+pub const RELEASE_SLACK_MS: u64 = 1_000;
+/// A ticket released in Redis reaches a node's local pool on the node's next reaper pass; a
+/// "sold out" within this long after a release is not a false sold-out.
+pub const RETURN_SLACK_US: i64 = 500_000;
+/// Witnesses kept per anomaly kind: enough to find the bug, few enough to read.
+pub const WITNESSES_PER_KIND: usize = 5;
 
 /// A check's answer. Ordered so that `max` is the worse one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -40,21 +53,12 @@ pub enum Status {
 }
 
 impl Status {
-    /// Lowercase name, as in `audit.json`.
+    /// Lowercase name, as saved.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::True => "true",
             Status::Unknown => "unknown",
             Status::False => "false",
-        }
-    }
-
-    /// The exit code a verdict implies (DESIGN.md §4, README "Exit codes").
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Status::True => exit::OK,
-            Status::Unknown => exit::UNKNOWN_OR_INVALID,
-            Status::False => exit::CORRECTNESS,
         }
     }
 }
@@ -82,8 +86,19 @@ pub struct Witness {
     /// Order id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<u64>,
-    /// The anomaly in plain words, for `audit.md`.
+    /// The anomaly in plain words, for the audit in words.
     pub says: String,
+}
+
+impl Witness {
+    /// A witness that names no request, only what it says.
+    pub fn plain(kind: &str, says: String) -> Witness {
+        Witness {
+            kind: kind.into(),
+            says,
+            ..Witness::default()
+        }
+    }
 }
 
 /// One check's result.
@@ -108,9 +123,6 @@ pub struct Check {
     /// Plain-words remarks that are not anomalies (e.g. how stranded stock is attributed).
     pub notes: Vec<String>,
 }
-
-/// Witnesses kept per anomaly kind: enough to find the bug, few enough to read.
-pub const WITNESSES_PER_KIND: usize = 5;
 
 impl Check {
     fn new(name: &str, title: &str) -> Check {
@@ -140,22 +152,43 @@ impl Check {
     /// Records `n` anomalies of the witness's kind, shown by one witness.
     fn anomalies_n(&mut self, witness: Witness, n: u64) {
         self.status = Status::False;
-        let count = self.anomalies.entry(witness.kind.clone()).or_default();
-        *count += n;
-        let shown = self
-            .witnesses
-            .iter()
-            .filter(|w| w.kind == witness.kind)
-            .count();
-        if shown < WITNESSES_PER_KIND {
+        *self.anomalies.entry(witness.kind.clone()).or_default() += n;
+        self.keep_witness(witness);
+    }
+
+    /// Keeps a witness of an anomaly already counted, if its kind has room.
+    fn keep_witness(&mut self, witness: Witness) {
+        if self.shown(&witness.kind) < WITNESSES_PER_KIND {
             self.witnesses.push(witness);
         }
+    }
+
+    /// How many witnesses of `kind` are kept.
+    fn shown(&self, kind: &str) -> usize {
+        self.witnesses.iter().filter(|w| w.kind == kind).count()
     }
 
     /// Marks the check undecidable for `why` (unless it is already false).
     fn unknown(&mut self, why: impl Into<String>) {
         self.status = self.status.max(Status::Unknown);
         self.unknown_because.push(why.into());
+    }
+
+    /// Marks the check undecidable for `why` and gives it that summary: the data it needs is
+    /// not there at all.
+    fn undecided(mut self, why: impl Into<String>, summary: &str) -> Check {
+        self.unknown(why);
+        self.summary = summary.to_string();
+        self
+    }
+
+    /// "VIOLATED" or "holds", for summaries.
+    fn holds_word(&self) -> &'static str {
+        if self.status == Status::False {
+            "VIOLATED"
+        } else {
+            "holds"
+        }
     }
 }
 
@@ -166,13 +199,13 @@ pub struct Audit {
     pub verdict: Status,
     /// Scenario name.
     pub scenario: String,
-    /// `reference` or `seed`.
+    /// `reference`, `seed` or `plain`.
     pub profile: String,
     /// Tickets in the sale.
     pub tickets: u64,
     /// Whether the run is invalid as a measurement (generator lag); the checks still stand.
     pub invalid_run: Option<String>,
-    /// Every check, in DESIGN.md §4 order.
+    /// Every check, in the order of ARCHITECTURE.md's table.
     pub checks: Vec<Check>,
     /// How long the audit itself took, ms.
     pub audit_ms: f64,
@@ -183,86 +216,71 @@ impl Audit {
     pub fn check(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)
     }
-
-    /// The exit code: a failed check wins, then unknown or an invalid run, then success.
-    pub fn exit_code(&self) -> i32 {
-        match (self.verdict, &self.invalid_run) {
-            (Status::False, _) => exit::CORRECTNESS,
-            (_, Some(_)) => exit::UNKNOWN_OR_INVALID,
-            (v, None) => v.exit_code(),
-        }
-    }
 }
 
-/// Everything one audit reads; missing parts make the checks that need them unknown.
-pub struct AuditInput<'a> {
-    /// The run's facts.
-    pub meta: &'a RunMeta,
-    /// The client's ledger.
-    pub ledger: &'a Ledger,
-    /// The Redis snapshot, if one could be taken.
-    pub snapshot: Option<&'a Snapshot>,
-    /// The nodes' stat logs (empty: none available).
-    pub logs: &'a [NodeLog],
+/// Every check, in the order of ARCHITECTURE.md's table.
+pub fn checks(f: &Facts<'_>) -> Vec<Check> {
+    vec![
+        no_oversell::check(f),
+        counter_bounds::check(f),
+        successes_orders::check(f),
+        one_per_user::check(f),
+        conservation::check(f),
+        no_undersell::check(f),
+        reservations::check(f),
+        node_logs::check(f),
+    ]
 }
 
-/// Runs every check.
-pub fn audit(input: &AuditInput<'_>) -> Audit {
+/// Runs every check on the evidence.
+pub fn audit(evidence: &Evidence<'_>) -> Audit {
     let started = Instant::now();
-    let facts = checks::Facts::new(input);
-    let checks = checks::all(&facts);
+    let facts = Facts::new(evidence);
+    let checks = checks(&facts);
     let verdict = checks
         .iter()
         .map(|c| c.status)
         .max()
         .unwrap_or(Status::Unknown);
-    let meta = input.meta;
-    let invalid_run = if meta.lag_p99_ms > meta.lag_limit_ms && meta.lag_limit_ms > 0.0 {
-        Some(format!(
-            "generator lag p99 {:.1} ms exceeds {:.1} ms: the latency figures are not a result",
-            meta.lag_p99_ms, meta.lag_limit_ms
-        ))
-    } else if meta.cancelled {
-        Some(
-            "the load was cut short (Ctrl-C or timeouts.max_duration): not the scenario's load"
-                .into(),
-        )
-    } else {
-        None
-    };
+    let run = evidence.run;
     Audit {
         verdict,
-        scenario: meta.scenario.clone(),
-        profile: meta.profile.clone(),
-        tickets: meta.tickets,
-        invalid_run,
+        scenario: run.scenario.clone(),
+        profile: run.profile.clone(),
+        tickets: run.sale.tickets,
+        invalid_run: run.invalid_because(),
         checks,
         audit_ms: started.elapsed().as_secs_f64() * 1000.0,
     }
 }
 
-/// Re-audits a saved run folder (`run.json`, `ledger.csv`, `redis-snapshot.json`, `stat-*.log`)
-/// and rewrites its `audit.json` and `audit.md`.
-pub fn audit_dir(dir: &Path) -> anyhow::Result<Audit> {
-    let meta: RunMeta = input::load_json(&dir.join(input::files::RUN))
-        .with_context(|| format!("{} is not a grab-bench run folder", dir.display()))?;
-    let ledger = Ledger::load(&dir.join(input::files::LEDGER))?;
-    let snap_path = dir.join(input::files::SNAPSHOT);
-    let snapshot: Option<Snapshot> = if snap_path.exists() {
-        Some(input::load_json(&snap_path)?)
-    } else {
-        None
+/// `12345` → `12,345`.
+pub fn thousands(n: impl Into<i128>) -> String {
+    let n: i128 = n.into();
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// `3` → `3rd`, with thousands separators.
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
     };
-    let logs = input::stat_logs_in(dir)?
-        .iter()
-        .map(|p| statlog::read(p))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let audit = audit(&AuditInput {
-        meta: &meta,
-        ledger: &ledger,
-        snapshot: snapshot.as_ref(),
-        logs: &logs,
-    });
-    write::save(dir, &audit)?;
-    Ok(audit)
+    format!("{}{suffix}", thousands(n as u64))
+}
+
+/// Ledger µs as seconds.
+fn secs(us: u32) -> f64 {
+    f64::from(us) / 1e6
 }

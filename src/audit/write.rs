@@ -1,22 +1,9 @@
-//! Renders an [`Audit`]: `audit.json` (every check, figures and witnesses), `audit.md` (each
-//! anomaly in plain words) and the one-line verdict printed on stdout.
+//! Renders an [`Audit`] for people: the markdown report (each anomaly in plain words) and the
+//! one-line verdict printed on stdout. (The run folder saves both, and the audit as JSON.)
 
 use std::fmt::Write as _;
-use std::path::Path;
-
-use anyhow::Context;
 
 use super::{Audit, Status};
-
-/// Writes `audit.json` and `audit.md` into `dir`.
-pub fn save(dir: &Path, audit: &Audit) -> anyhow::Result<()> {
-    let json = dir.join("audit.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(audit)?)
-        .with_context(|| format!("writing {}", json.display()))?;
-    let md = dir.join("audit.md");
-    std::fs::write(&md, markdown(audit)).with_context(|| format!("writing {}", md.display()))?;
-    Ok(())
-}
 
 /// The one-line verdict, e.g. `verdict: FAILED (no_oversell, counter_bounds) — 2 of 8 checks false`.
 pub fn verdict_line(audit: &Audit) -> String {
@@ -54,7 +41,7 @@ pub fn verdict_line(audit: &Audit) -> String {
     line
 }
 
-/// `audit.md`: the verdict, a table of checks, then each check's findings in words.
+/// The audit in words: the verdict, a table of checks, then each check's findings in words.
 pub fn markdown(audit: &Audit) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Audit of `{}`\n", audit.scenario);

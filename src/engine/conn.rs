@@ -500,6 +500,8 @@ impl Conn {
 }
 
 /// One connection's loop: take work, send, record, until there is no work left.
+///
+/// Long because it is the hot path's one loop (take work, connect, send, classify, record, follow up): split into functions, the per-request state would travel through arguments and `RefCell` borrows on every request.
 async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let s = ctx.shared.clone();
     let profile = match &s.plan.source {

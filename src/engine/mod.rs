@@ -1,4 +1,4 @@
-//! The load engine: few connections, many users (DESIGN.md §5).
+//! The load engine: few connections, many users (ARCHITECTURE.md, "Measuring honestly").
 //!
 //! [`run`] starts `threads` OS threads, each with its own current-thread tokio runtime owning
 //! `connections / threads` connection tasks. A connection task, when free, takes the next due
@@ -345,6 +345,8 @@ pub fn run(plan: EnginePlan, cancel: CancellationToken) -> anyhow::Result<Engine
 }
 
 /// Like [`run`], updating `live` as requests complete so the caller can show progress.
+///
+/// Long because it is the engine's one set-up: validate the plan, derive the bounds, start the threads, merge their recorders, in that order.
 pub fn run_with_live(
     plan: EnginePlan,
     cancel: CancellationToken,

@@ -89,7 +89,7 @@ impl Interval {
     }
 }
 
-/// Lateness of the generator itself (DESIGN.md §5): only sends where a connection was free and
+/// Lateness of the generator itself (ARCHITECTURE.md, "Measuring honestly"): only sends where a connection was free and
 /// woke up late count; waiting because every connection was busy is backpressure, a result.
 #[derive(Debug, Clone)]
 pub struct LagStats {

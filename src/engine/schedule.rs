@@ -1,7 +1,7 @@
 //! Open-loop arrival schedules: arrival `k`'s intended send time is a function of `k`.
 //!
 //! Nothing is materialised: a million-user burst costs one small `Vec` of stages, and each free
-//! connection asks for the time of the arrival index it claimed (DESIGN.md §5).
+//! connection asks for the time of the arrival index it claimed (ARCHITECTURE.md, "Measuring honestly").
 
 use std::time::Duration;
 

@@ -2,10 +2,10 @@
 //!
 //! Every chart is [`CHART_SIZE`], white, with a title saying what it shows, a subtitle with the
 //! scenario and how the data was bucketed, units on both axes, and the injected faults as dashed
-//! vertical lines on time axes. Text uses the embedded DejaVu Sans (DESIGN.md §7).
+//! vertical lines on time axes. Text uses the embedded DejaVu Sans (`assets/fonts/`).
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -16,12 +16,13 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::input::Saved;
+use super::CHART_SIZE;
+use super::facts::RunFacts;
 use super::latency_log::Totals;
 use super::timeseries::{Second, TimeSeries, natural_cmp};
-use super::{CHART_SIZE, CHARTS};
 use crate::ledger::Ledger;
 use crate::protocol::{Kind, Reason};
+use crate::run_dir::{CHARTS, RunDir};
 
 /// The embedded font (DejaVu Sans; licence in `assets/fonts/LICENSE`).
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -42,13 +43,13 @@ const GREY: RGBColor = RGBColor(90, 90, 90);
 
 /// Everything the charts and the index page draw from.
 pub(crate) struct Data<'a> {
-    /// `report-input.json`.
-    pub saved: &'a Saved,
-    /// `timeseries.csv`.
+    /// The run, from its record.
+    pub run: &'a RunFacts,
+    /// The time series.
     pub series: &'a TimeSeries,
-    /// `latency.hlog`, merged per tag.
+    /// The latency log, merged per tag.
     pub latency: &'a Totals,
-    /// Facts from `ledger.csv`, when the run folder has one.
+    /// Facts from the ledger, when the run folder has one.
     pub ledger: Option<&'a LedgerFacts>,
 }
 
@@ -141,7 +142,7 @@ fn register_fonts() -> anyhow::Result<()> {
 }
 
 /// Draws every chart of [`CHARTS`] into `dir`; returns their paths.
-pub(crate) fn draw_all(dir: &Path, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn draw_all(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts()?;
     type Draw = fn(&Area<'_>, &Data<'_>) -> anyhow::Result<()>;
     let charts: [(&str, Draw); 5] = [
@@ -153,7 +154,7 @@ pub(crate) fn draw_all(dir: &Path, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>>
     ];
     let mut written = Vec::new();
     for (name, draw) in charts {
-        let path = dir.join(name);
+        let path = dir.file(name);
         written.push(path.clone());
         let root = BitMapBackend::new(&path, CHART_SIZE).into_drawing_area();
         root.fill(&WHITE)?;
@@ -205,9 +206,9 @@ fn message(area: &Area<'_>, text: &str) -> anyhow::Result<()> {
 fn subtitle(d: &Data<'_>, what: &str) -> String {
     let mut s = format!(
         "scenario {} · run {:.1} s",
-        d.saved.scenario, d.saved.elapsed_secs
+        d.run.scenario, d.run.elapsed_secs
     );
-    if d.saved.cancelled {
+    if d.run.cancelled {
         s.push_str(" (cut short)");
     }
     if !what.is_empty() {
@@ -219,7 +220,7 @@ fn subtitle(d: &Data<'_>, what: &str) -> String {
 
 /// Length of second `s` that lies inside the run (the last one is usually partial).
 fn span(d: &Data<'_>, r: &Second) -> f64 {
-    (d.saved.elapsed_secs - f64::from(r.second)).clamp(0.001, 1.0)
+    (d.run.elapsed_secs - f64::from(r.second)).clamp(0.001, 1.0)
 }
 
 /// End of the time axis, s.
@@ -229,8 +230,8 @@ fn time_max(d: &Data<'_>) -> f64 {
         .rows
         .last()
         .map_or(0.0, |r| f64::from(r.second) + span(d, r));
-    rows.max(d.saved.elapsed_secs)
-        .max(d.saved.faults.iter().map(|f| f.at_secs).fold(0.0, f64::max))
+    rows.max(d.run.elapsed_secs)
+        .max(d.run.faults.iter().map(|f| f.at_secs).fold(0.0, f64::max))
         .max(0.001)
 }
 
@@ -265,7 +266,7 @@ fn boxed_text<Y: Ranged<ValueType = f64>>(
 
 /// The scenario's faults as marks.
 fn fault_marks(d: &Data<'_>) -> Vec<Mark> {
-    d.saved
+    d.run
         .faults
         .iter()
         .map(|f| Mark {
@@ -585,13 +586,18 @@ fn mid(d: &Data<'_>, r: &Second) -> f64 {
 }
 
 /// The HDR percentile spectrum of the whole run: latency against log10(1 / (1 − p)).
+///
+/// Long because a chart is drawn in one pass, top to bottom (axes, both curves, labels, legend): splitting it would scatter one picture's layout over several functions.
 fn percentiles(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     let area = header(
         root,
         "Latency by percentile (whole run, HDR histogram spectrum)",
         &subtitle(
             d,
-            "x: percentile on a log scale of 1/(1-p) · from latency.hlog",
+            &format!(
+                "x: percentile on a log scale of 1/(1-p) · from {}",
+                crate::run_dir::LATENCY_HLOG
+            ),
         ),
     )?;
     let (intended, raw) = (&d.latency.intended, &d.latency.raw);
@@ -686,29 +692,31 @@ fn percentile_label(x: f64) -> String {
 }
 
 /// Tickets left over time, the sell-out moment marked.
+///
+/// Long because a chart is drawn in one pass, top to bottom (curves, sell-out mark, faults, legend): splitting it would scatter one picture's layout over several functions.
 fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
-    let reservations = d.saved.hold_ttl_ms.is_some();
+    let reservations = d.run.hold_ttl.is_some();
     let area = header(
         root,
         "Inventory: tickets left over time (client's count of successful buys)",
         &subtitle(
             d,
-            &if d.saved.tickets == 0 {
+            &if d.run.tickets == 0 {
                 String::new()
             } else {
                 format!(
                     "{} tickets · from {}",
-                    fmt_count(d.saved.tickets as f64),
+                    fmt_count(d.run.tickets as f64),
                     if d.ledger.is_some() {
-                        "each success in ledger.csv"
+                        format!("each success in {}", crate::run_dir::LEDGER_CSV)
                     } else {
-                        "timeseries.csv, per second"
+                        format!("{}, per second", crate::run_dir::TIMESERIES_CSV)
                     }
                 )
             },
         ),
     )?;
-    let tickets = d.saved.tickets as i64;
+    let tickets = d.run.tickets as i64;
     if tickets == 0 {
         return message(
             &area,
@@ -836,15 +844,16 @@ impl InventoryCurves {
 /// When the stock first ran out by the client's count (estimated with releases in reservation
 /// mode), as a label; shared with the index page so both say the same.
 pub(crate) fn sold_out_label(d: &Data<'_>) -> Option<String> {
-    if d.saved.tickets == 0 {
+    if d.run.tickets == 0 {
         return None;
     }
     inventory_curves(d, time_max(d)).sold_out_label()
 }
 
+/// Long because the client's count, the release estimate and the sell-out moment are computed in one walk over the sorted successes; separate walks would repeat it.
 fn inventory_curves(d: &Data<'_>, x_max: f64) -> InventoryCurves {
-    let tickets = d.saved.tickets as i64;
-    let reservations = d.saved.hold_ttl_ms.is_some();
+    let tickets = d.run.tickets as i64;
+    let reservations = d.run.hold_ttl.is_some();
     match d.ledger {
         Some(f) => {
             // Exact moment: walk the buy and release events in time order.
@@ -925,6 +934,8 @@ fn inventory_curves(d: &Data<'_>, x_max: f64) -> InventoryCurves {
 }
 
 /// Per-node sales as bars inside each node's quota.
+///
+/// Long because a chart is drawn in one pass, top to bottom (bars, quotas, labels, legend): splitting it would scatter one picture's layout over several functions.
 fn nodes(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     let bars = node_bars(d);
     let sold: u64 = bars.iter().map(|b| b.sold).sum();
@@ -936,11 +947,11 @@ fn nodes(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
             &format!(
                 "{} sold in all · {} tickets · from {}",
                 fmt_count(sold as f64),
-                fmt_count(d.saved.tickets as f64),
+                fmt_count(d.run.tickets as f64),
                 if d.ledger.is_some() {
-                    "ledger.csv"
+                    crate::run_dir::LEDGER_CSV
                 } else {
-                    "timeseries.csv"
+                    crate::run_dir::TIMESERIES_CSV
                 }
             ),
         ),
@@ -1069,13 +1080,13 @@ fn node_bars(d: &Data<'_>) -> Vec<NodeBar> {
         }
     }
     let mut bars: Vec<NodeBar> = d
-        .saved
+        .run
         .node_quotas
         .iter()
-        .map(|q| NodeBar {
-            name: q.node.clone(),
-            sold: by_name.remove(&q.node).unwrap_or(0),
-            quota: Some(q.quota),
+        .map(|(node, quota)| NodeBar {
+            name: node.clone(),
+            sold: by_name.remove(node).unwrap_or(0),
+            quota: Some(*quota),
         })
         .collect();
     let mut rest: Vec<(String, u64)> = by_name.into_iter().collect();

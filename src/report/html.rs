@@ -1,13 +1,11 @@
-//! `index.html`: the verdict, the key figures, every chart, and links to the data files; one
+//! The index page ([`crate::run_dir::INDEX_HTML`]): the verdict, the key figures, every chart, and links to the data files; one
 //! self-contained page (no scripts, no external assets) that opens from a CI artifact.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
+use std::path::PathBuf;
 
 use super::charts::{Data, sold_out_label};
-use super::{AUDIT_JSON, CHARTS, INDEX_HTML};
+use crate::run_dir::{AUDIT_JSON, CHARTS, INDEX_HTML, RunDir};
 
 /// What each chart shows, as the page's caption for it.
 const CAPTIONS: [&str; 5] = [
@@ -18,14 +16,11 @@ const CAPTIONS: [&str; 5] = [
     "Successful buys per node against each node's quota.",
 ];
 
-/// Data files worth linking, by extension.
-const DATA_EXTENSIONS: [&str; 8] = ["csv", "json", "hlog", "md", "xml", "txt", "log", "gz"];
-
-/// Writes `index.html` into `dir`; returns its path.
-pub(crate) fn write_index(dir: &Path, d: &Data<'_>) -> anyhow::Result<PathBuf> {
-    let (verdict, source) = verdict(dir, d);
+/// Writes the index page into `dir`; returns its path.
+pub(crate) fn write_index(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<PathBuf> {
+    let (verdict, source) = verdict(dir);
     let mut h = String::new();
-    let title = format!("grab-bench report: {}", d.saved.scenario);
+    let title = format!("grab-bench report: {}", d.run.scenario);
     let _ = write!(
         h,
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -65,30 +60,26 @@ pub(crate) fn write_index(dir: &Path, d: &Data<'_>) -> anyhow::Result<PathBuf> {
         );
     }
     h.push_str("<h2>Data files</h2>\n<ul>\n");
-    for f in data_files(dir)? {
+    for f in dir.data_files()? {
         let _ = writeln!(h, "<li><a href=\"{0}\">{0}</a></li>", esc(&f));
     }
     h.push_str("</ul>\n</body>\n</html>\n");
-    let path = dir.join(INDEX_HTML);
-    std::fs::write(&path, h).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    dir.write(INDEX_HTML, h)?;
+    Ok(dir.file(INDEX_HTML))
 }
 
-/// The verdict and where it came from: `report-input.json`, else `audit.json`'s `verdict`.
-fn verdict(dir: &Path, d: &Data<'_>) -> (Option<String>, Option<&'static str>) {
-    if let Some(v) = &d.saved.verdict {
-        return (Some(v.clone()), Some(super::INPUT_JSON));
-    }
-    let Ok(text) = std::fs::read_to_string(dir.join(AUDIT_JSON)) else {
+/// The verdict and where it came from: the audit's `verdict`, when the folder was audited.
+fn verdict(dir: &RunDir) -> (Option<String>, Option<&'static str>) {
+    if !dir.has(AUDIT_JSON) {
         return (None, None);
-    };
-    let v = match serde_json::from_str::<serde_json::Value>(&text) {
+    }
+    let v = match dir.load_json::<serde_json::Value>(AUDIT_JSON) {
         Ok(json) => match json.get("verdict") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             Some(other) => Some(other.to_string()),
             None => None,
         },
-        Err(_) => Some("audit.json is not valid JSON".into()),
+        Err(_) => Some(format!("{AUDIT_JSON} is not valid JSON")),
     };
     (v, Some(AUDIT_JSON))
 }
@@ -118,7 +109,7 @@ fn figures(h: &mut String, d: &Data<'_>) {
     let rows = &d.series.rows;
     let sum = |f: fn(&super::timeseries::Second) -> u64| rows.iter().map(f).sum::<u64>();
     let completed = sum(|r| r.completed());
-    let secs = d.saved.elapsed_secs;
+    let secs = d.run.elapsed_secs;
     let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
     let lat = |hist: &hdrhistogram::Histogram<u64>| {
         if hist.is_empty() {
@@ -153,18 +144,18 @@ fn figures(h: &mut String, d: &Data<'_>) {
             lat(&d.latency.raw),
         ),
     ];
-    if d.saved.tickets > 0 {
-        items.push(("tickets".into(), d.saved.tickets.to_string()));
+    if d.run.tickets > 0 {
+        items.push(("tickets".into(), d.run.tickets.to_string()));
         items.push(("successful buys".into(), sum(|r| r.buys_ok).to_string()));
         items.push((
             "sell-out".into(),
             sold_out_label(d).unwrap_or_else(|| "not sold out".into()),
         ));
     }
-    if d.saved.cancelled {
+    if d.run.cancelled {
         items.push(("cut short".into(), "yes".into()));
     }
-    for f in &d.saved.faults {
+    for f in &d.run.faults {
         items.push((format!("fault at {:.1} s", f.at_secs), f.label.clone()));
     }
     h.push_str("<table>\n");
@@ -177,20 +168,6 @@ fn figures(h: &mut String, d: &Data<'_>) {
         );
     }
     h.push_str("</table>\n");
-}
-
-/// Data files in the folder, sorted by name, so the page is the same on every render.
-fn data_files(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let ext = name.rsplit('.').next().unwrap_or("");
-        if name.contains('.') && DATA_EXTENSIONS.contains(&ext) {
-            out.push(name);
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// Escapes text for HTML content and attribute values.

@@ -1,4 +1,4 @@
-//! Reading `latency.hlog` back: its intervals (for `merge`), and the per-second histograms merged
+//! Reading the latency log back ([`crate::run_dir::LATENCY_HLOG`]): its intervals (for `merge`), and the per-second histograms merged
 //! into whole-run totals (for the percentile spectrum and the summary).
 
 use std::path::Path;

@@ -1,9 +1,9 @@
-//! `summary.json`, `summary.md` and `junit.xml`: the run in figures, the audit's checks and the
+//! The summaries ([`crate::run_dir::SUMMARY_JSON`], `SUMMARY_MD`, `JUNIT_XML`): the run in figures, the audit's checks and the
 //! scenario's thresholds, for people and for CI. Built only from files in the run folder
-//! (`run.json`, `audit.json`, `latency.hlog`, `ledger.csv`), so `grab-bench report` rebuilds them
+//! (the run record, the audit, the latency log and the ledger), so `grab-bench report` rebuilds them
 //! identically.
 //!
-//! # `summary.json` (schema `grab-bench/summary/v1`)
+//! # The JSON summary (schema `grab-bench/summary/v1`)
 //!
 //! | field | meaning |
 //! |---|---|
@@ -15,31 +15,24 @@
 //! | `invalid_run` | why the run is not a valid measurement (generator lag), or null |
 //! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `users` (distinct), `rps` |
 //! | `latency_ms` | `intended` and `raw`, each `p50`, `p90`, `p99`, `p99_9`, `max` (ms) |
-//! | `generator_lag_p99_ms` | the generator's own lateness (DESIGN.md §5) |
+//! | `generator_lag_p99_ms` | the generator's own lateness (ARCHITECTURE.md, "Measuring honestly") |
 //! | `tickets`, `tickets_sold_by_client` | tickets in the sale; successful buys the client saw |
 //! | `sell_out_s` | seconds from the start until the client had seen as many successful buys as there are tickets (holds count), or null |
-//! | `checks` | `[{name, status, summary}]` from `audit.json` |
+//! | `checks` | `[{name, status, summary}]` from the audit |
 //! | `thresholds` | `[{name, limit, actual, passed}]`; `actual` null when it could not be measured (counts as missed) |
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::latency_log::Totals;
-use crate::audit::input::{self, files};
-use crate::audit::{Audit, RunMeta, Status};
-use crate::exit;
+use crate::audit::{Audit, Status};
+use crate::exit::{self, Done, Judgement};
 use crate::ledger::Ledger;
 use crate::protocol::{Kind, Outcome, Reason};
+use crate::record::RunRecord;
+use crate::run_dir::{JUNIT_XML, LATENCY_HLOG, RunDir, SUMMARY_JSON, SUMMARY_MD};
 
-/// File names.
-pub const SUMMARY_JSON: &str = "summary.json";
-/// See [`SUMMARY_JSON`].
-pub const SUMMARY_MD: &str = "summary.md";
-/// See [`SUMMARY_JSON`].
-pub const JUNIT_XML: &str = "junit.xml";
 /// The schema id written into every summary.
 pub const SCHEMA: &str = "grab-bench/summary/v1";
 
@@ -160,23 +153,31 @@ fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
 
 /// Builds the summary from the run folder's saved files.
 /// `ledger`: the run's ledger when it is still in memory (else it is read from `dir`).
-pub fn build(dir: &Path, ledger: Option<&Ledger>) -> anyhow::Result<Summary> {
-    let meta: RunMeta = input::load_json(&dir.join(files::RUN))?;
-    let audit: Audit = input::load_json(&dir.join("audit.json"))
-        .context("the run folder has no audit.json (run `grab-bench audit` on it first)")?;
-    let latency = Totals::load(&dir.join(super::LATENCY_HLOG))?;
+pub fn build(dir: &RunDir, ledger: Option<&Ledger>) -> anyhow::Result<Summary> {
+    let meta = dir.record()?;
+    let audit = dir.audit()?;
+    let latency = Totals::load(&dir.file(LATENCY_HLOG))?;
     Ok(match ledger {
         Some(ledger) => summarize(&meta, &audit, &latency, ledger),
-        None => summarize(
-            &meta,
-            &audit,
-            &latency,
-            &Ledger::load(&dir.join(files::LEDGER))?,
-        ),
+        None => summarize(&meta, &audit, &latency, &dir.ledger()?),
     })
 }
 
-fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -> Summary {
+impl Summary {
+    /// What decides the run's exit code.
+    pub fn judgement(&self) -> Judgement {
+        Judgement {
+            verdict: self.verdict,
+            invalid: self.invalid_run.is_some(),
+            thresholds_missed: self.thresholds.iter().any(|t| !t.passed),
+        }
+    }
+}
+
+/// The run's figures, checks and thresholds.
+///
+/// Long because it fills the summary's fields in their documented order from one pass over the ledger.
+fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger) -> Summary {
     let mut counts = [0u64; 3];
     let mut sold_out = 0;
     let mut ok_buy_ends: Vec<u32> = Vec::new();
@@ -194,11 +195,12 @@ fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -
         }
     }
     ok_buy_ends.sort_unstable();
-    let sell_out_s = (meta.tickets > 0)
-        .then(|| ok_buy_ends.get(meta.tickets as usize - 1))
+    let tickets = meta.sale.tickets;
+    let sell_out_s = (tickets > 0)
+        .then(|| ok_buy_ends.get(tickets as usize - 1))
         .flatten()
         .map(|&us| f64::from(us) / 1e6)
-        .or((meta.tickets == 0).then_some(0.0));
+        .or((tickets == 0).then_some(0.0));
     let total = ledger.rows.len() as u64;
     let rps = total as f64 / meta.elapsed_s.max(1e-9);
     let latency_ms = Latencies {
@@ -227,16 +229,11 @@ fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -
     );
     add("min_rps", t.min_rps, Some(rps), false);
     add("sell_out_within_s", t.sell_out_within_s, sell_out_s, true);
-    let missed = thresholds.iter().any(|t| !t.passed);
-    // A failed check wins; an invalid run's figures are not a result, so its thresholds cannot
-    // be judged; then a missed threshold; then an undecided check.
-    let exit_code = match (audit.verdict, &audit.invalid_run, missed) {
-        (Status::False, _, _) => exit::CORRECTNESS,
-        (_, Some(_), _) => exit::UNKNOWN_OR_INVALID,
-        (_, None, true) => exit::THRESHOLD,
-        (Status::Unknown, None, false) => exit::UNKNOWN_OR_INVALID,
-        (Status::True, None, false) => exit::OK,
-    };
+    let exit_code = exit::code(&Ok(Done::Verdict(Judgement {
+        verdict: audit.verdict,
+        invalid: audit.invalid_run.is_some(),
+        thresholds_missed: thresholds.iter().any(|t| !t.passed),
+    })));
     Summary {
         schema: SCHEMA.into(),
         scenario: meta.scenario.clone(),
@@ -257,7 +254,7 @@ fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -
         },
         latency_ms,
         generator_lag_p99_ms: meta.lag_p99_ms,
-        tickets: meta.tickets,
+        tickets,
         tickets_sold_by_client: ok_buy_ends.len() as u64,
         sell_out_s,
         checks: audit
@@ -273,12 +270,11 @@ fn summarize(meta: &RunMeta, audit: &Audit, latency: &Totals, ledger: &Ledger) -
     }
 }
 
-/// Writes `summary.json`, `summary.md` and `junit.xml` into `dir`.
-pub fn save(dir: &Path, s: &Summary) -> anyhow::Result<()> {
-    input::save_json(&dir.join(SUMMARY_JSON), s)?;
-    std::fs::write(dir.join(SUMMARY_MD), markdown(s))
-        .with_context(|| format!("writing {SUMMARY_MD}"))?;
-    std::fs::write(dir.join(JUNIT_XML), junit(s)).with_context(|| format!("writing {JUNIT_XML}"))
+/// Writes the JSON and markdown summaries and the JUnit report into `dir`.
+pub fn save(dir: &RunDir, s: &Summary) -> anyhow::Result<()> {
+    dir.save_json(SUMMARY_JSON, s)?;
+    dir.write(SUMMARY_MD, markdown(s))?;
+    dir.write(JUNIT_XML, junit(s))
 }
 
 /// One line per missed threshold, for the terminal.

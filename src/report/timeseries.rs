@@ -1,4 +1,4 @@
-//! `timeseries.csv`: one row per elapsed second, built from the engine result and read back by
+//! The time series: one row per elapsed second, built from the engine result and read back by
 //! the charts. The columns are documented in the module docs of [`super`].
 
 use std::collections::HashSet;
@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
-use super::{ReportInput, TIMESERIES_COLUMNS};
+use super::TIMESERIES_COLUMNS;
+use super::facts::RunFacts;
 use crate::engine::EngineResult;
 use crate::protocol::{Kind, Outcome, Reason};
 
@@ -74,7 +75,9 @@ pub(crate) struct TimeSeries {
 
 impl TimeSeries {
     /// The table for a finished run.
-    pub fn build(result: &EngineResult, input: &ReportInput) -> TimeSeries {
+    ///
+    /// Long because the table is built in one pass over the ledger and one over the intervals, filling every column of a row together.
+    pub fn build(result: &EngineResult, input: &RunFacts) -> TimeSeries {
         let n = result.intervals.len();
         let ledger = &result.ledger;
         let elapsed = result.elapsed.as_secs_f64();

@@ -48,6 +48,8 @@ impl NodeProcess {
     /// Starts `program serve ...` and waits until `/healthz` answers.
     /// `program` is the grab-bench binary (or `target-server`, which takes the same flags
     /// without the `serve` word: pass `serve_word = false`).
+    ///
+    /// Long because starting a child is one sequence (command line, spawn, forward its output, learn its address, wait for health), each step with its own failure message.
     pub fn start(program: &Path, serve_word: bool, spec: NodeSpec) -> Result<Self, SutError> {
         let mut cmd = Command::new(program);
         if serve_word {

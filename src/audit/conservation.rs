@@ -1,0 +1,254 @@
+//! Conservation: available + held + paid = total; the orders by state match the counters; the
+//! holds' expiry index matches the held orders; per-node sales stay within their quotas and add
+//! up to sold.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Check, Facts, Status, Witness, thousands};
+use crate::evidence::{OrderState, Stock, Store};
+
+/// Runs the check.
+pub fn check(f: &Facts<'_>) -> Check {
+    let c = Check::new(
+        "conservation",
+        "Conservation: counters, orders and per-node sales add up",
+    );
+    let Some(stock) = f.stock() else {
+        return c.undecided(f.why_no_stock(), "unknown: no Redis snapshot");
+    };
+    let (Some(total), Some(sold)) = (stock.total, stock.sold) else {
+        return c.undecided(
+            "Redis has no total/sold counters for this sale",
+            "unknown: the sale's counters are missing",
+        );
+    };
+    let mut c = c;
+    c.fig("total", total);
+    c.fig("sold", sold);
+    let tickets = f.tickets() as i64;
+    if total != tickets {
+        c.anomaly(Witness::plain(
+            "total_differs_from_scenario",
+            format!(
+                "Redis total = {} but the scenario sells {} tickets",
+                thousands(total),
+                thousands(tickets)
+            ),
+        ));
+    }
+    if sold < 0 {
+        c.anomaly(Witness::plain(
+            "negative_sold",
+            format!("Redis sold = {sold}: more tickets came back than were sold"),
+        ));
+    }
+    if !f.has_orders() {
+        c.unknown(format!(
+            "{}: no holds, orders or per-node counters to reconcile",
+            f.why_no_orders()
+        ));
+        c.summary = format!("0 ≤ sold {sold} ≤ total {total}; the rest is not kept by the server");
+        return c;
+    }
+    let (Some(held), Some(paid), Some(_)) = (stock.held, stock.paid, stock.grants) else {
+        c.unknown("Redis lacks the held/paid/seq counters the reference protocol keeps");
+        c.summary = "unknown: the server keeps no held/paid/seq counters".into();
+        return c;
+    };
+    c.fig("held", held);
+    c.fig("paid", paid);
+    c.fig("released", stock.released.unwrap_or(0));
+    c.fig("available", total - sold);
+    if held + paid != sold {
+        c.anomaly(Witness::plain(
+            "counters_disagree",
+            format!(
+                "available {} + held {held} + paid {paid} = {} ≠ total {total}",
+                total - sold,
+                total - sold + held + paid
+            ),
+        ));
+    }
+    orders_against_counters(f, &mut c, stock);
+    holds_index(f.store, &mut c);
+    let nodes = per_node(f, &mut c, sold);
+    c.summary = if c.status == Status::False {
+        format!(
+            "counters do not add up ({} anomalies)",
+            c.anomalies.values().sum::<u64>()
+        )
+    } else {
+        format!(
+            "available {} + held {held} + paid {paid} = total {total}; orders and {nodes} node(s) agree",
+            total - sold
+        )
+    };
+    c
+}
+
+/// The orders by state must be what the counters say.
+fn orders_against_counters(f: &Facts<'_>, c: &mut Check, stock: &Stock) {
+    let orders = f.orders();
+    let mut by_state: HashMap<OrderState, i64> = HashMap::new();
+    for o in orders {
+        *by_state.entry(o.state).or_default() += 1;
+    }
+    let state = |s: OrderState| by_state.get(&s).copied().unwrap_or(0);
+    let live = state(OrderState::Sold) + state(OrderState::Held) + state(OrderState::Paid);
+    c.fig("live_orders", live);
+    c.fig("orders", orders.len() as u64);
+    let n = |v: Option<i64>| v.unwrap_or(0);
+    for (what, counter, records) in [
+        ("sold", n(stock.sold), live),
+        ("held", n(stock.held), state(OrderState::Held)),
+        (
+            "paid",
+            n(stock.paid),
+            state(OrderState::Paid) + state(OrderState::Sold),
+        ),
+        ("released", n(stock.released), state(OrderState::Released)),
+        ("seq (grants)", n(stock.grants), orders.len() as i64),
+    ] {
+        if counter != records {
+            c.anomaly(Witness::plain(
+                "counter_without_orders",
+                format!(
+                    "Redis {what} = {} but {} order record(s) say so",
+                    thousands(counter),
+                    thousands(records)
+                ),
+            ));
+        }
+    }
+}
+
+/// The expiry index holds exactly the held orders.
+fn holds_index(store: &Store, c: &mut Check) {
+    let (Some(orders), Some(holds)) = (store.orders.read(), store.holds.read()) else {
+        return;
+    };
+    let held_ids: HashSet<u64> = orders
+        .iter()
+        .filter(|o| o.state == OrderState::Held)
+        .map(|o| o.id)
+        .collect();
+    let indexed: HashSet<u64> = holds.keys().filter_map(|k| k.parse().ok()).collect();
+    if held_ids != indexed {
+        c.anomaly(Witness::plain(
+            "holds_index_disagrees",
+            format!(
+                "{} held orders but {} entries in the expiry index",
+                held_ids.len(),
+                indexed.len()
+            ),
+        ));
+    }
+}
+
+/// Per node: sales ≤ quota, the node's counter matches its live orders, the quota is the
+/// scenario's, and the nodes add up to sold. Returns how many nodes the store counts.
+fn per_node(f: &Facts<'_>, c: &mut Check, sold: i64) -> usize {
+    let mut live_by_node: HashMap<&str, i64> = HashMap::new();
+    for o in f.orders().iter().filter(|o| o.is_live()) {
+        *live_by_node.entry(o.node.as_str()).or_default() += 1;
+    }
+    let nodes = f.node_counters();
+    let mut per_node = serde_json::Map::new();
+    for n in nodes {
+        let name = n.node.as_str();
+        per_node.insert(
+            name.to_string(),
+            serde_json::json!({"quota": n.quota, "sold": n.sold}),
+        );
+        let node_witness = |kind: &str, says: String| Witness {
+            kind: kind.into(),
+            node: Some(name.to_string()),
+            says,
+            ..Witness::default()
+        };
+        if let Some(q) = n.quota
+            && n.sold > q
+        {
+            c.anomaly(node_witness(
+                "node_over_quota",
+                format!("node {name} sold {} tickets, its quota is {q}", n.sold),
+            ));
+        }
+        let orders = live_by_node.get(name).copied().unwrap_or(0);
+        if orders != n.sold {
+            c.anomaly(node_witness(
+                "node_counter_disagrees",
+                format!(
+                    "node {name}: Redis counts {} sold, its live orders are {orders}",
+                    n.sold
+                ),
+            ));
+        }
+        if let Some(m) = f.run.nodes.iter().find(|m| m.name == name)
+            && let Some(q) = n.quota.filter(|&q| q != m.quota as i64)
+        {
+            c.anomaly(node_witness(
+                "quota_differs_from_scenario",
+                format!(
+                    "node {name} registered quota {q} but the scenario gives it {}",
+                    m.quota
+                ),
+            ));
+        }
+    }
+    c.fig("per_node", serde_json::Value::Object(per_node));
+    let node_sum: i64 = nodes.iter().map(|n| n.sold).sum();
+    if !nodes.is_empty() && node_sum != sold {
+        c.anomaly(Witness::plain(
+            "node_sum_disagrees",
+            format!("the nodes' sales add up to {node_sum}, Redis sold = {sold}"),
+        ));
+    }
+    nodes.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{Kit, assert_fails, assert_holds, assert_unknown};
+    use super::*;
+
+    #[test]
+    fn counters_orders_and_nodes_that_add_up_hold() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        assert_holds(&kit.check(check));
+    }
+
+    #[test]
+    fn a_counter_bumped_without_an_order_is_caught() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.bump(|s| {
+            s.sold = Some(2);
+            s.paid = Some(2);
+        });
+        let says = assert_fails(&kit.check(check), "counter_without_orders");
+        assert!(says.contains("Redis sold = 2"), "{says}");
+    }
+
+    #[test]
+    fn a_node_over_its_quota_is_named() {
+        let mut kit = Kit::new(3);
+        kit.run.nodes[0].quota = 1;
+        if let crate::evidence::Part::Read(nodes) = &mut kit.store.nodes {
+            nodes[0].quota = Some(1);
+        }
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        let says = assert_fails(&kit.check(check), "node_over_quota");
+        assert!(says.contains("node n1 sold 2"), "{says}");
+    }
+
+    #[test]
+    fn counters_only_cannot_be_reconciled() {
+        let mut kit = Kit::counters_only(3);
+        kit.sell(1, 10);
+        assert_unknown(&kit.check(check), "keeps no order records");
+    }
+}

@@ -1,0 +1,318 @@
+//! No undersell: no "sold out" followed by a later-started success with no release in between
+//! (a *false sold-out*); with tickets left after settling, no buyer who owns nothing was
+//! refused — by "sold out" or by an error — while a ticket was free during the whole request;
+//! errors the nodes counted are not dressed up as definite answers; and stranded stock is
+//! attributed (quota on dead or idle nodes, local stock burned, holds never released).
+
+mod stranded;
+mod timeline;
+
+use std::collections::{HashMap, HashSet};
+
+use timeline::Timeline;
+
+use super::{Check, Facts, RETURN_SLACK_US, Status, Witness, secs, thousands};
+use crate::evidence::Order;
+use crate::protocol::{Kind, Outcome, Reason};
+
+/// Runs the check.
+pub fn check(f: &Facts<'_>) -> Check {
+    let mut c = Check::new(
+        "no_undersell",
+        "No undersell: no buyer refused while tickets remained, no false sold-out",
+    );
+    let tickets = f.tickets() as i64;
+    let remaining = f.counter(|s| s.sold).map(|s| tickets - s);
+    if let Some(r) = remaining {
+        c.fig("tickets_left", r);
+    }
+    c.fig("buyers", f.users);
+    c.fig("sold_out_answers", f.sold_outs.len() as u64);
+
+    false_sold_outs(f, &mut c);
+    disguised_errors(f, &mut c);
+
+    match remaining {
+        None => c.unknown(format!(
+            "{}: cannot tell whether tickets remained",
+            f.why_no_stock()
+        )),
+        // Tickets left after settling: buyers who own nothing were refused while they were
+        // free, unless every ticket was taken (held) during their request.
+        Some(left) if left > 0 => {
+            refused_while_available(f, &mut c, left);
+            if c.status == Status::False {
+                stranded::attribute(f, &mut c, left);
+            }
+        }
+        Some(_) => {}
+    }
+    c.summary = match (c.status, remaining) {
+        (Status::False, Some(left)) if left > 0 => format!(
+            "UNDERSOLD: {} of {} tickets left while buyers were refused",
+            thousands(left),
+            thousands(tickets)
+        ),
+        (Status::False, _) => {
+            "buyers were refused while tickets were free (false sold-outs)".into()
+        }
+        (_, Some(left)) if left <= 0 => {
+            format!("all {} tickets sold; no false sold-out", thousands(tickets))
+        }
+        (_, Some(left)) => format!(
+            "{} tickets left, and no buyer was refused while a ticket was free",
+            thousands(left)
+        ),
+        (_, None) => "no false sold-out seen by the client; stock left unknown".into(),
+    };
+    c
+}
+
+/// Every buy whose Redis step failed must reach the client as an error (503) — or be lost in a
+/// timeout or reset, which the client also records as indeterminate. More failed steps than
+/// indeterminate answers means some errors were dressed up as a definite answer ("sold out").
+fn disguised_errors(f: &Facts<'_>, c: &mut Check) {
+    let buy_errors: i64 = f.stats().iter().map(|s| s.buy_errors).sum();
+    if buy_errors == 0 {
+        return;
+    }
+    c.fig("node_buy_errors", buy_errors);
+    c.fig("client_indeterminate_buys", f.info_buys);
+    let shown = f.info_buys as i64;
+    if buy_errors > shown {
+        let says = format!(
+            "the nodes counted {} buys whose Redis step failed, but the client got only {} indeterminate answers: {} errors were answered as something definite (sold out)",
+            thousands(buy_errors),
+            thousands(shown),
+            thousands(buy_errors - shown)
+        );
+        c.anomalies_n(
+            Witness::plain("errors_disguised", says),
+            (buy_errors - shown) as u64,
+        );
+    }
+}
+
+/// A definite "sold out" followed by a later-started success with no release in between.
+fn false_sold_outs(f: &Facts<'_>, c: &mut Check) {
+    if f.sold_outs.is_empty() || f.ok_buys.is_empty() {
+        return;
+    }
+    if f.reservations && !f.clock {
+        c.unknown("the run's start time is unknown (no run record): releases cannot be placed between answers");
+        return;
+    }
+    // Release times on the client's clock (µs since the start).
+    let mut releases: Vec<i64> = f
+        .orders()
+        .iter()
+        .filter_map(|o| o.released_ms)
+        .map(|ms| f.run.run_us(ms))
+        .collect();
+    releases.sort_unstable();
+    let ends: Vec<u32> = f.sold_outs.iter().map(|&(e, _)| e).collect();
+    let mut count = 0u64;
+    for &i in &f.ok_buys {
+        let s = f.row(i).start_us;
+        // The success was granted somewhere in its request, so a release up to its end may be
+        // the ticket it got: the last such release excuses sold-outs up to it (plus the time a
+        // returned ticket takes to reach a node's pool).
+        let granted_by = i64::from(f.row(i).end_us);
+        let last_release = releases.partition_point(|&r| r <= granted_by);
+        let excused_until = if last_release == 0 {
+            -1
+        } else {
+            releases[last_release - 1] + RETURN_SLACK_US
+        };
+        let lo = ends.partition_point(|&e| i64::from(e) <= excused_until);
+        let hi = ends.partition_point(|&e| e < s);
+        if hi <= lo {
+            continue;
+        }
+        count += 1;
+        if c.shown("false_sold_out") >= super::WITNESSES_PER_KIND {
+            *c.anomalies.entry("false_sold_out".into()).or_default() += 1;
+            continue;
+        }
+        let (_, refused) = f.sold_outs[hi - 1];
+        let r = f.row(i);
+        let says = format!(
+            "{} was told sold out, but user {}'s request {} started at {:.3} s and got a ticket{}{}; no ticket was released in between",
+            f.describe(refused),
+            r.user,
+            r.request_id(),
+            secs(r.start_us),
+            if r.seq != 0 {
+                format!(" (seq {})", r.seq)
+            } else {
+                String::new()
+            },
+            f.ledger
+                .node_name(r.node)
+                .map_or(String::new(), |n| format!(" from node {n}"))
+        );
+        c.anomaly(f.row_witness("false_sold_out", refused, says));
+    }
+    c.fig("successes_after_a_sold_out", count);
+}
+
+/// With tickets left at the end: buyers who asked, own nothing, and were refused (sold out, or
+/// an error) while a ticket was free during their whole request. (A refusal while every ticket
+/// was held is fair; so is one while the last tickets were still in flight to earlier buyers,
+/// which is why this runs only when tickets are left over.)
+fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
+    if !f.has_orders() {
+        refused_by_end_state(f, c, left);
+        return;
+    }
+    if !f.clock {
+        c.unknown("the run's start time is unknown (no run record): whether a ticket was free during a refusal cannot be told");
+        return;
+    }
+    let tickets = f.tickets() as i64;
+    let timeline = Timeline::new(f.run, f.orders(), RETURN_SLACK_US);
+    let owners: HashSet<u64> = f
+        .orders()
+        .iter()
+        .filter(|o| o.is_live())
+        .filter_map(Order::user_id)
+        .collect();
+    // Per user without a ticket: the first refusal given while a ticket was free; a "sold out"
+    // is kept over an error.
+    let mut refused: HashMap<u64, (u32, bool)> = HashMap::new();
+    let mut errors_in_faults = 0u64;
+    for (i, r) in f.ledger.rows.iter().enumerate() {
+        if r.kind() != Kind::Buy || owners.contains(&r.user) {
+            continue;
+        }
+        let sold_out = r.reason() == Reason::SoldOut;
+        let error = r.outcome() == Outcome::Info && r.reason() != Reason::Cancelled;
+        if !(sold_out || error) {
+            continue;
+        }
+        let (from, to) = (i64::from(r.start_us), i64::from(r.end_us));
+        if timeline.max_taken(from, to) >= tickets {
+            continue;
+        }
+        // An error during a fault the scenario injected is the fault, not the server's choice.
+        if error && f.during_fault(from, to) {
+            errors_in_faults += 1;
+            continue;
+        }
+        let e = refused.entry(r.user).or_insert((i as u32, sold_out));
+        if sold_out && !e.1 {
+            *e = (i as u32, true);
+        }
+    }
+    if errors_in_faults > 0 {
+        c.fig("errors_during_faults_while_tickets_free", errors_in_faults);
+        c.unknown(format!(
+            "{} buyers got errors during injected faults while tickets were free: whether the server would have sold to them cannot be told",
+            thousands(errors_in_faults)
+        ));
+    }
+    let mut list: Vec<(u64, u32, bool)> =
+        refused.into_iter().map(|(u, (i, s))| (u, i, s)).collect();
+    list.sort_unstable_by_key(|&(u, _, _)| u);
+    c.fig("buyers_refused_while_a_ticket_was_free", list.len() as u64);
+    for (_, i, was_sold_out) in list {
+        let r = f.row(i);
+        let free = tickets - timeline.max_taken(i64::from(r.start_us), i64::from(r.end_us));
+        let (kind, how) = if was_sold_out {
+            ("told_sold_out_while_tickets_left", "was told sold out")
+        } else {
+            ("refused_by_errors_while_tickets_left", "got only an error")
+        };
+        let says = format!(
+            "{} {how} although at least {} ticket(s) were free during the whole request; the user owns no ticket and {} tickets were never sold",
+            f.describe(i),
+            thousands(free),
+            thousands(left)
+        );
+        c.anomaly(f.row_witness(kind, i, says));
+    }
+}
+
+/// No order records: only the end state is known, and without releases stock only shrinks, so
+/// tickets left at the end were free all along — every "sold out" was a refusal while tickets
+/// were free.
+fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
+    if let Some(&(_, i)) = f.sold_outs.first() {
+        let says = format!(
+            "{} was told sold out (the first of {} such answers), yet {} tickets were never sold",
+            f.describe(i),
+            thousands(f.sold_outs.len() as u64),
+            thousands(left)
+        );
+        c.anomalies_n(
+            f.row_witness("told_sold_out_while_tickets_left", i, says),
+            f.sold_outs.len() as u64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{Kit, assert_fails, assert_holds, assert_unknown};
+    use super::*;
+
+    #[test]
+    fn sold_out_after_the_last_ticket_holds() {
+        let mut kit = Kit::new(2);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        kit.sold_out(3, 30);
+        assert_holds(&kit.check(check));
+    }
+
+    #[test]
+    fn a_sold_out_before_a_later_success_is_false() {
+        let mut kit = Kit::new(2);
+        kit.sell(1, 10);
+        kit.sold_out(3, 20);
+        kit.sell(2, 30);
+        let says = assert_fails(&kit.check(check), "false_sold_out");
+        assert!(
+            says.contains("user 3") && says.contains("user 2's request"),
+            "{says}"
+        );
+    }
+
+    #[test]
+    fn tickets_left_while_a_buyer_was_told_sold_out_is_undersold() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.sold_out(2, 20);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "told_sold_out_while_tickets_left");
+        assert!(says.contains("2 tickets were never sold"), "{says}");
+        assert!(c.summary.contains("UNDERSOLD"), "{}", c.summary);
+    }
+
+    #[test]
+    fn errors_while_tickets_were_free_are_an_undersell_outside_faults() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.row(2, 1, 20, Reason::Unavailable);
+        assert_fails(&kit.check(check), "refused_by_errors_while_tickets_left");
+        // The same error inside an injected fault cannot be judged.
+        kit.fault("pause-redis", None, 15, 25);
+        assert_unknown(&kit.check(check), "during injected faults");
+    }
+
+    #[test]
+    fn counters_only_use_the_end_state() {
+        let mut kit = Kit::counters_only(3);
+        kit.sell(1, 10);
+        kit.sold_out(2, 20);
+        assert_fails(&kit.check(check), "told_sold_out_while_tickets_left");
+    }
+
+    #[test]
+    fn without_the_store_whether_tickets_remained_is_unknown() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.sold_out(2, 20);
+        assert_unknown(&kit.store_unreadable().check(check), "tickets remained");
+    }
+}

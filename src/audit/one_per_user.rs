@@ -1,0 +1,200 @@
+//! Per-user limit: no user holds more tickets than the scenario allows — by the client's own
+//! successes, by the store's buyers, and by the live orders.
+
+use std::collections::HashMap;
+
+use super::{Check, Facts, Status, Witness, secs, thousands};
+use crate::evidence::Order;
+
+/// Runs the check.
+pub fn check(f: &Facts<'_>) -> Check {
+    // The scenario's limit is the rule; the server's own setting is only compared with it.
+    let limit = f.run.sale.per_user_limit;
+    let mut c = Check::new(
+        "one_per_user",
+        "Per-user limit: no user holds more tickets than allowed",
+    );
+    c.fig("per_user_limit", limit);
+    if let Some(server) = f.counter(|s| s.per_user_limit)
+        && server != limit as i64
+    {
+        c.anomaly(Witness::plain(
+            "limit_differs_from_scenario",
+            format!(
+                "the server is set up with a per-user limit of {server}, the scenario says {limit}"
+            ),
+        ));
+    }
+    if !f.has_orders() && f.store.buyers.read().is_none() {
+        c.unknown(why_no_users(f));
+        c.summary = "unknown: no user identity on the server".into();
+        return c;
+    }
+    client_over_limit(f, &mut c, limit);
+    let Some(buyers) = f.store.buyers.read() else {
+        c.unknown(format!(
+            "{}: only the client's view was checked",
+            why_no_users(f)
+        ));
+        c.summary = "client side only".into();
+        return c;
+    };
+    store_over_limit(&mut c, buyers, limit);
+    let users_with_tickets = orders_over_limit(f, &mut c, limit);
+    c.summary = if c.status == Status::False {
+        format!(
+            "{} user(s) over the limit of {limit}",
+            c.anomalies.values().max().copied().unwrap_or(0)
+        )
+    } else {
+        format!(
+            "{} users hold tickets, none more than {limit}",
+            thousands(users_with_tickets)
+        )
+    };
+    c
+}
+
+fn why_no_users(f: &Facts<'_>) -> String {
+    match f.store.buyers.why_missing() {
+        Some(why) => why.to_string(),
+        None => "the store's buyers were read".into(),
+    }
+}
+
+/// Successes per user whose order still takes a ticket, by the client's ledger.
+fn client_over_limit(f: &Facts<'_>, c: &mut Check, limit: u64) {
+    let mut per_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    for &i in &f.ok_buys {
+        let r = f.row(i);
+        let released = f.order(r.order_id).is_some_and(|o| !o.is_live());
+        if !released {
+            per_user.entry(r.user).or_default().push(i);
+        }
+    }
+    let mut over: Vec<(&u64, &Vec<u32>)> = per_user
+        .iter()
+        .filter(|(_, v)| v.len() as u64 > limit)
+        .collect();
+    over.sort();
+    for (user, rows) in &over {
+        let list: Vec<String> = rows
+            .iter()
+            .take(4)
+            .map(|&i| {
+                let r = f.row(i);
+                let node = f
+                    .ledger
+                    .node_name(r.node)
+                    .map_or(String::new(), |n| format!(" (node {n})"));
+                format!("order {} at {:.3} s{node}", r.order_id, secs(r.end_us))
+            })
+            .collect();
+        let says = format!(
+            "user {user} was told success {} times (limit {limit}): {}",
+            rows.len(),
+            list.join(", ")
+        );
+        c.anomaly(f.row_witness("client_user_over_limit", rows[1], says));
+    }
+    c.fig(
+        "client_max_per_user",
+        per_user.values().map(Vec::len).max().unwrap_or(0) as u64,
+    );
+}
+
+/// The store's tickets per user: over the limit, or negative (more came back than bought).
+fn store_over_limit(c: &mut Check, buyers: &std::collections::BTreeMap<String, i64>, limit: u64) {
+    let mut over: Vec<(&String, &i64)> = buyers
+        .iter()
+        .filter(|(_, n)| **n > limit as i64 || **n < 0)
+        .collect();
+    over.sort_by_key(|(_, n)| -**n);
+    for (user, n) in over {
+        let (kind, says) = if *n < 0 {
+            (
+                "redis_negative_holdings",
+                format!(
+                    "Redis records {n} tickets for user {user}: more came back than were bought"
+                ),
+            )
+        } else {
+            (
+                "redis_user_over_limit",
+                format!("Redis records {n} tickets for user {user} (limit {limit})"),
+            )
+        };
+        c.anomaly(Witness {
+            kind: kind.into(),
+            user: user.parse().ok(),
+            says,
+            ..Witness::default()
+        });
+    }
+}
+
+/// Live orders per user; returns how many users hold a ticket.
+fn orders_over_limit(f: &Facts<'_>, c: &mut Check, limit: u64) -> u64 {
+    let mut live_per_user: HashMap<&str, Vec<&Order>> = HashMap::new();
+    for o in f
+        .orders()
+        .iter()
+        .filter(|o| o.is_live() && !o.user.is_empty())
+    {
+        live_per_user.entry(&o.user).or_default().push(o);
+    }
+    let mut over: Vec<_> = live_per_user
+        .iter()
+        .filter(|(_, v)| v.len() as u64 > limit)
+        .collect();
+    over.sort_by_key(|(u, _)| **u);
+    for (user, orders) in over {
+        let ids: Vec<String> = orders
+            .iter()
+            .map(|o| format!("{} (node {})", o.id, o.node))
+            .collect();
+        let says = format!(
+            "user {user} owns {} live orders (limit {limit}): {}",
+            orders.len(),
+            ids.join(", ")
+        );
+        c.anomaly(f.order_witness("orders_over_limit", orders[1], says));
+    }
+    c.fig("users_with_tickets", live_per_user.len() as u64);
+    live_per_user.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{Kit, assert_fails, assert_holds, assert_unknown};
+    use super::*;
+
+    #[test]
+    fn one_ticket_each_holds() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        assert_holds(&kit.check(check));
+    }
+
+    #[test]
+    fn a_user_who_bought_twice_is_named_from_every_side() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        let second = kit.sell(1, 20);
+        kit.ledger.rows[1].attempt = 2;
+        let c = kit.check(check);
+        let says = assert_fails(&c, "client_user_over_limit");
+        assert!(says.contains("user 1 was told success 2 times"), "{says}");
+        assert_fails(&c, "redis_user_over_limit");
+        let says = assert_fails(&c, "orders_over_limit");
+        assert!(says.contains(&second.to_string()), "{says}");
+    }
+
+    #[test]
+    fn without_user_identity_on_the_server_it_cannot_decide() {
+        let mut kit = Kit::counters_only(3);
+        kit.sell(1, 10);
+        assert_unknown(&kit.check(check), "keeps no buyers");
+    }
+}

@@ -1,0 +1,179 @@
+//! `grab-bench audit`: audit a saved run folder again, or any system live from its Redis, its
+//! stat logs and a client ledger.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::cancel::Cancel;
+use crate::error::Error;
+use crate::evidence::Part;
+use crate::exit::Done;
+use crate::ledger::Ledger;
+use crate::protocol::Profile;
+use crate::record::{RunRecord, SaleTerms};
+use crate::run_dir::{RUN_JSON, RunDir};
+use crate::system::{External, System};
+
+/// Flags of `grab-bench audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// A run folder written by `grab-bench run`: audits its saved ledger, evidence and stat logs
+    /// again and rewrites its audit. Leave out to audit a live system (--redis).
+    pub run_dir: Option<PathBuf>,
+    /// Audit a live system: its Redis URL. The snapshot is taken now, so let the system settle
+    /// first.
+    #[arg(long, conflicts_with = "run_dir", requires = "ledger")]
+    pub redis: Option<String>,
+    /// What the server keeps: `reference` (orders, users, holds) or `seed` (the article's
+    /// `ticket_hash_key` counters only).
+    #[arg(long, value_enum, default_value = "reference")]
+    pub profile: ProfileArg,
+    /// Sale id (reference profile: keys `grab:{SALE}:*`).
+    #[arg(long)]
+    pub sale: Option<String>,
+    /// The client's ledger (a run folder's; the run record beside it is used when present).
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+    /// A node's stat log (repeatable).
+    #[arg(long = "stat-log")]
+    pub stat_logs: Vec<PathBuf>,
+    /// Tickets in the sale (default: the run record beside the ledger, else Redis' total).
+    #[arg(long)]
+    pub tickets: Option<u64>,
+    /// Tickets one user may hold (default: the run record, else 1).
+    #[arg(long)]
+    pub per_user_limit: Option<u64>,
+    /// Reservation mode: the hold time (default: the run record, else as the server was set up).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub hold_ttl: Option<Duration>,
+    /// Where the audit folder goes (live audits; default audit-<unix time>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `--profile` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// The reference server's protocol.
+    Reference,
+    /// The article's protocol.
+    Seed,
+}
+
+/// Runs the command.
+pub fn run(args: AuditArgs) -> Result<Done, Error> {
+    let cancel = Cancel::on_signals();
+    match (&args.run_dir, &args.redis) {
+        (Some(dir), None) => {
+            let dir = RunDir::open(dir).map_err(|_| {
+                Error::Usage(format!(
+                    "{} is not a run folder (no {RUN_JSON}); to audit a live system give --redis, --ledger and --stat-log",
+                    dir.display()
+                ))
+            })?;
+            crate::pipeline::reaudit(&dir, &cancel)
+        }
+        (None, Some(url)) => live(&args, url, &cancel),
+        _ => Err(Error::Usage(
+            "audit: give a run folder, or --redis URL --ledger FILE [--stat-log FILE]...".into(),
+        )),
+    }
+}
+
+/// Audits a live system and leaves an audit folder (so `grab-bench audit DIR` can repeat it).
+fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
+    let ledger_path = args
+        .ledger
+        .as_deref()
+        .ok_or_else(|| Error::Usage("--ledger is required".into()))?;
+    let ledger = Ledger::load(ledger_path)?;
+    let beside = ledger_path.with_file_name(RUN_JSON);
+    let from_run = beside.exists();
+    let mut record = if from_run {
+        crate::run_dir::load_json(&beside)?
+    } else {
+        blank_record()
+    };
+    let profile = match args.profile {
+        ProfileArg::Reference => Profile::Reference,
+        ProfileArg::Seed => Profile::Seed,
+    };
+    record.profile = profile.name().into();
+    if let Some(sale) = &args.sale {
+        record.sale.id = sale.clone();
+    }
+    if let Some(limit) = args.per_user_limit {
+        record.sale.per_user_limit = limit;
+    }
+    if let Some(ttl) = args.hold_ttl {
+        record.sale.hold_ttl_ms = Some(ttl.as_millis() as u64);
+    }
+    if profile == Profile::Reference && record.sale.id.is_empty() {
+        return Err(Error::Usage(format!(
+            "--sale is required for the reference profile (no {RUN_JSON} beside the ledger)"
+        )));
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("audit-{}", crate::util::unix_secs())));
+    let dir = RunDir::create(&out, "audit folder", "--out")?;
+    let mut system = External {
+        redis: Some(url.to_string()),
+        profile,
+        sale: record.sale.id.clone(),
+        stat_logs: args.stat_logs.clone(),
+        settle: Duration::ZERO,
+    };
+    // What the server was set up with fills what neither the run nor the flags say.
+    let probe = system.collect(&dir, cancel);
+    let stock = match &probe.store.stock {
+        Part::Read(s) => s.clone(),
+        other => {
+            return Err(Error::Unreachable(format!(
+                "cannot read the sale from {url}: {}",
+                other.why_missing().unwrap_or("unknown")
+            )));
+        }
+    };
+    if !from_run && record.sale.hold_ttl_ms.is_none() {
+        record.sale.hold_ttl_ms = stock.hold_ttl_ms.filter(|&ms| ms > 0).map(|ms| ms as u64);
+    }
+    record.sale.tickets = match (args.tickets, from_run) {
+        (Some(t), _) => t,
+        (None, true) => record.sale.tickets,
+        (None, false) => stock
+            .total
+            .and_then(|t| u64::try_from(t).ok())
+            .ok_or_else(|| {
+                Error::Usage("Redis holds no total for this sale; give --tickets".into())
+            })?,
+    };
+    let mut already = Collected(Some(probe));
+    crate::pipeline::conclude_live(&dir, &record, &ledger, &mut already, cancel)
+}
+
+/// The evidence collected once, handed to the pipeline as a system that is already settled.
+struct Collected(Option<crate::evidence::Collected>);
+
+impl System for Collected {
+    fn settle(&mut self, _cancel: &Cancel) {}
+
+    fn collect(&mut self, _dir: &RunDir, _cancel: &Cancel) -> crate::evidence::Collected {
+        self.0.take().expect("collected once")
+    }
+}
+
+/// A run record for a ledger that came without one: client and store times cannot be aligned
+/// (no start time), and the sale's terms come from the flags and the store.
+fn blank_record() -> RunRecord {
+    let sale = SaleTerms {
+        id: String::new(),
+        tickets: 0,
+        per_user_limit: 1,
+        hold_ttl_ms: None,
+    };
+    RunRecord::new("external", "", sale)
+}

@@ -1,0 +1,358 @@
+//! `grab-bench run SCENARIO.toml`: bring the system under test up (or find it), drive the load
+//! engine, then the pipeline — settle, collect, persist, audit, report.
+//!
+//! Three shapes: the built-in cluster started for this run; a system someone else runs
+//! (`[target]`); and a cluster `cluster up` runs (`--attach DIR`). With `--segment I/N` the run
+//! is one agent of several: it loads its slice and saves ledger, latency log and run record for
+//! `merge`, which concludes once for all.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::cancel::Cancel;
+use crate::cluster::{ClusterInfo, Settle, Shared};
+use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Segment, Source};
+use crate::error::Error;
+use crate::exit::Done;
+use crate::faults::Targets;
+use crate::protocol::Profile;
+use crate::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
+use crate::run_dir::RunDir;
+use crate::scenario::{self, Scenario, System as Sut};
+use crate::system::External;
+use crate::target::Target;
+
+/// Flags of `grab-bench run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The scenario file.
+    pub scenario: PathBuf,
+    /// Run folder (default: reports/<scenario>-<unix time>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override users.count.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// Add a deliberate flaw to every node of the built-in cluster (repeatable).
+    #[arg(long = "flaw")]
+    pub flaws: Vec<String>,
+    /// With `cluster.redis` = a Redis of yours that already holds this sale: replace the sale's
+    /// own keys (`grab:{SALE}:*`; nothing else is touched). Without it the run refuses.
+    #[arg(long)]
+    pub reset_sale: bool,
+    /// Run only this generator's slice `I/N` of the scenario's users and arrivals (several
+    /// agents, one system): load only, no set-up, no audit — combine with `grab-bench merge`.
+    #[arg(long, value_parser = Segment::parse, value_name = "I/N")]
+    pub segment: Option<Segment>,
+    /// Load the cluster `grab-bench cluster up --dir DIR` runs instead of starting one.
+    #[arg(long, value_name = "DIR")]
+    pub attach: Option<PathBuf>,
+    /// Begin the load at this Unix time (seconds, fractions allowed), so agents start together.
+    #[arg(long, value_name = "UNIX_SECS")]
+    pub start_at: Option<f64>,
+}
+
+/// Runs a scenario.
+pub fn run(args: RunArgs) -> Result<Done, Error> {
+    let sc = resolve(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-{}", sc.name, crate::util::unix_secs()))
+    });
+    let dir = RunDir::create(&out, "run folder", "--out")?;
+    let cancel = Cancel::on_signals();
+    if let Some(segment) = args.segment {
+        return agent(&sc, &args, segment, &dir, &cancel);
+    }
+    if let Some(cluster_dir) = &args.attach {
+        return attached(&sc, cluster_dir, args.start_at, &dir, &cancel);
+    }
+    match &sc.system {
+        Sut::Cluster(cluster) => built_in(&sc, cluster, args.reset_sale, &dir, &cancel),
+        Sut::External(ext) => {
+            let target = Target::parse_loopback(&ext.url)?;
+            let result = load(&sc, &target, ext.profile, Segment::default(), &cancel)?;
+            let record = record(&sc, &result, ext.profile, Vec::new(), Vec::new());
+            let mut system = External {
+                redis: ext.redis.clone(),
+                profile: ext.profile,
+                sale: sc.sale.id.clone(),
+                stat_logs: ext.stat_logs.clone(),
+                settle: sc.timeouts.settle,
+            };
+            crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
+        }
+    }
+}
+
+/// The scenario with the command line's overrides applied.
+fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
+    let mut sc = scenario::load(&args.scenario)?;
+    if let Some(users) = args.users {
+        if users == 0 {
+            return Err(Error::Usage("--users must be at least 1".into()));
+        }
+        sc.users.count = users;
+    }
+    match &mut sc.system {
+        Sut::Cluster(c) => c.flaws.extend(args.flaws.iter().cloned()),
+        Sut::External(_) if !args.flaws.is_empty() => {
+            return Err(Error::Usage(
+                "--flaw applies to the built-in cluster only".into(),
+            ));
+        }
+        Sut::External(_) => {}
+    }
+    if (args.segment.is_some() || args.attach.is_some()) && !sc.faults.is_empty() {
+        return Err(Error::Usage(
+            "faults belong to the run that owns the cluster, not to an agent".into(),
+        ));
+    }
+    Ok(sc)
+}
+
+/// The built-in cluster, started for this run: load with the scenario's faults beside it.
+fn built_in(
+    sc: &Scenario,
+    cluster: &scenario::Cluster,
+    reset_sale: bool,
+    dir: &RunDir,
+    cancel: &Cancel,
+) -> Result<Done, Error> {
+    let mut up = crate::cluster::bring_up(sc, cluster, dir, reset_sale, cancel)?;
+    let target = Target::parse(&format!("http://{}/buy/ticket", up.target))?;
+    let (result, injected) = load_with_faults(sc, &target, &mut up, cancel)?;
+    let record = record(
+        sc,
+        &result,
+        Profile::Reference,
+        up.records.clone(),
+        injected,
+    );
+    crate::pipeline::conclude(dir, &record, &result, &mut up, cancel)
+}
+
+/// The load, with the fault injector on a thread of its own lent the cluster's processes; the
+/// injector stops when the load ends.
+fn load_with_faults(
+    sc: &Scenario,
+    target: &Target,
+    up: &mut crate::cluster::Up,
+    cancel: &Cancel,
+) -> Result<(EngineResult, Vec<FaultRecord>), Error> {
+    let load_over = cancel.child();
+    let load_start = Instant::now();
+    std::thread::scope(|scope| {
+        let injector = (!sc.faults.is_empty()).then(|| {
+            let targets = Targets {
+                nodes: &mut up.nodes,
+                down: &mut up.down,
+                redis: up.redis.as_mut(),
+                program: &up.program,
+            };
+            let (faults, stop) = (&sc.faults, load_over.clone());
+            scope.spawn(move || crate::faults::inject(faults, load_start, targets, &stop))
+        });
+        let result = load(sc, target, Profile::Reference, Segment::default(), cancel);
+        load_over.cancel();
+        let injected = injector
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Ok((result?, injected))
+    })
+}
+
+/// A run against the cluster `cluster up` runs in `cluster_dir`, concluded like any other.
+fn attached(
+    sc: &Scenario,
+    cluster_dir: &Path,
+    start_at: Option<f64>,
+    dir: &RunDir,
+    cancel: &Cancel,
+) -> Result<Done, Error> {
+    let info = attach(sc, cluster_dir)?;
+    wait_for_start(start_at, &sc.name, cancel)?;
+    let target = Target::parse_loopback(&info.url)?;
+    let result = load(sc, &target, Profile::Reference, Segment::default(), cancel)?;
+    let mut record = record(
+        sc,
+        &result,
+        Profile::Reference,
+        info.nodes.clone(),
+        Vec::new(),
+    );
+    record.cluster_dir = Some(cluster_dir.to_path_buf());
+    let mut system = Shared {
+        info,
+        settle: Settle::of(sc),
+    };
+    crate::pipeline::conclude(dir, &record, &result, &mut system, cancel)
+}
+
+/// The cluster in `cluster_dir`, checked to sell this scenario's sale.
+fn attach(sc: &Scenario, cluster_dir: &Path) -> Result<ClusterInfo, Error> {
+    let info = ClusterInfo::load(cluster_dir)?;
+    if info.sale != sc.sale.id {
+        return Err(Error::Usage(format!(
+            "the cluster in {} sells {:?}, the scenario {:?}",
+            cluster_dir.display(),
+            info.sale,
+            sc.sale.id
+        )));
+    }
+    Ok(info)
+}
+
+/// One agent of a segmented run: its slice of the load against a cluster started with
+/// `cluster up` (or the scenario's `[target]`); saves ledger, latency log and run record for
+/// `merge`, which audits once for all agents.
+fn agent(
+    sc: &Scenario,
+    args: &RunArgs,
+    segment: Segment,
+    dir: &RunDir,
+    cancel: &Cancel,
+) -> Result<Done, Error> {
+    let (url, nodes, profile) = match (&args.attach, &sc.system) {
+        (Some(cluster_dir), _) => {
+            let info = attach(sc, cluster_dir)?;
+            (info.url, info.nodes, Profile::Reference)
+        }
+        (None, Sut::External(ext)) => (ext.url.clone(), Vec::new(), ext.profile),
+        (None, Sut::Cluster(_)) => {
+            return Err(Error::Usage(
+                "agents share one system: start it with `grab-bench cluster up SCENARIO --dir DIR` and give every agent --attach DIR".into(),
+            ));
+        }
+    };
+    wait_for_start(
+        args.start_at,
+        &format!("{} segment {}/{}", sc.name, segment.index, segment.count),
+        cancel,
+    )?;
+    let target = Target::parse_loopback(&url)?;
+    let result = load(sc, &target, profile, segment, cancel)?;
+    let mut record = record(sc, &result, profile, nodes, Vec::new());
+    record.segment = Some(segment);
+    record.cluster_dir = args.attach.clone();
+    dir.save_ledger(&result.ledger)?;
+    dir.save_record(&record)?;
+    crate::report::write_latency_log(dir, &result)?;
+    let users: std::collections::HashSet<u64> = result.ledger.rows.iter().map(|r| r.user).collect();
+    println!(
+        "segment {}/{} of {}: {} requests from {} users in {:.1} s; combine the agents' folders with `grab-bench merge`",
+        segment.index,
+        segment.count,
+        sc.name,
+        result.totals.total(),
+        users.len(),
+        result.elapsed.as_secs_f64()
+    );
+    Ok(if cancel.is_cancelled() {
+        Done::Interrupted
+    } else {
+        Done::Ok
+    })
+}
+
+/// Waits until the Unix time `start_at`, if it is ahead (agents begin together).
+fn wait_for_start(start_at: Option<f64>, label: &str, cancel: &Cancel) -> Result<(), Error> {
+    let Some(at) = start_at else { return Ok(()) };
+    let now = crate::util::unix_secs_f64();
+    if at > now + 3600.0 {
+        return Err(Error::Usage(format!(
+            "--start-at {at} is more than an hour ahead (Unix seconds, not milliseconds?)"
+        )));
+    }
+    if at > now {
+        eprintln!("run {label}: starts in {:.2} s", at - now);
+        cancel.sleep(std::time::Duration::from_secs_f64(at - now))?;
+    }
+    Ok(())
+}
+
+/// Runs the load engine with a progress display; Ctrl-C ends it early (the partial load is
+/// kept and concluded).
+fn load(
+    sc: &Scenario,
+    target: &Target,
+    profile: Profile,
+    segment: Segment,
+    cancel: &Cancel,
+) -> Result<EngineResult, Error> {
+    let mut plan = engine_plan(sc, target, profile)?;
+    plan.segment = segment;
+    // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
+    let tickets = (sc.sale.hold_ttl.is_none() && segment.count == 1).then_some(sc.sale.tickets);
+    let label = if segment.count > 1 {
+        format!("{} {}/{}", sc.name, segment.index, segment.count)
+    } else {
+        sc.name.clone()
+    };
+    eprintln!("run {label}: loading");
+    Ok(crate::engine::run_with_progress(
+        plan,
+        cancel.token().clone(),
+        &label,
+        tickets,
+    )?)
+}
+
+/// The engine plan of a scenario against `target`.
+pub fn engine_plan(sc: &Scenario, target: &Target, profile: Profile) -> Result<EnginePlan, Error> {
+    let mut buyers = BuyerPlan::new(sc.users.count, profile);
+    buyers.path = target.path.clone();
+    buyers.id_offset = sc.users.id_offset;
+    buyers.retries = sc.users.retries;
+    buyers.retry_sold_out = sc.users.retry_sold_out;
+    buyers.extra_buys = sc.users.extra_buys;
+    if sc.sale.hold_ttl.is_some() {
+        buyers.pay_probability = sc.users.pay_probability;
+        buyers.pay_delay = sc.users.pay_delay;
+    }
+    // Buyers end when every user is done; the closed loop still needs a bound of its own.
+    let load = match sc.load.load.clone() {
+        crate::engine::Load::Closed {
+            requests: None,
+            duration: None,
+        } => crate::engine::Load::Closed {
+            requests: None,
+            duration: Some(sc.timeouts.max_duration),
+        },
+        other => other,
+    };
+    let mut plan = EnginePlan::new(target.addr()?, load, Source::Buyers(buyers));
+    plan.host_header = target.host_header();
+    plan.connections = sc.load.connections;
+    plan.request_timeout = sc.timeouts.request;
+    plan.max_duration = sc.timeouts.max_duration;
+    Ok(plan)
+}
+
+/// The run record of a load of `sc`.
+pub fn record(
+    sc: &Scenario,
+    r: &EngineResult,
+    profile: Profile,
+    nodes: Vec<NodeRecord>,
+    faults: Vec<FaultRecord>,
+) -> RunRecord {
+    let sale = SaleTerms {
+        id: sc.sale.id.clone(),
+        tickets: sc.sale.tickets,
+        per_user_limit: sc.sale.per_user_limit,
+        hold_ttl_ms: sc.sale.hold_ttl.map(|d| d.as_millis() as u64),
+    };
+    RunRecord {
+        started_unix_us: r.started_unix_us,
+        elapsed_s: r.elapsed.as_secs_f64(),
+        cancelled: r.cancelled,
+        lag_p99_ms: r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        lag_limit_ms: sc.timeouts.generator_lag.as_secs_f64() * 1000.0,
+        nodes,
+        faults,
+        thresholds: sc.thresholds.clone(),
+        ..RunRecord::new(&sc.name, profile.name(), sale)
+    }
+}

@@ -1,0 +1,53 @@
+//! The one error type of the commands. Each kind says what to do about it; all of them exit 4
+//! (usage or set-up) but an interruption, which exits 130 ([`crate::exit::code`]).
+
+use crate::cancel::Cancelled;
+use crate::scenario::ScenarioError;
+use crate::sut::SutError;
+
+/// Why a command could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad flags or arguments; the message says which and what to give instead.
+    #[error("{0}")]
+    Usage(String),
+    /// A scenario file is wrong: `file:line:column: what`.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The system under test could not be started (a missing program, a process not ready).
+    #[error(transparent)]
+    Setup(#[from] SutError),
+    /// Going on would touch something of the user's (a folder that is not empty, a sale that
+    /// exists); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Something the command needs did not answer (Redis, the target, a cluster).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Ctrl-C or SIGTERM before there was anything to keep.
+    #[error("interrupted")]
+    Interrupted,
+    /// Anything else (writing the run folder, a corrupt file): the chain of causes.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<Cancelled> for Error {
+    fn from(_: Cancelled) -> Error {
+        Error::Interrupted
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Error {
+        Error::Other(err.into())
+    }
+}
+
+/// `Err(Error::Usage(..))` from a format string.
+#[macro_export]
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        Err($crate::error::Error::Usage(format!($($arg)*)))
+    };
+}

@@ -1,0 +1,267 @@
+//! The one way every command that ends in a verdict ends (`run`, `run --attach`, `merge`,
+//! `audit`): **settle → collect evidence → persist → audit → report**.
+//!
+//! [`conclude`] takes a finished load and the [`System`] it ran against; [`reaudit`] starts
+//! from a run folder's saved evidence. Both print the same lines and return the same [`Done`],
+//! whose exit code `crate::exit::code` decides.
+//!
+//! Ctrl-C cuts the waits short (settling), never the work: once a load has begun, what it
+//! produced is collected, audited and reported — a fraction of a second — and the command then
+//! ends with [`Done::Interrupted`].
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use crate::audit::{self, Audit};
+use crate::cancel::Cancel;
+use crate::engine::EngineResult;
+use crate::error::Error;
+use crate::evidence::{Collected, Evidence, NodeLog, Part};
+use crate::exit::Done;
+use crate::ledger::Ledger;
+use crate::protocol::{Outcome, Reason};
+use crate::record::RunRecord;
+use crate::report::{self, Summary};
+use crate::run_dir::{AUDIT_MD, INDEX_HTML, LATENCY_HLOG, RunDir, SUMMARY_TXT};
+use crate::system::System;
+
+/// Settles the system, collects its evidence, saves the run, audits it and writes the report;
+/// prints the totals, the checks and the verdict.
+pub fn conclude(
+    dir: &RunDir,
+    record: &RunRecord,
+    result: &EngineResult,
+    system: &mut dyn System,
+    cancel: &Cancel,
+) -> Result<Done, Error> {
+    let name = &record.scenario;
+    eprintln!("run {name}: settling");
+    system.settle(cancel);
+    let collected = system.collect(dir, cancel);
+    persist(dir, record, result, &collected)?;
+    eprintln!("run {name}: auditing");
+    // The printed summary is completed below; it exists now so that the index page links it.
+    dir.write(SUMMARY_TXT, "")?;
+    let mut text = totals(name, result, &collected);
+    if cancel.is_cancelled() {
+        text +=
+            "INTERRUPTED: the run was stopped early (Ctrl-C); these figures cover a partial run\n";
+    }
+    let (audit, summary) = audit_and_report(dir, record, &result.ledger, &collected)?;
+    text += &verdict_text(&audit, summary.as_ref());
+    let _ = writeln!(
+        text,
+        "run folder: {} ({AUDIT_MD} explains every finding; {INDEX_HTML} shows the charts)",
+        dir.path().display()
+    );
+    print!("{text}");
+    dir.write(SUMMARY_TXT, &text)?;
+    Ok(outcome(dir, &audit, summary.as_ref(), cancel))
+}
+
+/// Audits a system from a ledger recorded elsewhere (`audit --redis`): collects its evidence
+/// now, saves it with the ledger into `dir`, audits; there is no load, so no report.
+pub fn conclude_live(
+    dir: &RunDir,
+    record: &RunRecord,
+    ledger: &Ledger,
+    system: &mut dyn System,
+    cancel: &Cancel,
+) -> Result<Done, Error> {
+    system.settle(cancel);
+    let collected = system.collect(dir, cancel);
+    dir.save_record(record)?;
+    dir.save_ledger(ledger)?;
+    dir.save_collected(&collected)?;
+    let (audit, summary) = audit_and_report(dir, record, ledger, &collected)?;
+    println!("audit written to {}", dir.file(AUDIT_MD).display());
+    print!("{}", verdict_text(&audit, summary.as_ref()));
+    Ok(outcome(dir, &audit, summary.as_ref(), cancel))
+}
+
+/// Audits a run folder again from what it saved, and redraws its report.
+pub fn reaudit(dir: &RunDir, cancel: &Cancel) -> Result<Done, Error> {
+    let record = dir.record()?;
+    let ledger = dir.ledger()?;
+    let collected = dir.collected()?;
+    let (audit, summary) = audit_and_report(dir, &record, &ledger, &collected)?;
+    println!(
+        "audit of {}: see {}",
+        dir.path().display(),
+        dir.file(AUDIT_MD).display()
+    );
+    print!("{}", verdict_text(&audit, summary.as_ref()));
+    Ok(outcome(dir, &audit, summary.as_ref(), cancel))
+}
+
+/// Saves what the load and the collection produced: the run record, the ledger, the latency
+/// log and time series, the faults, the evidence.
+pub fn persist(
+    dir: &RunDir,
+    record: &RunRecord,
+    result: &EngineResult,
+    collected: &Collected,
+) -> anyhow::Result<()> {
+    dir.save_record(record)?;
+    dir.save_ledger(&result.ledger)?;
+    if !record.faults.is_empty() {
+        dir.save_faults(record)?;
+    }
+    dir.save_collected(collected)?;
+    let started = Instant::now();
+    report::write_data(dir, result, record)?;
+    eprintln!(
+        "run {}: report data written in {:.2} s",
+        record.scenario,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Audits the evidence, saves the audit, and writes the report when the folder has a load's
+/// latency log (a live audit of someone's system has none).
+fn audit_and_report(
+    dir: &RunDir,
+    record: &RunRecord,
+    ledger: &Ledger,
+    collected: &Collected,
+) -> Result<(Audit, Option<Summary>), Error> {
+    let logs = read_logs(dir, &collected.logs);
+    let evidence = Evidence {
+        run: record,
+        client: ledger,
+        store: &collected.store,
+        node_stats: &collected.node_stats,
+        logs: match &logs {
+            Part::Read(l) => Part::Read(l.as_slice()),
+            Part::Unreadable(w) => Part::Unreadable(w.clone()),
+            Part::NotKept(w) => Part::NotKept(w.clone()),
+        },
+    };
+    let audit = audit::audit(&evidence);
+    dir.save_audit(&audit)?;
+    if !dir.has(LATENCY_HLOG) {
+        return Ok((audit, None));
+    }
+    eprintln!("run {}: writing the report", record.scenario);
+    let started = Instant::now();
+    let summary = report::finish(dir, Some(ledger))?;
+    eprintln!(
+        "run {}: report written in {:.2} s",
+        record.scenario,
+        started.elapsed().as_secs_f64()
+    );
+    Ok((audit, Some(summary)))
+}
+
+/// The collected stat logs, digested; one that cannot be read makes them all unreadable.
+fn read_logs(dir: &RunDir, logs: &Part<Vec<String>>) -> Part<Vec<NodeLog>> {
+    let names = match logs {
+        Part::Read(names) => names,
+        Part::Unreadable(w) => return Part::Unreadable(w.clone()),
+        Part::NotKept(w) => return Part::NotKept(w.clone()),
+    };
+    let by_node = match dir.stat_logs() {
+        Ok(found) => found,
+        Err(err) => return Part::Unreadable(format!("{err:#}")),
+    };
+    let mut read = Vec::new();
+    for name in names {
+        let node = by_node
+            .iter()
+            .find(|(file, _)| file == name)
+            .map_or(name.as_str(), |(_, node)| node.as_str());
+        match crate::evidence::statlog::read(&dir.file(name), node) {
+            Ok(log) => read.push(log),
+            Err(err) => return Part::Unreadable(format!("{err:#}")),
+        }
+    }
+    if read.is_empty() {
+        return Part::NotKept("no stat logs were collected".into());
+    }
+    Part::Read(read)
+}
+
+/// What the command achieved: interrupted, else the verdict (with the thresholds when there is
+/// a report).
+fn outcome(dir: &RunDir, audit: &Audit, summary: Option<&Summary>, cancel: &Cancel) -> Done {
+    if cancel.is_cancelled() {
+        eprintln!(
+            "grab-bench: interrupted; partial run folder {}",
+            dir.path().display()
+        );
+        return Done::Interrupted;
+    }
+    Done::Verdict(match summary {
+        Some(s) => s.judgement(),
+        None => crate::exit::Judgement {
+            verdict: audit.verdict,
+            invalid: audit.invalid_run.is_some(),
+            thresholds_missed: false,
+        },
+    })
+}
+
+/// One line per check, the thresholds, and the verdict line.
+fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
+    let mut text = String::new();
+    for c in &audit.checks {
+        let _ = writeln!(
+            text,
+            "  {:<17} {:<7} {}",
+            c.name,
+            c.status.as_str(),
+            c.summary
+        );
+    }
+    if let Some(s) = summary {
+        text += &report::summary::threshold_lines(s);
+    }
+    let _ = writeln!(text, "{}", audit::write::verdict_line(audit));
+    text
+}
+
+/// The run's totals in a few lines: requests, outcomes, latency, lag, the store's counters.
+fn totals(name: &str, r: &EngineResult, collected: &Collected) -> String {
+    let users = r
+        .ledger
+        .rows
+        .iter()
+        .map(|row| row.user)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let stock = collected.store.stock.read();
+    let counter = |pick: fn(&crate::evidence::Stock) -> Option<i64>| {
+        stock
+            .and_then(pick)
+            .map_or("?".to_string(), |v| v.to_string())
+    };
+    format!(
+        "scenario {name}: {} requests from {users} distinct users in {:.1} s ({:.0} req/s)\n\
+         outcomes: ok {} · fail {} (sold out {}) · info {}\n\
+         latency ms (intended): p50 {:.2} p99 {:.2} max {:.2} · (raw service): p50 {:.2} p99 {:.2}\n\
+         generator lag p99 {:.2} ms ({} late sends, {} backpressured)\n\
+         redis: sold {} of {} (paid {}, held {}, released {})\n",
+        r.totals.total(),
+        r.elapsed.as_secs_f64(),
+        r.rps(),
+        r.count(Outcome::Ok),
+        r.count(Outcome::Fail),
+        r.reason(Reason::SoldOut),
+        r.count(Outcome::Info),
+        p(&r.intended, 0.5),
+        p(&r.intended, 0.99),
+        r.intended.max() as f64 / 1000.0,
+        p(&r.raw, 0.5),
+        p(&r.raw, 0.99),
+        r.lag.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        r.lag.late_sends,
+        r.lag.backpressured,
+        counter(|s| s.sold),
+        counter(|s| s.total),
+        counter(|s| s.paid),
+        counter(|s| s.held),
+        counter(|s| s.released),
+    )
+}

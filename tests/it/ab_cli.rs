@@ -1,0 +1,108 @@
+//! `grab-bench ab` front end: flag meanings, report, loopback-only, unreachable targets.
+
+use clap::Parser;
+use grab_bench::commands::ab::{self, AbArgs};
+use grab_bench::engine;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::fixture::{Reply, start};
+
+/// Wraps `AbArgs` so tests can parse ab command lines.
+#[derive(Parser)]
+struct Cmd {
+    /// The flags under test.
+    #[command(flatten)]
+    ab: AbArgs,
+}
+
+fn args(line: &[&str]) -> AbArgs {
+    Cmd::try_parse_from(std::iter::once("ab").chain(line.iter().copied()))
+        .unwrap()
+        .ab
+}
+
+#[test]
+fn report_counts_and_length_differences() {
+    // Alternate between a long "grabbed" and a short "sold out" body.
+    let n = std::sync::atomic::AtomicU64::new(0);
+    let server = start(move |_| {
+        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) & 1 == 0 {
+            Reply::ok(r#"{"code":1,"msg":"ticket grabbed"}"#)
+        } else {
+            Reply::ok(r#"{"code":-1,"msg":"sold out"}"#)
+        }
+    });
+    let url = format!("http://{}/buy/ticket", server.addr);
+    let a = args(&["-n", "40", "-c", "1", "-k", &url]);
+    let (plan, target) = ab::plan(&a).unwrap();
+    let r = engine::run(plan, CancellationToken::new()).unwrap();
+    let text = ab::report(&target, 1, &r);
+    assert!(text.contains("Complete requests:      40"), "{text}");
+    assert!(text.contains("Failed requests:        0"), "{text}");
+    assert!(
+        text.contains("Responses whose length differed from the first: 20"),
+        "{text}"
+    );
+    assert!(text.contains("Keep-Alive requests:    40"), "{text}");
+    assert!(text.contains("Server Software:        fixture"), "{text}");
+    assert!(
+        text.contains("Document Path:          /buy/ticket"),
+        "{text}"
+    );
+    assert!(text.contains("100%"), "{text}");
+    assert_eq!(server.accepted(), 1);
+
+    // The real entry point finishes, and that is exit code 0.
+    let done = ab::run(args(&["-n", "5", "-c", "2", &url]));
+    assert_eq!(grab_bench::exit::code(&done), 0);
+}
+
+#[test]
+fn flags_mean_what_ab_means() {
+    let a = args(&["-t", "2", "http://127.0.0.1:9/"]);
+    let (plan, _) = ab::plan(&a).unwrap();
+    match plan.load {
+        engine::Load::Closed { requests, duration } => {
+            assert_eq!(requests, Some(50_000));
+            assert_eq!(duration, Some(std::time::Duration::from_secs(2)));
+        }
+        _ => panic!("ab is closed loop"),
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, r#"{"user_id":"1"}"#).unwrap();
+    let a = args(&[
+        "-p",
+        body.to_str().unwrap(),
+        "-T",
+        "application/json",
+        "-H",
+        "X-Test: yes",
+        "http://localhost:9/buy",
+    ]);
+    let (plan, _) = ab::plan(&a).unwrap();
+    let engine::Source::Template(t) = plan.source else {
+        panic!("template")
+    };
+    assert_eq!(t.method, hyper::Method::POST);
+    assert_eq!(&t.body[..], br#"{"user_id":"1"}"#);
+    assert!(
+        t.headers
+            .contains(&("Content-Type".into(), "application/json".into()))
+    );
+    assert!(t.headers.contains(&("X-Test".into(), "yes".into())));
+    assert!(!plan.keep_alive);
+}
+
+#[test]
+fn refuses_remote_and_unreachable_targets() {
+    let err = ab::run(args(&["http://192.0.2.1/"])).unwrap_err();
+    assert!(format!("{err:#}").contains("loopback"), "{err:#}");
+    assert_eq!(grab_bench::exit::code(&Err(err)), grab_bench::exit::USAGE);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = ab::run(args(&["-n", "3", &format!("http://{addr}/")])).unwrap_err();
+    assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
+}

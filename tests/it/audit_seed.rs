@@ -1,0 +1,239 @@
+//! The audit of a server that only speaks the article's protocol (ARCHITECTURE.md, "The protocols"): a fixture
+//! written from the article (tests/support/article_server.rs), run as an external target with
+//! `profile = "seed"` by the real `grab-bench run`, must be caught with each planted bug of the
+//! article's family, and must come out "unknown" (never "true") when it has none, because counts
+//! alone cannot prove the per-user and per-order checks.
+//!
+//! Each test first checks from Redis and the stat logs that the fixture really did what was
+//! planted, so a pass means the audit caught the bug, not that the fixture missed it.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::support::article_server::{ArticleConfig, ArticleServer, LuaCheck};
+use grab_bench::sut::redis::RedisProcess;
+use serde_json::Value;
+
+/// Tickets for sale in every test.
+const TICKETS: u64 = 50;
+/// Users in every run: far more than the tickets, so the sale sells out.
+const USERS: u64 = 300;
+
+/// What one audited run left behind: the binary's output, its audit and the fixture's own counts.
+struct Audited {
+    /// `grab-bench run`'s exit status and output.
+    output: Output,
+    /// `audit.json` from the run folder, if it was written and parses.
+    audit: Option<Value>,
+    /// `ticket_sold_nums` read from Redis after the fixture stopped.
+    sold: i64,
+    /// `result:1` lines in the fixture's stat logs.
+    logged_sales: usize,
+    /// All lines in the fixture's stat logs (one per request answered).
+    logged_requests: usize,
+}
+
+impl Audited {
+    /// The run's output as text, for assertion messages.
+    fn transcript(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}\n--- audit.json\n{}",
+            self.output.status.code(),
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr),
+            self.audit
+                .as_ref()
+                .map_or("(none)".into(), |a| serde_json::to_string_pretty(a)
+                    .unwrap())
+        )
+    }
+
+    /// The audit, or a failure naming what the run printed.
+    fn audit(&self) -> &Value {
+        self.audit
+            .as_ref()
+            .unwrap_or_else(|| panic!("no readable audit.json\n{}", self.transcript()))
+    }
+
+    /// The check called `name` in the audit.
+    fn check(&self, name: &str) -> &Value {
+        self.audit()["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no check {name:?}\n{}", self.transcript()))
+    }
+
+    /// The status (`"true"`, `"false"` or `"unknown"`) of check `name`.
+    fn status(&self, name: &str) -> &str {
+        self.check(name)["status"].as_str().unwrap_or_default()
+    }
+
+    /// How many witnesses check `name` gives.
+    fn witnesses(&self, name: &str) -> usize {
+        self.check(name)["witnesses"]
+            .as_array()
+            .map_or(0, |w| w.len())
+    }
+}
+
+/// Starts a private Redis and the fixture configured by `tune`, runs `grab-bench run` against it
+/// with the seed profile, stops the fixture and collects what the run and the fixture left.
+async fn audit_article_server(tune: impl FnOnce(&mut ArticleConfig)) -> Audited {
+    let redis = tokio::task::spawn_blocking(RedisProcess::start)
+        .await
+        .unwrap()
+        .expect("a private redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ArticleConfig::new(&redis.url, TICKETS, 60, dir.path());
+    tune(&mut config);
+    let server = ArticleServer::start(config)
+        .await
+        .expect("the fixture starts");
+
+    let stat_logs = server
+        .stat_logs
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let scenario = dir.path().join("article.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "[sale]\nid = \"article\"\ntickets = {TICKETS}\n\
+             [target]\nurl = \"{}\"\nredis = \"{}\"\nstat_logs = [{stat_logs}]\nprofile = \"seed\"\n\
+             [users]\ncount = {USERS}\n\
+             [load]\nmode = \"closed\"\nconnections = 8\n\
+             [timeouts]\nsettle = \"500ms\"\n",
+            server.url, redis.url
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(&out)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("grab-bench runs");
+
+    let stat_logs: Vec<PathBuf> = server.stat_logs.clone();
+    server.shutdown().await.expect("the fixture stops cleanly");
+    let sold = sold_in_redis(&redis.url).await;
+    let (logged_requests, logged_sales) = count_log_lines(&stat_logs);
+    let audit = std::fs::read(out.join("audit.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    Audited {
+        output,
+        audit,
+        sold,
+        logged_sales,
+        logged_requests,
+    }
+}
+
+/// `HGET ticket_hash_key ticket_sold_nums`: what the fixture really sold.
+async fn sold_in_redis(url: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg("ticket_hash_key")
+        .arg("ticket_sold_nums")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// (lines, `result:1` lines) over the fixture's stat logs.
+fn count_log_lines(logs: &[PathBuf]) -> (usize, usize) {
+    logs.iter()
+        .map(|p| read(p))
+        .fold((0, 0), |(all, ok), text| {
+            (
+                all + text.lines().count(),
+                ok + text.lines().filter(|l| l.starts_with("result:1,")).count(),
+            )
+        })
+}
+
+/// A stat log's text.
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The article's Lua check `total >= sold` sells ticket 51 of 50: `no_oversell` is false with a
+/// witness, and the run exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_articles_off_by_one_is_caught_as_an_oversell() {
+    let run = audit_article_server(|c| c.lua = LuaCheck::ArticleOffByOne).await;
+    // The fixture oversold (local stock 60 is not what limits it).
+    assert_eq!(run.sold, TICKETS as i64 + 1, "{}", run.transcript());
+    assert_eq!(
+        run.logged_sales,
+        TICKETS as usize + 1,
+        "{}",
+        run.transcript()
+    );
+    assert_eq!(run.logged_requests, USERS as usize, "{}", run.transcript());
+    // The audit caught it.
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.transcript());
+    assert_eq!(run.audit()["verdict"], "false", "{}", run.transcript());
+    assert_eq!(run.status("no_oversell"), "false", "{}", run.transcript());
+    assert!(run.witnesses("no_oversell") >= 1, "{}", run.transcript());
+}
+
+/// The same server with the check fixed: nothing is false, but without users and orders the
+/// per-user and per-order checks cannot be proven, so the verdict is unknown and the exit code 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fixed_article_server_is_unknown_never_false() {
+    let run = audit_article_server(|c| c.lua = LuaCheck::Correct).await;
+    assert_eq!(run.sold, TICKETS as i64, "{}", run.transcript());
+    assert_eq!(run.logged_sales, TICKETS as usize, "{}", run.transcript());
+    assert_eq!(run.logged_requests, USERS as usize, "{}", run.transcript());
+    assert_eq!(run.output.status.code(), Some(3), "{}", run.transcript());
+    let audit = run.audit();
+    assert_eq!(audit["verdict"], "unknown", "{}", run.transcript());
+    let checks = audit["checks"].as_array().expect("a list of checks");
+    assert!(!checks.is_empty(), "{}", run.transcript());
+    assert!(
+        checks.iter().all(|c| c["status"] != "false"),
+        "{}",
+        run.transcript()
+    );
+    // The seed protocol has no orders: successes cannot be matched to them.
+    assert_eq!(
+        run.status("successes_orders"),
+        "unknown",
+        "{}",
+        run.transcript()
+    );
+}
+
+/// The article's other trap: local stock is taken before the Redis step and not given back when
+/// that step fails. With local stock equal to the tickets and every 10th Redis step failing, 5
+/// tickets are stranded while later buyers are told "sold out": `no_undersell` is false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_stock_lost_on_a_failed_redis_step_is_caught_as_an_undersell() {
+    let run = audit_article_server(|c| {
+        c.lua = LuaCheck::Correct;
+        c.local_stock = TICKETS;
+        c.redis_fails_every = Some(10);
+    })
+    .await;
+    assert_eq!(run.sold, TICKETS as i64 - 5, "{}", run.transcript());
+    assert_eq!(
+        run.logged_sales,
+        TICKETS as usize - 5,
+        "{}",
+        run.transcript()
+    );
+    assert_eq!(run.logged_requests, USERS as usize, "{}", run.transcript());
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.transcript());
+    assert_eq!(run.audit()["verdict"], "false", "{}", run.transcript());
+    assert_eq!(run.status("no_undersell"), "false", "{}", run.transcript());
+    assert!(run.witnesses("no_undersell") >= 1, "{}", run.transcript());
+}

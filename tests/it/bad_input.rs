@@ -1,0 +1,360 @@
+//! The bad-input table of the README, row by row: each case gets a message a person can act on,
+//! its exit code, nothing of the user's touched — and no child process left running. Children
+//! are found by a marker variable in their environment (inherited from the grab-bench process),
+//! so even redis-server, which rewrites its command line, cannot hide.
+
+use crate::support::cli::{MARK, assert_nothing_left, describe, marker};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// `grab-bench ARGS` with the marker in its environment (and `extra` variables).
+fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
+    cmd.args(args).env(MARK, mark);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn grab(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    command(mark, args, extra)
+        .output()
+        .expect("grab-bench runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const SMALL: &str = "name = \"small\"\n[sale]\ntickets = 50\n[cluster]\nnodes = 2\nweights = [1, 1]\n\
+                     [users]\ncount = 200\n[load]\nmode = \"closed\"\nconnections = 4\n";
+
+/// Runs a scenario text that must be refused as a usage error mentioning `expect`.
+fn refused_scenario(text: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("scenario");
+    let sc = write(dir.path(), "bad.toml", text);
+    let out = dir.path().join("out");
+    let o = grab(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    for e in expect {
+        assert!(stderr(&o).contains(e), "{e:?} not in {}", stderr(&o));
+    }
+    assert_nothing_left(&mark);
+}
+
+#[test]
+fn malformed_toml_names_file_line_and_column() {
+    refused_scenario(
+        "[sale]\ntickets = 5\n[cluster\nnodes = 2\n",
+        &["bad.toml:3:"],
+    );
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_named_with_their_position() {
+    refused_scenario(
+        &SMALL.replace("connections = 4", "conections = 4"),
+        &["bad.toml:", "conections"],
+    );
+    refused_scenario(
+        &SMALL.replace("tickets = 50", "tickets = \"fifty\""),
+        &["bad.toml:3:"],
+    );
+}
+
+#[test]
+fn impossible_values_are_refused() {
+    refused_scenario(
+        &SMALL.replace("tickets = 50", "tickets = -5"),
+        &["bad.toml:3:"],
+    );
+    refused_scenario(
+        &SMALL.replace("weights = [1, 1]", "weights = [0, 0]"),
+        &["bad.toml:6:", "weight"],
+    );
+    refused_scenario(
+        &SMALL.replace("connections = 4", "connections = 0"),
+        &["bad.toml:", "connections must be at least 1"],
+    );
+    refused_scenario(
+        &SMALL.replace("count = 200", "count = 0"),
+        &["users.count must be at least 1"],
+    );
+}
+
+#[test]
+fn a_missing_redis_server_or_nginx_says_how_to_install_it() {
+    for (var, program) in [
+        ("GRAB_BENCH_REDIS_SERVER", "redis-server"),
+        ("GRAB_BENCH_NGINX", "nginx"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = marker(program);
+        let sc = write(dir.path(), "small.toml", SMALL);
+        let out = dir.path().join("out");
+        let o = grab(
+            &mark,
+            &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            &[(var, "/nonexistent/bin")],
+        );
+        assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+        let install = format!("apt-get install -y {program}");
+        assert!(stderr(&o).contains(&install), "{}", stderr(&o));
+        // nginx is started last: Redis and both nodes were up, and are gone again.
+        assert_nothing_left(&mark);
+    }
+}
+
+#[test]
+fn an_unreachable_redis_url_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("redis-url");
+    let text = SMALL.replace(
+        "weights = [1, 1]",
+        "weights = [1, 1]\nredis = \"redis://127.0.0.1:1/0\"",
+    );
+    let sc = write(dir.path(), "small.toml", &text);
+    let out = dir.path().join("out");
+    let o = grab(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("cannot reach Redis at redis://127.0.0.1:1/0"));
+    assert_nothing_left(&mark);
+}
+
+#[test]
+fn an_unreachable_target_is_a_usage_error() {
+    let mark = marker("target");
+    let o = grab(
+        &mark,
+        &["ab", "-n", "10", "http://127.0.0.1:1/buy/ticket"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("cannot connect to 127.0.0.1:1"));
+    assert!(stderr(&o).contains("is the server running?"));
+}
+
+#[test]
+fn a_busy_port_is_refused_with_its_own_code() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let mark = marker("busy");
+    let o = grab(
+        &mark,
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--redis",
+            &redis.url,
+            "--init-total",
+            "10",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(6), "{}", describe(&o));
+    assert!(stderr(&o).contains(&addr), "{}", stderr(&o));
+    assert_nothing_left(&mark);
+}
+
+/// Redis keys as a sorted list of (key, type).
+fn keys(url: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_redis_that_already_holds_the_sale_is_refused_untouched_unless_reset() {
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    {
+        let mut conn = redis::Client::open(redis.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let () = redis::cmd("HSET")
+            .arg("grab:{small}:inv")
+            .arg("total")
+            .arg(7)
+            .query(&mut conn)
+            .unwrap();
+        let () = redis::cmd("SET")
+            .arg("theirs")
+            .arg("precious")
+            .query(&mut conn)
+            .unwrap();
+    }
+    let before = keys(&redis.url);
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("existing");
+    let text = SMALL.replace(
+        "weights = [1, 1]",
+        &format!("weights = [1, 1]\nredis = \"{}\"", redis.url),
+    );
+    let sc = write(dir.path(), "small.toml", &text);
+    let out = dir.path().join("refused");
+    let o = grab(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("--reset-sale"), "{}", stderr(&o));
+    assert_eq!(keys(&redis.url), before, "nothing changed");
+    assert_nothing_left(&mark);
+
+    let out = dir.path().join("reset");
+    let o = grab(
+        &mark,
+        &[
+            "run",
+            sc.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--reset-sale",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let theirs: String = redis::cmd("GET").arg("theirs").query(&mut conn).unwrap();
+    assert_eq!(theirs, "precious");
+    let total: u64 = redis::cmd("HGET")
+        .arg("grab:{small}:inv")
+        .arg("total")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(total, 50);
+    assert!(
+        keys(&redis.url)
+            .iter()
+            .all(|k| k == "theirs" || k.starts_with("grab:{small}:"))
+    );
+    assert_nothing_left(&mark);
+}
+
+#[test]
+fn an_unwritable_run_folder_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("unwritable");
+    let sc = write(dir.path(), "small.toml", SMALL);
+    let file = write(dir.path(), "a-file", "mine");
+    let out = file.join("out");
+    let o = grab(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("is not writable"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "mine");
+    assert_nothing_left(&mark);
+}
+
+/// Starts a run of a scenario that lasts a few seconds, sends SIGINT when stderr shows `phase`,
+/// and asserts exit 130 and no process left.
+fn ctrl_c_during(phase: &str, scenario_text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker(&phase.replace(' ', "-"));
+    let sc = write(dir.path(), "slow.toml", scenario_text);
+    let out = dir.path().join("out");
+    let mut child: Child = command(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Read stderr on a thread to the end (a closed pipe would fail the run's own messages),
+    // and signal when the phase shows.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            seen.push(line);
+        }
+        seen
+    });
+    let mut sent = None;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        if line.contains(phase) {
+            // SAFETY: plain syscall on our child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            sent = Some(Instant::now());
+            break;
+        }
+    }
+    let Some(sent) = sent else {
+        let _ = child.kill();
+        panic!("the run never showed the phase {phase:?}");
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within 30 s after Ctrl-C during {phase}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    let seen = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C during {phase}: {seen:?}");
+    assert_nothing_left(&mark);
+    // Interruption ends waits at once: well within a second on an idle machine; the bound
+    // leaves room for a loaded CI runner.
+    assert!(
+        took < Duration::from_secs(3),
+        "Ctrl-C during {phase} took {took:?} to end the run"
+    );
+    eprintln!("Ctrl-C during {phase}: ended in {took:?}");
+}
+
+#[test]
+fn ctrl_c_in_every_phase_exits_130_and_leaves_nothing_running() {
+    // A slow sale: 300 buyers over 3 s, holds of 2 s so that settling takes a while.
+    let slow = "name = \"slow\"\n[sale]\ntickets = 100\nhold_ttl = \"2s\"\n[cluster]\nnodes = 2\n\
+                weights = [1, 1]\n[users]\ncount = 300\npay_probability = 0.0\n[load]\nmode = \"open\"\n\
+                connections = 8\n[[load.stages]]\nkind = \"constant\"\nrate = 100\nduration = \"3s\"\n";
+    for phase in [
+        "starting the cluster",
+        "up in",
+        "loading",
+        "settling",
+        "auditing",
+        "writing the report",
+    ] {
+        ctrl_c_during(phase, slow);
+    }
+}

@@ -1,0 +1,22 @@
+//! The integration tests, one binary (it links once): each module drives grab-bench, the
+//! reference server or the engine against real redis-server and nginx processes on free
+//! loopback ports, through [`support`].
+
+mod support;
+
+mod ab_cli;
+mod audit;
+mod audit_seed;
+mod bad_input;
+mod engine_closed;
+mod engine_ledger;
+mod engine_open;
+mod faults;
+mod report;
+mod report_cli;
+mod run;
+mod scenario;
+mod segmented;
+mod serve_cli;
+mod server;
+mod server_bad_requests;

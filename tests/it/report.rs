@@ -1,0 +1,547 @@
+//! The report module: data files, charts and index page drawn from a synthetic run.
+//!
+//! The synthetic run is a flash sale in miniature: users arrive over a few seconds, three nodes
+//! sell from local quotas, a fault slows everything in the middle, a few requests time out.
+//! Set `GRAB_BENCH_REPORT_KEEP=DIR` to keep a copy of the rendered folder for looking at.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::fixture::{Reply, start};
+use grab_bench::engine::{
+    self, BuyerPlan, EnginePlan, EngineResult, Interval, LagStats, Load, ReasonCounts, Source,
+    Stage, unit_hash,
+};
+use grab_bench::ledger::{Ledger, Row};
+use grab_bench::protocol::{Kind, Profile, Reason};
+use grab_bench::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
+use grab_bench::report::{self, CHART_SIZE, TIMESERIES_COLUMNS};
+use grab_bench::run_dir::{
+    AUDIT_JSON, CHARTS, INDEX_HTML, LATENCY_HLOG, LEDGER_CSV, RUN_JSON, RunDir, TIMESERIES_CSV,
+};
+use hdrhistogram::Histogram;
+
+/// Shape of a synthetic run.
+struct Synth {
+    users: u64,
+    seconds: u32,
+    tickets: u64,
+    /// Per-node local stock; node i+1 is named `n{i+1}`.
+    quotas: Vec<u64>,
+    /// Users whose hold is paid (fraction), reservation mode only.
+    pay: Option<f64>,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new(3).unwrap()
+}
+
+/// Builds an engine result as the engine would have recorded the synthetic sale.
+fn synthetic(s: &Synth) -> EngineResult {
+    let span_us = u64::from(s.seconds - 1) * 1_000_000;
+    let mut rows: Vec<Row> = (0..s.users)
+        .map(|i| {
+            let h = unit_hash(i);
+            // Arrivals: most users in the first third (the rush), the rest spread out.
+            let frac = if h < 0.7 {
+                (i as f64 / s.users as f64) / 3.0
+            } else {
+                i as f64 / s.users as f64
+            };
+            let intended = (frac * span_us as f64) as u64;
+            // A fault from 40% to 60% of the run: queueing and slow service.
+            let in_fault = (0.4..0.6).contains(&frac);
+            let queue = if in_fault {
+                (h * 300_000.0) as u64
+            } else {
+                (h * h * 2_000.0) as u64
+            };
+            let raw = if in_fault {
+                50_000 + (h * 150_000.0) as u64
+            } else {
+                1_500 + (unit_hash(i + 7) * 8_000.0) as u64 + if h > 0.999 { 40_000 } else { 0 }
+            };
+            let start = intended + queue;
+            Row {
+                user: i + 1,
+                seq: 0,
+                order_id: 0,
+                intended_us: intended as u32,
+                start_us: start as u32,
+                end_us: (start + raw) as u32,
+                attempt: 1,
+                status: 200,
+                node: (1 + (i % s.quotas.len() as u64)) as u16,
+                kind: Kind::Buy as u8,
+                outcome: 0,
+                reason: 0,
+            }
+        })
+        .collect();
+    // Decide outcomes in completion order: each node sells from its quota, the global stock
+    // bounds the total.
+    rows.sort_by_key(|r| (r.end_us, r.user));
+    let mut sold = vec![0u64; s.quotas.len()];
+    let mut total = 0;
+    let mut pays = Vec::new();
+    for r in rows.iter_mut() {
+        let h = unit_hash(r.user * 31);
+        let node = r.node as usize - 1;
+        let reason = if h < 0.005 {
+            r.node = 0;
+            r.status = 0;
+            Reason::Timeout
+        } else if h < 0.008 {
+            Reason::AlreadyBought
+        } else if total < s.tickets && sold[node] < s.quotas[node] {
+            sold[node] += 1;
+            total += 1;
+            r.seq = total;
+            r.order_id = total;
+            Reason::Grabbed
+        } else {
+            Reason::SoldOut
+        };
+        r.reason = reason as u8;
+        r.outcome = reason.outcome() as u8;
+        let pays_hold = s.pay.is_some_and(|p| unit_hash(r.user + 99) < p);
+        if reason == Reason::Grabbed && pays_hold {
+            let start = r.end_us + 100_000;
+            pays.push(Row {
+                kind: Kind::Pay as u8,
+                attempt: 2,
+                intended_us: start,
+                start_us: start,
+                end_us: start + 3_000,
+                reason: Reason::Paid as u8,
+                outcome: Reason::Paid.outcome() as u8,
+                ..*r
+            });
+        }
+    }
+    rows.extend(pays);
+    let last_end = rows.iter().map(|r| r.end_us).max().unwrap_or(0);
+    let mut intervals: Vec<Interval> = (0..=last_end / 1_000_000)
+        .map(|second| Interval {
+            second,
+            intended: hist(),
+            raw: hist(),
+            counts: ReasonCounts::default(),
+        })
+        .collect();
+    for r in &rows {
+        let iv = &mut intervals[(r.end_us / 1_000_000) as usize];
+        iv.intended
+            .record(u64::from(r.end_us - r.intended_us).max(1))
+            .unwrap();
+        iv.raw
+            .record(u64::from(r.end_us - r.start_us).max(1))
+            .unwrap();
+        iv.counts.0[r.reason as usize] += 1;
+    }
+    let mut intended = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut raw = intended.clone();
+    let mut totals = ReasonCounts::default();
+    for iv in &intervals {
+        intended.add(&iv.intended).unwrap();
+        raw.add(&iv.raw).unwrap();
+        totals.add(&iv.counts);
+    }
+    rows.sort_unstable_by_key(|r| (r.start_us, r.user, r.attempt));
+    EngineResult {
+        started_unix_us: 1_700_000_000_000_000,
+        elapsed: Duration::from_micros(u64::from(last_end) + 20_000),
+        intervals,
+        intended,
+        raw,
+        totals,
+        lag: LagStats {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            late_sends: 0,
+            backpressured: 0,
+        },
+        ledger: Ledger {
+            rows,
+            nodes: (1..=s.quotas.len()).map(|i| format!("n{i}")).collect(),
+        },
+        transfer: None,
+        cancelled: false,
+    }
+}
+
+/// The run record of a synthetic sale: its tickets, nodes, hold time and one fault at 40 %.
+fn input_for(s: &Synth, r: &EngineResult) -> RunRecord {
+    let fault_at = r.started_unix_us + (r.elapsed.as_secs_f64() * 0.4 * 1e6) as u64;
+    RunRecord {
+        faults: vec![FaultRecord {
+            at_unix_us: fault_at,
+            until_unix_us: fault_at + 1_000_000,
+            kind: "pause-redis".into(),
+            node: None,
+            label: "slow Redis".into(),
+            error: None,
+        }],
+        nodes: (0..s.quotas.len())
+            .map(|i| NodeRecord {
+                name: format!("n{}", i + 1),
+                quota: s.quotas[i],
+                weight: 1,
+                addr: None,
+                stat_log: None,
+            })
+            .collect(),
+        ..plain_record(
+            "synthetic",
+            s.tickets,
+            s.pay.map(|_| Duration::from_secs(2)),
+            r,
+        )
+    }
+}
+
+/// A run record with no nodes and no faults.
+fn plain_record(
+    name: &str,
+    tickets: u64,
+    hold_ttl: Option<Duration>,
+    r: &EngineResult,
+) -> RunRecord {
+    let sale = SaleTerms {
+        id: name.into(),
+        tickets,
+        per_user_limit: 1,
+        hold_ttl_ms: hold_ttl.map(|d| d.as_millis() as u64),
+    };
+    RunRecord {
+        started_unix_us: r.started_unix_us,
+        elapsed_s: r.elapsed.as_secs_f64(),
+        cancelled: r.cancelled,
+        ..RunRecord::new(name, "reference", sale)
+    }
+}
+
+/// A run folder at `path` holding `record` (and the ledger, when given).
+fn run_dir(path: &Path, record: &RunRecord, ledger: Option<&Ledger>) -> RunDir {
+    let dir = RunDir::create(path, "run folder", "--out").unwrap();
+    dir.save_record(record).unwrap();
+    if let Some(l) = ledger {
+        dir.save_ledger(l).unwrap();
+    }
+    dir
+}
+
+/// Decodes a PNG; returns (width, height, number of distinct colours).
+fn png_stats(path: &Path) -> (u32, u32, usize) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let colours: HashSet<&[u8]> = buf[..info.buffer_size()].chunks(channels).collect();
+    (info.width, info.height, colours.len())
+}
+
+fn read(dir: &Path, name: &str) -> Vec<u8> {
+    std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn keep(dir: &Path, sub: &str) {
+    if let Ok(to) = std::env::var("GRAB_BENCH_REPORT_KEEP") {
+        let to = Path::new(&to).join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn charts_and_data_from_a_synthetic_sale() {
+    let s = Synth {
+        users: 30_000,
+        seconds: 12,
+        tickets: 20_000,
+        quotas: vec![7_000, 7_000, 6_000],
+        pay: None,
+    };
+    let result = synthetic(&s);
+    let input = input_for(&s, &result);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
+    let dir = run.path();
+    report::write_data(&run, &result, &input).unwrap();
+    report::render(&run, None).unwrap();
+    keep(dir, "sale");
+
+    for name in CHARTS {
+        let (w, h, colours) = png_stats(&dir.join(name));
+        assert_eq!((w, h), CHART_SIZE, "{name} size");
+        assert!(colours >= 40, "{name} looks blank: {colours} colours");
+    }
+
+    // timeseries.csv: the header, one row per second, counts that add up.
+    let csv = String::from_utf8(read(dir, TIMESERIES_CSV)).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert_eq!(
+        header,
+        format!("{},ok_n1,ok_n2,ok_n3,faults", TIMESERIES_COLUMNS.join(","))
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), result.intervals.len());
+    let col = |name: &str| header.split(',').position(|h| h == name).unwrap();
+    let sum = |name: &str| -> u64 {
+        rows.iter()
+            .map(|r| r[col(name)].parse::<u64>().unwrap())
+            .sum()
+    };
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], i.to_string());
+        assert_eq!(r.len(), header.split(',').count());
+    }
+    let grabbed = result.reason(Reason::Grabbed);
+    assert_eq!(grabbed, s.tickets, "the synthetic sale sells out");
+    assert_eq!(
+        sum("ok") + sum("sold_out") + sum("fail") + sum("info"),
+        result.totals.total()
+    );
+    assert_eq!(sum("sent"), result.ledger.rows.len() as u64);
+    assert_eq!(sum("buys_ok"), grabbed);
+    assert_eq!(sum("ok_n1") + sum("ok_n2") + sum("ok_n3"), grabbed);
+    assert_eq!(rows.last().unwrap()[col("tickets_left")], "0");
+    // The per-second p99 is the interval histogram's.
+    let iv = &result.intervals[3];
+    assert_eq!(
+        rows[3][col("intended_p99_ms")],
+        format!("{:.3}", iv.intended.value_at_quantile(0.99) as f64 / 1000.0)
+    );
+
+    // latency.hlog: the standard header and one line per tag and non-empty second.
+    let hlog = String::from_utf8(read(dir, LATENCY_HLOG)).unwrap();
+    assert!(hlog.contains("#[StartTime: "), "{hlog:.200}");
+    let tagged = hlog.lines().filter(|l| l.starts_with("Tag=")).count();
+    assert_eq!(tagged, 2 * result.intervals.len());
+
+    // The index shows every chart and links the data.
+    let index = String::from_utf8(read(dir, INDEX_HTML)).unwrap();
+    for name in CHARTS
+        .iter()
+        .chain([&TIMESERIES_CSV, &LATENCY_HLOG, &LEDGER_CSV])
+    {
+        assert!(
+            index.contains(&format!("href=\"{name}\"")),
+            "index lacks {name}"
+        );
+    }
+    assert!(index.contains("none yet"), "no verdict was given");
+
+    // Re-rendering from the saved files changes nothing, data or pictures.
+    let before: Vec<Vec<u8>> = CHARTS
+        .iter()
+        .chain([&TIMESERIES_CSV, &LATENCY_HLOG, &INDEX_HTML])
+        .map(|n| read(dir, n))
+        .collect();
+    report::render(&run, None).unwrap();
+    let after: Vec<Vec<u8>> = CHARTS
+        .iter()
+        .chain([&TIMESERIES_CSV, &LATENCY_HLOG, &INDEX_HTML])
+        .map(|n| read(dir, n))
+        .collect();
+    assert!(before == after, "re-rendering changed a file");
+
+    // Writing the data again from the same result gives the same bytes.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let again = run_dir(&tmp2.path().join("r"), &input, None);
+    report::write_data(&again, &result, &input).unwrap();
+    for name in [TIMESERIES_CSV, LATENCY_HLOG, RUN_JSON] {
+        assert_eq!(read(dir, name), read(again.path(), name), "{name} differs");
+    }
+    // Without the ledger the charts fall back to timeseries.csv and still render.
+    report::render(&again, None).unwrap();
+    for name in CHARTS {
+        let (w, h, colours) = png_stats(&again.path().join(name));
+        assert_eq!((w, h), CHART_SIZE);
+        assert!(colours >= 40, "{name} (no ledger) looks blank");
+    }
+    keep(again.path(), "no-ledger");
+}
+
+#[test]
+fn reservations_add_the_release_estimate() {
+    let s = Synth {
+        users: 4_000,
+        seconds: 6,
+        tickets: 1_000,
+        quotas: vec![500, 500],
+        pay: Some(0.5),
+    };
+    let result = synthetic(&s);
+    let mut input = input_for(&s, &result);
+    // Claim less stock than was sold, so the charts show an oversell and a node over quota.
+    input.sale.tickets = 900;
+    input.nodes[0].quota = 400;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
+    let dir = run.path();
+    report::write_data(&run, &result, &input).unwrap();
+    std::fs::write(dir.join(AUDIT_JSON), r#"{"verdict":"FAIL: oversell"}"#).unwrap();
+    report::render(&run, None).unwrap();
+    keep(dir, "reservations");
+    let csv = String::from_utf8(read(dir, TIMESERIES_CSV)).unwrap();
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.contains(",tickets_left,released_est,ok_n1,ok_n2"),
+        "{header}"
+    );
+    // About half the holds are unpaid; those released within the run are counted.
+    let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+    let released: u64 = last[TIMESERIES_COLUMNS.len()].parse().unwrap();
+    assert!(released > 0 && released < s.tickets, "released {released}");
+    let index = String::from_utf8(read(dir, INDEX_HTML)).unwrap();
+    assert!(index.contains("FAIL: oversell"), "verdict from audit.json");
+    assert!(index.contains("class=\"verdict fail\""));
+    for name in CHARTS {
+        assert_eq!(png_stats(&dir.join(name)).0, CHART_SIZE.0);
+    }
+}
+
+#[test]
+fn ab_style_run_without_ledger_or_tickets() {
+    let s = Synth {
+        users: 2_000,
+        seconds: 3,
+        tickets: 0,
+        quotas: vec![u64::MAX],
+        pay: None,
+    };
+    let mut result = synthetic(&s);
+    result.ledger = Ledger::default();
+    let input = plain_record("ab <quick> & \"dirty\"", 0, None, &result);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, None);
+    report::write_data(&run, &result, &input).unwrap();
+    std::fs::write(run.file(AUDIT_JSON), r#"{"verdict":"true"}"#).unwrap();
+    report::render(&run, None).unwrap();
+    let tmp = run;
+    keep(tmp.path(), "ab");
+    let csv = String::from_utf8(read(tmp.path(), TIMESERIES_CSV)).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), TIMESERIES_COLUMNS.join(","));
+    // Without a ledger, sent = completions; without tickets, tickets_left is empty.
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let done: u64 = f[2..6].iter().map(|v| v.parse::<u64>().unwrap()).sum();
+        assert_eq!(f[1].parse::<u64>().unwrap(), done);
+        assert_eq!(*f.last().unwrap(), "");
+    }
+    let index = String::from_utf8(read(tmp.path(), INDEX_HTML)).unwrap();
+    assert!(index.contains("ab &lt;quick&gt; &amp; &quot;dirty&quot;"));
+    assert!(index.contains("class=\"verdict pass\""));
+    for name in CHARTS {
+        let (w, h, colours) = png_stats(&tmp.path().join(name));
+        assert_eq!((w, h), CHART_SIZE);
+        assert!(colours >= 10, "{name}: {colours}");
+    }
+}
+
+/// A real engine run against a tiny two-node server: 400 tickets, 1 200 users over 2.5 s.
+#[test]
+fn report_of_a_real_engine_run() {
+    let sold = AtomicU64::new(0);
+    let server = start(move |_| {
+        let seq = sold.fetch_add(1, Ordering::SeqCst) + 1;
+        if seq <= 400 {
+            let node = ["node-b", "node-a", "node-a"][(seq % 3) as usize];
+            Reply::ok(format!(
+                r#"{{"code":1,"msg":"ticket grabbed","order_id":"{seq}","seq":{seq},"node":"{node}"}}"#
+            ))
+        } else {
+            Reply::ok(r#"{"code":-1,"msg":"sold out"}"#)
+        }
+    });
+    let load = Load::Open {
+        stages: vec![Stage::Constant {
+            rps: 480.0,
+            duration: Duration::from_millis(2500),
+        }],
+    };
+    let plan = EnginePlan {
+        threads: 1,
+        connections: 8,
+        ..EnginePlan::new(
+            server.addr,
+            load,
+            Source::Buyers(BuyerPlan::new(1_200, Profile::Reference)),
+        )
+    };
+    let result = engine::run(plan, Default::default()).unwrap();
+    assert_eq!(result.reason(Reason::Grabbed), 400);
+    let node = |name: &str, quota| NodeRecord {
+        name: name.into(),
+        quota,
+        weight: 1,
+        addr: None,
+        stat_log: None,
+    };
+    let input = RunRecord {
+        nodes: vec![node("node-a", 270), node("node-b", 140)],
+        ..plain_record("fixture", 400, None, &result)
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
+    let dir = run.path();
+    report::write_data(&run, &result, &input).unwrap();
+    report::render(&run, None).unwrap();
+    keep(dir, "engine");
+    let csv = String::from_utf8(read(dir, TIMESERIES_CSV)).unwrap();
+    assert!(csv.starts_with(&format!(
+        "{},ok_node-a,ok_node-b\n",
+        TIMESERIES_COLUMNS.join(",")
+    )));
+    assert_eq!(csv.lines().count(), 1 + result.intervals.len());
+    assert!(result.intervals.len() >= 3, "a 2.5 s run spans 3 seconds");
+    for name in CHARTS {
+        let (w, h, colours) = png_stats(&dir.join(name));
+        assert_eq!((w, h), CHART_SIZE);
+        assert!(colours >= 40, "{name}: {colours} colours");
+    }
+}
+
+/// A million ledger rows over 40 seconds: prints how long writing and rendering take (a figure
+/// to read, not a pass/fail). Run with
+/// `cargo test --release --test it report::million_rows_timing -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing; run in release"]
+fn million_rows_timing() {
+    let s = Synth {
+        users: 1_000_000,
+        seconds: 40,
+        tickets: 100_000,
+        quotas: vec![25_000; 4],
+        pay: None,
+    };
+    let t = Instant::now();
+    let result = synthetic(&s);
+    println!(
+        "synthetic result: {} rows, {} intervals, built in {:?}",
+        result.ledger.rows.len(),
+        result.intervals.len(),
+        t.elapsed()
+    );
+    let input = input_for(&s, &result);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, None);
+    let t = Instant::now();
+    run.save_ledger(&result.ledger).unwrap();
+    let save = t.elapsed();
+    let t = Instant::now();
+    report::write_data(&run, &result, &input).unwrap();
+    let write = t.elapsed();
+    let t = Instant::now();
+    report::render(&run, Some(&result.ledger)).unwrap();
+    let render = t.elapsed();
+    keep(run.path(), "million");
+    println!("{LEDGER_CSV} save {save:?} · write_data {write:?} · render {render:?}");
+}

@@ -1,0 +1,182 @@
+//! The run folder as a report and a CI gate, end to end: every file is written, `summary.json`
+//! follows its documented schema, `junit.xml` parses with one case per check and threshold,
+//! `grab-bench report` re-renders identical files, a missed threshold exits 2 (unless a check
+//! failed: 1), and `grab-bench compare` gates on regressions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::support::cli::{describe, json};
+
+fn grab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args(args)
+        .output()
+        .expect("grab-bench runs")
+}
+
+/// A small sale with the given `[thresholds]` lines.
+fn scenario(dir: &Path, name: &str, thresholds: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\n[sale]\ntickets = 100\n[cluster]\nnodes = 2\nweights = [1, 1]\nbuffer = 0.5\n\
+             [users]\ncount = 500\n[load]\nmode = \"closed\"\nconnections = 8\n[thresholds]\n{thresholds}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn run(scenario: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    grab(&args)
+}
+
+const FILES: &[&str] = &[
+    "summary.json",
+    "summary.md",
+    "summary.txt",
+    "timeseries.csv",
+    "latency.hlog",
+    "ledger.csv",
+    "audit.json",
+    "audit.md",
+    "junit.xml",
+    "index.html",
+    "throughput.png",
+    "latency.png",
+    "percentiles.png",
+    "inventory.png",
+    "nodes.png",
+];
+
+#[test]
+fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        "gate",
+        "p99_ms = 5000\nerror_rate = 0.5\nmin_rps = 1\nsell_out_within = \"60s\"",
+    );
+    let out = dir.path().join("run");
+    let o = run(&sc, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    for f in FILES {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    // summary.json: the documented schema.
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["schema"], "grab-bench/summary/v1");
+    assert_eq!(s["scenario"], "gate");
+    assert_eq!(s["verdict"], "true");
+    assert_eq!(s["exit_code"], 0);
+    assert!(s["invalid_run"].is_null());
+    for key in ["total", "ok", "fail", "info", "sold_out", "users"] {
+        assert!(s["requests"][key].is_u64(), "requests.{key}");
+    }
+    assert_eq!(s["requests"]["total"], 500);
+    assert_eq!(s["requests"]["ok"], 100);
+    assert!(s["requests"]["rps"].as_f64().unwrap() > 0.0);
+    for kind in ["intended", "raw"] {
+        for p in ["p50", "p90", "p99", "p99_9", "max"] {
+            assert!(s["latency_ms"][kind][p].is_f64(), "latency_ms.{kind}.{p}");
+        }
+    }
+    assert!(s["generator_lag_p99_ms"].is_f64());
+    assert_eq!(s["tickets"], 100);
+    assert_eq!(s["tickets_sold_by_client"], 100);
+    assert!(s["sell_out_s"].as_f64().unwrap() < 60.0);
+    assert_eq!(s["checks"].as_array().unwrap().len(), 8);
+    let thresholds = s["thresholds"].as_array().unwrap();
+    assert_eq!(thresholds.len(), 4);
+    assert!(thresholds.iter().all(|t| t["passed"] == true), "{s:#}");
+
+    // junit.xml: one case per check and per threshold, none failing.
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("junit.xml parses");
+    let cases: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), 12);
+    assert!(cases.iter().all(|c| !c.has_children()));
+
+    // Re-rendering from the saved files gives the same bytes.
+    let before: Vec<Vec<u8>> = FILES
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    for f in ["summary.json", "junit.xml", "index.html", "latency.png"] {
+        std::fs::remove_file(out.join(f)).unwrap();
+    }
+    let o = grab(&["report", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    for (f, old) in FILES.iter().zip(&before) {
+        assert!(&std::fs::read(out.join(f)).unwrap() == old, "{f} differs");
+    }
+
+    // compare: a run against itself has no regression.
+    let o = grab(&[
+        "compare",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--max-regression",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no regression"));
+}
+
+#[test]
+fn a_missed_threshold_exits_2_and_a_failed_check_still_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), "strict", "p99_ms = 0.001");
+    let out = dir.path().join("missed");
+    let o = run(&sc, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("MISSED"));
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["verdict"], "true");
+    assert_eq!(s["thresholds"][0]["passed"], false);
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let failing: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("failure"))
+        .map(|n| n.parent().unwrap().attribute("name").unwrap().to_string())
+        .collect();
+    assert_eq!(failing, ["p99_ms"]);
+
+    let flawed = dir.path().join("flawed");
+    let o = run(&sc, &flawed, &["--flaw", "off-by-one"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert_eq!(json(&flawed.join("summary.json"))["exit_code"], 1);
+
+    // compare as a regression gate: the flawed run's verdict is worse.
+    let o = grab(&[
+        "compare",
+        out.to_str().unwrap(),
+        flawed.to_str().unwrap(),
+        "--max-regression",
+        "1000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verdict true → false"));
+}
+
+#[test]
+fn report_and_compare_refuse_folders_that_are_not_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    assert_eq!(grab(&["report", p]).status.code(), Some(4));
+    assert_eq!(grab(&["compare", p, p]).status.code(), Some(4));
+}

@@ -1,0 +1,85 @@
+//! `grab-bench serve` as a process: bad set-ups get a clear message and their own exit code.
+
+use std::process::{Command, Output};
+
+use crate::support::node::*;
+
+fn serve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("grab-bench runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn unreachable_redis_exits_5() {
+    let port = grab_bench::sut::free_port().unwrap();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let o = serve(&["--redis", &url, "--redis-timeout", "300ms"]);
+    assert_eq!(
+        o.status.code(),
+        Some(target_server::cli::EXIT_REDIS),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("cannot use Redis"), "{}", stderr(&o));
+}
+
+#[test]
+fn busy_port_exits_6_and_existing_sale_exits_7() {
+    let redis = RedisProcess::start().unwrap();
+    let o = serve(&["--redis", &redis.url, "--init-total", "5", "--init-only"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = serve(&["--redis", &redis.url, "--init-total", "5", "--init-only"]);
+    assert_eq!(o.status.code(), Some(target_server::cli::EXIT_SALE_EXISTS));
+    assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = serve(&["--redis", &redis.url, "--listen", &addr]);
+    assert_eq!(
+        o.status.code(),
+        Some(target_server::cli::EXIT_LISTEN),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("cannot listen"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_flags_exit_4() {
+    let o = serve(&["--node-id", "bad id"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let o = serve(&["--flaw", "no-such-flaw"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_cache_loss_is_survived() {
+    // After SCRIPT FLUSH (what a Redis restart does to the cache) EVALSHA answers NOSCRIPT;
+    // the node reloads the script and the sale goes on.
+    let redis = RedisProcess::start().unwrap();
+    let node = TestNode::start(&redis, &["--init-total", "5"]).await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("{}/buy/ticket?user_id=1", node.url))
+            .await
+            .code(),
+        1
+    );
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis_conn(&redis))
+        .unwrap();
+    assert_eq!(
+        get(&c, &format!("{}/buy/ticket?user_id=2", node.url))
+            .await
+            .code(),
+        1
+    );
+    assert_eq!(inv(&redis, "default", "sold"), 2);
+}
