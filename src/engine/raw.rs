@@ -273,8 +273,87 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
     use super::*;
 
+    /// The request every loopback test sends (no body, so the server reads exactly this).
+    const REQ: &[u8] = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+    /// Pause between scripted writes so that they reach the client as separate reads. The
+    /// assertions hold however the pieces coalesce; the gap only makes the split (near) certain.
+    const GAP: Duration = Duration::from_millis(5);
+    /// Bound on anything that should finish at once, so that a regression fails instead of hanging.
+    const HANG: Duration = Duration::from_secs(5);
+    /// A plain keep-alive answer.
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    /// A connected client and the server's end of the same loopback connection.
+    async fn pair() -> (RawConn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (conn, accepted) = tokio::join!(RawConn::connect(addr), listener.accept());
+        let (srv, _) = accepted.expect("accept");
+        srv.set_nodelay(true).expect("nodelay");
+        (conn.expect("connect"), srv)
+    }
+
+    /// Reads one request on the server side and checks it arrived intact.
+    async fn expect_request(srv: &mut TcpStream) {
+        let mut got = vec![0u8; REQ.len()];
+        srv.read_exact(&mut got).await.expect("server read");
+        assert_eq!(got, REQ);
+    }
+
+    /// Answers one request with `pieces`, each its own write, a short gap between them.
+    async fn answer(srv: &mut TcpStream, pieces: &[&[u8]]) {
+        expect_request(srv).await;
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(GAP).await;
+            }
+            srv.write_all(piece).await.expect("server write");
+        }
+    }
+
+    /// Runs `exchange` (bounded by [`HANG`]) while `server` plays its part; status and body.
+    async fn run(
+        conn: &mut RawConn,
+        head_only: bool,
+        server: impl Future<Output = ()>,
+    ) -> Result<(u16, Vec<u8>), Reason> {
+        let mut body = Vec::new();
+        let work = tokio::time::timeout(HANG, conn.exchange(REQ, head_only, false, &mut body));
+        let (r, ()) = tokio::join!(work, server);
+        r.expect("exchange hung").map(|r| (r.status, body))
+    }
+
+    /// One exchange whose answer is `pieces`, written separately.
+    async fn get(
+        conn: &mut RawConn,
+        srv: &mut TcpStream,
+        pieces: &[&[u8]],
+    ) -> Result<(u16, Vec<u8>), Reason> {
+        run(conn, false, answer(srv, pieces)).await
+    }
+
+    /// One exchange on a fresh connection whose server writes `pieces` and then closes.
+    async fn get_then_close(pieces: &[&[u8]]) -> (Result<(u16, Vec<u8>), Reason>, RawConn) {
+        let (mut conn, mut srv) = pair().await;
+        let server = async {
+            answer(&mut srv, pieces).await;
+            srv.shutdown().await.expect("server shutdown");
+        };
+        (run(&mut conn, false, server).await, conn)
+    }
+
+    fn ok(status: u16, body: &[u8]) -> Result<(u16, Vec<u8>), Reason> {
+        Ok((status, body.to_vec()))
+    }
+
+    // decode_chunked on a whole buffer: extensions and trailers skipped, what follows untouched,
+    // a prefix needs more bytes, a non-hex size is garbled.
     #[test]
     fn chunked_bodies() {
         let mut out = Vec::new();
@@ -285,6 +364,7 @@ mod tests {
         assert_eq!(decode_chunked(b"zz\r\n", &mut out), Err(Reason::Garbled));
     }
 
+    // parse_head extracts status, head length, framing, close and Server; a partial head is None.
     #[test]
     fn heads() {
         let h = parse_head(
@@ -305,5 +385,262 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.close && matches!(h.body, Framing::UntilClose));
+    }
+
+    // Several chunks (upper/lower-case hex, leading zeros, extensions, quoted extension values,
+    // several trailers) in one write decode to the body; the connection stays in step.
+    #[tokio::test]
+    async fn chunked_with_extensions_and_trailers() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n\
+            1\r\na\r\n\
+            A;name=\"q;v\"\r\n0123456789\r\n\
+            00010;a=1;b\r\nABCDEFGHIJKLMNOP\r\n\
+            0;last\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[resp]).await,
+            ok(200, b"a0123456789ABCDEFGHIJKLMNOP")
+        );
+        // An empty chunked body.
+        let empty: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[empty]).await, ok(200, b""));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // Transfer-Encoding: chunked wins over Content-Length, whichever header comes first.
+    #[tokio::test]
+    async fn chunked_overrides_content_length() {
+        let (mut conn, mut srv) = pair().await;
+        let cl_first: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
+            Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n";
+        let te_first: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+            Content-Length: 3\r\n\r\n6\r\nsecond\r\n0\r\n\r\n";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[cl_first]).await,
+            ok(200, b"first")
+        );
+        assert_eq!(
+            get(&mut conn, &mut srv, &[te_first]).await,
+            ok(200, b"second")
+        );
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A chunked body arriving in separate reads (split inside a size line, inside data, between
+    // CR and LF, inside the trailers) is reassembled, and exactly its bytes are consumed.
+    #[tokio::test]
+    async fn chunked_split_across_reads() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"4\r\nWi",
+            b"ki\r\n6;x=y\r\npedia \r",
+            b"\n1",
+            b"0\r\n0123456789abcdef\r\n0\r\nTrai",
+            b"ler: 1\r\n",
+            b"\r\n",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(200, b"Wikipedia 0123456789abcdef")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A Content-Length body written in three pieces after its head is read in full.
+    #[tokio::test]
+    async fn content_length_body_split_across_reads() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 201 Created\r\nContent-Length: 26\r\n\r\n",
+            b"abcdefgh",
+            b"ijklmnopq",
+            b"rstuvwxyz",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(201, b"abcdefghijklmnopqrstuvwxyz")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A head split inside the status line, a header name, a value and its final CRLF is
+    // waited for, and the body that shares the last piece is sliced out correctly.
+    #[tokio::test]
+    async fn head_split_mid_header() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HT",
+            b"TP/1.1 2",
+            b"00 OK\r\nContent-Le",
+            b"ngth: 1",
+            b"1\r\nX-A: b\r\n\r",
+            b"\nhello world",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(200, b"hello world")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // Two responses pipelined in one write: the first exchange returns the first and keeps the
+    // second buffered, which the next exchange returns without waiting for the server.
+    #[tokio::test]
+    async fn pipelined_responses_in_one_write() {
+        let (mut conn, mut srv) = pair().await;
+        let both: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst\
+            HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[both]).await, ok(200, b"first"));
+        assert!(conn.usable());
+        // The server only reads the second request; the answer is already in the buffer.
+        assert_eq!(
+            run(&mut conn, false, expect_request(&mut srv)).await,
+            ok(404, b"second")
+        );
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // 204, 304 and answers to HEAD have no body whatever their headers say: nothing is waited
+    // for and nothing is consumed from what follows.
+    #[tokio::test]
+    async fn bodiless_answers() {
+        let (mut conn, mut srv) = pair().await;
+        let no_content: &[u8] = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n";
+        let not_modified: &[u8] = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[no_content]).await, ok(204, b""));
+        assert_eq!(
+            get(&mut conn, &mut srv, &[not_modified]).await,
+            ok(304, b"")
+        );
+        let answered = run(&mut conn, true, answer(&mut srv, &[head])).await;
+        assert_eq!(answered, ok(200, b""));
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // `Connection: close` (any case): the framed response is read without waiting for the
+    // close, and the connection is then not usable.
+    #[tokio::test]
+    async fn connection_close_is_read_then_unusable() {
+        for resp in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nconnection: Close\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+        ] {
+            let (mut conn, mut srv) = pair().await;
+            assert!(conn.usable());
+            // The server keeps its end open: the exchange must end on the framing alone.
+            assert_eq!(get(&mut conn, &mut srv, &[resp]).await, ok(200, b"ok"));
+            assert!(!conn.usable());
+        }
+    }
+
+    // Without Content-Length or chunking (HTTP/1.0, and HTTP/1.1 too) the body is everything
+    // until the server closes, arriving in several reads; then the connection is not usable.
+    #[tokio::test]
+    async fn body_until_close() {
+        for head in [
+            &b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let (got, mut conn) = get_then_close(&[head, b"first ", b"second"]).await;
+            assert_eq!(got, ok(200, b"first second"));
+            assert!(!conn.usable());
+        }
+    }
+
+    // HTTP/1.0 with `Connection: keep-alive` and a length is reused.
+    #[tokio::test]
+    async fn http10_keep_alive_is_reused() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(get(&mut conn, &mut srv, &[resp]).await, ok(200, b"ok"));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A Content-Length larger than what is sent, on a connection left open: the engine's
+    // request timeout ends the exchange (no hang); once the server closes, the same exchange
+    // fails at once with IoError.
+    #[tokio::test]
+    async fn lying_content_length_times_out_then_fails_on_close() {
+        let (mut conn, mut srv) = pair().await;
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            expect_request(&mut srv).await;
+            srv.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                .await
+                .expect("server write");
+            sent_tx.send(()).expect("test waits for the bytes");
+            close_rx.await.expect("test says when to close");
+            // Dropping `srv` closes the connection.
+        });
+        let mut body = Vec::new();
+        let work = conn.exchange(REQ, false, false, &mut body);
+        tokio::pin!(work);
+        // Drive the exchange until the server has sent all it ever will.
+        tokio::select! {
+            r = &mut work => panic!("exchange ended early: {:?}", r.map(|r| r.status)),
+            sent = sent_rx => sent.expect("server sent"),
+        }
+        // Wrapped like the engine wraps it (conn.rs): the timeout is what ends it.
+        let timed = tokio::time::timeout(Duration::from_millis(50), &mut work).await;
+        assert!(
+            timed.is_err(),
+            "a short body must not complete the exchange"
+        );
+        close_tx.send(()).expect("server waiting");
+        let after_close = tokio::time::timeout(HANG, &mut work).await;
+        let after_close = after_close.expect("exchange hung after the server closed");
+        assert_eq!(after_close.map(|r| r.status), Err(Reason::IoError));
+        server.await.expect("server task");
+    }
+
+    // Not HTTP instead of a status line is garbled.
+    #[tokio::test]
+    async fn garbage_status_line_is_garbled() {
+        let (mut conn, mut srv) = pair().await;
+        let got = get(&mut conn, &mut srv, &[b"SSH-2.0-OpenSSH_9.6\r\n\r\n"]).await;
+        assert_eq!(got, Err(Reason::Garbled));
+        let (mut conn, mut srv) = pair().await;
+        let got = get(&mut conn, &mut srv, &[b"HTTP/1.1 2x0 OK\r\n\r\n"]).await;
+        assert_eq!(got, Err(Reason::Garbled));
+    }
+
+    // A Content-Length that is not a plain decimal number is garbled.
+    #[tokio::test]
+    async fn non_numeric_content_length_is_garbled() {
+        for value in ["12abc", "-1", "", "0x10", "5, 5", "99999999999999999999999"] {
+            let (mut conn, mut srv) = pair().await;
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\nhello");
+            let got = get(&mut conn, &mut srv, &[resp.as_bytes()]).await;
+            assert_eq!(got, Err(Reason::Garbled), "Content-Length: {value:?}");
+        }
+    }
+
+    // EOF before the head is complete (nothing at all, or part of a head) is an IoError.
+    #[tokio::test]
+    async fn eof_before_head_is_io_error() {
+        let (got, _) = get_then_close(&[]).await;
+        assert_eq!(got, Err(Reason::IoError));
+        let (got, _) = get_then_close(&[b"HTTP/1.1 200 OK\r\nContent-"]).await;
+        assert_eq!(got, Err(Reason::IoError));
+    }
+
+    // EOF inside a chunked body is an IoError, not a short body.
+    #[tokio::test]
+    async fn eof_inside_chunked_body_is_io_error() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (got, _) = get_then_close(&[head, b"5\r\nhel"]).await;
+        assert_eq!(got, Err(Reason::IoError));
+        let (got, _) = get_then_close(&[head, b"5\r\nhello\r\n0\r\n"]).await;
+        assert_eq!(got, Err(Reason::IoError));
     }
 }
