@@ -125,11 +125,14 @@ impl RawConn {
         body.clear();
         let consumed = match framing {
             Framing::Length(n) => {
-                while self.rbuf.len() < head.len + n {
+                // `n` is the server's word: near usize::MAX, `head.len + n` overflowed (a panic
+                // in debug builds, a wrapped bound and an out-of-range slice in release).
+                let end = head.len.checked_add(n).ok_or(Reason::Garbled)?;
+                while self.rbuf.len() < end {
                     self.fill().await?;
                 }
-                body.extend_from_slice(&self.rbuf[head.len..head.len + n]);
-                head.len + n
+                body.extend_from_slice(&self.rbuf[head.len..end]);
+                end
             }
             Framing::Chunked => loop {
                 match decode_chunked(&self.rbuf[head.len..], body)? {
@@ -197,7 +200,9 @@ fn parse_head(buf: &[u8], want_server: bool) -> Result<Option<Head>, Reason> {
         if h.name.eq_ignore_ascii_case("content-length") {
             if !matches!(body, Framing::Chunked) {
                 let n = crate::protocol::parse_u64(trim(h.value)).ok_or(Reason::Garbled)?;
-                body = Framing::Length(n as usize);
+                // Not `as usize`: on a 32-bit target that would silently truncate the length.
+                let n = usize::try_from(n).map_err(|_| Reason::Garbled)?;
+                body = Framing::Length(n);
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             if trim(h.value).eq_ignore_ascii_case(b"chunked") {
@@ -623,6 +628,17 @@ mod tests {
             let got = get(&mut conn, &mut srv, &[resp.as_bytes()]).await;
             assert_eq!(got, Err(Reason::Garbled), "Content-Length: {value:?}");
         }
+    }
+
+    // A Content-Length too large to add to the head's length is garbled, not a panic.
+    #[tokio::test]
+    async fn content_length_overflow_is_garbled() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhello";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[resp]).await,
+            Err(Reason::Garbled)
+        );
     }
 
     // EOF before the head is complete (nothing at all, or part of a head) is an IoError.
