@@ -263,12 +263,18 @@ fn decode_chunked(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<usize>, Reason
                 }
             }
         }
-        if buf.len() < i + size + 2 {
+        // The size is the server's word: near usize::MAX, `i + size + 2` overflowed (a panic in
+        // debug builds, a wrapped bound and an out-of-range slice in release).
+        let end = i
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or(Reason::Garbled)?;
+        if buf.len() < end {
             out.clear();
             return Ok(None);
         }
         out.extend_from_slice(&buf[i..i + size]);
-        i += size + 2;
+        i = end;
     }
 }
 
@@ -639,6 +645,17 @@ mod tests {
             get(&mut conn, &mut srv, &[resp]).await,
             Err(Reason::Garbled)
         );
+    }
+
+    // A chunk size too large to index with is garbled, not a panic.
+    #[test]
+    fn chunk_size_overflow_is_garbled() {
+        let mut out = Vec::new();
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "fffffffffffffffd"] {
+            let buf = format!("{size}\r\nhello\r\n0\r\n\r\n");
+            let got = decode_chunked(buf.as_bytes(), &mut out);
+            assert_eq!(got, Err(Reason::Garbled), "chunk size {size}");
+        }
     }
 
     // EOF before the head is complete (nothing at all, or part of a head) is an IoError.
