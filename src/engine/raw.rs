@@ -273,6 +273,12 @@ fn decode_chunked(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<usize>, Reason
             out.clear();
             return Ok(None);
         }
+        // The data must end in CRLF. Skipping those two bytes unchecked accepted a chunk longer
+        // than its size line (`3\r\nabcd\r\n0\r\n\r\n` decoded as "abc"): a wrong body, where
+        // Garbled is the truth.
+        if &buf[i + size..end] != b"\r\n" {
+            return Err(Reason::Garbled);
+        }
         out.extend_from_slice(&buf[i..i + size]);
         i = end;
     }
@@ -656,6 +662,23 @@ mod tests {
             let got = decode_chunked(buf.as_bytes(), &mut out);
             assert_eq!(got, Err(Reason::Garbled), "chunk size {size}");
         }
+    }
+
+    // Chunk data must be followed by CRLF: a chunk longer than its size line is garbled, not
+    // silently cut short.
+    #[test]
+    fn chunk_data_without_crlf_is_garbled() {
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_chunked(b"3\r\nabcd\r\n0\r\n\r\n", &mut out),
+            Err(Reason::Garbled)
+        );
+        assert_eq!(
+            decode_chunked(b"3\r\nabcXY0\r\n\r\n", &mut out),
+            Err(Reason::Garbled)
+        );
+        // Still only a prefix: more bytes are needed, nothing is decided yet.
+        assert_eq!(decode_chunked(b"3\r\nabc\r", &mut out), Ok(None));
     }
 
     // EOF before the head is complete (nothing at all, or part of a head) is an IoError.
