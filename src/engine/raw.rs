@@ -111,6 +111,13 @@ impl RawConn {
             .map_err(|_| Reason::IoError)?;
         let head = loop {
             match parse_head(&self.rbuf, want_server)? {
+                // An interim 1xx (103 Early Hints, an unasked 100 Continue) is not the answer:
+                // RFC 9110 §15.2 has clients accept them even unasked. Returned as the answer,
+                // it left the real one buffered for the next request, a step out of sync. (101
+                // stays final: the engine never asks to switch protocols.)
+                Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                    self.rbuf.drain(..h.len);
+                }
                 Some(h) => break h,
                 None => self.fill().await?,
             }
@@ -618,6 +625,24 @@ mod tests {
         let after_close = after_close.expect("exchange hung after the server closed");
         assert_eq!(after_close.map(|r| r.status), Err(Reason::IoError));
         server.await.expect("server task");
+    }
+
+    // Interim 1xx answers (103 Early Hints, an unasked 100 Continue) before the real one are
+    // skipped: the exchange returns the final answer and the connection stays in step.
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let (mut conn, mut srv) = pair().await;
+        let all: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+            HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal";
+        assert_eq!(get(&mut conn, &mut srv, &[all]).await, ok(200, b"final"));
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 100 Continue\r\n",
+            b"\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\n",
+            b"made",
+        ];
+        assert_eq!(get(&mut conn, &mut srv, pieces).await, ok(201, b"made"));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
     // Not HTTP instead of a status line is garbled.
