@@ -376,8 +376,7 @@ mod tests {
         Ok((status, body.to_vec()))
     }
 
-    // decode_chunked on a whole buffer: extensions and trailers skipped, what follows untouched,
-    // a prefix needs more bytes, a non-hex size is garbled.
+    // decode_chunked: whole body decoded and what follows untouched; prefix None; non-hex Garbled.
     #[test]
     fn chunked_bodies() {
         let mut out = Vec::new();
@@ -411,8 +410,7 @@ mod tests {
         assert!(h.close && matches!(h.body, Framing::UntilClose));
     }
 
-    // Several chunks (upper/lower-case hex, leading zeros, extensions, quoted extension values,
-    // several trailers) in one write decode to the body; the connection stays in step.
+    // Several chunks (hex case, leading zeros, extensions, trailers) in one write decode exactly.
     #[tokio::test]
     async fn chunked_with_extensions_and_trailers() {
         let (mut conn, mut srv) = pair().await;
@@ -451,8 +449,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // A chunked body arriving in separate reads (split inside a size line, inside data, between
-    // CR and LF, inside the trailers) is reassembled, and exactly its bytes are consumed.
+    // A chunked body arriving in separate reads (split mid size line, data, CRLF) is reassembled.
     #[tokio::test]
     async fn chunked_split_across_reads() {
         let (mut conn, mut srv) = pair().await;
@@ -491,8 +488,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // A head split inside the status line, a header name, a value and its final CRLF is
-    // waited for, and the body that shares the last piece is sliced out correctly.
+    // A head split mid status line, mid header and mid final CRLF is waited for, then parsed.
     #[tokio::test]
     async fn head_split_mid_header() {
         let (mut conn, mut srv) = pair().await;
@@ -512,8 +508,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // Two responses pipelined in one write: the first exchange returns the first and keeps the
-    // second buffered, which the next exchange returns without waiting for the server.
+    // Two responses pipelined in one write: the second is kept and returned by the next exchange.
     #[tokio::test]
     async fn pipelined_responses_in_one_write() {
         let (mut conn, mut srv) = pair().await;
@@ -529,8 +524,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // 204, 304 and answers to HEAD have no body whatever their headers say: nothing is waited
-    // for and nothing is consumed from what follows.
+    // 204, 304 and HEAD answers have no body whatever Content-Length says; nothing is waited for.
     #[tokio::test]
     async fn bodiless_answers() {
         let (mut conn, mut srv) = pair().await;
@@ -547,8 +541,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // `Connection: close` (any case): the framed response is read without waiting for the
-    // close, and the connection is then not usable.
+    // `Connection: close`: the response is read without waiting for EOF, then usable() is false.
     #[tokio::test]
     async fn connection_close_is_read_then_unusable() {
         for resp in [
@@ -564,8 +557,7 @@ mod tests {
         }
     }
 
-    // Without Content-Length or chunking (HTTP/1.0, and HTTP/1.1 too) the body is everything
-    // until the server closes, arriving in several reads; then the connection is not usable.
+    // With no length or chunking (HTTP/1.0 or 1.1) the body runs until EOF; then not usable.
     #[tokio::test]
     async fn body_until_close() {
         for head in [
@@ -589,9 +581,7 @@ mod tests {
         assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
     }
 
-    // A Content-Length larger than what is sent, on a connection left open: the engine's
-    // request timeout ends the exchange (no hang); once the server closes, the same exchange
-    // fails at once with IoError.
+    // A lying Content-Length on an open connection ends in the timeout; on close, in IoError.
     #[tokio::test]
     async fn lying_content_length_times_out_then_fails_on_close() {
         let (mut conn, mut srv) = pair().await;
@@ -627,8 +617,7 @@ mod tests {
         server.await.expect("server task");
     }
 
-    // Interim 1xx answers (103 Early Hints, an unasked 100 Continue) before the real one are
-    // skipped: the exchange returns the final answer and the connection stays in step.
+    // Interim 1xx answers (103, an unasked 100) are skipped: the final answer is returned.
     #[tokio::test]
     async fn interim_responses_are_skipped() {
         let (mut conn, mut srv) = pair().await;
@@ -689,8 +678,7 @@ mod tests {
         }
     }
 
-    // Chunk data must be followed by CRLF: a chunk longer than its size line is garbled, not
-    // silently cut short.
+    // A chunk longer than its size line (data not followed by CRLF) is Garbled, not cut short.
     #[test]
     fn chunk_data_without_crlf_is_garbled() {
         let mut out = Vec::new();
@@ -723,5 +711,367 @@ mod tests {
         assert_eq!(got, Err(Reason::IoError));
         let (got, _) = get_then_close(&[head, b"5\r\nhello\r\n0\r\n"]).await;
         assert_eq!(got, Err(Reason::IoError));
+    }
+
+    // ---- Property tests of the parser ----
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// How a generated response frames its body.
+    #[derive(Debug, Clone)]
+    enum Frame {
+        /// `Content-Length` in this spelling, its value padded with spaces or not.
+        Length { name: &'static str, pad: bool },
+        /// Chunked: body cut at `cuts`, size lines styled from `styles` in turn, then trailers.
+        Chunked {
+            cuts: Vec<Index>,
+            styles: Vec<ChunkStyle>,
+            trailers: Vec<(String, String)>,
+        },
+    }
+
+    /// How one chunk-size line is written.
+    #[derive(Debug, Clone)]
+    struct ChunkStyle {
+        /// Leading zeros.
+        zeros: usize,
+        /// Upper-case hex digits.
+        upper: bool,
+        /// A chunk extension (`;name` or `;name=value`).
+        ext: Option<String>,
+    }
+
+    /// A response to serialise, with what the parser must recover from it.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        status: u16,
+        reason: String,
+        http10: bool,
+        /// `Some(true)`: `Connection: close`; `Some(false)`: `Connection: keep-alive`.
+        connection: Option<bool>,
+        /// Other headers (never framing or connection ones).
+        headers: Vec<(String, String)>,
+        /// Where among `headers` the framing and connection headers go.
+        at: (Index, Index),
+        body: Vec<u8>,
+        frame: Frame,
+    }
+
+    impl Spec {
+        /// Whether the connection must not be reused after this response.
+        fn close(&self) -> bool {
+            self.connection.unwrap_or(self.http10)
+        }
+
+        /// The response's bytes and the length of its head.
+        fn serialise(&self) -> (Vec<u8>, usize) {
+            let mut lines: Vec<String> = self
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            let framing = match &self.frame {
+                Frame::Length { name, pad: true } => format!("{name}:  {} \r\n", self.body.len()),
+                Frame::Length { name, pad: false } => format!("{name}:{}\r\n", self.body.len()),
+                Frame::Chunked { .. } => "Transfer-Encoding: chunked\r\n".to_string(),
+            };
+            lines.insert(self.at.0.index(lines.len() + 1), framing);
+            if let Some(close) = self.connection {
+                let v = if close { "close" } else { "keep-alive" };
+                lines.insert(
+                    self.at.1.index(lines.len() + 1),
+                    format!("Connection: {v}\r\n"),
+                );
+            }
+            let version = if self.http10 { 0 } else { 1 };
+            let mut out = format!("HTTP/1.{version} {} {}\r\n", self.status, self.reason);
+            out.extend(lines);
+            out.push_str("\r\n");
+            let mut out = out.into_bytes();
+            let head_len = out.len();
+            match &self.frame {
+                Frame::Length { .. } => out.extend_from_slice(&self.body),
+                Frame::Chunked {
+                    cuts,
+                    styles,
+                    trailers,
+                } => {
+                    let mut at: Vec<usize> =
+                        cuts.iter().map(|c| c.index(self.body.len() + 1)).collect();
+                    at.push(self.body.len());
+                    at.sort_unstable();
+                    at.dedup();
+                    let mut from = 0;
+                    let mut n = 0;
+                    for to in at.into_iter().filter(|&to| to > 0) {
+                        size_line(&mut out, to - from, &styles[n % styles.len()]);
+                        out.extend_from_slice(&self.body[from..to]);
+                        out.extend_from_slice(b"\r\n");
+                        (from, n) = (to, n + 1);
+                    }
+                    size_line(&mut out, 0, &styles[n % styles.len()]);
+                    for (name, value) in trailers {
+                        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            (out, head_len)
+        }
+    }
+
+    /// Appends a chunk-size line for `size` written in `style`.
+    fn size_line(out: &mut Vec<u8>, size: usize, style: &ChunkStyle) {
+        let hex = if style.upper {
+            format!("{size:X}")
+        } else {
+            format!("{size:x}")
+        };
+        out.extend(std::iter::repeat_n(b'0', style.zeros));
+        out.extend_from_slice(hex.as_bytes());
+        if let Some(ext) = &style.ext {
+            out.push(b';');
+            out.extend_from_slice(ext.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Header names other than the framing and connection ones, and printable values.
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,12}".prop_filter("chosen apart", |n| {
+            !["content-length", "transfer-encoding", "connection"]
+                .iter()
+                .any(|f| n.eq_ignore_ascii_case(f))
+        });
+        (name, "[ -~]{0,24}")
+    }
+
+    fn chunk_style() -> impl Strategy<Value = ChunkStyle> {
+        let ext = proptest::option::of("[a-z]{1,5}(=[a-z0-9]{0,5})?");
+        (0..3usize, any::<bool>(), ext).prop_map(|(zeros, upper, ext)| ChunkStyle {
+            zeros,
+            upper,
+            ext,
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let length = (
+            prop::sample::select(vec!["Content-Length", "content-length", "CONTENT-LENGTH"]),
+            any::<bool>(),
+        )
+            .prop_map(|(name, pad)| Frame::Length { name, pad });
+        let chunked = (
+            prop::collection::vec(any::<Index>(), 0..8),
+            prop::collection::vec(chunk_style(), 1..4),
+            prop::collection::vec(header(), 0..3),
+        )
+            .prop_map(|(cuts, styles, trailers)| Frame::Chunked {
+                cuts,
+                styles,
+                trailers,
+            });
+        prop_oneof![length, chunked]
+    }
+
+    /// Responses with any status in `status`.
+    fn spec(status: std::ops::RangeInclusive<u16>) -> impl Strategy<Value = Spec> {
+        (
+            (status, "[A-Za-z ]{0,12}", any::<bool>()),
+            proptest::option::of(any::<bool>()),
+            prop::collection::vec(header(), 0..8),
+            (any::<Index>(), any::<Index>()),
+            prop::collection::vec(any::<u8>(), 0..300),
+            frame(),
+        )
+            .prop_map(
+                |((status, reason, http10), connection, headers, at, body, frame)| Spec {
+                    status,
+                    reason,
+                    http10,
+                    connection,
+                    headers,
+                    at,
+                    body,
+                    frame,
+                },
+            )
+    }
+
+    /// Interim statuses: 1xx but 101, which is final.
+    fn interim_status() -> impl Strategy<Value = u16> {
+        (100..=199u16).prop_filter("101 is final", |s| *s != 101)
+    }
+
+    /// Cuts `bytes` at `cuts` into non-empty pieces.
+    fn split(bytes: &[u8], cuts: &[Index]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        at.push(bytes.len());
+        at.sort_unstable();
+        at.dedup();
+        let mut from = 0;
+        let mut pieces = Vec::new();
+        for to in at.into_iter().filter(|&to| to > 0) {
+            pieces.push(bytes[from..to].to_vec());
+            from = to;
+        }
+        pieces
+    }
+
+    /// Bytes that look a little like responses and chunked bodies, or not at all.
+    fn junk() -> impl Strategy<Value = Vec<u8>> {
+        let alphabet = b"0123456789abcdefABCDEFxX;=:,\"- \t\r\n\0HTPtrnsfe-codig".to_vec();
+        let near = prop::collection::vec(prop::sample::select(alphabet), 0..120);
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            near.clone(),
+            near.prop_map(|v| [b"HTTP/1.1 200 OK\r\n".as_slice(), &v].concat()),
+            // A valid response with a few bytes overwritten.
+            (
+                spec(100..=999),
+                prop::collection::vec((any::<Index>(), any::<u8>()), 1..4)
+            )
+                .prop_map(|(spec, edits)| {
+                    let (mut bytes, _) = spec.serialise();
+                    for (at, b) in edits {
+                        let i = at.index(bytes.len());
+                        bytes[i] = b;
+                    }
+                    bytes
+                }),
+        ]
+    }
+
+    /// Checks one call's result on any input: no other error than Garbled, and a length
+    /// consumed that fits in the input.
+    fn sane<T>(got: Result<Option<T>, Reason>, len: impl Fn(&T) -> usize, input: usize) -> bool {
+        match got {
+            Ok(None) | Err(Reason::Garbled) => true,
+            Ok(Some(t)) => len(&t) <= input,
+            Err(_) => false,
+        }
+    }
+
+    /// A parser error on a valid response, as a property failure.
+    fn failed(r: Reason) -> TestCaseError {
+        TestCaseError::fail(format!("a valid response gave {r:?}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Any response, fed in any pieces: head and body are None until whole, then exact.
+        #[test]
+        fn parser_recovers_status_and_body(
+            spec in spec(100..=999),
+            cuts in prop::collection::vec(any::<Index>(), 0..12),
+        ) {
+            let (bytes, head_len) = spec.serialise();
+            let total = bytes.len();
+            let stream = [bytes.as_slice(), HELLO].concat();
+            let mut ends: Vec<usize> = split(&stream, &cuts)
+                .iter()
+                .scan(0, |end, p| {
+                    *end += p.len();
+                    Some(*end)
+                })
+                .collect();
+            ends.insert(0, 0);
+            let mut out = Vec::new();
+            for end in ends {
+                let buf = &stream[..end];
+                let Some(h) = parse_head(buf, true).map_err(failed)? else {
+                    prop_assert!(end < head_len, "head complete at {head_len}, None at {end}");
+                    continue;
+                };
+                prop_assert!(end >= head_len);
+                prop_assert_eq!((h.status, h.len, h.close), (spec.status, head_len, spec.close()));
+                match (&spec.frame, h.body) {
+                    (Frame::Length { .. }, Framing::Length(n)) => {
+                        prop_assert_eq!(n, spec.body.len());
+                        if end >= total {
+                            prop_assert_eq!(&buf[head_len..total], spec.body.as_slice());
+                        }
+                    }
+                    (Frame::Chunked { .. }, Framing::Chunked) => {
+                        match decode_chunked(&buf[head_len..], &mut out).map_err(failed)? {
+                            None => prop_assert!(end < total, "whole at {total}, None at {end}"),
+                            Some(n) => {
+                                prop_assert!(end >= total);
+                                prop_assert_eq!(n, total - head_len);
+                                prop_assert_eq!(&out, &spec.body);
+                            }
+                        }
+                    }
+                    _ => prop_assert!(false, "wrong framing"),
+                }
+            }
+        }
+
+        // parse_head never panics on any bytes and only ever fails with Garbled.
+        #[test]
+        fn parse_head_never_panics(bytes in junk()) {
+            prop_assert!(sane(parse_head(&bytes, true), |h| h.len, bytes.len()));
+        }
+
+        // decode_chunked never panics on any bytes (at any offset) and only fails with Garbled.
+        #[test]
+        fn decode_chunked_never_panics(bytes in junk(), from in any::<Index>()) {
+            let mut out = Vec::new();
+            let buf = &bytes[from.index(bytes.len() + 1)..];
+            prop_assert!(sane(decode_chunked(buf, &mut out), |&n| n, buf.len()));
+        }
+    }
+
+    proptest! {
+        // Each case opens a loopback connection: fewer of them.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        // Any response (after 1xx ones), in any pieces over loopback: exchange returns it exactly.
+        #[test]
+        fn exchange_recovers_status_and_body(
+            spec in spec(200..=599).prop_filter("bodiless", |s| ![204, 304].contains(&s.status)),
+            interim in prop::collection::vec(interim_status(), 0..3),
+            cuts in prop::collection::vec(any::<Index>(), 0..12),
+        ) {
+            // Interim answers first; a close answer has nothing after it, a kept one the next.
+            let mut stream: Vec<u8> = interim
+                .iter()
+                .flat_map(|s| format!("HTTP/1.1 {s} Interim\r\nX-I: {s}\r\n\r\n").into_bytes())
+                .collect();
+            stream.extend(spec.serialise().0);
+            let close = spec.close();
+            if !close {
+                stream.extend_from_slice(HELLO);
+            }
+            let pieces = split(&stream, &cuts);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (mut conn, mut srv) = pair().await;
+                let server = async {
+                    expect_request(&mut srv).await;
+                    for piece in &pieces {
+                        srv.write_all(piece).await.expect("server write");
+                        // Two yields let the driver see the bytes and the exchange read them
+                        // before the next piece: nearly one read per piece, with no timing
+                        // involved (pieces that coalesce anyway must decode the same).
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    }
+                };
+                let got = run(&mut conn, false, server).await;
+                prop_assert_eq!(got, Ok((spec.status, spec.body.clone())));
+                prop_assert_eq!(conn.usable(), !close);
+                if !close {
+                    let next = run(&mut conn, false, expect_request(&mut srv)).await;
+                    prop_assert_eq!(next, ok(200, b"hello"));
+                }
+                Ok(())
+            })?;
+        }
     }
 }
