@@ -111,6 +111,13 @@ impl RawConn {
             .map_err(|_| Reason::IoError)?;
         let head = loop {
             match parse_head(&self.rbuf, want_server)? {
+                // An interim 1xx (103 Early Hints, an unasked 100 Continue) is not the answer:
+                // RFC 9110 §15.2 has clients accept them even unasked. Returned as the answer,
+                // it left the real one buffered for the next request, a step out of sync. (101
+                // stays final: the engine never asks to switch protocols.)
+                Some(h) if (100..200).contains(&h.status) && h.status != 101 => {
+                    self.rbuf.drain(..h.len);
+                }
                 Some(h) => break h,
                 None => self.fill().await?,
             }
@@ -125,11 +132,14 @@ impl RawConn {
         body.clear();
         let consumed = match framing {
             Framing::Length(n) => {
-                while self.rbuf.len() < head.len + n {
+                // `n` is the server's word: near usize::MAX, `head.len + n` overflowed (a panic
+                // in debug builds, a wrapped bound and an out-of-range slice in release).
+                let end = head.len.checked_add(n).ok_or(Reason::Garbled)?;
+                while self.rbuf.len() < end {
                     self.fill().await?;
                 }
-                body.extend_from_slice(&self.rbuf[head.len..head.len + n]);
-                head.len + n
+                body.extend_from_slice(&self.rbuf[head.len..end]);
+                end
             }
             Framing::Chunked => loop {
                 match decode_chunked(&self.rbuf[head.len..], body)? {
@@ -197,7 +207,9 @@ fn parse_head(buf: &[u8], want_server: bool) -> Result<Option<Head>, Reason> {
         if h.name.eq_ignore_ascii_case("content-length") {
             if !matches!(body, Framing::Chunked) {
                 let n = crate::protocol::parse_u64(trim(h.value)).ok_or(Reason::Garbled)?;
-                body = Framing::Length(n as usize);
+                // Not `as usize`: on a 32-bit target that would silently truncate the length.
+                let n = usize::try_from(n).map_err(|_| Reason::Garbled)?;
+                body = Framing::Length(n);
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             if trim(h.value).eq_ignore_ascii_case(b"chunked") {
@@ -258,12 +270,24 @@ fn decode_chunked(buf: &[u8], out: &mut Vec<u8>) -> Result<Option<usize>, Reason
                 }
             }
         }
-        if buf.len() < i + size + 2 {
+        // The size is the server's word: near usize::MAX, `i + size + 2` overflowed (a panic in
+        // debug builds, a wrapped bound and an out-of-range slice in release).
+        let end = i
+            .checked_add(size)
+            .and_then(|e| e.checked_add(2))
+            .ok_or(Reason::Garbled)?;
+        if buf.len() < end {
             out.clear();
             return Ok(None);
         }
+        // The data must end in CRLF. Skipping those two bytes unchecked accepted a chunk longer
+        // than its size line (`3\r\nabcd\r\n0\r\n\r\n` decoded as "abc"): a wrong body, where
+        // Garbled is the truth.
+        if &buf[i + size..end] != b"\r\n" {
+            return Err(Reason::Garbled);
+        }
         out.extend_from_slice(&buf[i..i + size]);
-        i += size + 2;
+        i = end;
     }
 }
 
@@ -273,8 +297,86 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpListener;
+
     use super::*;
 
+    /// The request every loopback test sends (no body, so the server reads exactly this).
+    const REQ: &[u8] = b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+    /// Pause between scripted writes so that they reach the client as separate reads. The
+    /// assertions hold however the pieces coalesce; the gap only makes the split (near) certain.
+    const GAP: Duration = Duration::from_millis(5);
+    /// Bound on anything that should finish at once, so that a regression fails instead of hanging.
+    const HANG: Duration = Duration::from_secs(5);
+    /// A plain keep-alive answer.
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+    /// A connected client and the server's end of the same loopback connection.
+    async fn pair() -> (RawConn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (conn, accepted) = tokio::join!(RawConn::connect(addr), listener.accept());
+        let (srv, _) = accepted.expect("accept");
+        srv.set_nodelay(true).expect("nodelay");
+        (conn.expect("connect"), srv)
+    }
+
+    /// Reads one request on the server side and checks it arrived intact.
+    async fn expect_request(srv: &mut TcpStream) {
+        let mut got = vec![0u8; REQ.len()];
+        srv.read_exact(&mut got).await.expect("server read");
+        assert_eq!(got, REQ);
+    }
+
+    /// Answers one request with `pieces`, each its own write, a short gap between them.
+    async fn answer(srv: &mut TcpStream, pieces: &[&[u8]]) {
+        expect_request(srv).await;
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(GAP).await;
+            }
+            srv.write_all(piece).await.expect("server write");
+        }
+    }
+
+    /// Runs `exchange` (bounded by [`HANG`]) while `server` plays its part; status and body.
+    async fn run(
+        conn: &mut RawConn,
+        head_only: bool,
+        server: impl Future<Output = ()>,
+    ) -> Result<(u16, Vec<u8>), Reason> {
+        let mut body = Vec::new();
+        let work = tokio::time::timeout(HANG, conn.exchange(REQ, head_only, false, &mut body));
+        let (r, ()) = tokio::join!(work, server);
+        r.expect("exchange hung").map(|r| (r.status, body))
+    }
+
+    /// One exchange whose answer is `pieces`, written separately.
+    async fn get(
+        conn: &mut RawConn,
+        srv: &mut TcpStream,
+        pieces: &[&[u8]],
+    ) -> Result<(u16, Vec<u8>), Reason> {
+        run(conn, false, answer(srv, pieces)).await
+    }
+
+    /// One exchange on a fresh connection whose server writes `pieces` and then closes.
+    async fn get_then_close(pieces: &[&[u8]]) -> (Result<(u16, Vec<u8>), Reason>, RawConn) {
+        let (mut conn, mut srv) = pair().await;
+        let server = async {
+            answer(&mut srv, pieces).await;
+            srv.shutdown().await.expect("server shutdown");
+        };
+        (run(&mut conn, false, server).await, conn)
+    }
+
+    fn ok(status: u16, body: &[u8]) -> Result<(u16, Vec<u8>), Reason> {
+        Ok((status, body.to_vec()))
+    }
+
+    // decode_chunked: whole body decoded and what follows untouched; prefix None; non-hex Garbled.
     #[test]
     fn chunked_bodies() {
         let mut out = Vec::new();
@@ -285,6 +387,7 @@ mod tests {
         assert_eq!(decode_chunked(b"zz\r\n", &mut out), Err(Reason::Garbled));
     }
 
+    // parse_head extracts status, head length, framing, close and Server; a partial head is None.
     #[test]
     fn heads() {
         let h = parse_head(
@@ -305,5 +408,670 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(h.close && matches!(h.body, Framing::UntilClose));
+    }
+
+    // Several chunks (hex case, leading zeros, extensions, trailers) in one write decode exactly.
+    #[tokio::test]
+    async fn chunked_with_extensions_and_trailers() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n\
+            1\r\na\r\n\
+            A;name=\"q;v\"\r\n0123456789\r\n\
+            00010;a=1;b\r\nABCDEFGHIJKLMNOP\r\n\
+            0;last\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[resp]).await,
+            ok(200, b"a0123456789ABCDEFGHIJKLMNOP")
+        );
+        // An empty chunked body.
+        let empty: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[empty]).await, ok(200, b""));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // Transfer-Encoding: chunked wins over Content-Length, whichever header comes first.
+    #[tokio::test]
+    async fn chunked_overrides_content_length() {
+        let (mut conn, mut srv) = pair().await;
+        let cl_first: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\
+            Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n0\r\n\r\n";
+        let te_first: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+            Content-Length: 3\r\n\r\n6\r\nsecond\r\n0\r\n\r\n";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[cl_first]).await,
+            ok(200, b"first")
+        );
+        assert_eq!(
+            get(&mut conn, &mut srv, &[te_first]).await,
+            ok(200, b"second")
+        );
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A chunked body arriving in separate reads (split mid size line, data, CRLF) is reassembled.
+    #[tokio::test]
+    async fn chunked_split_across_reads() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"4\r\nWi",
+            b"ki\r\n6;x=y\r\npedia \r",
+            b"\n1",
+            b"0\r\n0123456789abcdef\r\n0\r\nTrai",
+            b"ler: 1\r\n",
+            b"\r\n",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(200, b"Wikipedia 0123456789abcdef")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A Content-Length body written in three pieces after its head is read in full.
+    #[tokio::test]
+    async fn content_length_body_split_across_reads() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 201 Created\r\nContent-Length: 26\r\n\r\n",
+            b"abcdefgh",
+            b"ijklmnopq",
+            b"rstuvwxyz",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(201, b"abcdefghijklmnopqrstuvwxyz")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A head split mid status line, mid header and mid final CRLF is waited for, then parsed.
+    #[tokio::test]
+    async fn head_split_mid_header() {
+        let (mut conn, mut srv) = pair().await;
+        let pieces: &[&[u8]] = &[
+            b"HT",
+            b"TP/1.1 2",
+            b"00 OK\r\nContent-Le",
+            b"ngth: 1",
+            b"1\r\nX-A: b\r\n\r",
+            b"\nhello world",
+        ];
+        assert_eq!(
+            get(&mut conn, &mut srv, pieces).await,
+            ok(200, b"hello world")
+        );
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // Two responses pipelined in one write: the second is kept and returned by the next exchange.
+    #[tokio::test]
+    async fn pipelined_responses_in_one_write() {
+        let (mut conn, mut srv) = pair().await;
+        let both: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst\
+            HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[both]).await, ok(200, b"first"));
+        assert!(conn.usable());
+        // The server only reads the second request; the answer is already in the buffer.
+        assert_eq!(
+            run(&mut conn, false, expect_request(&mut srv)).await,
+            ok(404, b"second")
+        );
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // 204, 304 and HEAD answers have no body whatever Content-Length says; nothing is waited for.
+    #[tokio::test]
+    async fn bodiless_answers() {
+        let (mut conn, mut srv) = pair().await;
+        let no_content: &[u8] = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n";
+        let not_modified: &[u8] = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n";
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(get(&mut conn, &mut srv, &[no_content]).await, ok(204, b""));
+        assert_eq!(
+            get(&mut conn, &mut srv, &[not_modified]).await,
+            ok(304, b"")
+        );
+        let answered = run(&mut conn, true, answer(&mut srv, &[head])).await;
+        assert_eq!(answered, ok(200, b""));
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // `Connection: close`: the response is read without waiting for EOF, then usable() is false.
+    #[tokio::test]
+    async fn connection_close_is_read_then_unusable() {
+        for resp in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\r\nconnection: Close\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+        ] {
+            let (mut conn, mut srv) = pair().await;
+            assert!(conn.usable());
+            // The server keeps its end open: the exchange must end on the framing alone.
+            assert_eq!(get(&mut conn, &mut srv, &[resp]).await, ok(200, b"ok"));
+            assert!(!conn.usable());
+        }
+    }
+
+    // With no length or chunking (HTTP/1.0 or 1.1) the body runs until EOF; then not usable.
+    #[tokio::test]
+    async fn body_until_close() {
+        for head in [
+            &b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let (got, mut conn) = get_then_close(&[head, b"first ", b"second"]).await;
+            assert_eq!(got, ok(200, b"first second"));
+            assert!(!conn.usable());
+        }
+    }
+
+    // HTTP/1.0 with `Connection: keep-alive` and a length is reused.
+    #[tokio::test]
+    async fn http10_keep_alive_is_reused() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(get(&mut conn, &mut srv, &[resp]).await, ok(200, b"ok"));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // A lying Content-Length on an open connection ends in the timeout; on close, in IoError.
+    #[tokio::test]
+    async fn lying_content_length_times_out_then_fails_on_close() {
+        let (mut conn, mut srv) = pair().await;
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            expect_request(&mut srv).await;
+            srv.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                .await
+                .expect("server write");
+            sent_tx.send(()).expect("test waits for the bytes");
+            close_rx.await.expect("test says when to close");
+            // Dropping `srv` closes the connection.
+        });
+        let mut body = Vec::new();
+        let work = conn.exchange(REQ, false, false, &mut body);
+        tokio::pin!(work);
+        // Drive the exchange until the server has sent all it ever will.
+        tokio::select! {
+            r = &mut work => panic!("exchange ended early: {:?}", r.map(|r| r.status)),
+            sent = sent_rx => sent.expect("server sent"),
+        }
+        // Wrapped like the engine wraps it (conn.rs): the timeout is what ends it.
+        let timed = tokio::time::timeout(Duration::from_millis(50), &mut work).await;
+        assert!(
+            timed.is_err(),
+            "a short body must not complete the exchange"
+        );
+        close_tx.send(()).expect("server waiting");
+        let after_close = tokio::time::timeout(HANG, &mut work).await;
+        let after_close = after_close.expect("exchange hung after the server closed");
+        assert_eq!(after_close.map(|r| r.status), Err(Reason::IoError));
+        server.await.expect("server task");
+    }
+
+    // Interim 1xx answers (103, an unasked 100) are skipped: the final answer is returned.
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let (mut conn, mut srv) = pair().await;
+        let all: &[u8] = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+            HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal";
+        assert_eq!(get(&mut conn, &mut srv, &[all]).await, ok(200, b"final"));
+        let pieces: &[&[u8]] = &[
+            b"HTTP/1.1 100 Continue\r\n",
+            b"\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\n",
+            b"made",
+        ];
+        assert_eq!(get(&mut conn, &mut srv, pieces).await, ok(201, b"made"));
+        assert!(conn.usable());
+        assert_eq!(get(&mut conn, &mut srv, &[HELLO]).await, ok(200, b"hello"));
+    }
+
+    // Not HTTP instead of a status line is garbled.
+    #[tokio::test]
+    async fn garbage_status_line_is_garbled() {
+        let (mut conn, mut srv) = pair().await;
+        let got = get(&mut conn, &mut srv, &[b"SSH-2.0-OpenSSH_9.6\r\n\r\n"]).await;
+        assert_eq!(got, Err(Reason::Garbled));
+        let (mut conn, mut srv) = pair().await;
+        let got = get(&mut conn, &mut srv, &[b"HTTP/1.1 2x0 OK\r\n\r\n"]).await;
+        assert_eq!(got, Err(Reason::Garbled));
+    }
+
+    // A Content-Length that is not a plain decimal number is garbled.
+    #[tokio::test]
+    async fn non_numeric_content_length_is_garbled() {
+        for value in ["12abc", "-1", "", "0x10", "5, 5", "99999999999999999999999"] {
+            let (mut conn, mut srv) = pair().await;
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\nhello");
+            let got = get(&mut conn, &mut srv, &[resp.as_bytes()]).await;
+            assert_eq!(got, Err(Reason::Garbled), "Content-Length: {value:?}");
+        }
+    }
+
+    // A Content-Length too large to add to the head's length is garbled, not a panic.
+    #[tokio::test]
+    async fn content_length_overflow_is_garbled() {
+        let (mut conn, mut srv) = pair().await;
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhello";
+        assert_eq!(
+            get(&mut conn, &mut srv, &[resp]).await,
+            Err(Reason::Garbled)
+        );
+    }
+
+    // A chunk size too large to index with is garbled, not a panic.
+    #[test]
+    fn chunk_size_overflow_is_garbled() {
+        let mut out = Vec::new();
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "fffffffffffffffd"] {
+            let buf = format!("{size}\r\nhello\r\n0\r\n\r\n");
+            let got = decode_chunked(buf.as_bytes(), &mut out);
+            assert_eq!(got, Err(Reason::Garbled), "chunk size {size}");
+        }
+    }
+
+    // A chunk longer than its size line (data not followed by CRLF) is Garbled, not cut short.
+    #[test]
+    fn chunk_data_without_crlf_is_garbled() {
+        let mut out = Vec::new();
+        assert_eq!(
+            decode_chunked(b"3\r\nabcd\r\n0\r\n\r\n", &mut out),
+            Err(Reason::Garbled)
+        );
+        assert_eq!(
+            decode_chunked(b"3\r\nabcXY0\r\n\r\n", &mut out),
+            Err(Reason::Garbled)
+        );
+        // Still only a prefix: more bytes are needed, nothing is decided yet.
+        assert_eq!(decode_chunked(b"3\r\nabc\r", &mut out), Ok(None));
+    }
+
+    // EOF before the head is complete (nothing at all, or part of a head) is an IoError.
+    #[tokio::test]
+    async fn eof_before_head_is_io_error() {
+        let (got, _) = get_then_close(&[]).await;
+        assert_eq!(got, Err(Reason::IoError));
+        let (got, _) = get_then_close(&[b"HTTP/1.1 200 OK\r\nContent-"]).await;
+        assert_eq!(got, Err(Reason::IoError));
+    }
+
+    // EOF inside a chunked body is an IoError, not a short body.
+    #[tokio::test]
+    async fn eof_inside_chunked_body_is_io_error() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (got, _) = get_then_close(&[head, b"5\r\nhel"]).await;
+        assert_eq!(got, Err(Reason::IoError));
+        let (got, _) = get_then_close(&[head, b"5\r\nhello\r\n0\r\n"]).await;
+        assert_eq!(got, Err(Reason::IoError));
+    }
+
+    // ---- Property tests of the parser ----
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    /// How a generated response frames its body.
+    #[derive(Debug, Clone)]
+    enum Frame {
+        /// `Content-Length` in this spelling, its value padded with spaces or not.
+        Length { name: &'static str, pad: bool },
+        /// Chunked: body cut at `cuts`, size lines styled from `styles` in turn, then trailers.
+        Chunked {
+            cuts: Vec<Index>,
+            styles: Vec<ChunkStyle>,
+            trailers: Vec<(String, String)>,
+        },
+    }
+
+    /// How one chunk-size line is written.
+    #[derive(Debug, Clone)]
+    struct ChunkStyle {
+        /// Leading zeros.
+        zeros: usize,
+        /// Upper-case hex digits.
+        upper: bool,
+        /// A chunk extension (`;name` or `;name=value`).
+        ext: Option<String>,
+    }
+
+    /// A response to serialise, with what the parser must recover from it.
+    #[derive(Debug, Clone)]
+    struct Spec {
+        status: u16,
+        reason: String,
+        http10: bool,
+        /// `Some(true)`: `Connection: close`; `Some(false)`: `Connection: keep-alive`.
+        connection: Option<bool>,
+        /// Other headers (never framing or connection ones).
+        headers: Vec<(String, String)>,
+        /// Where among `headers` the framing and connection headers go.
+        at: (Index, Index),
+        body: Vec<u8>,
+        frame: Frame,
+    }
+
+    impl Spec {
+        /// Whether the connection must not be reused after this response.
+        fn close(&self) -> bool {
+            self.connection.unwrap_or(self.http10)
+        }
+
+        /// The response's bytes and the length of its head.
+        fn serialise(&self) -> (Vec<u8>, usize) {
+            let mut lines: Vec<String> = self
+                .headers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            let framing = match &self.frame {
+                Frame::Length { name, pad: true } => format!("{name}:  {} \r\n", self.body.len()),
+                Frame::Length { name, pad: false } => format!("{name}:{}\r\n", self.body.len()),
+                Frame::Chunked { .. } => "Transfer-Encoding: chunked\r\n".to_string(),
+            };
+            lines.insert(self.at.0.index(lines.len() + 1), framing);
+            if let Some(close) = self.connection {
+                let v = if close { "close" } else { "keep-alive" };
+                lines.insert(
+                    self.at.1.index(lines.len() + 1),
+                    format!("Connection: {v}\r\n"),
+                );
+            }
+            let version = if self.http10 { 0 } else { 1 };
+            let mut out = format!("HTTP/1.{version} {} {}\r\n", self.status, self.reason);
+            out.extend(lines);
+            out.push_str("\r\n");
+            let mut out = out.into_bytes();
+            let head_len = out.len();
+            match &self.frame {
+                Frame::Length { .. } => out.extend_from_slice(&self.body),
+                Frame::Chunked {
+                    cuts,
+                    styles,
+                    trailers,
+                } => {
+                    let mut at: Vec<usize> =
+                        cuts.iter().map(|c| c.index(self.body.len() + 1)).collect();
+                    at.push(self.body.len());
+                    at.sort_unstable();
+                    at.dedup();
+                    let mut from = 0;
+                    let mut n = 0;
+                    for to in at.into_iter().filter(|&to| to > 0) {
+                        size_line(&mut out, to - from, &styles[n % styles.len()]);
+                        out.extend_from_slice(&self.body[from..to]);
+                        out.extend_from_slice(b"\r\n");
+                        (from, n) = (to, n + 1);
+                    }
+                    size_line(&mut out, 0, &styles[n % styles.len()]);
+                    for (name, value) in trailers {
+                        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            (out, head_len)
+        }
+    }
+
+    /// Appends a chunk-size line for `size` written in `style`.
+    fn size_line(out: &mut Vec<u8>, size: usize, style: &ChunkStyle) {
+        let hex = if style.upper {
+            format!("{size:X}")
+        } else {
+            format!("{size:x}")
+        };
+        out.extend(std::iter::repeat_n(b'0', style.zeros));
+        out.extend_from_slice(hex.as_bytes());
+        if let Some(ext) = &style.ext {
+            out.push(b';');
+            out.extend_from_slice(ext.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Header names other than the framing and connection ones, and printable values.
+    fn header() -> impl Strategy<Value = (String, String)> {
+        let name = "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,12}".prop_filter("chosen apart", |n| {
+            !["content-length", "transfer-encoding", "connection"]
+                .iter()
+                .any(|f| n.eq_ignore_ascii_case(f))
+        });
+        (name, "[ -~]{0,24}")
+    }
+
+    fn chunk_style() -> impl Strategy<Value = ChunkStyle> {
+        let ext = proptest::option::of("[a-z]{1,5}(=[a-z0-9]{0,5})?");
+        (0..3usize, any::<bool>(), ext).prop_map(|(zeros, upper, ext)| ChunkStyle {
+            zeros,
+            upper,
+            ext,
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        let length = (
+            prop::sample::select(vec!["Content-Length", "content-length", "CONTENT-LENGTH"]),
+            any::<bool>(),
+        )
+            .prop_map(|(name, pad)| Frame::Length { name, pad });
+        let chunked = (
+            prop::collection::vec(any::<Index>(), 0..8),
+            prop::collection::vec(chunk_style(), 1..4),
+            prop::collection::vec(header(), 0..3),
+        )
+            .prop_map(|(cuts, styles, trailers)| Frame::Chunked {
+                cuts,
+                styles,
+                trailers,
+            });
+        prop_oneof![length, chunked]
+    }
+
+    /// Responses with any status in `status`.
+    fn spec(status: std::ops::RangeInclusive<u16>) -> impl Strategy<Value = Spec> {
+        (
+            (status, "[A-Za-z ]{0,12}", any::<bool>()),
+            proptest::option::of(any::<bool>()),
+            prop::collection::vec(header(), 0..8),
+            (any::<Index>(), any::<Index>()),
+            prop::collection::vec(any::<u8>(), 0..300),
+            frame(),
+        )
+            .prop_map(
+                |((status, reason, http10), connection, headers, at, body, frame)| Spec {
+                    status,
+                    reason,
+                    http10,
+                    connection,
+                    headers,
+                    at,
+                    body,
+                    frame,
+                },
+            )
+    }
+
+    /// Interim statuses: 1xx but 101, which is final.
+    fn interim_status() -> impl Strategy<Value = u16> {
+        (100..=199u16).prop_filter("101 is final", |s| *s != 101)
+    }
+
+    /// Cuts `bytes` at `cuts` into non-empty pieces.
+    fn split(bytes: &[u8], cuts: &[Index]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        at.push(bytes.len());
+        at.sort_unstable();
+        at.dedup();
+        let mut from = 0;
+        let mut pieces = Vec::new();
+        for to in at.into_iter().filter(|&to| to > 0) {
+            pieces.push(bytes[from..to].to_vec());
+            from = to;
+        }
+        pieces
+    }
+
+    /// Bytes that look a little like responses and chunked bodies, or not at all.
+    fn junk() -> impl Strategy<Value = Vec<u8>> {
+        let alphabet = b"0123456789abcdefABCDEFxX;=:,\"- \t\r\n\0HTPtrnsfe-codig".to_vec();
+        let near = prop::collection::vec(prop::sample::select(alphabet), 0..120);
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            near.clone(),
+            near.prop_map(|v| [b"HTTP/1.1 200 OK\r\n".as_slice(), &v].concat()),
+            // A valid response with a few bytes overwritten.
+            (
+                spec(100..=999),
+                prop::collection::vec((any::<Index>(), any::<u8>()), 1..4)
+            )
+                .prop_map(|(spec, edits)| {
+                    let (mut bytes, _) = spec.serialise();
+                    for (at, b) in edits {
+                        let i = at.index(bytes.len());
+                        bytes[i] = b;
+                    }
+                    bytes
+                }),
+        ]
+    }
+
+    /// Checks one call's result on any input: no other error than Garbled, and a length
+    /// consumed that fits in the input.
+    fn sane<T>(got: Result<Option<T>, Reason>, len: impl Fn(&T) -> usize, input: usize) -> bool {
+        match got {
+            Ok(None) | Err(Reason::Garbled) => true,
+            Ok(Some(t)) => len(&t) <= input,
+            Err(_) => false,
+        }
+    }
+
+    /// A parser error on a valid response, as a property failure.
+    fn failed(r: Reason) -> TestCaseError {
+        TestCaseError::fail(format!("a valid response gave {r:?}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Any response, fed in any pieces: head and body are None until whole, then exact.
+        #[test]
+        fn parser_recovers_status_and_body(
+            spec in spec(100..=999),
+            cuts in prop::collection::vec(any::<Index>(), 0..12),
+        ) {
+            let (bytes, head_len) = spec.serialise();
+            let total = bytes.len();
+            let stream = [bytes.as_slice(), HELLO].concat();
+            let mut ends: Vec<usize> = split(&stream, &cuts)
+                .iter()
+                .scan(0, |end, p| {
+                    *end += p.len();
+                    Some(*end)
+                })
+                .collect();
+            ends.insert(0, 0);
+            let mut out = Vec::new();
+            for end in ends {
+                let buf = &stream[..end];
+                let Some(h) = parse_head(buf, true).map_err(failed)? else {
+                    prop_assert!(end < head_len, "head complete at {head_len}, None at {end}");
+                    continue;
+                };
+                prop_assert!(end >= head_len);
+                prop_assert_eq!((h.status, h.len, h.close), (spec.status, head_len, spec.close()));
+                match (&spec.frame, h.body) {
+                    (Frame::Length { .. }, Framing::Length(n)) => {
+                        prop_assert_eq!(n, spec.body.len());
+                        if end >= total {
+                            prop_assert_eq!(&buf[head_len..total], spec.body.as_slice());
+                        }
+                    }
+                    (Frame::Chunked { .. }, Framing::Chunked) => {
+                        match decode_chunked(&buf[head_len..], &mut out).map_err(failed)? {
+                            None => prop_assert!(end < total, "whole at {total}, None at {end}"),
+                            Some(n) => {
+                                prop_assert!(end >= total);
+                                prop_assert_eq!(n, total - head_len);
+                                prop_assert_eq!(&out, &spec.body);
+                            }
+                        }
+                    }
+                    _ => prop_assert!(false, "wrong framing"),
+                }
+            }
+        }
+
+        // parse_head never panics on any bytes and only ever fails with Garbled.
+        #[test]
+        fn parse_head_never_panics(bytes in junk()) {
+            prop_assert!(sane(parse_head(&bytes, true), |h| h.len, bytes.len()));
+        }
+
+        // decode_chunked never panics on any bytes (at any offset) and only fails with Garbled.
+        #[test]
+        fn decode_chunked_never_panics(bytes in junk(), from in any::<Index>()) {
+            let mut out = Vec::new();
+            let buf = &bytes[from.index(bytes.len() + 1)..];
+            prop_assert!(sane(decode_chunked(buf, &mut out), |&n| n, buf.len()));
+        }
+    }
+
+    proptest! {
+        // Each case opens a loopback connection: fewer of them.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        // Any response (after 1xx ones), in any pieces over loopback: exchange returns it exactly.
+        #[test]
+        fn exchange_recovers_status_and_body(
+            spec in spec(200..=599).prop_filter("bodiless", |s| ![204, 304].contains(&s.status)),
+            interim in prop::collection::vec(interim_status(), 0..3),
+            cuts in prop::collection::vec(any::<Index>(), 0..12),
+        ) {
+            // Interim answers first; a close answer has nothing after it, a kept one the next.
+            let mut stream: Vec<u8> = interim
+                .iter()
+                .flat_map(|s| format!("HTTP/1.1 {s} Interim\r\nX-I: {s}\r\n\r\n").into_bytes())
+                .collect();
+            stream.extend(spec.serialise().0);
+            let close = spec.close();
+            if !close {
+                stream.extend_from_slice(HELLO);
+            }
+            let pieces = split(&stream, &cuts);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let (mut conn, mut srv) = pair().await;
+                let server = async {
+                    expect_request(&mut srv).await;
+                    for piece in &pieces {
+                        srv.write_all(piece).await.expect("server write");
+                        // Two yields let the driver see the bytes and the exchange read them
+                        // before the next piece: nearly one read per piece, with no timing
+                        // involved (pieces that coalesce anyway must decode the same).
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    }
+                };
+                let got = run(&mut conn, false, server).await;
+                prop_assert_eq!(got, Ok((spec.status, spec.body.clone())));
+                prop_assert_eq!(conn.usable(), !close);
+                if !close {
+                    let next = run(&mut conn, false, expect_request(&mut srv)).await;
+                    prop_assert_eq!(next, ok(200, b"hello"));
+                }
+                Ok(())
+            })?;
+        }
     }
 }
