@@ -315,22 +315,20 @@ mod tests {
     }
 
     #[test]
-    fn static_bodies_are_json_envelopes() {
-        for b in [
-            body::SOLD_OUT,
-            body::REPEAT_PURCHASE,
-            body::BAD_REQUEST,
-            body::UNAUTHORIZED,
-            body::NO_SUCH_ITEM,
-            body::NOT_FOUND,
-            body::METHOD_NOT_ALLOWED,
-            body::SYSTEM_BUSY,
+    fn static_bodies_are_json_envelopes_with_their_codes() {
+        for (b, c) in [
+            (body::SOLD_OUT, code::SOLD_OUT),
+            (body::REPEAT_PURCHASE, code::REPEAT_PURCHASE),
+            (body::BAD_REQUEST, code::BAD_REQUEST),
+            (body::UNAUTHORIZED, code::UNAUTHORIZED),
+            (body::NO_SUCH_ITEM, code::NOT_FOUND),
+            (body::NOT_FOUND, code::NOT_FOUND),
+            (body::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED),
+            (body::SYSTEM_BUSY, code::SYSTEM_BUSY),
         ] {
             let v: serde_json::Value = serde_json::from_str(b).unwrap();
-            assert!(
-                v["code"].is_i64() && v["msg"].is_string() && v["data"].is_null(),
-                "{b}"
-            );
+            assert_eq!(v["code"].as_i64(), Some(c), "{b}");
+            assert!(v["msg"].is_string() && v["data"].is_null(), "{b}");
         }
     }
 

@@ -123,8 +123,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        // A paused server would ignore nothing but SIGKILL anyway; resume it to be tidy.
-        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        // A test that failed while Redis was paused leaves it stopped: resume it before the kill
+        // (only while it is still our unreaped child, so the pid cannot be someone else's).
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.pid(), libc::SIGCONT) };
+        }
         self.kill();
     }
 }
