@@ -38,17 +38,22 @@ pub struct Up {
     pub redis_url: String,
     /// The grab-bench binary (nodes are `grab-bench serve`; faults restart them).
     pub program: PathBuf,
-    /// What settling waits for.
+    /// What settling waits for, and where the sale is read.
     settle: Settle,
     /// The nodes' records (quota, weight), in scenario order.
     pub records: Vec<NodeRecord>,
 }
 
-/// What "settled" means for the reference server, and how long to wait for it.
+/// What "settled" means for the reference server, how long to wait for it, and where its
+/// sale is read afterwards (the reference preset's layout).
 #[derive(Debug, Clone)]
 pub struct Settle {
     /// The sale id (its keys hold the `held` counter).
     pub sale: String,
+    /// The reference server's store layout and the names it is rendered for.
+    pub store: (crate::describe::Layout, crate::describe::store::Names),
+    /// The scenario's tickets.
+    pub tickets: u64,
     /// Wait for every hold to be paid or released.
     pub holds: bool,
     /// The most to wait.
@@ -65,6 +70,14 @@ impl Settle {
         }
         Settle {
             sale: sc.sale.id.clone(),
+            store: (
+                sc.description.store.clone(),
+                crate::describe::store::Names {
+                    sale: sc.sale.id.clone(),
+                    item: sc.sale.item.clone(),
+                },
+            ),
+            tickets: sc.sale.tickets,
             holds: sc.sale.hold_ttl.is_some(),
             limit,
         }
@@ -269,10 +282,15 @@ fn held(url: &str, sale: &str) -> Option<i64> {
 /// same moment (the nodes are idle once settled).
 fn snapshot(
     redis_url: &str,
-    sale: &str,
+    settle: &Settle,
     nodes: &[SocketAddr],
 ) -> (crate::evidence::Store, Part<Vec<NodeStats>>) {
-    let store = crate::evidence::reference::read(redis_url, sale);
+    let (layout, names) = &settle.store;
+    let source = format!(
+        "the reference server's keys grab:{{{}}}:* in {redis_url}",
+        names.sale
+    );
+    let store = layout.read(redis_url, names, settle.tickets, &source);
     // A node that does not answer is missing from the list; the audit says so where it matters.
     (store, Part::Read(node_stats(nodes)))
 }
@@ -309,7 +327,7 @@ impl System for Up {
     }
 
     fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
-        let (store, node_stats) = snapshot(&self.redis_url, &self.settle.sale, &self.alive());
+        let (store, node_stats) = snapshot(&self.redis_url, &self.settle, &self.alive());
         // The nodes write their logs into the run folder and flush them as they stop.
         self.stop();
         let logs = match dir.stat_logs() {
@@ -375,7 +393,7 @@ impl System for Shared {
     }
 
     fn collect(&mut self, dir: &RunDir, cancel: &Cancel) -> Collected {
-        let (store, node_stats) = snapshot(&self.info.redis, &self.info.sale, &self.addrs());
+        let (store, node_stats) = snapshot(&self.info.redis, &self.settle, &self.addrs());
         // The nodes flush their logs every 200 ms.
         let _ = cancel.sleep(Duration::from_millis(400));
         let logs = self

@@ -66,7 +66,7 @@ pub fn code(result: &Result<Done, Error>) -> i32 {
             (_, true, _) => UNKNOWN_OR_INVALID,
             (_, false, true) => THRESHOLD,
             (Status::Unknown, false, false) => UNKNOWN_OR_INVALID,
-            (Status::True, false, false) => OK,
+            (Status::True | Status::NotChecked, false, false) => OK,
         },
         Err(_) => USAGE,
     }

@@ -12,6 +12,26 @@ use anyhow::{Context, bail};
 
 use crate::protocol::{Kind, Outcome, Reason};
 
+/// Order keys at or above this stand for order ids that are not numbers (hashed; the ledger
+/// keeps their names).
+pub const NAMED_ORDER: u64 = 1 << 63;
+
+/// The ledger's key of an order id as a server wrote it: the number itself when it is a plain
+/// decimal below [`NAMED_ORDER`], else a 64-bit FNV-1a hash with the top bit set (collisions
+/// are negligible at a sale's size). The store readers use the same key, so client and store
+/// orders meet on it.
+pub fn order_key(name: &[u8]) -> u64 {
+    if let Some(n) = crate::protocol::parse_u64(name).filter(|&n| n < NAMED_ORDER) {
+        return n;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | NAMED_ORDER
+}
+
 /// The CSV header of the ledger; part of the report format.
 pub const HEADER: &str =
     "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node";
@@ -80,9 +100,19 @@ pub struct Ledger {
     pub rows: Vec<Row>,
     /// Node names; `nodes[i - 1]` is the name of node index `i` (index 0 = no node).
     pub nodes: Vec<String>,
+    /// Names of the order ids that are not numbers, by key ([`order_key`]).
+    pub order_names: std::collections::BTreeMap<u64, String>,
 }
 
 impl Ledger {
+    /// An order id as the server wrote it.
+    pub fn order_name(&self, key: u64) -> String {
+        match self.order_names.get(&key) {
+            Some(name) => name.clone(),
+            None => key.to_string(),
+        }
+    }
+
     /// Name of node index `i`, if any.
     pub fn node_name(&self, i: u16) -> Option<&str> {
         if i == 0 {
@@ -119,7 +149,7 @@ impl Ledger {
                 r.reason().as_str(),
                 r.status,
                 r.seq,
-                r.order_id,
+                OrderName(self, r.order_id),
                 r.node
             );
             w.write_all(line.as_bytes())?;
@@ -147,13 +177,14 @@ impl Ledger {
             bail!("{}: unexpected header", path.display());
         }
         let mut rows = Vec::with_capacity(data.len() / 40);
+        let mut order_names = std::collections::BTreeMap::new();
         for (n, line) in lines.enumerate() {
             let line = trim_cr(line);
             if line.is_empty() {
                 continue;
             }
             rows.push(
-                parse_row(line)
+                parse_row(line, &mut order_names)
                     .with_context(|| format!("{}: bad row at line {}", path.display(), n + 2))?,
             );
         }
@@ -167,7 +198,24 @@ impl Ledger {
                 nodes.push(name.to_string());
             }
         }
-        Ok(Ledger { rows, nodes })
+        Ok(Ledger {
+            rows,
+            nodes,
+            order_names,
+        })
+    }
+}
+
+/// An order id as written in `ledger.csv`: its name (never holding a comma: servers' ids do
+/// not, and one that did is written with the comma replaced), or the number.
+struct OrderName<'a>(&'a Ledger, u64);
+
+impl std::fmt::Display for OrderName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.order_names.get(&self.1) {
+            Some(name) => f.write_str(&name.replace([',', '\n', '\r'], "_")),
+            None => write!(f, "{}", self.1),
+        }
     }
 }
 
@@ -175,7 +223,10 @@ fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn parse_row(line: &[u8]) -> anyhow::Result<Row> {
+fn parse_row(
+    line: &[u8],
+    order_names: &mut std::collections::BTreeMap<u64, String>,
+) -> anyhow::Result<Row> {
     let mut f = line.split(|&b| b == b',');
     let mut next = || f.next().context("missing field");
     let num = |s: &[u8]| crate::protocol::parse_u64(s).context("not a number");
@@ -214,7 +265,14 @@ fn parse_row(line: &[u8]) -> anyhow::Result<Row> {
         reason: reason as u8,
         status: num(next()?)? as u16,
         seq: num(next()?)?,
-        order_id: num(next()?)?,
+        order_id: {
+            let name = next()?;
+            let key = order_key(name);
+            if key >= NAMED_ORDER {
+                order_names.insert(key, String::from_utf8_lossy(name).into_owned());
+            }
+            key
+        },
         node: num(next()?)? as u16,
     })
 }
@@ -259,7 +317,10 @@ mod tests {
                 },
             ],
             nodes: vec!["n1".into()],
+            order_names: [(order_key(b"i1-7"), "i1-7".to_string())].into(),
         };
+        let mut ledger = ledger;
+        ledger.rows[1].order_id = order_key(b"i1-7");
         ledger.save(&path).unwrap();
         assert_eq!(Ledger::load(&path).unwrap(), ledger);
         assert_eq!(ledger.rows[1].request_id(), "8-2");

@@ -24,6 +24,7 @@ pub mod cancel;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod describe;
 pub mod engine;
 pub mod error;
 pub mod evidence;

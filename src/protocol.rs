@@ -1,8 +1,6 @@
-//! Classifying a response, Jepsen-style: `ok`, `fail` or `info`.
-//!
-//! The engine calls [`classify`] on every response body, so this is a small hand-written scan for
-//! the few JSON keys the audit needs (`"code":`, `"seq":`, `"order_id":"`, `"node":"`); it never
-//! allocates. See ARCHITECTURE.md, "The protocols" and "The audit", for what the outcomes mean.
+//! What a completed request proves, Jepsen-style: `ok`, `fail` or `info`, and the finer reason.
+//! How a system's answers map to them is its description's business (`crate::describe`); see
+//! ARCHITECTURE.md, "The audit", for what the outcomes mean.
 
 /// What a completed request proves about the system under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,10 +69,16 @@ pub enum Reason {
     OtherStatus,
     /// The run was stopped (Ctrl-C or its hard time limit) while the request was in flight.
     Cancelled,
+    /// A described answer rule said "rejected": a definite refusal (nothing was bought).
+    Rejected,
+    /// A described answer rule said "info": the answer itself says it cannot tell.
+    Indeterminate,
+    /// No answer rule matched: indeterminate, counted, and sampled for the report.
+    Unmatched,
 }
 
 /// Number of [`Reason`] variants; sizes the per-reason counter arrays.
-pub const REASON_COUNT: usize = 16;
+pub const REASON_COUNT: usize = 19;
 
 impl Reason {
     /// Every reason, in discriminant order (index = `reason as usize`).
@@ -95,6 +99,9 @@ impl Reason {
         Reason::Garbled,
         Reason::OtherStatus,
         Reason::Cancelled,
+        Reason::Rejected,
+        Reason::Indeterminate,
+        Reason::Unmatched,
     ];
 
     /// The outcome this reason implies.
@@ -102,12 +109,10 @@ impl Reason {
         use Reason::*;
         match self {
             Grabbed | Paid | Success => Outcome::Ok,
-            SoldOut | AlreadyBought | BadRequest | HoldExpired | NotFound | ConnectRefused => {
-                Outcome::Fail
-            }
-            Unavailable | ServerError | Timeout | IoError | Garbled | OtherStatus | Cancelled => {
-                Outcome::Info
-            }
+            SoldOut | AlreadyBought | BadRequest | HoldExpired | NotFound | ConnectRefused
+            | Rejected => Outcome::Fail,
+            Unavailable | ServerError | Timeout | IoError | Garbled | OtherStatus | Cancelled
+            | Indeterminate | Unmatched => Outcome::Info,
         }
     }
 
@@ -131,6 +136,9 @@ impl Reason {
             Garbled => "garbled",
             OtherStatus => "other_status",
             Cancelled => "cancelled",
+            Rejected => "rejected",
+            Indeterminate => "indeterminate",
+            Unmatched => "unmatched",
         }
     }
 
@@ -142,29 +150,6 @@ impl Reason {
     /// The reason with discriminant `i`, if any.
     pub fn from_index(i: u8) -> Option<Reason> {
         Reason::ALL.get(i as usize).copied()
-    }
-}
-
-/// Which protocol the server speaks, i.e. how bodies are read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Profile {
-    /// The reference server (ARCHITECTURE.md, "The protocols"): distinct codes and statuses, seq/order/node fields.
-    #[default]
-    Reference,
-    /// Servers following the article (ARCHITECTURE.md, "The protocols"): `code:1` grabbed, `code:-1` sold out.
-    Seed,
-    /// No body semantics (ab-style): any 2xx is ok, 5xx info, other statuses info.
-    Plain,
-}
-
-impl Profile {
-    /// The profile's name, as in the run record.
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Reference => "reference",
-            Profile::Seed => "seed",
-            Profile::Plain => "plain",
-        }
     }
 }
 
@@ -197,16 +182,17 @@ impl Kind {
     }
 }
 
-/// The result of reading one response: its class plus the witnesses the audit needs.
+/// The result of reading one response: its class plus the witnesses the audit needs, borrowed
+/// from the body (the engine interns what it keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classified<'a> {
     /// Why the request ended this way (implies the outcome).
     pub reason: Reason,
-    /// Sale sequence number from `"seq":`, 0 when absent.
+    /// Sale sequence number the answer gave, 0 when none.
     pub seq: u64,
-    /// Order id from `"order_id":"…"`, 0 when absent or not a decimal number.
-    pub order_id: u64,
-    /// Raw node name from `"node":"…"`, borrowed from the body; the engine interns it.
+    /// The order id the answer gave, as written.
+    pub order: Option<&'a [u8]>,
+    /// The node the answer named.
     pub node: Option<&'a [u8]>,
 }
 
@@ -216,107 +202,15 @@ impl Classified<'_> {
         self.reason.outcome()
     }
 
-    fn bare(reason: Reason) -> Self {
+    /// A result with nothing but its reason (no answer, or nothing captured).
+    pub fn bare(reason: Reason) -> Classified<'static> {
         Classified {
             reason,
             seq: 0,
-            order_id: 0,
+            order: None,
             node: None,
         }
     }
-}
-
-/// Classifies one HTTP response under `profile`.
-pub fn classify(profile: Profile, kind: Kind, status: u16, body: &[u8]) -> Classified<'_> {
-    if status >= 500 {
-        return Classified::bare(if status == 503 {
-            Reason::Unavailable
-        } else {
-            Reason::ServerError
-        });
-    }
-    match profile {
-        Profile::Plain => Classified::bare(if (200..300).contains(&status) {
-            Reason::Success
-        } else {
-            Reason::OtherStatus
-        }),
-        Profile::Seed => {
-            if status != 200 {
-                return Classified::bare(Reason::OtherStatus);
-            }
-            match scan_int(body, b"\"code\":") {
-                Some(1) => Classified::bare(grabbed(kind)),
-                Some(-1) => Classified::bare(Reason::SoldOut),
-                _ => Classified::bare(Reason::Garbled),
-            }
-        }
-        Profile::Reference => {
-            let reason = match status {
-                200 => match scan_int(body, b"\"code\":") {
-                    Some(1) => grabbed(kind),
-                    Some(-1) => return Classified::bare(Reason::SoldOut),
-                    Some(-2) => Reason::AlreadyBought,
-                    _ => return Classified::bare(Reason::Garbled),
-                },
-                400 => return Classified::bare(Reason::BadRequest),
-                404 => return Classified::bare(Reason::NotFound),
-                409 => return Classified::bare(Reason::HoldExpired),
-                _ => return Classified::bare(Reason::OtherStatus),
-            };
-            Classified {
-                reason,
-                seq: scan_int(body, b"\"seq\":").map_or(0, |v| v.max(0) as u64),
-                order_id: scan_str(body, b"\"order_id\":\"")
-                    .and_then(parse_u64)
-                    .unwrap_or(0),
-                node: scan_str(body, b"\"node\":\""),
-            }
-        }
-    }
-}
-
-fn grabbed(kind: Kind) -> Reason {
-    match kind {
-        Kind::Buy => Reason::Grabbed,
-        Kind::Pay => Reason::Paid,
-    }
-}
-
-/// Position just after the first occurrence of `key` in `body`.
-fn after(body: &[u8], key: &[u8]) -> Option<usize> {
-    body.windows(key.len())
-        .position(|w| w == key)
-        .map(|p| p + key.len())
-}
-
-/// The (optionally negative) integer that follows `key`, allowing spaces after the colon.
-fn scan_int(body: &[u8], key: &[u8]) -> Option<i64> {
-    let mut i = after(body, key)?;
-    while body.get(i) == Some(&b' ') {
-        i += 1;
-    }
-    let neg = body.get(i) == Some(&b'-');
-    if neg {
-        i += 1;
-    }
-    let start = i;
-    let mut v: i64 = 0;
-    while let Some(d) = body.get(i).filter(|d| d.is_ascii_digit()) {
-        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
-        i += 1;
-    }
-    if i == start {
-        return None;
-    }
-    Some(if neg { -v } else { v })
-}
-
-/// The string value that follows `key` (which ends in the opening quote), unescaped or not.
-fn scan_str<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let start = after(body, key)?;
-    let len = body[start..].iter().position(|&b| b == b'"')?;
-    Some(&body[start..start + len])
 }
 
 /// Parses a plain decimal u64 (no sign, no spaces); `None` for anything else.
@@ -337,73 +231,6 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reference_bodies() {
-        let c = classify(
-            Profile::Reference,
-            Kind::Buy,
-            200,
-            br#"{"code":1,"msg":"ticket grabbed","order_id":"42","seq":42,"node":"n1","state":"held"}"#,
-        );
-        assert_eq!(c.reason, Reason::Grabbed);
-        assert_eq!((c.seq, c.order_id, c.node), (42, 42, Some(&b"n1"[..])));
-        let c = classify(
-            Profile::Reference,
-            Kind::Buy,
-            200,
-            br#"{"code":-1,"msg":"sold out"}"#,
-        );
-        assert_eq!((c.reason, c.outcome()), (Reason::SoldOut, Outcome::Fail));
-        let c = classify(
-            Profile::Reference,
-            Kind::Buy,
-            200,
-            br#"{"code":-2,"msg":"already bought","order_id":"17"}"#,
-        );
-        assert_eq!((c.reason, c.order_id), (Reason::AlreadyBought, 17));
-        let c = classify(Profile::Reference, Kind::Buy, 503, br#"{"code":-4}"#);
-        assert_eq!(c.outcome(), Outcome::Info);
-        let c = classify(
-            Profile::Reference,
-            Kind::Pay,
-            200,
-            br#"{"code":1,"msg":"paid","order_id":"42","seq":42,"node":"n1"}"#,
-        );
-        assert_eq!(c.reason, Reason::Paid);
-        assert_eq!(
-            classify(Profile::Reference, Kind::Pay, 409, b"{}").reason,
-            Reason::HoldExpired
-        );
-        assert_eq!(
-            classify(Profile::Reference, Kind::Pay, 404, b"{}").outcome(),
-            Outcome::Fail
-        );
-        assert_eq!(
-            classify(Profile::Reference, Kind::Buy, 200, b"<html>").reason,
-            Reason::Garbled
-        );
-    }
-
-    #[test]
-    fn seed_and_plain() {
-        assert_eq!(
-            classify(Profile::Seed, Kind::Buy, 200, br#"{"code": 1,"msg":"ok"}"#).reason,
-            Reason::Grabbed
-        );
-        assert_eq!(
-            classify(Profile::Seed, Kind::Buy, 200, br#"{"code":-1,"msg":"x"}"#).reason,
-            Reason::SoldOut
-        );
-        assert_eq!(
-            classify(Profile::Plain, Kind::Buy, 204, b"").reason,
-            Reason::Success
-        );
-        assert_eq!(
-            classify(Profile::Plain, Kind::Buy, 502, b"").reason,
-            Reason::ServerError
-        );
-    }
 
     #[test]
     fn names_round_trip() {

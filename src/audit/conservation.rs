@@ -13,41 +13,39 @@ pub fn check(f: &Facts<'_>) -> Check {
         "conservation",
         "Conservation: counters, orders and per-node sales add up",
     );
-    let Some(stock) = f.stock() else {
-        return c.undecided(f.why_no_stock(), "unknown: no Redis snapshot");
+    if let Some(missing) = f.stock_missing() {
+        return c.missing(missing, "unknown: no Redis snapshot");
+    }
+    let stock = f.stock().expect("read: checked above");
+    let tickets = f.tickets() as i64;
+    // A store that keeps no total is held to the scenario's.
+    let total = if f.store.kept.sold && stock.total.is_none() && !f.has_orders() {
+        Some(tickets)
+    } else {
+        stock.total
     };
-    let (Some(total), Some(sold)) = (stock.total, stock.sold) else {
-        return c.undecided(
-            "Redis has no total/sold counters for this sale",
+    let (Some(total), Some(sold)) = (total, stock.sold) else {
+        return c.missing(
+            f.counter_missing("sold", f.store.kept.sold),
             "unknown: the sale's counters are missing",
         );
     };
     let mut c = c;
     c.fig("total", total);
     c.fig("sold", sold);
-    let tickets = f.tickets() as i64;
-    if total != tickets {
-        c.anomaly(Witness::plain(
-            "total_differs_from_scenario",
-            format!(
-                "Redis total = {} but the scenario sells {} tickets",
-                thousands(total),
-                thousands(tickets)
-            ),
-        ));
-    }
-    if sold < 0 {
-        c.anomaly(Witness::plain(
-            "negative_sold",
-            format!("Redis sold = {sold}: more tickets came back than were sold"),
-        ));
-    }
+    bounds(&mut c, total, sold, tickets);
     if !f.has_orders() {
-        c.unknown(format!(
-            "{}: no holds, orders or per-node counters to reconcile",
-            f.why_no_orders()
-        ));
-        c.summary = format!("0 ≤ sold {sold} ≤ total {total}; the rest is not kept by the server");
+        buyers_against_sold(f, &mut c, sold);
+        if c.status != Status::False && f.store.buyers.read().is_none() {
+            c.notes.push(format!(
+                "the system keeps no orders or buyers to reconcile beyond 0 ≤ sold ≤ total ({})",
+                f.why_no_orders()
+            ));
+        }
+        c.summary = match c.status {
+            Status::False => format!("VIOLATED: sold {sold} of total {total} does not add up"),
+            _ => format!("0 ≤ sold {sold} ≤ total {total}; no orders kept to reconcile further"),
+        };
         return c;
     }
     let (Some(held), Some(paid), Some(_)) = (stock.held, stock.paid, stock.grants) else {
@@ -84,6 +82,77 @@ pub fn check(f: &Facts<'_>) -> Check {
         )
     };
     c
+}
+
+/// 0 ≤ sold ≤ total, and the total is the scenario's.
+fn bounds(c: &mut Check, total: i64, sold: i64, tickets: i64) {
+    if total != tickets {
+        c.anomaly(Witness::plain(
+            "total_differs_from_scenario",
+            format!(
+                "Redis total = {} but the scenario sells {} tickets",
+                thousands(total),
+                thousands(tickets)
+            ),
+        ));
+    }
+    if sold < 0 {
+        c.anomaly(Witness::plain(
+            "negative_sold",
+            format!("Redis sold = {sold}: more tickets came back than were sold"),
+        ));
+    }
+    if sold > total {
+        c.anomalies_n(
+            Witness::plain(
+                "sold_over_total",
+                format!(
+                    "Redis sold = {} but the total is {}: 0 ≤ sold ≤ total is broken by {}",
+                    thousands(sold),
+                    thousands(total),
+                    thousands(sold - total)
+                ),
+            ),
+            (sold - total) as u64,
+        );
+    }
+}
+
+/// Without orders, the buyers are the other record of who got a ticket: their tickets must add
+/// up to sold (a set counts one ticket per member; with a limit above one, a set only bounds
+/// it).
+fn buyers_against_sold(f: &Facts<'_>, c: &mut Check, sold: i64) {
+    let Some(buyers) = f.store.buyers.read() else {
+        return;
+    };
+    let held: i64 = buyers.values().sum();
+    let members = buyers.len() as i64;
+    let one_each = buyers.values().all(|&n| n == 1);
+    c.fig("buyers_tickets", held);
+    let limit = f.run.sale.per_user_limit as i64;
+    let (ok, says) = if one_each && limit > 1 {
+        (
+            members <= sold && sold <= members * limit,
+            format!(
+                "Redis counts {} tickets sold but its buyers hold {} users, each allowed at most {limit}",
+                thousands(sold),
+                thousands(members)
+            ),
+        )
+    } else {
+        (
+            held == sold,
+            format!(
+                "Redis counts {} tickets sold but its buyers account for {} (by {} users): tickets went to nobody it recorded, or buyers were recorded without a ticket",
+                thousands(sold),
+                thousands(held),
+                thousands(members)
+            ),
+        )
+    };
+    if !ok {
+        c.anomaly(Witness::plain("buyers_disagree_with_sold", says));
+    }
 }
 
 /// The orders by state must be what the counters say.
@@ -246,9 +315,39 @@ mod tests {
     }
 
     #[test]
-    fn counters_only_cannot_be_reconciled() {
+    fn counters_only_are_held_to_their_bounds() {
         let mut kit = Kit::counters_only(3);
         kit.sell(1, 10);
-        assert_unknown(&kit.check(check), "keeps no order records");
+        let c = kit.check(check);
+        assert_holds(&c);
+        assert!(c.summary.contains("0 ≤ sold 1 ≤ total 3"), "{}", c.summary);
+        // The article's oversell, 102 sold of 100: its own counters show it. False, not unknown.
+        kit.bump(|s| s.sold = Some(4));
+        let says = assert_fails(&kit.check(check), "sold_over_total");
+        assert!(says.contains("sold = 4 but the total is 3"), "{says}");
+    }
+
+    #[test]
+    fn a_buyers_set_that_disagrees_with_sold_is_caught() {
+        let mut kit = Kit::new(3);
+        kit.store.orders = crate::evidence::Part::NotKept("none".into());
+        kit.store.kept.orders = false;
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        assert_holds(&kit.check(check));
+        kit.bump(|s| s.sold = Some(3));
+        let says = assert_fails(&kit.check(check), "buyers_disagree_with_sold");
+        assert!(
+            says.contains("3 tickets sold") && says.contains("account for 2"),
+            "{says}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_store_is_unknown() {
+        assert_unknown(
+            &Kit::new(3).store_unreadable().check(check),
+            "could not be read",
+        );
     }
 }

@@ -264,8 +264,49 @@ impl<'a> Facts<'a> {
     }
 }
 
+/// Why a part a check needs is missing.
+pub enum Missing {
+    /// The system does not keep it: the check is not checked (a few words why).
+    NotKept(String),
+    /// It is kept but could not be read: the check is unknown (why).
+    Unreadable(String),
+}
+
+impl Facts<'_> {
+    /// Why the store's counters are missing, if they are.
+    pub fn stock_missing(&self) -> Option<Missing> {
+        match &self.store.stock {
+            Part::Read(_) => None,
+            Part::NotKept(_) => Some(Missing::NotKept("no stock counters".into())),
+            Part::Unreadable(_) => Some(Missing::Unreadable(self.why_no_stock())),
+        }
+    }
+
+    /// Why the order records are missing, if they are.
+    pub fn orders_missing(&self) -> Option<Missing> {
+        match &self.store.orders {
+            Part::Read(_) => None,
+            Part::NotKept(_) => Some(Missing::NotKept("no order records".into())),
+            Part::Unreadable(_) => Some(Missing::Unreadable(self.why_no_orders())),
+        }
+    }
+
+    /// Why a counter kept (or not) by the store has no value: `name` for messages.
+    pub fn counter_missing(&self, name: &str, kept: bool) -> Missing {
+        if !kept {
+            Missing::NotKept(format!("no {name} counter"))
+        } else if self.stock().is_none() {
+            Missing::Unreadable(self.why_no_stock())
+        } else {
+            Missing::Unreadable(format!(
+                "the store has no {name} counter for this sale (its key or field is missing)"
+            ))
+        }
+    }
+}
+
 /// "`what`: `why`" for a part that is missing.
-fn why<T>(what: &str, part: &Part<T>) -> String {
+pub(super) fn why<T>(what: &str, part: &Part<T>) -> String {
     match part {
         Part::Read(_) => format!("{what} were read"),
         Part::Unreadable(why) => format!("{what} could not be read ({why})"),

@@ -40,10 +40,14 @@ pub const RETURN_SLACK_US: i64 = 500_000;
 /// Witnesses kept per anomaly kind: enough to find the bug, few enough to read.
 pub const WITNESSES_PER_KIND: usize = 5;
 
-/// A check's answer. Ordered so that `max` is the worse one.
+/// A check's answer. Ordered so that `max` is the worse one; "not checked" is below them all
+/// and never makes a verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// The system keeps no evidence for it (no order records, no user identity, no stat logs,
+    /// no reservations in the sale): not a finding either way.
+    NotChecked,
     /// Proven from the data.
     True,
     /// Could not be decided: data missing, or the protocol does not carry it.
@@ -56,6 +60,7 @@ impl Status {
     /// Lowercase name, as saved.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::NotChecked => "not_checked",
             Status::True => "true",
             Status::Unknown => "unknown",
             Status::False => "false",
@@ -120,6 +125,9 @@ pub struct Check {
     pub witnesses: Vec<Witness>,
     /// Why the check could not be decided (data missing), when unknown.
     pub unknown_because: Vec<String>,
+    /// Why it was not checked (the system keeps no evidence for it), in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_checked: Option<String>,
     /// Plain-words remarks that are not anomalies (e.g. how stranded stock is attributed).
     pub notes: Vec<String>,
 }
@@ -135,7 +143,30 @@ impl Check {
             anomalies: BTreeMap::new(),
             witnesses: Vec::new(),
             unknown_because: Vec::new(),
+            not_checked: None,
             notes: Vec::new(),
+        }
+    }
+
+    /// Marks the check "not checked" for `why` (a few words, e.g. "no order records"), unless
+    /// its own evidence already made it false.
+    fn not_checked(mut self, why: impl Into<String>, summary: &str) -> Check {
+        if self.status != Status::False {
+            self.status = Status::NotChecked;
+            self.not_checked = Some(why.into());
+            self.summary = summary.to_string();
+        }
+        self
+    }
+
+    /// Not checked when the part is not kept, undecidable when it is kept but unreadable.
+    fn missing(self, missing: facts::Missing, summary: &str) -> Check {
+        match missing {
+            facts::Missing::NotKept(why) => {
+                let s = format!("not checked: {why}");
+                self.not_checked(why, &s)
+            }
+            facts::Missing::Unreadable(why) => self.undecided(why, summary),
         }
     }
 
@@ -232,16 +263,22 @@ pub fn checks(f: &Facts<'_>) -> Vec<Check> {
     ]
 }
 
+/// The worst answer of the checks that were checked (unknown when none was).
+pub fn verdict(checks: &[Check]) -> Status {
+    checks
+        .iter()
+        .map(|c| c.status)
+        .filter(|s| *s != Status::NotChecked)
+        .max()
+        .unwrap_or(Status::Unknown)
+}
+
 /// Runs every check on the evidence.
 pub fn audit(evidence: &Evidence<'_>) -> Audit {
     let started = Instant::now();
     let facts = Facts::new(evidence);
     let checks = checks(&facts);
-    let verdict = checks
-        .iter()
-        .map(|c| c.status)
-        .max()
-        .unwrap_or(Status::Unknown);
+    let verdict = verdict(&checks);
     let run = evidence.run;
     Audit {
         verdict,

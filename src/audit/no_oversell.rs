@@ -42,6 +42,9 @@ pub fn check(f: &Facts<'_>) -> Check {
                 }
             }
         }
+        None if !f.store.kept.sold => c.notes.push(
+            "the system keeps no stock counters: only the client's successes were counted".into(),
+        ),
         None => c.unknown(format!(
             "{}: only the client's successes were counted",
             f.why_no_stock()

@@ -7,7 +7,7 @@
 mod stranded;
 mod timeline;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use timeline::Timeline;
 
@@ -22,6 +22,9 @@ pub fn check(f: &Facts<'_>) -> Check {
         "No undersell: no buyer refused while tickets remained, no false sold-out",
     );
     let tickets = f.tickets() as i64;
+    if let Some(super::facts::Missing::NotKept(why)) = f.stock_missing() {
+        return c.not_checked(why, "not checked: the system keeps no stock counters");
+    }
     let remaining = f.counter(|s| s.sold).map(|s| tickets - s);
     if let Some(r) = remaining {
         c.fig("tickets_left", r);
@@ -234,20 +237,92 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
 }
 
 /// No order records: only the end state is known, and without releases stock only shrinks, so
-/// tickets left at the end were free all along — every "sold out" was a refusal while tickets
-/// were free.
+/// tickets left at the end were free all along. Every buyer who owns nothing and was told "sold
+/// out" was turned away while tickets were left; so was every buyer who got only errors, unless
+/// the counter shows those attempts may have been applied (it is above the client's
+/// successes).
 fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
-    if let Some(&(_, i)) = f.sold_outs.first() {
+    let ok_users: HashSet<u64> = f.ok_buys.iter().map(|&i| f.row(i).user).collect();
+    // Per user who never succeeded: the first sold-out, or else the first error.
+    let mut sold_out: HashMap<u64, u32> = HashMap::new();
+    let mut errored: HashMap<u64, u32> = HashMap::new();
+    let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut errors_in_faults = 0u64;
+    for (i, r) in f.ledger.rows.iter().enumerate() {
+        if r.kind() != Kind::Buy || ok_users.contains(&r.user) {
+            continue;
+        }
+        if r.reason() == Reason::SoldOut {
+            sold_out.entry(r.user).or_insert(i as u32);
+        } else if r.outcome() == Outcome::Info && r.reason() != Reason::Cancelled {
+            if f.during_fault(i64::from(r.start_us), i64::from(r.end_us)) {
+                errors_in_faults += 1;
+                continue;
+            }
+            errored.entry(r.user).or_insert(i as u32);
+            *by_reason.entry(r.reason().as_str()).or_default() += 1;
+        }
+    }
+    errored.retain(|u, _| !sold_out.contains_key(u));
+    if let Some(&i) = sold_out.values().min() {
         let says = format!(
-            "{} was told sold out (the first of {} such answers), yet {} tickets were never sold",
+            "{} was told sold out (the first of {} buyers told so who own nothing), yet {} tickets were never sold",
             f.describe(i),
-            thousands(f.sold_outs.len() as u64),
+            thousands(sold_out.len() as u64),
             thousands(left)
         );
         c.anomalies_n(
             f.row_witness("told_sold_out_while_tickets_left", i, says),
-            f.sold_outs.len() as u64,
+            sold_out.len() as u64,
         );
+    }
+    if errors_in_faults > 0 {
+        c.fig("errors_during_faults_while_tickets_left", errors_in_faults);
+        c.unknown(format!(
+            "{} errors came during injected faults while tickets were left: whether the server would have sold to those buyers cannot be told",
+            thousands(errors_in_faults)
+        ));
+    }
+    if errored.is_empty() {
+        return;
+    }
+    // Tickets the counter gave out beyond what the client was told: at most that many of the
+    // errored attempts were applied.
+    let sold = f.counter(|s| s.sold).unwrap_or(0);
+    let unseen = (sold - f.ok_buys.len() as i64).max(0) as u64;
+    let turned_away = errored.len() as u64;
+    let kinds: Vec<String> = by_reason
+        .iter()
+        .map(|(r, n)| format!("{} {r}", thousands(*n)))
+        .collect();
+    c.fig("buyers_who_got_only_errors", turned_away);
+    c.fig("sold_beyond_client_successes", unseen);
+    if turned_away > unseen {
+        let &i = errored.values().min().expect("not empty");
+        let says = format!(
+            "{} got only an error, like {} buyers who own nothing ({}); {} tickets were never sold, and Redis sold {} = the client's {} successes{}: those attempts were not applied",
+            f.describe(i),
+            thousands(turned_away),
+            kinds.join(", "),
+            thousands(left),
+            thousands(sold),
+            thousands(f.ok_buys.len() as u64),
+            if unseen > 0 {
+                format!(" + {} indeterminate", thousands(unseen))
+            } else {
+                String::new()
+            }
+        );
+        c.anomalies_n(
+            f.row_witness("refused_by_errors_while_tickets_left", i, says),
+            turned_away - unseen,
+        );
+    } else {
+        c.unknown(format!(
+            "{} buyers got only errors while tickets were left, and Redis sold {} more than the client saw succeed: whether those tickets went to them cannot be told",
+            thousands(turned_away),
+            thousands(unseen)
+        ));
     }
 }
 
@@ -306,6 +381,32 @@ mod tests {
         kit.sell(1, 10);
         kit.sold_out(2, 20);
         assert_fails(&kit.check(check), "told_sold_out_while_tickets_left");
+    }
+
+    #[test]
+    fn counters_only_errors_while_tickets_were_left_are_an_undersell() {
+        // An article-style server that fails honestly with 503s while stock remains.
+        let mut kit = Kit::counters_only(5);
+        kit.sell(1, 10);
+        kit.row(2, 1, 20, Reason::Unavailable);
+        kit.row(3, 1, 30, Reason::Timeout);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "refused_by_errors_while_tickets_left");
+        assert!(says.contains("1 timeout, 1 unavailable"), "{says}");
+        assert_eq!(c.anomalies["refused_by_errors_while_tickets_left"], 2);
+        // If the counter shows more sold than the client saw, those errors may have sold.
+        kit.grant(2, 19);
+        kit.grant(3, 29);
+        assert_unknown(&kit.check(check), "cannot be told");
+    }
+
+    #[test]
+    fn a_store_without_stock_counters_is_not_checked() {
+        let mut kit = Kit::counters_only(3);
+        kit.store.stock = crate::evidence::Part::NotKept("none".into());
+        kit.store.kept.sold = false;
+        kit.sold_out(2, 20);
+        assert_eq!(kit.check(check).status, crate::audit::Status::NotChecked);
     }
 
     #[test]

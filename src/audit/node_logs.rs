@@ -5,8 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::facts::Missing;
 use super::{Check, Facts, Status, WITNESSES_PER_KIND, Witness, thousands};
-use crate::evidence::NodeLog;
+use crate::evidence::{NodeLog, Part};
 
 /// Runs the check.
 pub fn check(f: &Facts<'_>) -> Check {
@@ -16,8 +17,11 @@ pub fn check(f: &Facts<'_>) -> Check {
     );
     let logs = f.logs();
     if logs.is_empty() {
-        let why = f.logs.why_missing().unwrap_or("no stat logs").to_string();
-        return c.undecided(why, "unknown: no stat logs");
+        let missing = match &f.logs {
+            Part::NotKept(_) => Missing::NotKept("no stat logs".into()),
+            other => Missing::Unreadable(other.why_missing().unwrap_or("no stat logs").to_string()),
+        };
+        return c.missing(missing, "unknown: no stat logs");
     }
     let mut c = c;
     let crashed = f.run.crashed_nodes();
@@ -248,7 +252,7 @@ fn orders_in_logs(f: &Facts<'_>, c: &mut Check) {
 mod tests {
     use super::super::testkit::{Kit, assert_fails, assert_holds, assert_unknown};
     use super::*;
-    use crate::evidence::{Part, statlog};
+    use crate::evidence::statlog;
 
     /// A reference-format log of node n1 with one line per (local seq, result, order).
     fn log(lines: &[(u64, &str, u64)]) -> NodeLog {
@@ -301,7 +305,11 @@ mod tests {
     }
 
     #[test]
-    fn no_logs_no_decision() {
-        assert_unknown(&Kit::new(1).check(check), "no stat logs");
+    fn no_logs_kept_is_not_checked_and_unreadable_logs_are_unknown() {
+        let c = Kit::new(1).check(check);
+        assert_eq!(c.status, crate::audit::Status::NotChecked);
+        let mut kit = Kit::new(1);
+        kit.logs = Part::Unreadable("cannot copy the stat log x: gone".into());
+        assert_unknown(&kit.check(check), "cannot copy");
     }
 }

@@ -25,13 +25,28 @@ pub fn check(f: &Facts<'_>) -> Check {
             ),
         ));
     }
-    if !f.has_orders() && f.store.buyers.read().is_none() {
-        c.unknown(why_no_users(f));
-        c.summary = "unknown: no user identity on the server".into();
-        return c;
-    }
+    // The client's own successes decide a violation whatever the server keeps.
     client_over_limit(f, &mut c, limit);
+    let kept = f.store.kept.buyers || f.store.kept.orders;
     let Some(buyers) = f.store.buyers.read() else {
+        if c.status == Status::False {
+            c.summary = "a user was told success more times than the limit".into();
+            return c;
+        }
+        if !kept {
+            return c.not_checked(
+                "no user identity on the server",
+                "not checked: the server keeps no buyers or orders (the client's successes are within the limit)",
+            );
+        }
+        if f.has_orders() {
+            let users = orders_over_limit(f, &mut c, limit);
+            c.summary = format!(
+                "{} users hold orders, checked by orders and the client",
+                thousands(users)
+            );
+            return c;
+        }
         c.unknown(format!(
             "{}: only the client's view was checked",
             why_no_users(f)
@@ -40,7 +55,11 @@ pub fn check(f: &Facts<'_>) -> Check {
         return c;
     };
     store_over_limit(&mut c, buyers, limit);
-    let users_with_tickets = orders_over_limit(f, &mut c, limit);
+    let users_with_tickets = if f.has_orders() {
+        orders_over_limit(f, &mut c, limit)
+    } else {
+        buyers.values().filter(|n| **n > 0).count() as u64
+    };
     c.summary = if c.status == Status::False {
         format!(
             "{} user(s) over the limit of {limit}",
@@ -56,10 +75,7 @@ pub fn check(f: &Facts<'_>) -> Check {
 }
 
 fn why_no_users(f: &Facts<'_>) -> String {
-    match f.store.buyers.why_missing() {
-        Some(why) => why.to_string(),
-        None => "the store's buyers were read".into(),
-    }
+    super::facts::why("the buyers", &f.store.buyers)
 }
 
 /// Successes per user whose order still takes a ticket, by the client's ledger.
@@ -192,9 +208,34 @@ mod tests {
     }
 
     #[test]
-    fn without_user_identity_on_the_server_it_cannot_decide() {
+    fn without_user_identity_on_the_server_it_is_not_checked_unless_the_client_saw_a_violation() {
         let mut kit = Kit::counters_only(3);
         kit.sell(1, 10);
-        assert_unknown(&kit.check(check), "keeps no buyers");
+        let c = kit.check(check);
+        assert_eq!(c.status, crate::audit::Status::NotChecked, "{c:#?}");
+        kit.sell(1, 20);
+        kit.ledger.rows[1].attempt = 2;
+        assert_fails(&kit.check(check), "client_user_over_limit");
+    }
+
+    #[test]
+    fn a_buyers_set_alone_is_enough() {
+        let mut kit = Kit::new(3);
+        kit.store.orders = crate::evidence::Part::NotKept("none".into());
+        kit.store.kept.orders = false;
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        assert_holds(&kit.check(check));
+        if let crate::evidence::Part::Read(b) = &mut kit.store.buyers {
+            b.insert("2".into(), 2);
+        }
+        assert_fails(&kit.check(check), "redis_user_over_limit");
+    }
+
+    #[test]
+    fn buyers_that_cannot_be_read_are_unknown() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        assert_unknown(&kit.store_unreadable().check(check), "could not be read");
     }
 }

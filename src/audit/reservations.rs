@@ -14,13 +14,15 @@ pub fn check(f: &Facts<'_>) -> Check {
         "Reservations: holds released after their timeout, never early, never twice; no payment after expiry",
     );
     let Some(ttl) = f.run.sale.hold_ttl_ms.filter(|&t| t > 0) else {
-        c.summary = "no reservations in this sale: nothing to check".into();
-        return c;
+        return c.not_checked(
+            "no reservations in this sale",
+            "not checked: no reservations in this sale",
+        );
     };
     c.fig("hold_ttl_ms", ttl);
     c.fig("release_slack_ms", RELEASE_SLACK_MS);
-    if !f.has_orders() {
-        return c.undecided(f.why_no_orders(), "unknown: no hold records");
+    if let Some(missing) = f.orders_missing() {
+        return c.missing(missing, "unknown: no hold records");
     }
     let (released, late_in_faults) = each_order(f, &mut c);
     c.fig("released_orders", released);
@@ -193,9 +195,9 @@ mod tests {
     }
 
     #[test]
-    fn a_sale_without_holds_has_nothing_to_check() {
+    fn a_sale_without_holds_is_not_checked() {
         let c = Kit::new(2).check(check);
-        assert_holds(&c);
+        assert_eq!(c.status, crate::audit::Status::NotChecked);
         assert!(c.summary.contains("no reservations"));
     }
 
@@ -227,9 +229,12 @@ mod tests {
     }
 
     #[test]
-    fn without_hold_records_it_cannot_decide() {
+    fn hold_records_that_cannot_be_read_are_unknown() {
+        let mut kit = Kit::new(2);
+        kit.run.sale.hold_ttl_ms = Some(1000);
+        assert_unknown(&kit.store_unreadable().check(check), "could not be read");
         let mut kit = Kit::counters_only(2);
         kit.run.sale.hold_ttl_ms = Some(1000);
-        assert_unknown(&kit.check(check), "keeps no order records");
+        assert_eq!(kit.check(check).status, crate::audit::Status::NotChecked);
     }
 }

@@ -25,8 +25,8 @@ pub fn check(f: &Facts<'_>) -> Check {
         "successes_orders",
         "Successes ↔ orders: every success the client saw is a real order, every order was asked for",
     );
-    if !f.has_orders() {
-        return c.undecided(f.why_no_orders(), "unknown: no order records");
+    if let Some(missing) = f.orders_missing() {
+        return c.missing(missing, "unknown: no order records");
     }
     let mut c = c;
     let mut tally = Tally::default();
@@ -252,9 +252,18 @@ mod tests {
     }
 
     #[test]
-    fn a_store_without_orders_cannot_decide() {
+    fn a_store_without_orders_is_not_checked() {
         let mut kit = Kit::counters_only(3);
         kit.sell(1, 10);
-        assert_unknown(&kit.check(check), "keeps no order records");
+        let c = kit.check(check);
+        assert_eq!(c.status, crate::audit::Status::NotChecked, "{c:#?}");
+        assert_eq!(c.not_checked.as_deref(), Some("no order records"));
+    }
+
+    #[test]
+    fn orders_that_cannot_be_read_are_unknown() {
+        let mut kit = Kit::new(3);
+        kit.sell(1, 10);
+        assert_unknown(&kit.store_unreadable().check(check), "could not be read");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{Check, Facts, Status};
 use crate::evidence::{
-    Evidence, NodeCounters, NodeLog, NodeStats, Order, OrderState, Part, Stock, Store,
+    Evidence, Kept, NodeCounters, NodeLog, NodeStats, Order, OrderState, Part, Stock, Store,
 };
 use crate::ledger::{Ledger, Row};
 use crate::protocol::{Kind, Reason};
@@ -61,6 +61,7 @@ impl Kit {
             ledger: Ledger {
                 rows: Vec::new(),
                 nodes: vec!["n1".into()],
+                order_names: Default::default(),
             },
             store: Store {
                 source: "the test's store".into(),
@@ -84,6 +85,15 @@ impl Kit {
                     sold: 0,
                     returns: 0,
                 }]),
+                kept: Kept {
+                    sold: true,
+                    grants: true,
+                    held_paid: true,
+                    buyers: true,
+                    orders: true,
+                    holds: true,
+                    nodes: true,
+                },
             },
             node_stats: Part::NotKept("the test runs no nodes".into()),
             logs: Part::NotKept("the test keeps no stat logs".into()),
@@ -104,6 +114,10 @@ impl Kit {
         kit.store.orders = Part::NotKept(not_kept("order records"));
         kit.store.holds = Part::NotKept(not_kept("holds"));
         kit.store.nodes = Part::NotKept(not_kept("per-node counters"));
+        kit.store.kept = Kept {
+            sold: true,
+            ..Kept::default()
+        };
         kit.run.profile = "seed".into();
         kit.run.nodes.clear();
         kit
@@ -112,11 +126,7 @@ impl Kit {
     /// The store could not be read at all.
     pub fn store_unreadable(mut self) -> Kit {
         let why = "cannot reach Redis at redis://127.0.0.1:1/0";
-        self.store = Store::unreadable(
-            "the test's store".into(),
-            crate::evidence::reference::KEPT,
-            why,
-        );
+        self.store = Store::unreadable("the test's store".into(), self.store.kept, why);
         self
     }
 

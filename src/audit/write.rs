@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use super::{Audit, Status};
 
-/// The one-line verdict, e.g. `verdict: FAILED (no_oversell, counter_bounds) — 2 of 8 checks false`.
+/// The one-line verdict, e.g. `verdict: PROVEN — 5 checks hold; 3 not checked (no order
+/// records; no stat logs; no reservations in this sale)` or `verdict: FAILED — 1 of 8 checks
+/// false: no_oversell`.
 pub fn verdict_line(audit: &Audit) -> String {
     let names = |s: Status| -> Vec<&str> {
         audit
@@ -16,8 +18,13 @@ pub fn verdict_line(audit: &Audit) -> String {
             .collect()
     };
     let n = audit.checks.len();
+    let skipped = not_checked(audit);
     let mut line = match audit.verdict {
-        Status::True => format!("verdict: PROVEN — all {n} checks hold"),
+        Status::True if skipped.is_empty() => format!("verdict: PROVEN — all {n} checks hold"),
+        Status::True | Status::NotChecked => format!(
+            "verdict: PROVEN — {} checks hold; {skipped}",
+            names(Status::True).len()
+        ),
         Status::False => {
             let failed = names(Status::False);
             format!(
@@ -35,10 +42,35 @@ pub fn verdict_line(audit: &Audit) -> String {
             )
         }
     };
+    if !skipped.is_empty() && audit.verdict != Status::True {
+        let _ = write!(line, " · {skipped}");
+    }
     if let Some(why) = &audit.invalid_run {
         let _ = write!(line, " · INVALID RUN: {why}");
     }
     line
+}
+
+/// "3 not checked (no order records; no stat logs)", or "" when every check was checked.
+fn not_checked(audit: &Audit) -> String {
+    let mut reasons: Vec<&str> = Vec::new();
+    let mut count = 0;
+    for c in audit
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::NotChecked)
+    {
+        count += 1;
+        let why = c.not_checked.as_deref().unwrap_or("no evidence");
+        if !reasons.contains(&why) {
+            reasons.push(why);
+        }
+    }
+    if count == 0 {
+        String::new()
+    } else {
+        format!("{count} not checked ({})", reasons.join("; "))
+    }
 }
 
 /// The audit in words: the verdict, a table of checks, then each check's findings in words.
@@ -48,8 +80,9 @@ pub fn markdown(audit: &Audit) -> String {
     let _ = writeln!(md, "**{}**\n", verdict_line(audit));
     let _ = writeln!(
         md,
-        "Profile `{}`, {} tickets. Each check answers true (proven), false (refuted, with \
-         witnesses) or unknown (the data to decide it is missing); the verdict is the worst.\n",
+        "System `{}`, {} tickets. Each check answers true (proven), false (refuted, with \
+         witnesses), unknown (the data to decide it should exist but is missing) or not checked \
+         (the system keeps no evidence for it); the verdict is the worst of the checked ones.\n",
         audit.profile, audit.tickets
     );
     let _ = writeln!(md, "| check | answer | summary |\n|---|---|---|");
@@ -76,6 +109,12 @@ pub fn markdown(audit: &Audit) -> String {
         }
         for why in &c.unknown_because {
             let _ = writeln!(md, "- Unknown because {why}.");
+        }
+        if let Some(why) = &c.not_checked {
+            let _ = writeln!(
+                md,
+                "- Not checked: {why} (the system keeps no evidence for it; this is not a finding)."
+            );
         }
         for (kind, count) in &c.anomalies {
             let _ = writeln!(md, "- **{kind}**: {count}");

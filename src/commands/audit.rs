@@ -11,7 +11,6 @@ use crate::error::Error;
 use crate::evidence::Part;
 use crate::exit::Done;
 use crate::ledger::Ledger;
-use crate::protocol::Profile;
 use crate::record::{RunRecord, SaleTerms};
 use crate::run_dir::{RUN_JSON, RunDir};
 use crate::system::{External, System};
@@ -26,11 +25,21 @@ pub struct AuditArgs {
     /// first.
     #[arg(long, conflicts_with = "run_dir", requires = "ledger")]
     pub redis: Option<String>,
-    /// What the server keeps: `reference` (orders, users, holds) or `seed` (the article's
-    /// `ticket_hash_key` counters only).
-    #[arg(long, value_enum, default_value = "reference")]
-    pub profile: ProfileArg,
-    /// Sale id (reference profile: keys `grab:{SALE}:*`).
+    /// How the system keeps the sale: a built-in preset, `reference` (orders, users, holds) or
+    /// `article` (the article's two counters only). For any other layout, describe the system
+    /// in a scenario's [system] and give `--scenario`.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "reference",
+        conflicts_with = "scenario"
+    )]
+    pub preset: PresetArg,
+    /// A scenario whose [system] describes the store (its [target] redis is not needed: give
+    /// --redis).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Sale id (reference preset: keys `grab:{SALE}:*`).
     #[arg(long)]
     pub sale: Option<String>,
     /// The client's ledger (a run folder's; the run record beside it is used when present).
@@ -53,13 +62,13 @@ pub struct AuditArgs {
     pub out: Option<PathBuf>,
 }
 
-/// `--profile` values.
+/// `--preset` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileArg {
-    /// The reference server's protocol.
+pub enum PresetArg {
+    /// The reference server's protocol and keys.
     Reference,
-    /// The article's protocol.
-    Seed,
+    /// The article's protocol and keys.
+    Article,
 }
 
 /// Runs the command.
@@ -96,11 +105,22 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
     } else {
         blank_record()
     };
-    let profile = match args.profile {
-        ProfileArg::Reference => Profile::Reference,
-        ProfileArg::Seed => Profile::Seed,
+    let (description, item) = match &args.scenario {
+        Some(path) => {
+            let sc = crate::scenario::load(path)?;
+            let item = sc.sale.item.clone();
+            ((*sc.description).clone(), Some(item))
+        }
+        None => {
+            let name = match args.preset {
+                PresetArg::Reference => "reference",
+                PresetArg::Article => "article",
+            };
+            (crate::scenario::preset(name, &[])?, None)
+        }
     };
-    record.profile = profile.name().into();
+    let reference = description.name == "reference";
+    record.profile = description.name.clone();
     if let Some(sale) = &args.sale {
         record.sale.id = sale.clone();
     }
@@ -110,7 +130,7 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
     if let Some(ttl) = args.hold_ttl {
         record.sale.hold_ttl_ms = Some(ttl.as_millis() as u64);
     }
-    if profile == Profile::Reference && record.sale.id.is_empty() {
+    if reference && record.sale.id.is_empty() {
         return Err(Error::Usage(format!(
             "--sale is required for the reference profile (no {RUN_JSON} beside the ledger)"
         )));
@@ -120,12 +140,18 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("audit-{}", crate::util::unix_secs())));
     let dir = RunDir::create(&out, "audit folder", "--out")?;
+    let names = crate::describe::store::Names {
+        item: item.unwrap_or_else(|| record.sale.id.clone()),
+        sale: record.sale.id.clone(),
+    };
     let mut system = External {
         redis: Some(url.to_string()),
-        profile,
-        sale: record.sale.id.clone(),
+        layout: description.store.clone(),
+        names,
+        tickets: args.tickets.unwrap_or(record.sale.tickets),
         stat_logs: args.stat_logs.clone(),
         settle: Duration::ZERO,
+        started: Default::default(),
     };
     // What the server was set up with fills what neither the run nor the flags say.
     let probe = system.collect(&dir, cancel);

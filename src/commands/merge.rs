@@ -151,6 +151,7 @@ fn combine(agents: &[Agent]) -> anyhow::Result<EngineResult> {
         ledger,
         transfer: None,
         cancelled: agents.iter().any(|a| a.meta.cancelled),
+        unmatched: Default::default(),
     })
 }
 
@@ -159,7 +160,9 @@ fn combine(agents: &[Agent]) -> anyhow::Result<EngineResult> {
 fn combine_ledgers(agents: &[Agent], base: u64) -> Ledger {
     let mut nodes: Vec<String> = Vec::new();
     let mut rows: Vec<Row> = Vec::with_capacity(agents.iter().map(|a| a.ledger.rows.len()).sum());
+    let mut order_names = std::collections::BTreeMap::new();
     for a in agents {
+        order_names.extend(a.ledger.order_names.clone());
         let shift = (a.meta.started_unix_us - base) as u32;
         let map: Vec<u16> = a
             .ledger
@@ -185,7 +188,11 @@ fn combine_ledgers(agents: &[Agent], base: u64) -> Ledger {
         }
     }
     rows.sort_by_key(|r| r.start_us);
-    Ledger { rows, nodes }
+    Ledger {
+        rows,
+        nodes,
+        order_names,
+    }
 }
 
 /// Per wall-clock second since `base`.
@@ -303,11 +310,26 @@ fn external(path: &Path) -> Result<External, Error> {
             path.display()
         )));
     };
+    let redis = match &ext.redis {
+        Some(crate::scenario::RedisSpec::Url(url)) => Some(url.clone()),
+        Some(crate::scenario::RedisSpec::Spawn) => {
+            return Err(Error::Usage(format!(
+                "merge: {} starts its own Redis; agents can only share a system that runs on its own",
+                path.display()
+            )));
+        }
+        None => None,
+    };
     Ok(External {
-        redis: ext.redis.clone(),
-        profile: ext.profile,
-        sale: sc.sale.id.clone(),
+        redis,
+        layout: sc.description.store.clone(),
+        names: crate::describe::store::Names {
+            sale: sc.sale.id.clone(),
+            item: sc.sale.item.clone(),
+        },
+        tickets: sc.sale.tickets,
         stat_logs: ext.stat_logs.clone(),
         settle: sc.timeouts.settle,
+        started: Default::default(),
     })
 }

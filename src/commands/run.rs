@@ -13,11 +13,11 @@ use clap::Args;
 
 use crate::cancel::Cancel;
 use crate::cluster::{ClusterInfo, Settle, Shared};
+use crate::describe::{Context, Protocol};
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Segment, Source};
 use crate::error::Error;
 use crate::exit::Done;
 use crate::faults::Targets;
-use crate::protocol::Profile;
 use crate::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use crate::run_dir::RunDir;
 use crate::scenario::{self, Scenario, System as Sut};
@@ -71,16 +71,9 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
     match &sc.system {
         Sut::Cluster(cluster) => built_in(&sc, cluster, args.reset_sale, &dir, &cancel),
         Sut::External(ext) => {
-            let target = Target::parse_loopback(&ext.url)?;
-            let result = load(&sc, &target, ext.profile, Segment::default(), &cancel)?;
-            let record = record(&sc, &result, ext.profile, Vec::new(), Vec::new());
-            let mut system = External {
-                redis: ext.redis.clone(),
-                profile: ext.profile,
-                sale: sc.sale.id.clone(),
-                stat_logs: ext.stat_logs.clone(),
-                settle: sc.timeouts.settle,
-            };
+            let (mut system, target) = External::bring_up(&sc, ext, &dir, &args.flaws, &cancel)?;
+            let result = load(&sc, &target, Segment::default(), &cancel)?;
+            let record = record(&sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
         }
     }
@@ -90,19 +83,29 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
 fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
     let mut sc = scenario::load(&args.scenario)?;
     if let Some(users) = args.users {
-        if users == 0 {
-            return Err(Error::Usage("--users must be at least 1".into()));
-        }
-        sc.users.count = users;
+        set_users(&mut sc, users)?;
     }
     match &mut sc.system {
         Sut::Cluster(c) => c.flaws.extend(args.flaws.iter().cloned()),
-        Sut::External(_) if !args.flaws.is_empty() => {
-            return Err(Error::Usage(
-                "--flaw applies to the built-in cluster only".into(),
-            ));
+        Sut::External(ext) => {
+            let known: Vec<&String> = ext.start.iter().flat_map(|p| &p.flaws).collect();
+            if let Some(f) = args.flaws.iter().find(|f| !known.contains(f)) {
+                return Err(Error::Usage(if known.is_empty() {
+                    format!(
+                        "--flaw {f}: the scenario starts no process that takes flaws (--flaw is for the built-in cluster and [[target.start]] processes that list them)"
+                    )
+                } else {
+                    format!(
+                        "--flaw {f}: unknown; the scenario's processes take {}",
+                        known
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }));
+            }
         }
-        Sut::External(_) => {}
     }
     if (args.segment.is_some() || args.attach.is_some()) && !sc.faults.is_empty() {
         return Err(Error::Usage(
@@ -110,6 +113,30 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
         ));
     }
     Ok(sc)
+}
+
+/// `--users N`: the first N users of the users file, or N generated ids.
+fn set_users(sc: &mut Scenario, users: u64) -> Result<(), Error> {
+    if users == 0 {
+        return Err(Error::Usage("--users must be at least 1".into()));
+    }
+    let table = &sc.users.table;
+    let new = if table.file.is_some() {
+        if users > table.len() {
+            return Err(Error::Usage(format!(
+                "--users {users}: the users file holds {}",
+                table.len()
+            )));
+        }
+        let mut t = (**table).clone();
+        t.truncate(users);
+        t
+    } else {
+        crate::describe::Users::generated(users, sc.users.id_offset)
+    };
+    sc.users.table = std::sync::Arc::new(new);
+    sc.users.count = users;
+    Ok(())
 }
 
 /// The built-in cluster, started for this run: load with the scenario's faults beside it.
@@ -123,13 +150,7 @@ fn built_in(
     let mut up = crate::cluster::bring_up(sc, cluster, dir, reset_sale, cancel)?;
     let target = Target::parse(&format!("http://{}/buy/ticket", up.target))?;
     let (result, injected) = load_with_faults(sc, &target, &mut up, cancel)?;
-    let record = record(
-        sc,
-        &result,
-        Profile::Reference,
-        up.records.clone(),
-        injected,
-    );
+    let record = record(sc, &result, up.records.clone(), injected);
     crate::pipeline::conclude(dir, &record, &result, &mut up, cancel)
 }
 
@@ -154,7 +175,7 @@ fn load_with_faults(
             let (faults, stop) = (&sc.faults, load_over.clone());
             scope.spawn(move || crate::faults::inject(faults, load_start, targets, &stop))
         });
-        let result = load(sc, target, Profile::Reference, Segment::default(), cancel);
+        let result = load(sc, target, Segment::default(), cancel);
         load_over.cancel();
         let injected = injector
             .map(|h| h.join().unwrap_or_default())
@@ -174,14 +195,8 @@ fn attached(
     let info = attach(sc, cluster_dir)?;
     wait_for_start(start_at, &sc.name, cancel)?;
     let target = Target::parse_loopback(&info.url)?;
-    let result = load(sc, &target, Profile::Reference, Segment::default(), cancel)?;
-    let mut record = record(
-        sc,
-        &result,
-        Profile::Reference,
-        info.nodes.clone(),
-        Vec::new(),
-    );
+    let result = load(sc, &target, Segment::default(), cancel)?;
+    let mut record = record(sc, &result, info.nodes.clone(), Vec::new());
     record.cluster_dir = Some(cluster_dir.to_path_buf());
     let mut system = Shared {
         info,
@@ -214,12 +229,19 @@ fn agent(
     dir: &RunDir,
     cancel: &Cancel,
 ) -> Result<Done, Error> {
-    let (url, nodes, profile) = match (&args.attach, &sc.system) {
+    let (url, nodes) = match (&args.attach, &sc.system) {
         (Some(cluster_dir), _) => {
             let info = attach(sc, cluster_dir)?;
-            (info.url, info.nodes, Profile::Reference)
+            (info.url, info.nodes)
         }
-        (None, Sut::External(ext)) => (ext.url.clone(), Vec::new(), ext.profile),
+        (None, Sut::External(ext)) if ext.start.is_empty() => {
+            (ext.url.source().to_string(), Vec::new())
+        }
+        (None, Sut::External(_)) => {
+            return Err(Error::Usage(
+                "agents share one system: a [target] the harness starts cannot be shared; run it yourself and name its url".into(),
+            ));
+        }
         (None, Sut::Cluster(_)) => {
             return Err(Error::Usage(
                 "agents share one system: start it with `grab-bench cluster up SCENARIO --dir DIR` and give every agent --attach DIR".into(),
@@ -232,8 +254,8 @@ fn agent(
         cancel,
     )?;
     let target = Target::parse_loopback(&url)?;
-    let result = load(sc, &target, profile, segment, cancel)?;
-    let mut record = record(sc, &result, profile, nodes, Vec::new());
+    let result = load(sc, &target, segment, cancel)?;
+    let mut record = record(sc, &result, nodes, Vec::new());
     record.segment = Some(segment);
     record.cluster_dir = args.attach.clone();
     dir.save_ledger(&result.ledger)?;
@@ -277,11 +299,10 @@ fn wait_for_start(start_at: Option<f64>, label: &str, cancel: &Cancel) -> Result
 fn load(
     sc: &Scenario,
     target: &Target,
-    profile: Profile,
     segment: Segment,
     cancel: &Cancel,
 ) -> Result<EngineResult, Error> {
-    let mut plan = engine_plan(sc, target, profile)?;
+    let mut plan = engine_plan(sc, target)?;
     plan.segment = segment;
     // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
     let tickets = (sc.sale.hold_ttl.is_none() && segment.count == 1).then_some(sc.sale.tickets);
@@ -300,10 +321,14 @@ fn load(
 }
 
 /// The engine plan of a scenario against `target`.
-pub fn engine_plan(sc: &Scenario, target: &Target, profile: Profile) -> Result<EnginePlan, Error> {
-    let mut buyers = BuyerPlan::new(sc.users.count, profile);
-    buyers.path = target.path.clone();
-    buyers.id_offset = sc.users.id_offset;
+pub fn engine_plan(sc: &Scenario, target: &Target) -> Result<EnginePlan, Error> {
+    let ctx = Context {
+        users: sc.users.table.clone(),
+        item: sc.sale.item.clone(),
+        sale: sc.sale.id.clone(),
+        target_path: target.path.clone(),
+    };
+    let mut buyers = BuyerPlan::new(std::sync::Arc::new(Protocol::new(&sc.description, ctx)));
     buyers.retries = sc.users.retries;
     buyers.retry_sold_out = sc.users.retry_sold_out;
     buyers.extra_buys = sc.users.extra_buys;
@@ -334,7 +359,6 @@ pub fn engine_plan(sc: &Scenario, target: &Target, profile: Profile) -> Result<E
 pub fn record(
     sc: &Scenario,
     r: &EngineResult,
-    profile: Profile,
     nodes: Vec<NodeRecord>,
     faults: Vec<FaultRecord>,
 ) -> RunRecord {
@@ -353,6 +377,6 @@ pub fn record(
         nodes,
         faults,
         thresholds: sc.thresholds.clone(),
-        ..RunRecord::new(&sc.name, profile.name(), sale)
+        ..RunRecord::new(&sc.name, &sc.description.name, sale)
     }
 }

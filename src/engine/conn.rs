@@ -15,7 +15,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -25,8 +25,9 @@ use std::io::Write as _;
 use super::raw::RawConn;
 use super::record::Recorder;
 use super::{Client, EnginePlan, RequestTemplate, Shared, Source, unit_hash};
+use crate::describe::{Answers, Attempt};
 use crate::ledger::Row;
-use crate::protocol::{self, Classified, Kind, Outcome, Profile, Reason};
+use crate::protocol::{Classified, Kind, Outcome, Reason};
 
 /// A template request with its parts parsed once, cloned cheaply per request.
 pub(crate) struct Prepared {
@@ -109,6 +110,8 @@ struct Job {
     due_us: u64,
     /// User id (template requests: the request index).
     user: u64,
+    /// The user's number in the users table (template requests: the request index).
+    index: u64,
     /// The user's attempt number (request id `{user}-{attempt}`).
     attempt: u32,
     /// [`Kind`] as u8.
@@ -147,8 +150,9 @@ struct ThreadCtx {
     rec: RefCell<Recorder>,
     /// Follow-ups (retries, payments) by due time.
     queue: RefCell<BinaryHeap<Reverse<Job>>>,
-    /// Headers for buyer requests.
-    headers: HeaderMap,
+    /// The engine's own header lines (`Host`, and `Connection: close` without keep-alive),
+    /// serialised once.
+    head: Vec<u8>,
     /// Progress counts not yet published to the shared [`super::Live`] atomics: publishing in
     /// batches keeps the threads from fighting over the counters' cache line per request.
     pending: RefCell<Pending>,
@@ -208,7 +212,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
             Source::Template(_)
         ))),
         queue: RefCell::new(BinaryHeap::new()),
-        headers: base_headers(&shared.plan)?,
+        head: head_lines(&base_headers(&shared.plan)?),
         stopped: Cell::new(false),
         pending: RefCell::new(Pending::default()),
         inflight: RefCell::new(vec![None; conns]),
@@ -249,7 +253,14 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
                 .filter_map(Option::take)
                 .collect();
             for (job, start_us) in inflight {
-                ctx.finish(&job, start_us, end_us, 0, &bare(Reason::Cancelled));
+                ctx.finish(
+                    &job,
+                    start_us,
+                    end_us,
+                    0,
+                    b"",
+                    &Classified::bare(Reason::Cancelled),
+                );
             }
         }
         ctx.pending
@@ -289,9 +300,12 @@ impl ThreadCtx {
                     None => now,
                 };
                 let (user, retries_left, sold_out_left, extra_left) = match &s.plan.source {
-                    Source::Buyers(b) => {
-                        (b.id_offset + k, b.retries, b.retry_sold_out, b.extra_buys)
-                    }
+                    Source::Buyers(b) => (
+                        b.protocol.ctx.users.id(k),
+                        b.retries,
+                        b.retry_sold_out,
+                        b.extra_buys,
+                    ),
                     Source::Template(_) => (k, 0, 0, 0),
                 };
                 self.pending.borrow_mut().users += 1;
@@ -299,6 +313,7 @@ impl ThreadCtx {
                     Job {
                         due_us,
                         user,
+                        index: k,
                         attempt: 1,
                         kind: Kind::Buy as u8,
                         order_id: 0,
@@ -316,7 +331,9 @@ impl ThreadCtx {
         }
     }
 
-    /// Builds the HTTP request for `job`.
+    /// Builds the HTTP request for `job`, for hyper: the template's, or the buyer request
+    /// rendered and read back into hyper's types (hyper is the reference client, not the fast
+    /// path, so this may allocate).
     fn request(&self, job: &Job) -> Request<Full<Bytes>> {
         if let Some(p) = &self.shared.template {
             let mut req = Request::new(Full::new(p.body.clone()));
@@ -325,79 +342,66 @@ impl ThreadCtx {
             *req.headers_mut() = p.headers.clone();
             return req;
         }
-        let Source::Buyers(b) = &self.shared.plan.source else {
-            unreachable!("a plan without template has buyers")
+        let (mut raw, mut scratch) = (Vec::new(), Vec::new());
+        self.serialize(job, &mut raw, &mut scratch);
+        let mut parsed = [httparse::EMPTY_HEADER; 64];
+        let mut head = httparse::Request::new(&mut parsed);
+        let len = match head.parse(&raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => 0,
         };
-        let (method, uri, body) = if job.kind == Kind::Pay as u8 {
-            (
-                Method::POST,
-                format!("/orders/{}/pay", job.order_id),
-                Bytes::from(format!("{{\"user_id\":\"{}\"}}", job.user)),
-            )
-        } else {
-            let sep = if b.path.contains('?') { '&' } else { '?' };
-            (
-                Method::GET,
-                format!(
-                    "{}{sep}user_id={u}&request_id={u}-{a}",
-                    b.path,
-                    u = job.user,
-                    a = job.attempt
-                ),
-                Bytes::new(),
-            )
-        };
-        let mut headers = self.headers.clone();
-        if !body.is_empty() {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut req = Request::new(Full::new(Bytes::copy_from_slice(&raw[len..])));
+        *req.method_mut() =
+            Method::from_bytes(head.method.unwrap_or("GET").as_bytes()).unwrap_or(Method::GET);
+        *req.uri_mut() = Uri::try_from(head.path.unwrap_or("/")).unwrap_or_default();
+        for h in head.headers.iter() {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
+                req.headers_mut().append(name, value);
+            }
         }
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = Uri::try_from(uri).expect("engine builds valid URIs");
-        *req.headers_mut() = headers;
         req
     }
 
-    /// Serialises the buyer request for `job` into `out`, for the raw client (no allocation
-    /// once `out` has grown).
-    fn serialize(&self, job: &Job, out: &mut Vec<u8>) {
+    /// Serialises the buyer request for `job` into `out` (its body through `scratch`), for the
+    /// raw client: no allocation once the buffers have grown.
+    fn serialize(&self, job: &Job, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
         let Source::Buyers(b) = &self.shared.plan.source else {
             unreachable!("templates are serialised once")
         };
-        out.clear();
-        if job.kind == Kind::Pay as u8 {
-            let _ = write!(out, "POST /orders/{}/pay HTTP/1.1\r\n", job.order_id);
-        } else {
-            let sep = if b.path.contains('?') { '&' } else { '?' };
-            let _ = write!(
-                out,
-                "GET {}{sep}user_id={u}&request_id={u}-{a} HTTP/1.1\r\n",
-                b.path,
-                u = job.user,
-                a = job.attempt
-            );
-        }
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if job.kind == Kind::Pay as u8 {
-            // `{"user_id":""}` is 14 bytes, plus the id's digits.
-            let body_len = 14 + job.user.checked_ilog10().unwrap_or(0) as usize + 1;
-            let _ = write!(
-                out,
-                "content-type: application/json\r\ncontent-length: {body_len}\r\n\r\n{{\"user_id\":\"{}\"}}",
-                job.user
-            );
-        } else {
-            out.extend_from_slice(b"\r\n");
-        }
+        let p = &b.protocol;
+        let (req, order) = match (job.kind == Kind::Pay as u8, &p.pay) {
+            (true, Some(pay)) => (pay, job.order_id),
+            _ => (&p.buy, 0),
+        };
+        let mut digits = [0u8; 20];
+        let rec = self.rec.borrow();
+        let order: &[u8] = match rec.order_name(order) {
+            Some(name) => name,
+            None => decimal(order, &mut digits),
+        };
+        let attempt = Attempt {
+            index: job.index,
+            user: job.user,
+            attempt: job.attempt,
+            order,
+        };
+        req.write(&p.ctx, &attempt, &self.head, out, scratch);
     }
 
-    /// Records a finished job and schedules the user's follow-up, if any.
-    fn finish(&self, job: &Job, start_us: u64, end_us: u64, status: u16, c: &Classified<'_>) {
+    /// Records a finished job and schedules the user's follow-up, if any; `body` is the answer
+    /// (kept only as a sample when no rule matched it).
+    fn finish(
+        &self,
+        job: &Job,
+        start_us: u64,
+        end_us: u64,
+        status: u16,
+        body: &[u8],
+        c: &Classified<'_>,
+    ) {
         let s = &*self.shared;
         {
             let mut p = self.pending.borrow_mut();
@@ -414,12 +418,16 @@ impl ThreadCtx {
         }
         let mut rec = self.rec.borrow_mut();
         rec.record(job.due_us, start_us, end_us, c.reason);
+        let order_id = c.order.map_or(0, |o| rec.order_key(o));
+        if c.reason == Reason::Unmatched {
+            rec.sample_unmatched(status, body);
+        }
         if s.plan.record_ledger {
             let node = c.node.map_or(0, |n| rec.intern(n));
             rec.ledger.push(Row {
                 user: job.user,
                 seq: c.seq,
-                order_id: c.order_id,
+                order_id,
                 intended_us: clamp32(job.due_us),
                 start_us: clamp32(start_us),
                 end_us: clamp32(end_us),
@@ -452,12 +460,13 @@ impl ThreadCtx {
             }
             Outcome::Ok
                 if job.kind == Kind::Buy as u8
-                    && c.order_id != 0
+                    && order_id != 0
+                    && b.protocol.pay.is_some()
                     && b.pay_probability > 0.0
                     && unit_hash(job.user) < b.pay_probability =>
             {
                 next.kind = Kind::Pay as u8;
-                next.order_id = c.order_id;
+                next.order_id = order_id;
                 next.retries_left = b.retries;
                 next.due_us = end_us + b.pay_delay.as_micros() as u64;
                 true
@@ -504,9 +513,15 @@ impl Conn {
 /// Long because it is the hot path's one loop (take work, connect, send, classify, record, follow up): split into functions, the per-request state would travel through arguments and `RefCell` borrows on every request.
 async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let s = ctx.shared.clone();
-    let profile = match &s.plan.source {
-        Source::Buyers(b) => b.profile,
-        Source::Template(_) => Profile::Plain,
+    // How answers are read: the protocol's rules per request kind; ab's templates as plain
+    // HTTP.
+    let plain = Answers::plain();
+    let (buy_answers, pay_answers) = match &s.plan.source {
+        Source::Buyers(b) => (
+            &b.protocol.buy.answers,
+            b.protocol.pay.as_ref().map_or(&plain, |p| &p.answers),
+        ),
+        Source::Template(_) => (&plain, &plain),
     };
     let head_only = s
         .template
@@ -515,6 +530,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let mut conn: Option<Conn> = None;
     let mut buf: Vec<u8> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::with_capacity(256);
+    let mut scratch: Vec<u8> = Vec::with_capacity(64);
     loop {
         let (job, claimed_at) = match ctx.next() {
             Next::Done => break,
@@ -559,7 +575,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 }
                 Err(()) => {
                     let end_us = s.now_us();
-                    ctx.finish(&job, start_us, end_us, 0, &bare(Reason::ConnectRefused));
+                    let refused = Classified::bare(Reason::ConnectRefused);
+                    ctx.finish(&job, start_us, end_us, 0, b"", &refused);
                     if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                         t.connect_errors += 1;
                     }
@@ -583,7 +600,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 let request: &[u8] = match &s.template {
                     Some(p) => &p.raw,
                     None => {
-                        ctx.serialize(&job, &mut wbuf);
+                        ctx.serialize(&job, &mut wbuf, &mut scratch);
                         &wbuf
                     }
                 };
@@ -606,7 +623,12 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         match outcome {
             Ok(resp) => {
                 let body: &[u8] = resp.first.as_deref().unwrap_or(&buf);
-                let c = protocol::classify(profile, kind, resp.status, body);
+                let answers = if kind == Kind::Pay {
+                    pay_answers
+                } else {
+                    buy_answers
+                };
+                let c = answers.classify(kind, resp.status, body);
                 if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                     let len = body.len() as u64;
                     t.body_bytes += len;
@@ -632,7 +654,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     t.waiting.saturating_record(waiting.max(1));
                     t.processing.saturating_record((total - connect_us).max(1));
                 }
-                ctx.finish(&job, start_us, end_us, resp.status, &c);
+                ctx.finish(&job, start_us, end_us, resp.status, body, &c);
                 // hyper closes the connection itself when the server says `Connection: close`
                 // (`ready()` then fails); the raw client marks itself unusable.
                 if !s.plan.keep_alive {
@@ -646,20 +668,38 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                         _ => t.exceptions += 1,
                     }
                 }
-                ctx.finish(&job, start_us, end_us, 0, &bare(reason));
+                ctx.finish(&job, start_us, end_us, 0, b"", &Classified::bare(reason));
                 conn = None;
             }
         }
     }
 }
 
-fn bare(reason: Reason) -> Classified<'static> {
-    Classified {
-        reason,
-        seq: 0,
-        order_id: 0,
-        node: None,
+/// The header lines of `headers`, serialised once.
+fn head_lines(headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+    out
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// Opens a TCP connection with `TCP_NODELAY` for the plan's client; for hyper, runs the HTTP/1.1

@@ -24,11 +24,12 @@ use hdrhistogram::Histogram;
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
+use crate::describe::{Protocol, Users};
 use crate::ledger::Ledger;
-use crate::protocol::{Outcome, Profile, Reason};
+use crate::protocol::{Outcome, Reason};
 
 pub use progress::{Live, Progress, run_with_progress};
-pub use record::{Interval, LagStats, ReasonCounts, Transfer};
+pub use record::{Interval, LagStats, ReasonCounts, Transfer, Unmatched};
 pub use schedule::{Schedule, Stage};
 
 /// Everything the engine needs to run one load; built and validated by the callers (ab, run).
@@ -185,15 +186,12 @@ pub struct RequestTemplate {
     pub body: Bytes,
 }
 
-/// Simulated buyers: user index i has id `id_offset + i`.
+/// Simulated buyers: the users of the protocol's users table, each buying as the protocol
+/// says, with retries and payments.
 #[derive(Debug, Clone)]
 pub struct BuyerPlan {
-    /// Number of distinct users.
-    pub count: u64,
-    /// Id of user index 0 (segments of users on several machines use disjoint offsets).
-    pub id_offset: u64,
-    /// Buy path, e.g. `/buy/ticket`; `user_id` and `request_id` are appended as query.
-    pub path: String,
+    /// The requests (templates), how their answers are read, and the users.
+    pub protocol: Arc<Protocol>,
     /// Retries after an info outcome, each with a new request id.
     pub retries: u16,
     /// Extra tries after a definite "sold out".
@@ -207,25 +205,40 @@ pub struct BuyerPlan {
     pub pay_probability: f64,
     /// How long after the hold the payment is sent.
     pub pay_delay: Duration,
-    /// How to read the answers.
-    pub profile: Profile,
 }
 
 impl BuyerPlan {
-    /// A plan with the common defaults: path `/buy/ticket`, no retries, no payments.
-    pub fn new(count: u64, profile: Profile) -> BuyerPlan {
+    /// Buyers of `protocol` with the common defaults: no retries, no payments.
+    pub fn new(protocol: Arc<Protocol>) -> BuyerPlan {
         BuyerPlan {
-            count,
-            id_offset: 1,
-            path: "/buy/ticket".into(),
+            protocol,
             retries: 0,
             retry_sold_out: 0,
             extra_buys: 0,
             retry_backoff: Duration::from_millis(50),
             pay_probability: 0.0,
             pay_delay: Duration::from_millis(100),
-            profile,
         }
+    }
+
+    /// `count` buyers with ids 1.. of the built-in preset `preset` (`reference`, `article`) at
+    /// `path`: the shape the built-in cluster and the engine's tests use.
+    pub fn preset(preset: &str, count: u64, path: &str) -> BuyerPlan {
+        BuyerPlan::new(Arc::new(Protocol::preset(
+            preset,
+            Users::generated(count, 1),
+            path,
+        )))
+    }
+
+    /// The built-in preset `preset` for the users `users` at `path`.
+    pub fn preset_for(preset: &str, users: Users, path: &str) -> BuyerPlan {
+        BuyerPlan::new(Arc::new(Protocol::preset(preset, users, path)))
+    }
+
+    /// How many distinct users there are.
+    pub fn count(&self) -> u64 {
+        self.protocol.ctx.users.len()
     }
 }
 
@@ -252,6 +265,8 @@ pub struct EngineResult {
     pub transfer: Option<Transfer>,
     /// Whether the run was cut short by cancellation or `max_duration`.
     pub cancelled: bool,
+    /// Answers no rule of the description matched.
+    pub unmatched: record::Unmatched,
 }
 
 impl EngineResult {
@@ -389,7 +404,7 @@ pub fn run_with_live(
     let template = match &plan.source {
         Source::Template(t) => Some(conn::Prepared::new(t, &plan)?),
         Source::Buyers(b) => {
-            claim_limit = claim_limit.min(b.count);
+            claim_limit = claim_limit.min(b.count());
             ensure!(
                 (0.0..=1.0).contains(&b.pay_probability),
                 "pay_probability must be within 0..=1"
@@ -451,9 +466,11 @@ pub fn run_with_live(
         ledger: Ledger {
             rows: m.rows,
             nodes: m.nodes,
+            order_names: m.order_names,
         },
         transfer: m.transfer,
         cancelled,
+        unmatched: m.unmatched,
     })
 }
 

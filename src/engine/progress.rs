@@ -79,7 +79,7 @@ fn expected_total(plan: &EnginePlan) -> Option<u64> {
     match (&plan.load, &plan.source) {
         (Load::Closed { requests, .. }, Source::Template(_)) => *requests,
         (Load::Closed { requests, .. }, Source::Buyers(b)) => {
-            Some(requests.map_or(b.count, |r| r.min(b.count)))
+            Some(requests.map_or(b.count(), |r| r.min(b.count())))
         }
         (Load::Open { stages }, _) => super::Schedule::new(stages).ok().map(|s| s.total()),
     }

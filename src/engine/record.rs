@@ -3,6 +3,8 @@
 //! Each engine thread owns one [`Recorder`] (no locks, no shared cache lines); the engine merges
 //! them losslessly with `Histogram::add` once the threads are done.
 
+use std::collections::HashMap;
+
 use hdrhistogram::Histogram;
 
 use crate::ledger::Row;
@@ -225,6 +227,37 @@ pub(crate) struct Recorder {
     pub nodes: Vec<Box<[u8]>>,
     /// ab detail, when the source is a template.
     pub transfer: Option<Transfer>,
+    /// Order ids that are not numbers, by their key (see [`crate::ledger::order_key`]).
+    pub order_names: HashMap<u64, Box<[u8]>>,
+    /// Answers no rule matched: how many, and the first few.
+    pub unmatched: Unmatched,
+}
+
+/// Answers no rule of the description matched: counted, and a few kept so the report can show
+/// what they looked like.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Unmatched {
+    /// How many.
+    pub count: u64,
+    /// The first few, as `HTTP <status> <body prefix>`.
+    pub samples: Vec<String>,
+}
+
+/// Samples of unmatched answers kept, and how much of each body.
+const UNMATCHED_SAMPLES: usize = 5;
+/// See [`UNMATCHED_SAMPLES`].
+const SAMPLE_BYTES: usize = 200;
+
+impl Unmatched {
+    /// Adds another thread's.
+    pub fn add(&mut self, other: &Unmatched) {
+        self.count += other.count;
+        for s in &other.samples {
+            if self.samples.len() < UNMATCHED_SAMPLES {
+                self.samples.push(s.clone());
+            }
+        }
+    }
 }
 
 impl Recorder {
@@ -235,6 +268,34 @@ impl Recorder {
             ledger: Vec::new(),
             nodes: Vec::new(),
             transfer: transfer.then(Transfer::new),
+            order_names: HashMap::new(),
+            unmatched: Unmatched::default(),
+        }
+    }
+
+    /// The ledger key of an order id as the server wrote it; a name that is not a number is
+    /// kept (once) so it can be shown and sent back (payments).
+    pub fn order_key(&mut self, name: &[u8]) -> u64 {
+        let key = crate::ledger::order_key(name);
+        if key >= crate::ledger::NAMED_ORDER && !self.order_names.contains_key(&key) {
+            self.order_names.insert(key, name.into());
+        }
+        key
+    }
+
+    /// The name of a non-numeric order id, by its key.
+    pub fn order_name(&self, key: u64) -> Option<&[u8]> {
+        self.order_names.get(&key).map(|n| &n[..])
+    }
+
+    /// Counts an answer no rule matched, keeping the first few.
+    pub fn sample_unmatched(&mut self, status: u16, body: &[u8]) {
+        self.unmatched.count += 1;
+        if self.unmatched.samples.len() < UNMATCHED_SAMPLES {
+            let cut = &body[..body.len().min(SAMPLE_BYTES)];
+            self.unmatched
+                .samples
+                .push(format!("HTTP {status} {}", String::from_utf8_lossy(cut)));
         }
     }
 
@@ -293,6 +354,10 @@ pub(crate) struct Merged {
     pub nodes: Vec<String>,
     /// ab detail, summed over threads.
     pub transfer: Option<Transfer>,
+    /// Names of non-numeric order ids, by key.
+    pub order_names: std::collections::BTreeMap<u64, String>,
+    /// Answers no rule matched.
+    pub unmatched: Unmatched,
 }
 
 /// Merges per-thread recorders losslessly; ledger rows are sorted by start time.
@@ -306,8 +371,15 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         rows: Vec::with_capacity(recorders.iter().map(|r| r.ledger.len()).sum()),
         nodes: Vec::new(),
         transfer: None,
+        order_names: Default::default(),
+        unmatched: Unmatched::default(),
     };
     for rec in recorders {
+        for (k, name) in &rec.order_names {
+            m.order_names
+                .insert(*k, String::from_utf8_lossy(name).into_owned());
+        }
+        m.unmatched.add(&rec.unmatched);
         for iv in &rec.seconds {
             while m.seconds.len() <= iv.second as usize {
                 let n = m.seconds.len() as u32;

@@ -5,11 +5,10 @@
 //!
 //! Each part is a [`Part`]: read, kept but unreadable (the checks that need it answer
 //! unknown), or not kept by this system at all. A reader turns one system's layout into this
-//! shape: [`reference`] for the reference server's Redis keys, [`seed`] for the article's
-//! `ticket_hash_key`, [`statlog`] for the nodes' logs. The audit never sees a Redis key.
+//! shape: `describe::store` for any described Redis layout (the reference server's and the
+//! article's are presets of it), [`statlog`] for the nodes' logs. The audit never sees a Redis
+//! key.
 
-pub mod reference;
-pub mod seed;
 pub mod statlog;
 
 use std::collections::BTreeMap;
@@ -80,11 +79,24 @@ pub struct Store {
     pub holds: Part<BTreeMap<String, f64>>,
     /// Per-node counters the store keeps (quota registered, live sales, returns), by node.
     pub nodes: Part<Vec<NodeCounters>>,
+    /// What this system keeps at all, whether or not it could be read: a check whose evidence
+    /// is not kept is "not checked"; one whose evidence is kept but missing is unknown.
+    #[serde(default)]
+    pub kept: Kept,
 }
 
 /// Which parts a store layout keeps: what a failed read could not read, and what it never had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Kept {
+    /// A count of tickets sold (or left).
+    #[serde(default)]
+    pub sold: bool,
+    /// A count of grants ever made.
+    #[serde(default)]
+    pub grants: bool,
+    /// Counts of held and paid tickets.
+    #[serde(default)]
+    pub held_paid: bool,
     /// Buyers per user.
     pub buyers: bool,
     /// Order records.
@@ -108,11 +120,16 @@ impl Store {
         Store {
             source,
             taken_unix_ms: 0,
-            stock: Part::Unreadable(why.to_string()),
+            stock: if kept.sold {
+                Part::Unreadable(why.to_string())
+            } else {
+                Part::NotKept("the system keeps no stock counters".into())
+            },
             buyers: part(kept.buyers, why, "buyers per user"),
             orders: part(kept.orders, why, "order records"),
             holds: part(kept.holds, why, "hold records"),
             nodes: part(kept.nodes, why, "per-node counters"),
+            kept,
         }
     }
 }

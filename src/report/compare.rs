@@ -142,7 +142,7 @@ fn regressions(rows: &[Row], a: &Summary, b: &Summary, limit: f64) -> Vec<String
         }
     }
     let rank = |s: Status| match s {
-        Status::True => 0,
+        Status::True | Status::NotChecked => 0,
         Status::Unknown => 1,
         Status::False => 2,
     };

@@ -369,7 +369,8 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// JUnit XML: one test case per check (false → failure, unknown → error) and per threshold.
+/// JUnit XML: one test case per check (false → failure, unknown → error, not checked →
+/// skipped) and per threshold.
 fn junit(s: &Summary) -> String {
     let failures = s
         .checks
@@ -382,15 +383,20 @@ fn junit(s: &Summary) -> String {
         .iter()
         .filter(|c| c.status == Status::Unknown)
         .count();
+    let skipped = s
+        .checks
+        .iter()
+        .filter(|c| c.status == Status::NotChecked)
+        .count();
     let tests = s.checks.len() + s.thresholds.len();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
-        "<testsuites name=\"grab-bench\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\">"
+        "<testsuites name=\"grab-bench\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\">"
     );
     let _ = writeln!(
         x,
-        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{:.3}\">",
+        "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         xml_escape(&s.scenario),
         s.elapsed_s
     );
@@ -402,6 +408,13 @@ fn junit(s: &Summary) -> String {
         );
         match c.status {
             Status::True => x.push_str("/>\n"),
+            Status::NotChecked => {
+                let _ = writeln!(
+                    x,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>",
+                    xml_escape(&c.summary)
+                );
+            }
             Status::False => {
                 let _ = writeln!(
                     x,

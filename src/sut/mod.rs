@@ -6,6 +6,7 @@ pub mod child;
 pub mod nginx;
 pub mod node;
 pub mod redis;
+pub mod service;
 
 use std::path::PathBuf;
 

@@ -1,15 +1,12 @@
 //! A reference node as a separate process (`grab-bench serve ...`), listening on a port the OS
 //! picks; the node prints its bound address, which is how we learn it without a port race.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::SutError;
-use super::child::ChildGuard;
+use super::service::ServiceProcess;
 
 /// How to start one node.
 #[derive(Debug, Clone)]
@@ -41,106 +38,54 @@ pub struct NodeProcess {
     pub spec: NodeSpec,
     /// Where it listens.
     pub addr: SocketAddr,
-    child: ChildGuard,
+    child: ServiceProcess,
 }
 
 impl NodeProcess {
     /// Starts `program serve ...` and waits until `/healthz` answers.
     /// `program` is the grab-bench binary (or `target-server`, which takes the same flags
     /// without the `serve` word: pass `serve_word = false`).
-    ///
-    /// Long because starting a child is one sequence (command line, spawn, forward its output, learn its address, wait for health), each step with its own failure message.
     pub fn start(program: &Path, serve_word: bool, spec: NodeSpec) -> Result<Self, SutError> {
-        let mut cmd = Command::new(program);
+        let mut args: Vec<String> = Vec::new();
         if serve_word {
-            cmd.arg("serve");
+            args.push("serve".into());
         }
         let listen = spec
             .listen
             .map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
-        cmd.args(["--listen", &listen])
-            .args(["--redis", &spec.redis_url])
-            .args(["--node-id", &spec.id])
-            .args(["--sale", &spec.sale])
-            .args(["--local-stock", &spec.local_stock.to_string()])
-            .arg("--stat-log")
-            .arg(&spec.stat_log);
+        for (flag, value) in [
+            ("--listen", listen),
+            ("--redis", spec.redis_url.clone()),
+            ("--node-id", spec.id.clone()),
+            ("--sale", spec.sale.clone()),
+            ("--local-stock", spec.local_stock.to_string()),
+            ("--stat-log", spec.stat_log.display().to_string()),
+        ] {
+            args.extend([flag.to_string(), value]);
+        }
         if let Some(ttl) = spec.hold_ttl {
-            cmd.args(["--hold-ttl", &format!("{}ms", ttl.as_millis())]);
+            args.extend(["--hold-ttl".into(), format!("{}ms", ttl.as_millis())]);
         }
         for flaw in &spec.flaws {
-            cmd.args(["--flaw", flaw]);
+            args.extend(["--flaw".into(), flaw.clone()]);
         }
-        cmd.args(&spec.extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        args.extend(spec.extra_args.iter().cloned());
         let what = format!("node {}", spec.id);
-        let mut child_proc =
-            ChildGuard::spawn(what.clone(), cmd).map_err(|source| SutError::Io {
-                what: format!("starting {what} ({})", program.display()),
-                source,
-            })?;
-        let (stdout, stderr) = child_proc.take_pipes();
-        let (tx, rx) = mpsc::channel::<Result<SocketAddr, String>>();
-        // Forward the node's stderr (flaw banners, errors) and find the address on stdout.
-        if let Some(stderr) = stderr {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut last = String::new();
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("{line}");
-                    last = line;
-                }
-                let _ = tx.send(Err(last));
-            });
-        }
-        if let Some(stdout) = stdout {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.split("listening on http://").nth(1)
-                        && let Ok(addr) = addr.trim().parse()
-                    {
-                        let _ = tx.send(Ok(addr));
-                    }
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(addr)) => break addr,
-                Ok(Err(last)) => {
-                    // stderr closed: the node exited
-                    return Err(SutError::NotReady {
-                        what,
-                        detail: format!("it exited: {last}"),
-                    });
-                }
-                Err(_) if Instant::now() > deadline => {
-                    return Err(SutError::NotReady {
-                        what,
-                        detail: "no address printed within 15 s".into(),
-                    });
-                }
-                Err(_) => {
-                    if let Some(status) = child_proc.try_wait() {
-                        return Err(SutError::NotReady {
-                            what,
-                            detail: format!("it exited with {status}"),
-                        });
-                    }
-                }
-            }
-        };
-        wait_http_ok(addr, "/healthz", deadline).map_err(|detail| SutError::NotReady {
+        let service = ServiceProcess::start(&what, program, &args, "listening on http://")?;
+        let addr = service.addr.ok_or_else(|| SutError::NotReady {
             what: what.clone(),
-            detail,
+            detail: "its ready line has no address".into(),
         })?;
+        wait_http_ok(addr, "/healthz", Instant::now() + Duration::from_secs(15)).map_err(
+            |detail| SutError::NotReady {
+                what: what.clone(),
+                detail,
+            },
+        )?;
         Ok(NodeProcess {
             spec,
             addr,
-            child: child_proc,
+            child: service,
         })
     }
 
@@ -151,7 +96,7 @@ impl NodeProcess {
 
     /// Kills it at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        self.child.kill_now();
+        self.child.kill();
     }
 
     /// Sends a signal to the node.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use grab_bench::engine::{self, BuyerPlan, Client, EnginePlan, Load, RequestTemplate, Source};
-use grab_bench::protocol::{Kind, Outcome, Profile, Reason};
+use grab_bench::protocol::{Kind, Outcome, Reason};
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
@@ -76,10 +76,11 @@ fn buyers_ledger(client: Client) {
                     requests: None,
                     duration: None, // buyers end when every user is done
                 },
-                Source::Buyers(BuyerPlan {
-                    id_offset: 1000,
-                    ..BuyerPlan::new(users, Profile::Reference)
-                }),
+                Source::Buyers(BuyerPlan::preset_for(
+                    "reference",
+                    grab_bench::describe::Users::generated(users, 1000),
+                    "/buy/ticket",
+                )),
             ),
         ),
         CancellationToken::new(),
@@ -202,7 +203,7 @@ fn retries_and_payments(client: Client) {
                     retry_backoff: Duration::from_millis(5),
                     pay_probability: 1.0,
                     pay_delay: Duration::from_millis(10),
-                    ..BuyerPlan::new(users, Profile::Reference)
+                    ..BuyerPlan::preset("reference", users, "/buy/ticket")
                 }),
             ),
         ),
@@ -337,7 +338,7 @@ fn connect_refused_is_a_fail() {
                 requests: Some(10),
                 duration: None,
             },
-            Source::Buyers(BuyerPlan::new(5, Profile::Seed)),
+            Source::Buyers(BuyerPlan::preset("article", 5, "/buy/ticket")),
         ),
         CancellationToken::new(),
     )
@@ -369,7 +370,7 @@ fn the_hard_time_limit_cancels_in_flight_requests() {
                 requests: None,
                 duration: None,
             },
-            Source::Buyers(BuyerPlan::new(10, Profile::Reference)),
+            Source::Buyers(BuyerPlan::preset("reference", 10, "/buy/ticket")),
         )
     };
     let t = Instant::now();

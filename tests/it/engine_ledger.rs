@@ -44,6 +44,7 @@ fn large_ledger_round_trip() {
     let ledger = Ledger {
         rows,
         nodes: vec!["n1".into(), "n2".into(), "n3".into()],
+        order_names: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.csv");

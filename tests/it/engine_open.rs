@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use grab_bench::engine::{self, BuyerPlan, EnginePlan, Load, Source, Stage};
-use grab_bench::protocol::{Profile, Reason};
+use grab_bench::protocol::Reason;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::fixture::{Reply, start};
@@ -17,7 +17,7 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
         threads: 2,
         keep_alive: true,
         load: Load::Open { stages },
-        source: Source::Buyers(BuyerPlan::new(u64::MAX / 2, Profile::Seed)),
+        source: Source::Buyers(BuyerPlan::preset("article", u64::MAX / 2, "/buy/ticket")),
         request_timeout: Duration::from_secs(5),
         max_duration: Duration::from_secs(30),
         record_ledger: true,

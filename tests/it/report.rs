@@ -15,7 +15,7 @@ use grab_bench::engine::{
     Stage, unit_hash,
 };
 use grab_bench::ledger::{Ledger, Row};
-use grab_bench::protocol::{Kind, Profile, Reason};
+use grab_bench::protocol::{Kind, Reason};
 use grab_bench::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use grab_bench::report::{self, CHART_SIZE, TIMESERIES_COLUMNS};
 use grab_bench::run_dir::{
@@ -165,9 +165,11 @@ fn synthetic(s: &Synth) -> EngineResult {
         ledger: Ledger {
             rows,
             nodes: (1..=s.quotas.len()).map(|i| format!("n{i}")).collect(),
+            order_names: Default::default(),
         },
         transfer: None,
         cancelled: false,
+        unmatched: Default::default(),
     }
 }
 
@@ -473,7 +475,7 @@ fn report_of_a_real_engine_run() {
         ..EnginePlan::new(
             server.addr,
             load,
-            Source::Buyers(BuyerPlan::new(1_200, Profile::Reference)),
+            Source::Buyers(BuyerPlan::preset("reference", 1_200, "/buy/ticket")),
         )
     };
     let result = engine::run(plan, Default::default()).unwrap();

@@ -135,7 +135,7 @@ fn an_external_reference_server_is_loaded_and_checked() {
         &scenario,
         format!(
             "[sale]\nid = \"ext\"\ntickets = 50\n[target]\nurl = \"http://{}/buy/ticket\"\nredis = \"{}\"\n\
-             stat_logs = [\"{}\"]\nprofile = \"reference\"\n[users]\ncount = 300\n\
+             stat_logs = [\"{}\"]\n[system]\npreset = \"reference\"\n[users]\ncount = 300\n\
              [load]\nmode = \"closed\"\nconnections = 8\n[timeouts]\nsettle = \"500ms\"\n",
             node.addr,
             redis.url,

@@ -1,7 +1,7 @@
 //! A flash-sale server written the way the article writes it (ARCHITECTURE.md, "The protocols"),
 //! as a test fixture for the audit: one front on a port-0 listener that hands each request to
 //! one of its nodes in turn (the article's Nginx round-robin); each node takes one ticket from its
-//! local stock, then runs the article's Lua script on `ticket_hash_key`, answers
+//! local stock, then runs the article's Lua script on the article's hash, answers
 //! `{"code":1,...}` or `{"code":-1,...}`, and appends `result:1,localSales:N` or
 //! `result:0,localSales:N` to its own stat log.
 //!
@@ -26,35 +26,38 @@ use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-/// The article's Redis hash and its two fields.
-const HASH_KEY: &str = "ticket_hash_key";
-/// Field holding the number of tickets for sale.
-const TOTAL_FIELD: &str = "ticket_total_nums";
-/// Field holding the number of tickets sold so far.
-const SOLD_FIELD: &str = "ticket_sold_nums";
+/// The article's Redis hash and its two fields (stock, sold), as the built-in `article` preset
+/// names them: that preset is the one place they are spelled.
+pub fn article_keys() -> (String, String, String) {
+    let d = grab_bench::scenario::preset("article", &[]).expect("the article preset compiles");
+    let total = d.store.total.expect("the article keeps its stock");
+    let sold = d.store.sold.expect("the article keeps its sold count");
+    (
+        total.key.source().to_string(),
+        total.field.expect("in a hash field"),
+        sold.field.expect("in a hash field"),
+    )
+}
 
-/// The article's script, verbatim: it sells while `total >= sold`, so it sells total + 1.
+/// The article's script, as it is but for names: it sells while `total >= sold`, so it sells
+/// total + 1.
 const ARTICLE_LUA: &str = r"
-local ticket_key = KEYS[1]
-local ticket_total_key = ARGV[1]
-local ticket_sold_key = ARGV[2]
-local ticket_total_nums = tonumber(redis.call('HGET', ticket_key, ticket_total_key))
-local ticket_sold_nums = tonumber(redis.call('HGET', ticket_key, ticket_sold_key))
-if ticket_total_nums >= ticket_sold_nums then
-    return redis.call('HINCRBY', ticket_key, ticket_sold_key, 1)
+local key, total_field, sold_field = KEYS[1], ARGV[1], ARGV[2]
+local total = tonumber(redis.call('HGET', key, total_field))
+local sold = tonumber(redis.call('HGET', key, sold_field))
+if total >= sold then
+    return redis.call('HINCRBY', key, sold_field, 1)
 end
 return 0
 ";
 
 /// The same script with the check fixed to `sold < total`.
 const CORRECT_LUA: &str = r"
-local ticket_key = KEYS[1]
-local ticket_total_key = ARGV[1]
-local ticket_sold_key = ARGV[2]
-local ticket_total_nums = tonumber(redis.call('HGET', ticket_key, ticket_total_key))
-local ticket_sold_nums = tonumber(redis.call('HGET', ticket_key, ticket_sold_key))
-if ticket_sold_nums < ticket_total_nums then
-    return redis.call('HINCRBY', ticket_key, ticket_sold_key, 1)
+local key, total_field, sold_field = KEYS[1], ARGV[1], ARGV[2]
+local total = tonumber(redis.call('HGET', key, total_field))
+local sold = tonumber(redis.call('HGET', key, sold_field))
+if sold < total then
+    return redis.call('HINCRBY', key, sold_field, 1)
 end
 return 0
 ";
@@ -67,9 +70,9 @@ const SOLD_OUT_BODY: &str = r#"{"code":-1,"msg":"已售罄"}"#;
 /// Which check the Redis script makes: the planted off-by-one or the fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LuaCheck {
-    /// The article's `ticket_total_nums >= ticket_sold_nums`: one ticket too many is sold.
+    /// The article's `total >= sold`: one ticket too many is sold.
     ArticleOffByOne,
-    /// `ticket_sold_nums < ticket_total_nums`: never more than the total.
+    /// `sold < total`: never more than the total.
     Correct,
 }
 
@@ -78,7 +81,7 @@ pub enum LuaCheck {
 pub struct ArticleConfig {
     /// The private Redis to use (`redis://127.0.0.1:PORT/0`).
     pub redis_url: String,
-    /// Tickets for sale: written as `HSET ticket_hash_key ticket_total_nums N ticket_sold_nums 0`.
+    /// Tickets for sale: written into the article's hash as its stock, with 0 sold.
     pub tickets: u64,
     /// Each node's local stock (the article's `LocalInStock`); every request uses one, and the
     /// first `local_stock` requests pass (the article's `LocalSalesVolume < LocalInStock` lets
@@ -92,6 +95,9 @@ pub struct ArticleConfig {
     /// connection broke) after the local stock was already taken, and is answered "sold out"
     /// like the article's `if err != nil { return false }`. The ticket is stranded.
     pub redis_fails_every: Option<u64>,
+    /// Planted fault: every k-th request of a node is answered HTTP 503 at once, touching
+    /// neither local stock nor Redis — an honest error, given while tickets remain.
+    pub errors_every: Option<u64>,
     /// Directory for the nodes' stat logs.
     pub log_dir: PathBuf,
 }
@@ -106,6 +112,7 @@ impl ArticleConfig {
             lua: LuaCheck::ArticleOffByOne,
             nodes: 1,
             redis_fails_every: None,
+            errors_every: None,
             log_dir: log_dir.to_path_buf(),
         }
     }
@@ -138,6 +145,10 @@ struct Shared {
     script: redis::Script,
     /// Planted fault, see [`ArticleConfig::redis_fails_every`].
     redis_fails_every: Option<u64>,
+    /// Planted fault, see [`ArticleConfig::errors_every`].
+    errors_every: Option<u64>,
+    /// The article's hash and its stock and sold fields.
+    keys: (String, String, String),
     /// One multiplexed connection, cloned per request (the article takes one from its pool).
     redis: MultiplexedConnection,
 }
@@ -167,15 +178,16 @@ impl ArticleServer {
             .get_multiplexed_async_connection()
             .await
             .context("connecting to the fixture's Redis")?;
+        let keys = article_keys();
         redis::cmd("HSET")
-            .arg(HASH_KEY)
-            .arg(TOTAL_FIELD)
+            .arg(&keys.0)
+            .arg(&keys.1)
             .arg(config.tickets)
-            .arg(SOLD_FIELD)
+            .arg(&keys.2)
             .arg(0)
             .query_async::<()>(&mut redis)
             .await
-            .context("setting up ticket_hash_key")?;
+            .context("setting up the article's hash")?;
         let mut stat_logs = Vec::new();
         let mut nodes = Vec::new();
         for i in 1..=config.nodes {
@@ -203,6 +215,8 @@ impl ArticleServer {
             local_stock: config.local_stock,
             script,
             redis_fails_every: config.redis_fails_every,
+            errors_every: config.errors_every,
+            keys,
             redis,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -294,12 +308,11 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>, cancel: Ca
             let path = req.path.unwrap_or("/");
             let path = path.split('?').next().unwrap_or(path);
             let answer = if req.method == Some("GET") && path == "/buy/ticket" {
-                let body = if handle_buy(&shared).await {
-                    GRABBED_BODY
-                } else {
-                    SOLD_OUT_BODY
-                };
-                response("200 OK", body, keep_alive)
+                match handle_buy(&shared).await {
+                    Some(true) => response("200 OK", GRABBED_BODY, keep_alive),
+                    Some(false) => response("200 OK", SOLD_OUT_BODY, keep_alive),
+                    None => response("503 Service Unavailable", "", keep_alive),
+                }
             } else {
                 response("404 Not Found", "", keep_alive)
             };
@@ -341,13 +354,17 @@ fn response(status: &str, body: &str, keep_alive: bool) -> Vec<u8> {
 }
 
 /// The article's `handleReq`: under the node's lock, take one from local stock and, only if that
-/// worked, run the Lua script; log `result:1`/`result:0` with the attempt count. True on a grab.
-async fn handle_buy(shared: &Shared) -> bool {
+/// worked, run the Lua script; log `result:1`/`result:0` with the attempt count. `Some(true)` on
+/// a grab, `Some(false)` for sold out, `None` for the planted honest error (503).
+async fn handle_buy(shared: &Shared) -> Option<bool> {
     let index = shared.next.fetch_add(1, Ordering::Relaxed) % shared.nodes.len();
     let mut state = shared.nodes[index].state.lock().await;
     // LocalDeductionStock: every request counts, whatever happens next.
     state.local_sales += 1;
-    let local_ok = state.local_sales <= shared.local_stock;
+    let error = shared
+        .errors_every
+        .is_some_and(|k| k > 0 && state.local_sales.is_multiple_of(k));
+    let local_ok = !error && state.local_sales <= shared.local_stock;
     let sold = local_ok && remote_deduction(shared, state.local_sales).await;
     let line = format!(
         "result:{},localSales:{}\n",
@@ -359,7 +376,7 @@ async fn handle_buy(shared: &Shared) -> bool {
         .log
         .write_all(line.as_bytes())
         .expect("writing the fixture's stat log");
-    sold
+    (!error).then_some(sold)
 }
 
 /// The article's `RemoteDeductionStock`: the script's reply, with any error taken as "not sold".
@@ -373,9 +390,9 @@ async fn remote_deduction(shared: &Shared, attempt: u64) -> bool {
     let mut conn = shared.redis.clone();
     let reply: redis::RedisResult<i64> = shared
         .script
-        .key(HASH_KEY)
-        .arg(TOTAL_FIELD)
-        .arg(SOLD_FIELD)
+        .key(&shared.keys.0)
+        .arg(&shared.keys.1)
+        .arg(&shared.keys.2)
         .invoke_async(&mut conn)
         .await;
     matches!(reply, Ok(n) if n != 0)

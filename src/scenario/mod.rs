@@ -2,13 +2,18 @@
 //! [`Scenario`], the one type the orchestrator and the engine read. Every error names the file,
 //! the line and column, and what is wrong.
 
+mod system;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::describe::template::{Template, Vars};
+use crate::describe::{Description, Users as UserTable};
 use crate::engine::Stage;
 
 /// A scenario error a person can act on: `file:line:column: message`.
@@ -60,6 +65,15 @@ struct RawScenario {
     thresholds: RawThresholds,
     #[serde(default)]
     faults: Vec<Spanned<RawFault>>,
+    system: Option<Spanned<system::RawSystem>>,
+    audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    #[serde(default)]
+    require: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +89,7 @@ struct RawFault {
 #[serde(deny_unknown_fields)]
 struct RawSale {
     id: Option<Spanned<String>>,
+    item: Option<Spanned<String>>,
     tickets: Spanned<u64>,
     #[serde(default)]
     per_user_limit: Option<Spanned<u64>>,
@@ -104,12 +119,27 @@ struct RawTarget {
     #[serde(default)]
     stat_logs: Vec<PathBuf>,
     profile: Option<Spanned<String>>,
+    #[serde(default)]
+    start: Vec<Spanned<RawProcess>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    name: Spanned<String>,
+    program: Spanned<String>,
+    #[serde(default)]
+    args: Vec<Spanned<String>>,
+    #[serde(default)]
+    flaws: Vec<String>,
+    ready: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUsers {
-    count: Spanned<u64>,
+    count: Option<Spanned<u64>>,
+    csv: Option<Spanned<String>>,
     #[serde(default)]
     id_offset: u64,
     #[serde(default)]
@@ -190,6 +220,10 @@ pub struct Scenario {
     pub thresholds: crate::record::Thresholds,
     /// Faults injected into the built-in cluster during the load, in time order.
     pub faults: Vec<Fault>,
+    /// The system under test, described: requests, answers, where the truth is kept.
+    pub description: Arc<Description>,
+    /// Checks that must be decided (`[audit] require`).
+    pub require: Vec<String>,
 }
 
 /// One fault, injected `at` after the load starts (the article's failure claims).
@@ -238,6 +272,8 @@ impl Fault {
 pub struct Sale {
     /// Sale id (Redis key namespace).
     pub id: String,
+    /// The item on sale (`{item}` in templates); the sale id unless given.
+    pub item: String,
     /// Tickets for sale.
     pub tickets: u64,
     /// Tickets one user may hold.
@@ -283,17 +319,103 @@ pub enum Balancer {
     None,
 }
 
-/// A system under test run by someone else.
+/// A system under test not built in: run by someone else, or started by the harness from the
+/// scenario's `[[target.start]]` processes.
 #[derive(Debug, Clone)]
 pub struct External {
-    /// Buy URL (loopback only).
-    pub url: String,
-    /// Its Redis, for the audit.
-    pub redis: Option<String>,
+    /// Where load goes (loopback only); may name a started process's address, `{addr}`.
+    pub url: Template<UrlVar>,
+    /// Its Redis, for the audit: a URL, or a private one the harness starts.
+    pub redis: Option<RedisSpec>,
     /// Its nodes' stat logs.
     pub stat_logs: Vec<PathBuf>,
-    /// `seed` (the article's protocol) or `reference`.
-    pub profile: crate::protocol::Profile,
+    /// Processes the harness starts (and stops) for this run, in order.
+    pub start: Vec<Process>,
+}
+
+/// Where a target's store is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisSpec {
+    /// A Redis someone runs.
+    Url(String),
+    /// A private redis-server the harness starts for the run (`redis = "spawn"`).
+    Spawn,
+}
+
+/// A process of the system under test that the harness starts: its program, its arguments as
+/// templates over what the harness knows (`{redis}`, `{tickets}`, …), the flaws `--flaw` may
+/// switch on, and the line it prints when it is ready (`listening on http://ADDR` gives its
+/// address).
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// A name for messages and `{addr.NAME}`.
+    pub name: String,
+    /// The program: a path, or a name found beside grab-bench, then on PATH.
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<Template<ProcVar>>,
+    /// Flaw names it accepts as `--flaw NAME`.
+    pub flaws: Vec<String>,
+    /// The start of the stdout line that says it is ready.
+    pub ready: String,
+}
+
+/// Placeholders of a started process's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcVar {
+    /// The private Redis's URL.
+    Redis,
+    /// The sale's tickets.
+    Tickets,
+    /// The item on sale.
+    Item,
+    /// The sale id.
+    Sale,
+    /// The per-user limit.
+    PerUserLimit,
+    /// The users file, as an absolute path.
+    UsersCsv,
+    /// The run folder.
+    Dir,
+}
+
+impl Vars for ProcVar {
+    fn lookup(name: &str) -> Result<ProcVar, String> {
+        Ok(match name {
+            "redis" => ProcVar::Redis,
+            "tickets" => ProcVar::Tickets,
+            "item" => ProcVar::Item,
+            "sale" => ProcVar::Sale,
+            "per_user_limit" => ProcVar::PerUserLimit,
+            "users.csv" => ProcVar::UsersCsv,
+            "dir" => ProcVar::Dir,
+            _ => return Err("not something the harness knows".into()),
+        })
+    }
+    fn known() -> String {
+        "redis, tickets, item, sale, per_user_limit, users.csv, dir".into()
+    }
+}
+
+/// Placeholders of a target URL: the address a started process printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlVar {
+    /// The first started process's address.
+    Addr,
+}
+
+impl Vars for UrlVar {
+    fn lookup(name: &str) -> Result<UrlVar, String> {
+        match name {
+            "addr" => Ok(UrlVar::Addr),
+            _ => Err(
+                "a target URL may use {addr}, the address the first started process printed".into(),
+            ),
+        }
+    }
+    fn known() -> String {
+        "addr".into()
+    }
 }
 
 /// The simulated users.
@@ -301,6 +423,8 @@ pub struct External {
 pub struct Users {
     /// Distinct users.
     pub count: u64,
+    /// Their ids and columns (a users file, or generated ids).
+    pub table: Arc<UserTable>,
     /// Id of the first user.
     pub id_offset: u64,
     /// Retries after an indeterminate outcome.
@@ -335,6 +459,17 @@ pub struct Timeouts {
     pub max_duration: Duration,
     /// Generator lag (p99) beyond which the run is invalid.
     pub generator_lag: Duration,
+}
+
+/// The built-in preset `name` compiled for a users file with `columns` (the built-in cluster's
+/// description, and tests').
+pub fn preset(name: &str, columns: &[String]) -> Result<Description, ScenarioError> {
+    let path = PathBuf::from(format!("<preset {name}>"));
+    let v = Validator {
+        path: &path,
+        text: "",
+    };
+    system::description(&v, None, name, columns)
 }
 
 /// Reads and validates a scenario file.
@@ -430,6 +565,31 @@ impl Validator<'_> {
             }
         };
         let users = self.users(&raw.users)?;
+        let description = match (&system, &raw.system) {
+            (System::Cluster(_), Some(sys)) => {
+                return Err(self.err(
+                    sys,
+                    "the built-in [cluster] is the reference server: its description is the reference preset; describe a [target] instead",
+                ));
+            }
+            (System::Cluster(_), None) => {
+                system::description(self, None, "reference", &users.table.columns)?
+            }
+            (System::External(_), sys) => {
+                system::description(self, sys.as_ref(), "", &users.table.columns)?
+            }
+        };
+        let logs = match &system {
+            System::Cluster(_) => true,
+            System::External(e) => !e.stat_logs.is_empty(),
+        };
+        let require = system::require(
+            self,
+            raw.audit.as_ref().map_or(&[][..], |a| a.require.as_slice()),
+            &description,
+            sale.hold_ttl.is_some(),
+            logs,
+        )?;
         let load = self.load(&raw.load, users.count)?;
         let t = &raw.timeouts;
         let timeouts = Timeouts {
@@ -473,6 +633,8 @@ impl Validator<'_> {
             timeouts,
             thresholds,
             faults,
+            description: Arc::new(description),
+            require,
         })
     }
 
@@ -609,8 +771,16 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let item = match &raw.item {
+            Some(i) if !target_server::args::valid_name(i.get_ref(), 64) => {
+                return Err(self.err(i, "item must be 1-64 characters of A-Z a-z 0-9 _ . -"));
+            }
+            Some(i) => i.get_ref().clone(),
+            None => id.clone(),
+        };
         Ok(Sale {
             id,
+            item,
             tickets: *raw.tickets.get_ref(),
             per_user_limit,
             hold_ttl,
@@ -724,32 +894,115 @@ impl Validator<'_> {
 
     fn target(&self, raw: &Spanned<RawTarget>) -> Result<External, ScenarioError> {
         let t = raw.get_ref();
-        let url = t.url.get_ref();
-        if let Err(err) = crate::target::Target::parse_loopback(url) {
-            return Err(self.err(&t.url, format!("{url:?}: {err:#}")));
+        if let Some(p) = &t.profile {
+            return Err(self.err(
+                p,
+                "profile is gone: describe the system in [system] (preset = \"article\" for the article's protocol, \"reference\" for the reference server's)",
+            ));
         }
-        let profile = match t.profile.as_ref().map(|p| (p, p.get_ref().as_str())) {
-            None | Some((_, "reference")) => crate::protocol::Profile::Reference,
-            Some((_, "seed")) => crate::protocol::Profile::Seed,
-            Some((p, other)) => {
-                return Err(self.err(
-                    p,
-                    format!("profile {other:?}: expected \"seed\" or \"reference\""),
-                ));
+        let url = Template::<UrlVar>::compile(t.url.get_ref())
+            .map_err(|e| self.error_at(t.url.span().start + 1 + e.offset, e.message))?;
+        if url.is_constant() {
+            if let Err(err) = crate::target::Target::parse_loopback(t.url.get_ref()) {
+                return Err(self.err(&t.url, format!("{:?}: {err:#}", t.url.get_ref())));
             }
+        } else if t.start.is_empty() {
+            return Err(self.err(
+                &t.url,
+                "{addr} is the address of a started process: add a [[target.start]]",
+            ));
+        }
+        let redis = match &t.redis {
+            None => None,
+            Some(r) if r.get_ref() == "spawn" => Some(RedisSpec::Spawn),
+            Some(r) if r.get_ref().starts_with("redis://") => {
+                Some(RedisSpec::Url(r.get_ref().clone()))
+            }
+            Some(r) => return Err(self.err(r, "redis is \"spawn\" or a redis:// URL")),
         };
+        let mut start = Vec::new();
+        for p in &t.start {
+            start.push(self.process(p)?);
+        }
         Ok(External {
-            url: url.clone(),
-            redis: t.redis.as_ref().map(|r| r.get_ref().clone()),
+            url,
+            redis,
             stat_logs: t.stat_logs.clone(),
-            profile,
+            start,
+        })
+    }
+
+    fn process(&self, raw: &Spanned<RawProcess>) -> Result<Process, ScenarioError> {
+        let p = raw.get_ref();
+        if !target_server::args::valid_name(p.name.get_ref(), 64) {
+            return Err(self.err(
+                &p.name,
+                "a process name is 1-64 characters of A-Z a-z 0-9 _ . -",
+            ));
+        }
+        if p.program.get_ref().is_empty() {
+            return Err(self.err(&p.program, "the program is empty"));
+        }
+        let args = p
+            .args
+            .iter()
+            .map(|a| {
+                Template::<ProcVar>::compile(a.get_ref())
+                    .map_err(|e| self.error_at(a.span().start + 1 + e.offset, e.message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Process {
+            name: p.name.get_ref().clone(),
+            program: p.program.get_ref().clone(),
+            args,
+            flaws: p.flaws.clone(),
+            ready: p.ready.clone().unwrap_or_else(|| "listening on".into()),
         })
     }
 
     fn users(&self, raw: &RawUsers) -> Result<Users, ScenarioError> {
-        if *raw.count.get_ref() == 0 {
-            return Err(self.err(&raw.count, "users.count must be at least 1"));
+        let mut table = match &raw.csv {
+            Some(csv) => {
+                let path = self
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(csv.get_ref());
+                UserTable::from_csv(&path).map_err(|e| self.err(csv, e))?
+            }
+            None => {
+                let Some(count) = &raw.count else {
+                    return Err(
+                        self.error_at(0, "[users] needs count = N, or csv = \"users.csv\"".into())
+                    );
+                };
+                UserTable::generated(*count.get_ref(), raw.id_offset)
+            }
+        };
+        let count = match &raw.count {
+            Some(c) if *c.get_ref() == 0 => {
+                return Err(self.err(c, "users.count must be at least 1"));
+            }
+            Some(c) if *c.get_ref() > table.len() => {
+                return Err(self.err(
+                    c,
+                    format!(
+                        "users.count is {} but the users file holds {} users",
+                        c.get_ref(),
+                        table.len()
+                    ),
+                ));
+            }
+            Some(c) => *c.get_ref(),
+            None => table.len(),
+        };
+        if raw.csv.is_some() && raw.id_offset != 0 {
+            return Err(self.error_at(
+                0,
+                "id_offset goes with generated ids, not a users file".into(),
+            ));
         }
+        table.truncate(count);
         let pay_probability = match &raw.pay_probability {
             Some(p) if !(0.0..=1.0).contains(p.get_ref()) => {
                 return Err(self.err(p, "pay_probability is between 0 and 1"));
@@ -758,7 +1011,8 @@ impl Validator<'_> {
             None => 1.0,
         };
         Ok(Users {
-            count: *raw.count.get_ref(),
+            count,
+            table: Arc::new(table),
             id_offset: raw.id_offset,
             retries: raw.retries,
             retry_sold_out: raw.retry_sold_out,

@@ -1,0 +1,588 @@
+//! The `[system]` table: a description of the system under test in TOML, read into
+//! [`crate::describe::Description`]. A preset (`preset = "reference"` or `"article"`) is a
+//! description of the same shape shipped in the binary; the scenario's own keys override the
+//! preset's, and its answer rules are tried before the preset's.
+//!
+//! Every mistake — an unknown placeholder, a JSON Pointer that is not one, a regex that does not
+//! compile, an outcome that does not exist, a key name with an unknown field — is an error that
+//! names the file, line and column.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ScenarioError, Validator};
+use crate::describe::answers::{self, Expect, Rule, Statuses, Test};
+use crate::describe::json::Pointer;
+use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders};
+use crate::describe::{Answers, Description, PRESETS, ReqVar, Request, Template};
+
+/// `[system]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSystem {
+    preset: Option<Spanned<String>>,
+    buy: Option<RawRequest>,
+    pay: Option<RawRequest>,
+    store: Option<RawStore>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    headers: Option<BTreeMap<String, Spanned<String>>>,
+    body: Option<Spanned<String>>,
+    #[serde(default)]
+    answers: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    status: Option<Spanned<toml::Value>>,
+    pointer: Option<Spanned<String>>,
+    equals: Option<Spanned<toml::Value>>,
+    #[serde(rename = "in")]
+    one_of: Option<Spanned<Vec<toml::Value>>>,
+    present: Option<Spanned<bool>>,
+    regex: Option<Spanned<String>>,
+    outcome: Spanned<String>,
+    order_id: Option<Spanned<String>>,
+    seq: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    total: Option<Spanned<RawCounter>>,
+    sold: Option<Spanned<RawCounter>>,
+    remaining: Option<Spanned<RawCounter>>,
+    grants: Option<Spanned<RawCounter>>,
+    held: Option<Spanned<RawCounter>>,
+    paid: Option<Spanned<RawCounter>>,
+    released: Option<Spanned<RawCounter>>,
+    per_user_limit: Option<Spanned<RawCounter>>,
+    hold_ttl_ms: Option<Spanned<RawCounter>>,
+    buyers: Option<Spanned<RawBuyers>>,
+    orders: Option<Spanned<RawOrders>>,
+    holds: Option<Spanned<RawKey>>,
+    nodes: Option<Spanned<RawNodes>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounter {
+    key: Spanned<String>,
+    field: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuyers {
+    key: Spanned<String>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    key: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrders {
+    key: Spanned<String>,
+    user: Option<Spanned<String>>,
+    request: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+    seq: Option<Spanned<String>>,
+    state: Option<Spanned<String>>,
+    created_ms: Option<Spanned<String>>,
+    expires_ms: Option<Spanned<String>>,
+    paid_ms: Option<Spanned<String>>,
+    released_ms: Option<Spanned<String>>,
+    released_by: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodes {
+    key: Spanned<String>,
+    quota: Option<Spanned<String>>,
+    sold: Option<Spanned<String>>,
+    returns: Option<Spanned<String>>,
+}
+
+/// A part of a description and the text its spans point into (the scenario, or a preset).
+struct Sourced<'a, T> {
+    raw: T,
+    v: &'a Validator<'a>,
+}
+
+/// The preset's validator and raw description.
+fn preset(v: &Validator<'_>, name: &Spanned<String>) -> Result<(String, RawSystem), ScenarioError> {
+    let Some((n, text)) = PRESETS.iter().find(|(n, _)| n == name.get_ref()) else {
+        let known: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+        return Err(v.err(
+            name,
+            format!(
+                "unknown preset {:?}; known: {}",
+                name.get_ref(),
+                known.join(", ")
+            ),
+        ));
+    };
+    let raw: RawSystem = toml::from_str(text).map_err(|e| {
+        v.err(
+            name,
+            format!("the built-in preset {n:?} does not parse (a grab-bench bug): {e}"),
+        )
+    })?;
+    Ok((n.to_string(), raw))
+}
+
+/// Reads `[system]` (or the preset `default` when the scenario has none) for a run whose users
+/// file has `columns`.
+pub(super) fn description(
+    v: &Validator<'_>,
+    raw: Option<&Spanned<RawSystem>>,
+    default: &str,
+    columns: &[String],
+) -> Result<Description, ScenarioError> {
+    let own = raw.map(|r| r.get_ref().clone()).unwrap_or_default();
+    let preset_name = own
+        .preset
+        .clone()
+        .unwrap_or_else(|| Spanned::new(0..0, default.to_string()));
+    let base = if preset_name.get_ref().is_empty() {
+        None
+    } else {
+        Some(preset(v, &preset_name)?)
+    };
+    // The preset's spans point into its own text: its errors name it.
+    let preset_text = base.as_ref().map_or("", |(n, _)| {
+        PRESETS.iter().find(|(p, _)| p == n).map_or("", |(_, t)| *t)
+    });
+    let preset_path = std::path::PathBuf::from(format!(
+        "<preset {}>",
+        base.as_ref().map_or("", |(n, _)| n.as_str())
+    ));
+    let pv = Validator {
+        path: &preset_path,
+        text: preset_text,
+    };
+    let base_sys = base.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+    let buy = request(
+        v,
+        &pv,
+        own.buy.as_ref(),
+        base_sys.buy.as_ref(),
+        columns,
+        false,
+    )?
+    .ok_or_else(|| {
+        let at = raw.map_or(0, |r| r.span().start);
+        v.error_at(
+            at,
+            "describe the system under test: [system] preset = \"reference\" (the reference server) or \"article\" (the article's protocol), or your own [system.buy] and [system.store] (see the README, \"Audit your own system\")".into(),
+        )
+    })?;
+    let pay = request(
+        v,
+        &pv,
+        own.pay.as_ref(),
+        base_sys.pay.as_ref(),
+        columns,
+        true,
+    )?;
+    let store = layout(v, &pv, own.store.as_ref(), base_sys.store.as_ref())?;
+    let name = match (&base, own.buy.is_some() || own.store.is_some()) {
+        (Some((n, _)), false) => n.clone(),
+        (Some((n, _)), true) => format!("{n} (overridden)"),
+        (None, _) => "described".into(),
+    };
+    Ok(Description {
+        name,
+        buy,
+        pay,
+        store,
+    })
+}
+
+/// One request: the scenario's fields over the preset's; rules: the scenario's first.
+fn request(
+    v: &Validator<'_>,
+    pv: &Validator<'_>,
+    own: Option<&RawRequest>,
+    base: Option<&RawRequest>,
+    columns: &[String],
+    pay: bool,
+) -> Result<Option<Request>, ScenarioError> {
+    if own.is_none() && base.is_none() {
+        return Ok(None);
+    }
+    let pick = |f: fn(&RawRequest) -> Option<&Spanned<String>>| {
+        own.and_then(f)
+            .map(|s| Sourced { raw: s, v })
+            .or_else(|| base.and_then(f).map(|s| Sourced { raw: s, v: pv }))
+    };
+    let template = |s: &Sourced<'_, &Spanned<String>>| {
+        Template::compile_with(
+            s.raw.get_ref(),
+            |n| ReqVar::lookup(n, columns, pay),
+            &ReqVar::known(columns, pay),
+        )
+        .map_err(|e| s.v.error_at(s.raw.span().start + 1 + e.offset, e.message))
+    };
+    let what = if pay { "pay" } else { "buy" };
+    let Some(path) = pick(|r| r.path.as_ref()) else {
+        let msg = format!("[system.{what}] needs a path, e.g. path = \"/api/seckill/{{item}}\"");
+        return Err(v.error_at(0, msg));
+    };
+    let method = match pick(|r| r.method.as_ref()) {
+        Some(m) => {
+            let up = m.raw.get_ref().to_ascii_uppercase();
+            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(m.v.err(
+                    m.raw,
+                    format!("{:?} is not an HTTP method", m.raw.get_ref()),
+                ));
+            }
+            up
+        }
+        None => "GET".into(),
+    };
+    let mut headers = Vec::new();
+    let own_h = own.and_then(|r| r.headers.as_ref());
+    let base_h = base.and_then(|r| r.headers.as_ref());
+    let mut names: Vec<&String> = own_h
+        .into_iter()
+        .chain(base_h)
+        .flat_map(|h| h.keys())
+        .collect();
+    names.sort_by_key(|n| n.to_ascii_lowercase());
+    names.dedup_by_key(|n| n.to_ascii_lowercase());
+    for name in names {
+        let value = own_h
+            .and_then(|h| h.get(name))
+            .map(|s| Sourced { raw: s, v })
+            .or_else(|| {
+                base_h
+                    .and_then(|h| h.get(name))
+                    .map(|s| Sourced { raw: s, v: pv })
+            })
+            .expect("a name of one of the tables");
+        let lower = name.to_ascii_lowercase();
+        if lower == "host" || lower == "connection" || lower == "content-length" {
+            return Err(value.v.err(
+                value.raw,
+                format!("the {name} header is the engine's to set"),
+            ));
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(value
+                .v
+                .err(value.raw, format!("{name:?} is not a header name")));
+        }
+        headers.push((lower, template(&value)?));
+    }
+    let body = pick(|r| r.body.as_ref())
+        .map(|b| template(&b))
+        .transpose()?;
+    let mut answers = Answers::default();
+    for (rules, rv) in [(own, v), (base, pv)] {
+        for r in rules.map(|r| r.answers.as_slice()).unwrap_or_default() {
+            rule(rv, r, &mut answers)?;
+        }
+    }
+    Ok(Some(Request {
+        method,
+        path: template(&path)?,
+        headers,
+        body,
+        answers,
+    }))
+}
+
+/// One answer rule.
+fn rule(
+    v: &Validator<'_>,
+    r: &Spanned<RawRule>,
+    answers: &mut Answers,
+) -> Result<(), ScenarioError> {
+    let raw = r.get_ref();
+    let reason = answers::outcome(raw.outcome.get_ref()).map_err(|e| v.err(&raw.outcome, e))?;
+    let status = match &raw.status {
+        None => Statuses::any(),
+        Some(s) => statuses(v, s)?,
+    };
+    let pointer = |p: &Spanned<String>, answers: &mut Answers| {
+        Pointer::parse(p.get_ref())
+            .map(|p| answers.pointer(p))
+            .map_err(|e| v.err(p, e))
+    };
+    let conditions = [
+        raw.equals.is_some(),
+        raw.one_of.is_some(),
+        raw.present.is_some(),
+    ];
+    let n_conditions = conditions.iter().filter(|c| **c).count();
+    if n_conditions > 1 {
+        return Err(v.err(r, "give one of equals, in, present"));
+    }
+    let test = match (&raw.pointer, &raw.regex) {
+        (Some(p), None) => {
+            let ptr = pointer(p, answers)?;
+            if let Some(e) = &raw.equals {
+                Test::OneOf {
+                    ptr,
+                    values: vec![expect(v, e, e.get_ref())?],
+                }
+            } else if let Some(list) = &raw.one_of {
+                let values = list
+                    .get_ref()
+                    .iter()
+                    .map(|x| expect(v, list, x))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Test::OneOf { ptr, values }
+            } else if raw.present.as_ref().is_none_or(|p| *p.get_ref()) {
+                Test::Present { ptr }
+            } else {
+                return Err(v.err(
+                    raw.present.as_ref().expect("given"),
+                    "present = false is not a test; leave the pointer out instead",
+                ));
+            }
+        }
+        (None, Some(re)) => {
+            if n_conditions > 0 {
+                return Err(v.err(r, "equals, in and present go with a pointer, not a regex"));
+            }
+            let compiled = regex::bytes::Regex::new(re.get_ref())
+                .map_err(|e| v.err(re, format!("the regex does not compile: {e}")))?;
+            Test::Regex(compiled)
+        }
+        (Some(_), Some(re)) => {
+            return Err(v.err(re, "a rule tests a pointer or a regex, not both"));
+        }
+        (None, None) => {
+            if n_conditions > 0 {
+                return Err(v.err(r, "equals, in and present need a pointer = \"/…\""));
+            }
+            Test::None
+        }
+    };
+    let mut capture =
+        |p: &Option<Spanned<String>>| p.as_ref().map(|p| pointer(p, answers)).transpose();
+    let order_id = capture(&raw.order_id)?;
+    let seq = capture(&raw.seq)?;
+    let node = capture(&raw.node)?;
+    answers.push(Rule {
+        status,
+        test,
+        reason,
+        order_id,
+        seq,
+        node,
+    });
+    Ok(())
+}
+
+/// `status = 200`, `"400-499"` or a list of them.
+fn statuses(v: &Validator<'_>, s: &Spanned<toml::Value>) -> Result<Statuses, ScenarioError> {
+    let one = |x: &toml::Value| -> Result<(u16, u16), ScenarioError> {
+        let text = match x {
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::String(t) => t.clone(),
+            other => return Err(v.err(s, format!("{other} is not a status"))),
+        };
+        Statuses::parse_one(&text).map_err(|e| v.err(s, e))
+    };
+    Ok(Statuses(match s.get_ref() {
+        toml::Value::Array(items) if !items.is_empty() => {
+            items.iter().map(one).collect::<Result<_, _>>()?
+        }
+        toml::Value::Array(_) => return Err(v.err(s, "an empty list of statuses matches nothing")),
+        x => vec![one(x)?],
+    }))
+}
+
+/// A value to compare with: a number, a string or a boolean.
+fn expect<T>(v: &Validator<'_>, at: &Spanned<T>, x: &toml::Value) -> Result<Expect, ScenarioError> {
+    Ok(match x {
+        toml::Value::Integer(n) => Expect::Number(*n as f64),
+        toml::Value::Float(f) => Expect::Number(*f),
+        toml::Value::String(s) => Expect::Text(s.as_bytes().into()),
+        toml::Value::Boolean(b) => Expect::Bool(*b),
+        other => {
+            return Err(v.err(
+                at,
+                format!("{other} cannot be compared: give a number, a string or true/false"),
+            ));
+        }
+    })
+}
+
+/// The store: the scenario's parts over the preset's, each part whole.
+fn layout(
+    v: &Validator<'_>,
+    pv: &Validator<'_>,
+    own: Option<&RawStore>,
+    base: Option<&RawStore>,
+) -> Result<Layout, ScenarioError> {
+    macro_rules! pick {
+        ($f:ident) => {
+            own.and_then(|s| s.$f.as_ref())
+                .map(|x| (x, v))
+                .or_else(|| base.and_then(|s| s.$f.as_ref()).map(|x| (x, pv)))
+        };
+    }
+    let counter = |c: Option<(&Spanned<RawCounter>, &Validator<'_>)>| -> Result<Option<Counter>, ScenarioError> {
+        c.map(|(c, v)| {
+            Ok(Counter {
+                key: key(v, &c.get_ref().key)?,
+                field: c.get_ref().field.clone(),
+            })
+        })
+        .transpose()
+    };
+    let mut l = Layout {
+        total: counter(pick!(total))?,
+        sold: counter(pick!(sold))?,
+        remaining: counter(pick!(remaining))?,
+        grants: counter(pick!(grants))?,
+        held: counter(pick!(held))?,
+        paid: counter(pick!(paid))?,
+        released: counter(pick!(released))?,
+        per_user_limit: counter(pick!(per_user_limit))?,
+        hold_ttl_ms: counter(pick!(hold_ttl_ms))?,
+        ..Layout::default()
+    };
+    if let Some((b, v)) = pick!(buyers) {
+        let kind = match b.get_ref().kind.as_ref().map(|k| (k, k.get_ref().as_str())) {
+            None | Some((_, "set")) => BuyersKind::Set,
+            Some((_, "hash")) => BuyersKind::Hash,
+            Some((k, other)) => {
+                return Err(v.err(
+                    k,
+                    format!("buyers type {other:?}: expected \"set\" or \"hash\""),
+                ));
+            }
+        };
+        l.buyers = Some((key(v, &b.get_ref().key)?, kind));
+    }
+    if let Some((h, v)) = pick!(holds) {
+        l.holds = Some(key(v, &h.get_ref().key)?);
+    }
+    if let Some((o, v)) = pick!(orders) {
+        let o = o.get_ref();
+        let p = |x: &Option<Spanned<String>>| {
+            x.as_ref()
+                .map(|p| Pointer::parse(p.get_ref()).map_err(|e| v.err(p, e)))
+                .transpose()
+        };
+        l.orders = Some(Orders {
+            key: key(v, &o.key)?,
+            user: p(&o.user)?,
+            request: p(&o.request)?,
+            node: p(&o.node)?,
+            seq: p(&o.seq)?,
+            state: p(&o.state)?,
+            created_ms: p(&o.created_ms)?,
+            expires_ms: p(&o.expires_ms)?,
+            paid_ms: p(&o.paid_ms)?,
+            released_ms: p(&o.released_ms)?,
+            released_by: p(&o.released_by)?,
+        });
+    }
+    if let Some((n, v)) = pick!(nodes) {
+        let n = n.get_ref();
+        let field = |x: &Option<Spanned<String>>| {
+            x.as_ref()
+                .map(|f| {
+                    let t = Template::<NodeVar>::compile(f.get_ref())
+                        .map_err(|e| v.error_at(f.span().start + 1 + e.offset, e.message))?;
+                    if t.vars().count() != 1 {
+                        return Err(
+                            v.err(f, "a per-node field names its node once: \"{node}:sold\"")
+                        );
+                    }
+                    Ok(t)
+                })
+                .transpose()
+        };
+        l.nodes = Some(Nodes {
+            key: key(v, &n.key)?,
+            quota: field(&n.quota)?,
+            sold: field(&n.sold)?,
+            returns: field(&n.returns)?,
+        });
+    }
+    Ok(l)
+}
+
+/// A key name template.
+fn key(v: &Validator<'_>, k: &Spanned<String>) -> Result<Template<KeyVar>, ScenarioError> {
+    Template::<KeyVar>::compile(k.get_ref())
+        .map_err(|e| v.error_at(k.span().start + 1 + e.offset, e.message))
+}
+
+/// `[audit] require = [...]`: checks that must be decided; a check whose evidence the
+/// description does not keep is an error now, not a "not checked" later.
+pub(super) fn require(
+    v: &Validator<'_>,
+    names: &[Spanned<String>],
+    d: &Description,
+    reservations: bool,
+    logs: bool,
+) -> Result<Vec<String>, ScenarioError> {
+    let mut out = Vec::new();
+    for n in names {
+        let missing = match n.get_ref().as_str() {
+            "no_oversell" => None,
+            "counter_bounds" | "no_undersell" | "conservation" if !d.store.keeps_sold() => Some(
+                "the store description keeps no sold or remaining counter ([system.store] sold / remaining)",
+            ),
+            "counter_bounds" | "no_undersell" | "conservation" => None,
+            "successes_orders" if d.store.orders.is_none() => {
+                Some("the store description keeps no order records ([system.store.orders])")
+            }
+            "successes_orders" => None,
+            "one_per_user" if d.store.buyers.is_none() && d.store.orders.is_none() => Some(
+                "the store description keeps neither buyers nor order records ([system.store] buyers)",
+            ),
+            "one_per_user" => None,
+            "reservations" if !reservations => {
+                Some("the sale has no reservations ([sale] hold_ttl)")
+            }
+            "reservations" if d.store.orders.is_none() => {
+                Some("the store description keeps no order records to check holds against")
+            }
+            "reservations" => None,
+            "node_logs" if !logs => Some("the scenario names no stat logs"),
+            "node_logs" => None,
+            other => {
+                return Err(v.err(
+                    n,
+                    format!(
+                        "unknown check {other:?}; the checks are no_oversell, counter_bounds, successes_orders, one_per_user, conservation, no_undersell, reservations, node_logs"
+                    ),
+                ));
+            }
+        };
+        if let Some(why) = missing {
+            return Err(v.err(
+                n,
+                format!("{} is required but cannot be checked: {why}", n.get_ref()),
+            ));
+        }
+        out.push(n.get_ref().clone());
+    }
+    Ok(out)
+}
