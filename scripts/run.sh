@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 if [ $# -eq 0 ]; then set -- scenarios/1m.toml; fi
 exec target/release/grab-bench run "$@"

@@ -42,7 +42,7 @@ pub fn conclude(
     eprintln!("run {name}: auditing");
     // The printed summary is completed below; it exists now so that the index page links it.
     dir.write(SUMMARY_TXT, "")?;
-    let mut text = totals(name, result, &collected);
+    let mut text = totals(name, record.sale.tickets, result, &collected);
     if cancel.is_cancelled() {
         text +=
             "INTERRUPTED: the run was stopped early (Ctrl-C); these figures cover a partial run\n";
@@ -208,7 +208,7 @@ fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
     for c in &audit.checks {
         let _ = writeln!(
             text,
-            "  {:<17} {:<7} {}",
+            "  {:<17} {:<11} {}",
             c.name,
             c.status.as_str(),
             c.summary
@@ -222,7 +222,7 @@ fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
 }
 
 /// The run's totals in a few lines: requests, outcomes, latency, lag, the store's counters.
-fn totals(name: &str, r: &EngineResult, collected: &Collected) -> String {
+fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> String {
     let users = r
         .ledger
         .rows
@@ -259,7 +259,9 @@ fn totals(name: &str, r: &EngineResult, collected: &Collected) -> String {
         r.lag.late_sends,
         r.lag.backpressured,
         counter(|s| s.sold),
-        counter(|s| s.total),
+        stock
+            .and_then(|s| s.total)
+            .map_or(format!("{tickets} (the scenario's)"), |t| t.to_string()),
         counter(|s| s.paid),
         counter(|s| s.held),
         counter(|s| s.released),

@@ -43,7 +43,10 @@ pub fn check(f: &Facts<'_>) -> Check {
             ));
         }
         c.summary = match c.status {
-            Status::False => format!("VIOLATED: sold {sold} of total {total} does not add up"),
+            Status::False => format!(
+                "VIOLATED ({}): sold {sold} of total {total}",
+                c.anomalies.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
             _ => format!("0 ≤ sold {sold} ≤ total {total}; no orders kept to reconcile further"),
         };
         return c;

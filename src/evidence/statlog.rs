@@ -44,6 +44,12 @@ pub struct NodeLog {
     /// Where each epoch (one process of the node: the reference header starts one) begins in
     /// `request_seqs`; a restarted node counts from 1 again.
     pub epochs: Vec<usize>,
+    /// When each buy line was written, Unix µs (reference format; 0 in the article's), in the
+    /// order of `request_seqs`.
+    pub times: Vec<u64>,
+    /// The request each buy line answers, (user, attempt) from its request id (reference
+    /// format; (0, 0) when it has none), in the order of `request_seqs`.
+    pub requests: Vec<(u64, u32)>,
     /// Buy lines by result word (`ok`, `sold_out`, `already`, ...; article: `ok` / `fail`).
     pub results: HashMap<String, u64>,
     /// Order ids of `ok` lines (reference).
@@ -65,6 +71,22 @@ impl NodeLog {
         self.results.get(result).copied().unwrap_or(0)
     }
 
+    /// Epoch `e`'s buy lines: its range in `request_seqs`, `times` and `requests`.
+    pub fn epoch(&self, e: usize) -> std::ops::Range<usize> {
+        let mut bounds = self.epochs.clone();
+        if bounds.first() != Some(&0) {
+            bounds.insert(0, 0);
+        }
+        bounds.push(self.request_seqs.len());
+        bounds[e.min(bounds.len() - 2)]..bounds[(e + 1).min(bounds.len() - 1)]
+    }
+
+    /// How many epochs (processes) the log holds.
+    pub fn epoch_count(&self) -> usize {
+        let extra = usize::from(self.epochs.first() != Some(&0));
+        (self.epochs.len() + extra).max(1)
+    }
+
     /// Lines that answer a buy request.
     pub fn buy_lines(&self) -> u64 {
         self.request_seqs.len() as u64
@@ -73,6 +95,12 @@ impl NodeLog {
     /// Missing and repeated request sequence numbers over all epochs (up to `limit` of each),
     /// their counts, and the number of requests the log accounts for.
     pub fn gaps(&self, limit: usize) -> Gaps {
+        self.gaps_excusing(limit, &[])
+    }
+
+    /// [`NodeLog::gaps`], where a number above `tails[e]` in epoch `e` is not counted missing:
+    /// the lost tail of a process that was killed (its unflushed lines).
+    pub fn gaps_excusing(&self, limit: usize, tails: &[Option<u64>]) -> Gaps {
         let (mut missing, mut repeated) = (Vec::new(), Vec::new());
         let (mut n_missing, mut n_repeated, mut accounted) = (0, 0, 0);
         let mut bounds = self.epochs.clone();
@@ -80,7 +108,8 @@ impl NodeLog {
             bounds.insert(0, 0);
         }
         bounds.push(self.request_seqs.len());
-        for w in bounds.windows(2) {
+        for (epoch, w) in bounds.windows(2).enumerate() {
+            let tail = tails.get(epoch).copied().flatten();
             // Sorted, not indexed by value: one absurd number must not cost its size in memory.
             let mut seqs = self.request_seqs[w[0]..w[1]].to_vec();
             seqs.sort_unstable();
@@ -98,8 +127,10 @@ impl NodeLog {
                     continue;
                 }
                 if s > expect {
-                    n_missing += s - expect;
-                    for m in expect..s {
+                    // Numbers above the kill's cut may be the lost tail.
+                    let upto = tail.map_or(s, |t| s.min(t + 1).max(expect));
+                    n_missing += upto - expect;
+                    for m in expect..upto {
                         if missing.len() >= limit {
                             break;
                         }
@@ -180,6 +211,8 @@ fn article_line(log: &mut NodeLog, rest: &str) -> bool {
     let word = if result == 1 { "ok" } else { "fail" };
     *log.results.entry(word.to_string()).or_default() += 1;
     log.request_seqs.push(n);
+    log.times.push(0);
+    log.requests.push((0, 0));
     true
 }
 
@@ -208,6 +241,12 @@ fn reference_line(log: &mut NodeLog, text: &str, node: &mut Option<String>) -> b
                 log.unavailable_requests.push(f[4].to_string());
             }
             log.request_seqs.push(local_seq);
+            log.times.push(f[0].parse().unwrap_or(0));
+            let request = f[4]
+                .rsplit_once('-')
+                .and_then(|(u, a)| Some((u.parse().ok()?, a.parse().ok()?)))
+                .unwrap_or((0, 0));
+            log.requests.push(request);
         }
     }
     *log.results.entry(result.to_string()).or_default() += 1;

@@ -149,3 +149,91 @@ fn the_kubernetes_scenario_validates() {
     assert!(matches!(sc.system, System::External(_)));
     assert_eq!(sc.users.count, 1_000_000);
 }
+
+/// A described target: buy request, answer rules, store.
+const DESCRIBED: &str = r#"[sale]
+tickets = 10
+[target]
+url = "http://127.0.0.1:9/"
+[users]
+count = 100
+[load]
+mode = "closed"
+connections = 4
+[system.buy]
+method = "POST"
+path = "/api/seckill/{item}"
+[[system.buy.answers]]
+status = 200
+pointer = "/code"
+equals = 0
+outcome = "ok"
+[system.store]
+remaining = { key = "seckill:{{{item}}}:stock" }
+"#;
+
+#[test]
+fn a_description_with_mistakes_names_the_place() {
+    scenario::parse(Path::new("good.toml"), DESCRIBED).unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "path = \"/api/seckill/{item}\"",
+            "path = \"/api/seckill/{itme}\"",
+            "bad.toml:12:22: unknown placeholder {itme}",
+        ),
+        (
+            "pointer = \"/code\"",
+            "pointer = \"code\"",
+            "bad.toml:15:11: \"code\" is not a JSON Pointer",
+        ),
+        (
+            "pointer = \"/code\"\nequals = 0",
+            "regex = \"sold(out\"",
+            "bad.toml:15:9: the regex does not compile",
+        ),
+        (
+            "outcome = \"ok\"",
+            "outcome = \"sold\"",
+            "bad.toml:17:11: unknown outcome \"sold\"; known: ok, sold_out, already_bought, rejected, info",
+        ),
+        (
+            "key = \"seckill:{{{item}}}:stock\"",
+            "key = \"seckill:{{{user}}}:stock\"",
+            "bad.toml:19:32: unknown placeholder {user}",
+        ),
+        (
+            "path = \"/api/seckill/{item}\"",
+            "path = \"/api/seckill/{user.token}\"",
+            "needs a users file with a column \"token\"",
+        ),
+        (
+            "[system.store]",
+            "[audit]\nrequire = [\"successes_orders\"]\n[system.store]",
+            "bad.toml:19:12: successes_orders is required but cannot be checked: the store description keeps no order records",
+        ),
+        (
+            "url = \"http://127.0.0.1:9/\"",
+            "url = \"http://127.0.0.1:9/\"\nprofile = \"seed\"",
+            "bad.toml:5:11: profile is gone",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = DESCRIBED.replacen(from, to, 1);
+        assert_ne!(text, DESCRIBED, "{from} not in the scenario");
+        let got = error_of(&text);
+        assert!(got.contains(want), "for {to:?}: got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn the_presets_compile_and_speak_their_protocols() {
+    for name in ["reference", "article"] {
+        let d = scenario::preset(name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(d.name, name);
+        assert!(!d.buy.answers.is_empty());
+    }
+    let reference = scenario::preset("reference", &[]).unwrap();
+    assert!(reference.pay.is_some() && reference.store.orders.is_some());
+    let article = scenario::preset("article", &[]).unwrap();
+    assert!(article.store.orders.is_none() && article.store.buyers.is_none());
+}

@@ -1,0 +1,149 @@
+//! A system described only in its scenario (`scenarios/described.toml`, no preset): the example
+//! service `examples/seckill` — bearer tokens from a users CSV, `{code,msg,data}` answers, a Redis
+//! string of stock and a set of buyers, no order records — started by the harness with a private
+//! Redis, loaded, audited from its two keys, and stopped. The correct service is PROVEN with the
+//! checks it keeps no evidence for listed as not checked; each of its flaws is FAILED by the check
+//! that names it, with a witness; nothing is left running.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::cli::{
+    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
+};
+
+/// `grab-bench run scenarios/described.toml ARGS` with its processes marked; asserts none
+/// survives.
+fn run(out: &Path, args: &[&str]) -> Output {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mark = marker(&format!("described-{}", args.join("-")));
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(shipped("described.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    o
+}
+
+/// The witnesses' words of one check.
+fn says(audit: &Value, name: &str) -> Vec<String> {
+    check(audit, name)["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["says"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_correct_service_is_proven_from_its_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "verdict: PROVEN — 5 checks hold; 3 not checked (no order records; no reservations in this sale; no stat logs)"
+        ),
+        "{stdout}"
+    );
+    let audit = json(&dir.path().join("audit.json"));
+    for held in [
+        "no_oversell",
+        "counter_bounds",
+        "one_per_user",
+        "conservation",
+        "no_undersell",
+    ] {
+        assert_eq!(
+            check(&audit, held)["status"],
+            "true",
+            "{held}: {}",
+            describe(&o)
+        );
+    }
+    // Every answer was understood: the rules cover the service's envelope.
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.csv")).unwrap();
+    assert!(!ledger.contains(",unmatched,"), "{ledger}");
+    // The order ids the service gave are in the ledger as it wrote them.
+    assert!(
+        ledger.contains(",item1-1,") || ledger.contains("item1-1\n"),
+        "order ids kept"
+    );
+}
+
+#[test]
+fn an_unguarded_decrement_is_an_oversell() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "unguarded-decr"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    assert_eq!(check(&audit, "no_oversell")["status"], "false");
+    let w = says(&audit, "no_oversell");
+    assert!(
+        w.iter().any(|s| s.contains("but the sale has 200 tickets")),
+        "{w:?}"
+    );
+    // The store's own counter shows it too: stock below zero is sold above the total.
+    assert!(
+        says(&audit, "conservation")
+            .iter()
+            .any(|s| s.contains("the total is 200"))
+    );
+}
+
+#[test]
+fn no_buyers_set_lets_a_user_buy_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "no-buyers-set"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    assert_eq!(check(&audit, "one_per_user")["status"], "false");
+    let w = says(&audit, "one_per_user");
+    assert!(
+        w.iter()
+            .any(|s| s.contains("was told success 2 times (limit 1)")),
+        "{w:?}"
+    );
+    let w = says(&audit, "conservation");
+    assert!(
+        w.iter().any(|s| s.contains("buyers account for 0")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn errors_while_tickets_are_left_are_an_undersell() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "errors-while-stock"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    let c = check(&audit, "no_undersell");
+    assert_eq!(c["status"], "false", "{c:#}");
+    assert!(c["figures"]["tickets_left"].as_i64() > Some(0), "{c:#}");
+    let w = says(&audit, "no_undersell");
+    assert!(
+        w.iter()
+            .any(|s| s.contains("got only an error") && s.contains("indeterminate")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_flaw_the_service_does_not_have_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&dir.path().join("out"), &["--flaw", "off-by-one"]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("unguarded-decr, no-buyers-set, errors-while-stock"),
+        "{stderr}"
+    );
+}
