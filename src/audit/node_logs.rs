@@ -25,11 +25,11 @@ impl Kills {
     fn of(f: &Facts<'_>) -> Kills {
         let mut by_node: HashMap<String, Vec<i64>> = HashMap::new();
         for x in &f.run.faults {
-            if x.kind == "kill-node" || x.kind == "restart-node" {
-                if let Some(n) = &x.node {
-                    let at = x.at_unix_us as i64 - f.run.started_unix_us as i64;
-                    by_node.entry(n.clone()).or_default().push(at);
-                }
+            if (x.kind == "kill-node" || x.kind == "restart-node")
+                && let Some(n) = &x.node
+            {
+                let at = x.at_unix_us as i64 - f.run.started_unix_us as i64;
+                by_node.entry(n.clone()).or_default().push(at);
             }
         }
         Kills(by_node)
