@@ -53,13 +53,27 @@ pub const JUNIT_XML: &str = "junit.xml";
 pub const TIMESERIES_CSV: &str = "timeseries.csv";
 /// `index.html`.
 pub const INDEX_HTML: &str = "index.html";
+/// `throughput.png`.
+pub const THROUGHPUT_PNG: &str = "throughput.png";
+/// `latency.png`.
+pub const LATENCY_PNG: &str = "latency.png";
+/// `percentiles.png`.
+pub const PERCENTILES_PNG: &str = "percentiles.png";
+/// `inventory.png`: the whole run.
+pub const INVENTORY_PNG: &str = "inventory.png";
+/// `inventory-zoom.png`: the same, on the sale window only (a big sale sells out in a sliver
+/// of the run).
+pub const INVENTORY_ZOOM_PNG: &str = "inventory-zoom.png";
+/// `nodes.png`.
+pub const NODES_PNG: &str = "nodes.png";
 /// Every chart, in the order the index page shows them.
-pub const CHARTS: [&str; 5] = [
-    "throughput.png",
-    "latency.png",
-    "percentiles.png",
-    "inventory.png",
-    "nodes.png",
+pub const CHARTS: [&str; 6] = [
+    THROUGHPUT_PNG,
+    LATENCY_PNG,
+    PERCENTILES_PNG,
+    INVENTORY_PNG,
+    INVENTORY_ZOOM_PNG,
+    NODES_PNG,
 ];
 /// `cluster.json`, in a `cluster up` folder: its endpoints and nodes.
 pub const CLUSTER_JSON: &str = "cluster.json";

@@ -8,11 +8,12 @@ use super::charts::{Data, sold_out_label};
 use crate::run_dir::{AUDIT_JSON, CHARTS, INDEX_HTML, RunDir};
 
 /// What each chart shows, as the page's caption for it.
-const CAPTIONS: [&str; 5] = [
+const CAPTIONS: [&str; CHARTS.len()] = [
     "Completed requests per second, stacked by outcome, with the send rate.",
     "Latency percentiles per second: intended (from the scheduled send time) vs raw service time.",
     "Whole-run latency by percentile (HDR spectrum), intended vs raw.",
-    "Tickets left over time by the client's count, with the sell-out moment.",
+    "Tickets left over time by the client's count, with the sell-out moment; the shaded band is the sale window of the next chart.",
+    "The same on the sale window only: from the first request to a little after the sell-out (20 % of the window, at least 0.2 s), or after the last success when the sale never sold out.",
     "Successful buys per node against each node's quota.",
 ];
 

@@ -55,6 +55,7 @@ const FILES: &[&str] = &[
     "latency.png",
     "percentiles.png",
     "inventory.png",
+    "inventory-zoom.png",
     "nodes.png",
 ];
 
