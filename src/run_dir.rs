@@ -11,7 +11,7 @@
 //! | `stat-<node>.log` | the nodes, or a copy of the system's logs | one line per request |
 //! | `evidence.json` | the pipeline, after settling | [`Collected`]: the store's snapshot, the nodes' `/stats`, which logs there are |
 //! | `audit.json`, `audit.md` | the audit | [`Audit`], and the same in words |
-//! | `summary.json`, `summary.md`, `summary.txt`, `junit.xml`, `timeseries.csv`, `index.html`, `*.png` | the report | see `report` |
+//! | `summary.json`, `summary.md`, `summary.txt`, `junit.xml`, `timeseries.csv`, `index.html`, `witnesses.csv`, `*.png` | the report | see `report` |
 //!
 //! `cluster.json` lives in a `cluster up` folder, not a run folder; it is named here too.
 
@@ -53,6 +53,8 @@ pub const JUNIT_XML: &str = "junit.xml";
 pub const TIMESERIES_CSV: &str = "timeseries.csv";
 /// `index.html`.
 pub const INDEX_HTML: &str = "index.html";
+/// `witnesses.csv`: every witness of the audit, one row each (the index page shows a few).
+pub const WITNESSES_CSV: &str = "witnesses.csv";
 /// `throughput.png`.
 pub const THROUGHPUT_PNG: &str = "throughput.png";
 /// `latency.png`.

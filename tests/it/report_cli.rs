@@ -51,6 +51,7 @@ const FILES: &[&str] = &[
     "audit.md",
     "junit.xml",
     "index.html",
+    "witnesses.csv",
     "throughput.png",
     "latency.png",
     "percentiles.png",
@@ -111,6 +112,25 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     assert_eq!(cases.len(), 12);
     assert!(cases.iter().all(|c| !c.has_children()));
 
+    // index.html: the verdict first, every check, the thresholds; no items in a one-item sale.
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("<p class=\"word\">PROVEN</p>"));
+    assert!(index.contains("verdict: PROVEN — all 8 checks hold"));
+    for c in s["checks"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        assert!(
+            index.contains(&format!("<tr id=\"check-{name}\">")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        index
+            .matches("<span class=\"status pass\">met</span>")
+            .count(),
+        4
+    );
+    assert!(!index.contains("id=\"items\""));
+
     // Re-rendering from the saved files gives the same bytes.
     let before: Vec<Vec<u8>> = FILES
         .iter()
@@ -161,6 +181,13 @@ fn a_missed_threshold_exits_2_and_a_failed_check_still_wins() {
     let o = run(&sc, &flawed, &["--flaw", "off-by-one"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert_eq!(json(&flawed.join("summary.json"))["exit_code"], 1);
+    let index = std::fs::read_to_string(flawed.join("index.html")).unwrap();
+    assert!(index.contains("<p class=\"word\">FAILED</p>"));
+    assert!(index.contains("verdict: FAILED — 1 of 8 checks false: no_oversell"));
+    assert!(index.contains("OVERSOLD"));
+    assert!(index.contains("<span class=\"status false\">MISSED</span>"));
+    let witnesses = std::fs::read_to_string(flawed.join("witnesses.csv")).unwrap();
+    assert!(witnesses.contains("\nno_oversell,false,"), "{witnesses}");
 
     // compare as a regression gate: the flawed run's verdict is worse.
     let o = grab(&[
