@@ -77,6 +77,9 @@ pub const CHARTS: [&str; 6] = [
     INVENTORY_ZOOM_PNG,
     NODES_PNG,
 ];
+/// `compare.html`: written by `grab-bench compare`, by default into the current directory (not
+/// into a run folder: a run folder is written once, by its run).
+pub const COMPARE_HTML: &str = "compare.html";
 /// `cluster.json`, in a `cluster up` folder: its endpoints and nodes.
 pub const CLUSTER_JSON: &str = "cluster.json";
 /// Stat logs are `stat-<node>.log`.
