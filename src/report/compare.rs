@@ -263,7 +263,23 @@ fn html(c: &Comparison, out: &Path) -> String {
          <p class=\"reason\">{}</p>\n</section>",
         esc(&line)
     );
-    let page_dir = out.parent().unwrap_or(Path::new(""));
+    table(&mut h, c, out.parent().unwrap_or(Path::new("")));
+    let _ = writeln!(
+        h,
+        "<p class=\"small\">Worse means lower requests/s, higher latency or a later sell-out; \
+         a figure the new run lacks, or a worse verdict (false &gt; unknown &gt; true), is a \
+         regression too.{}</p>\n</body>\n</html>",
+        c.limit.map_or(String::new(), |l| format!(
+            " Limit: {l}% (--max-regression)."
+        )),
+    );
+    h
+}
+
+/// The page's table: the runs (linked from `page_dir`), the rows, the verdicts, the exit codes;
+/// a row that regressed is marked with why.
+fn table(h: &mut String, c: &Comparison, page_dir: &Path) {
+    let (a, b) = (&c.base.summary, &c.new.summary);
     let link = |s: &Side| {
         let to = relative(page_dir, &s.dir.join(INDEX_HTML));
         format!(
@@ -329,16 +345,6 @@ fn html(c: &Comparison, out: &Path) -> String {
          </tr>\n</tbody>\n</table></div>",
         a.exit_code, b.exit_code
     );
-    let _ = writeln!(
-        h,
-        "<p class=\"small\">Worse means lower requests/s, higher latency or a later sell-out; \
-         a figure the new run lacks, or a worse verdict (false &gt; unknown &gt; true), is a \
-         regression too.{}</p>\n</body>\n</html>",
-        c.limit.map_or(String::new(), |l| format!(
-            " Limit: {l}% (--max-regression)."
-        )),
-    );
-    h
 }
 
 /// A row's regression cell: what is wrong, "no" when judged and fine, nothing when not judged.

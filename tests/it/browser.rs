@@ -190,24 +190,9 @@ fn smoke(out: &Path, extra: &[&str]) -> Output {
         .expect("grab-bench runs")
 }
 
-#[test]
-fn the_report_page_in_a_real_browser() {
-    let started = Instant::now();
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let (failing, passing) = (root.join("failing"), root.join("passing"));
-    {
-        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-        let o = smoke(&failing, &["--flaw", "off-by-one"]);
-        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
-        let o = smoke(&passing, &[]);
-        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
-    }
-    assert!(nothing_left(&failing) && nothing_left(&passing));
-    let runs = started.elapsed();
-
-    // The failing run: FAILED, every check, the oversell's witnesses.
+/// The failing run's page says FAILED and the verdict line, names every check and shows a
+/// witness of the false one; its phone-width screenshot has the red verdict box.
+fn failing_page(failing: &Path) {
     let page = failing.join("index.html");
     let dom = dump_dom(&page);
     let audit = json(&failing.join("audit.json"));
@@ -240,8 +225,11 @@ fn the_report_page_in_a_real_browser() {
         [0xc6, 0x28, 0x28],
     );
     assert!(red > 5_000, "the red verdict box is drawn ({red} pixels)");
+}
 
-    // The passing run: PROVEN, every check, nothing failed.
+/// The passing run's page says PROVEN, names every check and marks nothing false; its desktop
+/// screenshot has the green verdict box.
+fn passing_page(passing: &Path) {
     let page = passing.join("index.html");
     let dom = dump_dom(&page);
     assert!(dom.contains("<p class=\"word\">PROVEN</p>"), "{dom:.2000}");
@@ -270,6 +258,28 @@ fn the_report_page_in_a_real_browser() {
         green > 5_000,
         "the green verdict box is drawn ({green} pixels)"
     );
+}
+
+/// Two smoke runs, one with a planted oversell, and each page as Chromium renders it.
+#[test]
+fn the_report_page_in_a_real_browser() {
+    let started = Instant::now();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let (failing, passing) = (root.join("failing"), root.join("passing"));
+    {
+        let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+        let o = smoke(&failing, &["--flaw", "off-by-one"]);
+        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+        let o = smoke(&passing, &[]);
+        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    }
+    assert!(nothing_left(&failing) && nothing_left(&passing));
+    let runs = started.elapsed();
+
+    failing_page(&failing);
+    passing_page(&passing);
     eprintln!(
         "browser test: runs {runs:.1?}, browser {:.1?}; screenshots in {}",
         started.elapsed() - runs,

@@ -370,6 +370,39 @@ fn assert_failing_audit_shown(index: &str, audit: &Audit) {
     assert!(!index.contains("<script"), "self-contained");
 }
 
+/// The zoomed inventory chart is its own picture, on the window from the first request to the
+/// sell-out plus 20 % of that span (at least 0.2 s), which the page states.
+fn assert_zoom_window(dir: &Path, index: &str, result: &EngineResult, tickets: u64) {
+    let (w, h, colours) = png_stats(&dir.join(INVENTORY_ZOOM_PNG));
+    assert_eq!((w, h), CHART_SIZE);
+    assert!(colours >= 40, "the zoom looks blank: {colours} colours");
+    assert!(read(dir, INVENTORY_ZOOM_PNG) != read(dir, "inventory.png"));
+    let first = result.ledger.rows.iter().map(|r| r.start_us).min().unwrap();
+    let mut ends: Vec<u32> = result
+        .ledger
+        .rows
+        .iter()
+        .filter(|r| r.reason() == Reason::Grabbed)
+        .map(|r| r.end_us)
+        .collect();
+    ends.sort_unstable();
+    let (start, sold_out) = (
+        f64::from(first) / 1e6,
+        f64::from(ends[tickets as usize - 1]) / 1e6,
+    );
+    let end = sold_out + ((sold_out - start) * 0.2).max(0.2);
+    assert!(
+        end < result.elapsed.as_secs_f64(),
+        "the window ends inside the run"
+    );
+    let words = format!("Window {start:.3}–{end:.3} s (sold out at {sold_out:.3} s).");
+    assert!(
+        index.contains(&words),
+        "the page states the window: {words}"
+    );
+}
+
+/// Long because one rendered folder is checked file by file, a paragraph each.
 #[test]
 fn charts_and_data_from_a_synthetic_sale() {
     let s = Synth {
@@ -453,35 +486,7 @@ fn charts_and_data_from_a_synthetic_sale() {
         "no audit was given"
     );
 
-    // The zoomed inventory chart: its own picture, on the window from the first request to the
-    // sell-out plus 20 % of that span (at least 0.2 s), which the page states.
-    let (w, h, colours) = png_stats(&dir.join(INVENTORY_ZOOM_PNG));
-    assert_eq!((w, h), CHART_SIZE);
-    assert!(colours >= 40, "the zoom looks blank: {colours} colours");
-    assert!(read(dir, INVENTORY_ZOOM_PNG) != read(dir, "inventory.png"));
-    let first = result.ledger.rows.iter().map(|r| r.start_us).min().unwrap();
-    let mut ends: Vec<u32> = result
-        .ledger
-        .rows
-        .iter()
-        .filter(|r| r.reason() == Reason::Grabbed)
-        .map(|r| r.end_us)
-        .collect();
-    ends.sort_unstable();
-    let (start, sold_out) = (
-        f64::from(first) / 1e6,
-        f64::from(ends[s.tickets as usize - 1]) / 1e6,
-    );
-    let end = sold_out + ((sold_out - start) * 0.2).max(0.2);
-    assert!(
-        end < result.elapsed.as_secs_f64(),
-        "the window ends inside the run"
-    );
-    let words = format!("Window {start:.3}–{end:.3} s (sold out at {sold_out:.3} s).");
-    assert!(
-        index.contains(&words),
-        "the page states the window: {words}"
-    );
+    assert_zoom_window(dir, &index, &result, s.tickets);
 
     // Re-rendering from the saved files changes nothing, data or pictures.
     let before: Vec<Vec<u8>> = CHARTS

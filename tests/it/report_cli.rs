@@ -70,6 +70,7 @@ const FILES: &[&str] = &[
     "nodes.png",
 ];
 
+/// Long because one real run (seconds of cluster) is checked file by file, a paragraph each.
 #[test]
 fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,12 +156,20 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         assert!(&std::fs::read(out.join(f)).unwrap() == old, "{f} differs");
     }
 
+    compare_pages(dir.path(), s);
+}
+
+/// `compare` on the run `dir/run` (summary `s`): against itself no regression, with the page
+/// in the current directory; against a copy with half the throughput a regression, marked on
+/// the page written where `--out` says; someone's file in the way is refused.
+fn compare_pages(dir: &Path, mut s: serde_json::Value) {
+    let out = dir.join("run");
     // compare: a run against itself has no regression; the page lands in the current
     // directory and links both runs' pages relative to itself.
-    let o = compare_in(dir.path(), &["run", "run", "--max-regression", "5"]);
+    let o = compare_in(dir, &["run", "run", "--max-regression", "5"]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no regression"));
-    let page = std::fs::read_to_string(dir.path().join("compare.html")).unwrap();
+    let page = std::fs::read_to_string(dir.join("compare.html")).unwrap();
     assert!(
         page.contains("<p class=\"word\">NO REGRESSION</p>"),
         "{page}"
@@ -170,17 +179,16 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     assert!(!page.contains("class=\"regression\""));
 
     // A planted regression: the same run with half its throughput. Text and page agree.
-    let slow = dir.path().join("slow");
+    let slow = dir.join("slow");
     std::fs::create_dir(&slow).unwrap();
     std::fs::copy(out.join("run.json"), slow.join("run.json")).unwrap();
-    let mut s = s;
     s["requests"]["rps"] = (s["requests"]["rps"].as_f64().unwrap() / 2.0).into();
     std::fs::write(slow.join("summary.json"), s.to_string()).unwrap();
-    let gate = dir.path().join("gate");
+    let gate = dir.join("gate");
     std::fs::create_dir(&gate).unwrap();
     let page_path = gate.join("compare.html");
     let o = compare_in(
-        dir.path(),
+        dir,
         &[
             "run",
             "slow",
@@ -205,16 +213,13 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     );
     assert!(page.contains("href=\"../slow/index.html\""));
     // Again over its own page is fine; over someone's file it is refused, untouched.
-    let again = compare_in(
-        dir.path(),
-        &["run", "slow", "--out", page_path.to_str().unwrap()],
-    );
+    let again = compare_in(dir, &["run", "slow", "--out", page_path.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
-    std::fs::write(dir.path().join("mine.html"), "my notes").unwrap();
-    let o = compare_in(dir.path(), &["run", "slow", "--out", "mine.html"]);
+    std::fs::write(dir.join("mine.html"), "my notes").unwrap();
+    let o = compare_in(dir, &["run", "slow", "--out", "mine.html"]);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("mine.html")).unwrap(),
+        std::fs::read_to_string(dir.join("mine.html")).unwrap(),
         "my notes"
     );
 }
