@@ -931,6 +931,15 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
     }
     let inside = |t: f64| (x0..=x1).contains(&t);
     let mut marks: Vec<Mark> = fault_marks(d).into_iter().filter(|m| inside(m.x)).collect();
+    // Marks are drawn in order: the sell-out's red line goes over the first "sold out"
+    // answer's, often at the same moment.
+    if let Some(t) = curves.first_sold_out_answer.filter(|t| inside(*t)) {
+        marks.push(Mark {
+            x: t,
+            color: GREY,
+            label: format!("first \"sold out\" answer at {t:.3} s"),
+        });
+    }
     match curves.sold_out_at {
         Some(t) if inside(t) => marks.push(Mark {
             x: t,
@@ -948,13 +957,6 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
                 font(17).color(&FAIL),
             )?;
         }
-    }
-    if let Some(t) = curves.first_sold_out_answer.filter(|t| inside(*t)) {
-        marks.push(Mark {
-            x: t,
-            color: GREY,
-            label: format!("first \"sold out\" answer at {t:.3} s"),
-        });
     }
     draw_marks(&mut chart, &marks, (y_lo, y_max))?;
     Ok(())
