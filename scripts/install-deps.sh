@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what grab-bench needs and the machine lacks: redis-server and nginx (the system under
-# test), ab (apache2-utils) and wrk (the benchmark script compares against them).
+# test), ab (apache2-utils) and wrk (the benchmark script compares against them), and chromium
+# (the browser test renders the report page in it headless; with a font, for its screenshots).
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
@@ -9,6 +10,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ -z "${GRAB_BENCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium fonts-dejavu-core)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

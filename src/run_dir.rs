@@ -11,7 +11,7 @@
 //! | `stat-<node>.log` | the nodes, or a copy of the system's logs | one line per request |
 //! | `evidence.json` | the pipeline, after settling | [`Collected`]: the store's snapshot, the nodes' `/stats`, which logs there are |
 //! | `audit.json`, `audit.md` | the audit | [`Audit`], and the same in words |
-//! | `summary.json`, `summary.md`, `summary.txt`, `junit.xml`, `timeseries.csv`, `index.html`, `*.png` | the report | see `report` |
+//! | `summary.json`, `summary.md`, `summary.txt`, `junit.xml`, `timeseries.csv`, `index.html`, `witnesses.csv`, `*.png` | the report | see `report` |
 //!
 //! `cluster.json` lives in a `cluster up` folder, not a run folder; it is named here too.
 
@@ -53,14 +53,33 @@ pub const JUNIT_XML: &str = "junit.xml";
 pub const TIMESERIES_CSV: &str = "timeseries.csv";
 /// `index.html`.
 pub const INDEX_HTML: &str = "index.html";
+/// `witnesses.csv`: every witness of the audit, one row each (the index page shows a few).
+pub const WITNESSES_CSV: &str = "witnesses.csv";
+/// `throughput.png`.
+pub const THROUGHPUT_PNG: &str = "throughput.png";
+/// `latency.png`.
+pub const LATENCY_PNG: &str = "latency.png";
+/// `percentiles.png`.
+pub const PERCENTILES_PNG: &str = "percentiles.png";
+/// `inventory.png`: the whole run.
+pub const INVENTORY_PNG: &str = "inventory.png";
+/// `inventory-zoom.png`: the same, on the sale window only (a big sale sells out in a sliver
+/// of the run).
+pub const INVENTORY_ZOOM_PNG: &str = "inventory-zoom.png";
+/// `nodes.png`.
+pub const NODES_PNG: &str = "nodes.png";
 /// Every chart, in the order the index page shows them.
-pub const CHARTS: [&str; 5] = [
-    "throughput.png",
-    "latency.png",
-    "percentiles.png",
-    "inventory.png",
-    "nodes.png",
+pub const CHARTS: [&str; 6] = [
+    THROUGHPUT_PNG,
+    LATENCY_PNG,
+    PERCENTILES_PNG,
+    INVENTORY_PNG,
+    INVENTORY_ZOOM_PNG,
+    NODES_PNG,
 ];
+/// `compare.html`: written by `grab-bench compare`, by default into the current directory (not
+/// into a run folder: a run folder is written once, by its run).
+pub const COMPARE_HTML: &str = "compare.html";
 /// `cluster.json`, in a `cluster up` folder: its endpoints and nodes.
 pub const CLUSTER_JSON: &str = "cluster.json";
 /// Stat logs are `stat-<node>.log`.

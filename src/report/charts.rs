@@ -22,7 +22,10 @@ use super::latency_log::Totals;
 use super::timeseries::{Second, TimeSeries, natural_cmp};
 use crate::ledger::Ledger;
 use crate::protocol::{Kind, Reason};
-use crate::run_dir::{CHARTS, RunDir};
+use crate::run_dir::{
+    CHARTS, INVENTORY_PNG, INVENTORY_ZOOM_PNG, LATENCY_PNG, LEDGER_CSV, NODES_PNG, PERCENTILES_PNG,
+    RunDir, THROUGHPUT_PNG, TIMESERIES_CSV,
+};
 
 /// The embedded font (DejaVu Sans; licence in `assets/fonts/LICENSE`).
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -40,6 +43,11 @@ const RAW: RGBColor = RGBColor(31, 119, 180);
 const INTENDED: RGBColor = RGBColor(214, 39, 40);
 const FAULT: RGBColor = RGBColor(110, 110, 110);
 const GREY: RGBColor = RGBColor(90, 90, 90);
+/// The sale window, shaded on the whole-run inventory chart: [`P50`] at [`WINDOW_ALPHA`], so
+/// the grid shows through; `WINDOW` is how that looks on white, for the legend.
+const WINDOW: RGBColor = RGBColor(222, 234, 244);
+/// See [`WINDOW`].
+const WINDOW_ALPHA: f64 = 0.15;
 
 /// Everything the charts and the index page draw from.
 pub(crate) struct Data<'a> {
@@ -63,6 +71,8 @@ pub(crate) struct LedgerFacts {
     pub releases_us: Vec<u64>,
     /// End time of the first "sold out" answer, µs.
     pub first_sold_out_us: Option<u32>,
+    /// Start time of the first request, µs: where the sale window begins.
+    pub first_start_us: Option<u32>,
     /// Grabbed buys by the node that served them (`None`: the answer named no node).
     pub by_node: Vec<(Option<String>, u64)>,
 }
@@ -74,6 +84,7 @@ impl LedgerFacts {
         let mut node_counts = vec![0u64; ledger.nodes.len() + 1];
         let mut first_sold_out_us: Option<u32> = None;
         let mut paid_users = HashSet::new();
+        let first_start_us = ledger.rows.iter().map(|r| r.start_us).min();
         for r in &ledger.rows {
             match (r.kind(), r.reason()) {
                 (Kind::Buy, Reason::Grabbed) => {
@@ -121,6 +132,7 @@ impl LedgerFacts {
             buys_us,
             releases_us,
             first_sold_out_us,
+            first_start_us,
             by_node,
         }
     }
@@ -145,13 +157,17 @@ fn register_fonts() -> anyhow::Result<()> {
 pub(crate) fn draw_all(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts()?;
     type Draw = fn(&Area<'_>, &Data<'_>) -> anyhow::Result<()>;
-    let charts: [(&str, Draw); 5] = [
-        (CHARTS[0], throughput),
-        (CHARTS[1], latency),
-        (CHARTS[2], percentiles),
-        (CHARTS[3], inventory),
-        (CHARTS[4], nodes),
+    // One drawing function per name of `CHARTS`, in its order. A fairness chart (a later
+    // issue) is one more row here, one more name there and one more caption on the page.
+    let charts: [(&str, Draw); CHARTS.len()] = [
+        (THROUGHPUT_PNG, throughput),
+        (LATENCY_PNG, latency),
+        (PERCENTILES_PNG, percentiles),
+        (INVENTORY_PNG, inventory),
+        (INVENTORY_ZOOM_PNG, inventory_zoom),
+        (NODES_PNG, nodes),
     ];
+    debug_assert!(charts.iter().map(|c| c.0).eq(CHARTS));
     let mut written = Vec::new();
     for (name, draw) in charts {
         let path = dir.file(name);
@@ -691,31 +707,137 @@ fn percentile_label(x: f64) -> String {
     }
 }
 
-/// Tickets left over time, the sell-out moment marked.
-///
-/// Long because a chart is drawn in one pass, top to bottom (curves, sell-out mark, faults, legend): splitting it would scatter one picture's layout over several functions.
+/// The zoomed inventory chart's title (also on its "nothing to zoom into" message).
+const ZOOM_TITLE: &str = "Inventory during the sale: tickets left, zoomed on the sale window";
+/// After the sell-out the sale window goes on for this share of its length (first request to
+/// sell-out), so the flat "sold out" tail and any late success are visible…
+const WINDOW_MARGIN: f64 = 0.2;
+/// …but for at least this long, s (a smoke run sells out in tens of milliseconds).
+const WINDOW_MIN_MARGIN_S: f64 = 0.2;
+
+/// The part of the run the sale happened in, which the zoomed inventory chart shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SaleWindow {
+    /// Where it begins: the first request's start, s since the run start.
+    pub start: f64,
+    /// Where it ends: the sell-out (or, when the sale never sold out, the last success) plus
+    /// [`WINDOW_MARGIN`] of the window, at least [`WINDOW_MIN_MARGIN_S`]; never past the run.
+    pub end: f64,
+    /// When the stock ran out by the client's count, s; `None`: it never did.
+    pub sold_out_at: Option<f64>,
+    /// Whether the times come from per-second counts (no ledger).
+    pub coarse: bool,
+}
+
+/// The sale window of the run: `None` when nothing countable was sold (no tickets, no
+/// success), so there is nothing to zoom into.
+pub(crate) fn sale_window(d: &Data<'_>) -> Option<SaleWindow> {
+    if d.run.tickets == 0 {
+        return None;
+    }
+    let (first, last_success) = match d.ledger {
+        Some(f) => (
+            f.first_start_us.map(|us| f64::from(us) / 1e6),
+            f.buys_us.last().map(|&us| f64::from(us) / 1e6),
+        ),
+        None => {
+            let rows = &d.series.rows;
+            (
+                rows.iter()
+                    .find(|r| r.sent > 0)
+                    .map(|r| f64::from(r.second)),
+                rows.iter()
+                    .rev()
+                    .find(|r| r.buys_ok > 0)
+                    .map(|r| f64::from(r.second) + span(d, r)),
+            )
+        }
+    };
+    let (sold_out_at, coarse) = sold_out_moment(d);
+    let anchor = sold_out_at.or(last_success)?;
+    let start = first.unwrap_or(0.0).min(anchor);
+    let margin = ((anchor - start) * WINDOW_MARGIN).max(WINDOW_MIN_MARGIN_S);
+    let end = (anchor + margin).min(time_max(d)).max(anchor);
+    Some(SaleWindow {
+        start,
+        // A sale that sold out at its first request still gets a window a millisecond wide.
+        end: end.max(start + 0.001),
+        sold_out_at,
+        coarse,
+    })
+}
+
+/// Which part of the run an inventory chart shows.
+enum View {
+    /// The whole run, with the sale window (when there is one) shaded.
+    Whole(Option<SaleWindow>),
+    /// The sale window only.
+    Zoom(SaleWindow),
+}
+
+/// Tickets left over the whole run, the sell-out moment marked, the sale window shaded.
 fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    inventory_view(root, d, View::Whole(sale_window(d)))
+}
+
+/// Tickets left on the sale window only: a big sale runs out in a sliver of the run (the 1m
+/// scenario sells out in under a second of 40), too thin to read on the whole-run chart.
+fn inventory_zoom(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    match sale_window(d) {
+        Some(w) => inventory_view(root, d, View::Zoom(w)),
+        None => {
+            let area = header(root, ZOOM_TITLE, &subtitle(d, ""))?;
+            message(
+                &area,
+                if d.run.tickets == 0 {
+                    "no ticket count for this run (an ab-style load sells nothing countable)"
+                } else {
+                    "nothing was sold: there is no sale window to zoom into"
+                },
+            )
+        }
+    }
+}
+
+/// An inventory chart over `view`'s time range: tickets left (and the estimate with releases),
+/// the sell-out moment, the first "sold out" answer and the faults marked.
+///
+/// Long because a chart is drawn in one pass, top to bottom (curves, sell-out mark, faults,
+/// legend): splitting it would scatter one picture's layout over several functions.
+fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<()> {
     let reservations = d.run.hold_ttl.is_some();
-    let area = header(
-        root,
-        "Inventory: tickets left over time (client's count of successful buys)",
-        &subtitle(
-            d,
-            &if d.run.tickets == 0 {
+    let source = if d.ledger.is_some() {
+        format!("each success in {LEDGER_CSV}")
+    } else {
+        format!("{TIMESERIES_CSV}, per second")
+    };
+    let (title, what) = match &view {
+        View::Whole(_) => (
+            "Inventory: tickets left over time (client's count of successful buys)",
+            if d.run.tickets == 0 {
                 String::new()
             } else {
                 format!(
-                    "{} tickets · from {}",
-                    fmt_count(d.run.tickets as f64),
-                    if d.ledger.is_some() {
-                        format!("each success in {}", crate::run_dir::LEDGER_CSV)
-                    } else {
-                        format!("{}, per second", crate::run_dir::TIMESERIES_CSV)
-                    }
+                    "{} tickets · from {source}",
+                    fmt_count(d.run.tickets as f64)
                 )
             },
         ),
-    )?;
+        View::Zoom(w) => (
+            ZOOM_TITLE,
+            format!(
+                "window {}–{} s: first request to {} + 20 % (≥ 0.2 s) · from {source}",
+                fmt_time(w.start, w.end - w.start),
+                fmt_time(w.end, w.end - w.start),
+                if w.sold_out_at.is_some() {
+                    "sell-out"
+                } else {
+                    "last success"
+                }
+            ),
+        ),
+    };
+    let area = header(root, title, &subtitle(d, &what))?;
     let tickets = d.run.tickets as i64;
     if tickets == 0 {
         return message(
@@ -723,8 +845,11 @@ fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
             "no ticket count for this run (an ab-style load sells nothing countable)",
         );
     }
-    let x_max = time_max(d);
-    let curves = inventory_curves(d, x_max);
+    let (x0, x1) = match &view {
+        View::Whole(_) => (0.0, time_max(d)),
+        View::Zoom(w) => (w.start, w.end),
+    };
+    let curves = inventory_curves(d, x0, x1);
     let lows = curves
         .left
         .iter()
@@ -751,17 +876,34 @@ fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
             "estimated available (unpaid holds released after the hold time)",
         ));
     }
+    // Shaded only when it shows where to look: a window that is most of the run is no hint.
+    let band = match &view {
+        View::Whole(Some(w)) if w.end - w.start < 0.9 * (x1 - x0) => Some(*w),
+        _ => None,
+    };
+    if band.is_some() {
+        entries.push(entry(
+            Swatch::Fill(WINDOW),
+            format!("sale window (zoomed in {INVENTORY_ZOOM_PNG})"),
+        ));
+    }
     let area = with_legend(&area, &entries)?;
-    let mut chart = builder(&area).build_cartesian_2d(0.0..x_max, y_lo..y_max)?;
+    let mut chart = builder(&area).build_cartesian_2d(x0..x1, y_lo..y_max)?;
     chart
         .configure_mesh()
         .x_desc("time since start (s)")
-        .x_label_formatter(&|v| fmt_secs(*v))
+        .x_label_formatter(&|v| fmt_time(*v, x1 - x0))
         .y_desc("tickets")
         .label_style(font(16))
         .axis_desc_style(font(18))
         .y_label_formatter(&|v| fmt_count(*v))
         .draw()?;
+    if let Some(w) = band {
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(w.start, y_lo), (w.end, y_max)],
+            P50.mix(WINDOW_ALPHA).filled(),
+        )))?;
+    }
     chart.draw_series(
         AreaSeries::new(curves.left.iter().copied(), 0.0, OK.mix(0.18))
             .border_style(OK.stroke_width(3)),
@@ -776,41 +918,45 @@ fn inventory(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     }
     if y_min < 0.0 {
         chart.draw_series(LineSeries::new(
-            [(0.0, 0.0), (x_max, 0.0)],
+            [(x0, 0.0), (x1, 0.0)],
             FAIL.stroke_width(2),
         ))?;
         boxed_text(
             &mut chart,
-            (x_max, 0.0),
+            (x1, 0.0),
             (-10, 6),
             "below 0: more successes than tickets (oversell, by the client's count)",
             font(16).color(&FAIL),
         )?;
     }
-    let mut marks = fault_marks(d);
-    match (curves.sold_out_at, curves.sold_out_label()) {
-        (Some(t), Some(label)) => marks.push(Mark {
-            x: t,
-            color: FAIL,
-            label,
-        }),
-        _ => {
-            let left = curves.left.last().map_or(tickets as f64, |p| p.1);
-            boxed_text(
-                &mut chart,
-                (x_max, y_max),
-                (-12, 10),
-                &format!("not sold out: {} left at the end", fmt_count(left)),
-                font(17).color(&FAIL),
-            )?;
-        }
-    }
-    if let Some(t) = curves.first_sold_out_answer {
+    let inside = |t: f64| (x0..=x1).contains(&t);
+    let mut marks: Vec<Mark> = fault_marks(d).into_iter().filter(|m| inside(m.x)).collect();
+    // Marks are drawn in order: the sell-out's red line goes over the first "sold out"
+    // answer's, often at the same moment.
+    if let Some(t) = curves.first_sold_out_answer.filter(|t| inside(*t)) {
         marks.push(Mark {
             x: t,
             color: GREY,
             label: format!("first \"sold out\" answer at {t:.3} s"),
         });
+    }
+    match curves.sold_out_at {
+        Some(t) if inside(t) => marks.push(Mark {
+            x: t,
+            color: FAIL,
+            label: sold_out_text(t, curves.coarse),
+        }),
+        Some(_) => {}
+        None => {
+            let left = curves.left.last().map_or(tickets as f64, |p| p.1);
+            boxed_text(
+                &mut chart,
+                (x1, y_max),
+                (-12, 10),
+                &format!("not sold out: {} left at the end", fmt_count(left)),
+                font(17).color(&FAIL),
+            )?;
+        }
     }
     draw_marks(&mut chart, &marks, (y_lo, y_max))?;
     Ok(())
@@ -830,14 +976,12 @@ struct InventoryCurves {
     coarse: bool,
 }
 
-impl InventoryCurves {
-    fn sold_out_label(&self) -> Option<String> {
-        let t = self.sold_out_at?;
-        Some(if self.coarse {
-            format!("sold out by {} s (per-second data)", fmt_secs(t))
-        } else {
-            format!("sold out at {t:.3} s")
-        })
+/// "sold out at 0.583 s", or "sold out by 3 s (per-second data)" without a ledger.
+fn sold_out_text(t: f64, coarse: bool) -> String {
+    if coarse {
+        format!("sold out by {} s (per-second data)", fmt_secs(t))
+    } else {
+        format!("sold out at {t:.3} s")
     }
 }
 
@@ -847,90 +991,109 @@ pub(crate) fn sold_out_label(d: &Data<'_>) -> Option<String> {
     if d.run.tickets == 0 {
         return None;
     }
-    inventory_curves(d, time_max(d)).sold_out_label()
+    let (t, coarse) = sold_out_moment(d);
+    t.map(|t| sold_out_text(t, coarse))
 }
 
-/// Long because the client's count, the release estimate and the sell-out moment are computed in one walk over the sorted successes; separate walks would repeat it.
-fn inventory_curves(d: &Data<'_>, x_max: f64) -> InventoryCurves {
+/// When the (estimated available) stock first reached zero, s, and whether that time comes
+/// from per-second counts. From the ledger: the exact moment, walking buys and estimated
+/// releases in time order; else the end of the first second whose count reached zero.
+fn sold_out_moment(d: &Data<'_>) -> (Option<f64>, bool) {
     let tickets = d.run.tickets as i64;
-    let reservations = d.run.hold_ttl.is_some();
-    match d.ledger {
-        Some(f) => {
-            // Exact moment: walk the buy and release events in time order.
-            let (mut i, mut j, mut avail) = (0usize, 0usize, tickets);
-            let mut sold_out_at = None;
-            while i < f.buys_us.len() {
-                let b = u64::from(f.buys_us[i]);
-                if j < f.releases_us.len() && f.releases_us[j] <= b {
-                    avail += 1;
-                    j += 1;
-                    continue;
-                }
-                avail -= 1;
-                i += 1;
-                if avail <= 0 {
-                    sold_out_at = Some(b as f64 / 1e6);
-                    break;
-                }
-            }
-            // The lines: sampled on a fine grid (≈ one point per pixel column).
-            const STEPS: usize = 1200;
-            let (mut bi, mut ri) = (0usize, 0usize);
-            let mut left = vec![(0.0, tickets as f64)];
-            let mut available = Vec::new();
-            if reservations {
-                available.push((0.0, tickets as f64));
-            }
-            for k in 1..=STEPS {
-                let t = x_max * k as f64 / STEPS as f64;
-                let t_us = (t * 1e6) as u64;
-                while bi < f.buys_us.len() && u64::from(f.buys_us[bi]) <= t_us {
-                    bi += 1;
-                }
-                while ri < f.releases_us.len() && f.releases_us[ri] <= t_us {
-                    ri += 1;
-                }
-                left.push((t, (tickets - bi as i64) as f64));
-                if reservations {
-                    available.push((t, (tickets - bi as i64 + ri as i64) as f64));
-                }
-            }
-            InventoryCurves {
-                left,
-                available,
-                sold_out_at,
-                first_sold_out_answer: f.first_sold_out_us.map(|us| f64::from(us) / 1e6),
-                coarse: false,
-            }
+    let Some(f) = d.ledger else {
+        let at = d.series.rows.iter().find_map(|r| {
+            let a = r.tickets_left.unwrap_or(tickets) + r.released_est.unwrap_or(0) as i64;
+            (a <= 0).then(|| f64::from(r.second) + span(d, r))
+        });
+        return (at, true);
+    };
+    let (mut i, mut j, mut avail) = (0usize, 0usize, tickets);
+    while i < f.buys_us.len() {
+        let b = u64::from(f.buys_us[i]);
+        if j < f.releases_us.len() && f.releases_us[j] <= b {
+            avail += 1;
+            j += 1;
+            continue;
         }
-        None => {
-            let mut left = vec![(0.0, tickets as f64)];
-            let mut available = Vec::new();
-            if reservations {
-                available.push((0.0, tickets as f64));
-            }
-            let mut sold_out_at = None;
-            for r in &d.series.rows {
-                let t = f64::from(r.second) + span(d, r);
-                let l = r.tickets_left.unwrap_or(tickets);
-                let a = l + r.released_est.unwrap_or(0) as i64;
-                left.push((t, l as f64));
-                if reservations {
-                    available.push((t, a as f64));
-                }
-                if sold_out_at.is_none() && a <= 0 {
-                    sold_out_at = Some(t);
-                }
-            }
-            InventoryCurves {
-                left,
-                available,
-                sold_out_at,
-                first_sold_out_answer: None,
-                coarse: true,
-            }
+        avail -= 1;
+        i += 1;
+        if avail <= 0 {
+            return (Some(b as f64 / 1e6), false);
         }
     }
+    (None, false)
+}
+
+/// The inventory curves between `x0` and `x1` s: from the ledger sampled on a fine grid
+/// (≈ one point per pixel column, so a zoomed window is as sharp as the whole run), else the
+/// per-second counts clipped to the range.
+fn inventory_curves(d: &Data<'_>, x0: f64, x1: f64) -> InventoryCurves {
+    const STEPS: usize = 1200;
+    let tickets = d.run.tickets as i64;
+    let reservations = d.run.hold_ttl.is_some();
+    let (sold_out_at, coarse) = sold_out_moment(d);
+    let (mut left, mut available) = (Vec::new(), Vec::new());
+    let Some(f) = d.ledger else {
+        let mut full_left = vec![(0.0, tickets as f64)];
+        let mut full_available = vec![(0.0, tickets as f64)];
+        for r in &d.series.rows {
+            let t = f64::from(r.second) + span(d, r);
+            let l = r.tickets_left.unwrap_or(tickets);
+            full_left.push((t, l as f64));
+            full_available.push((t, (l + r.released_est.unwrap_or(0) as i64) as f64));
+        }
+        return InventoryCurves {
+            left: clip(&full_left, x0, x1),
+            available: if reservations {
+                clip(&full_available, x0, x1)
+            } else {
+                Vec::new()
+            },
+            sold_out_at,
+            first_sold_out_answer: None,
+            coarse,
+        };
+    };
+    let (mut bi, mut ri) = (0usize, 0usize);
+    for k in 0..=STEPS {
+        let t = x0 + (x1 - x0) * k as f64 / STEPS as f64;
+        let t_us = (t * 1e6) as u64;
+        while bi < f.buys_us.len() && u64::from(f.buys_us[bi]) <= t_us {
+            bi += 1;
+        }
+        while ri < f.releases_us.len() && f.releases_us[ri] <= t_us {
+            ri += 1;
+        }
+        left.push((t, (tickets - bi as i64) as f64));
+        if reservations {
+            available.push((t, (tickets - bi as i64 + ri as i64) as f64));
+        }
+    }
+    InventoryCurves {
+        left,
+        available,
+        sold_out_at,
+        first_sold_out_answer: f.first_sold_out_us.map(|us| f64::from(us) / 1e6),
+        coarse,
+    }
+}
+
+/// The part of a polyline (sorted by x) between `x0` and `x1`, cut by linear interpolation at
+/// both ends so the clipped line is the same line.
+fn clip(points: &[(f64, f64)], x0: f64, x1: f64) -> Vec<(f64, f64)> {
+    let at = |x: f64| -> Option<f64> {
+        let k = points.partition_point(|p| p.0 <= x);
+        match (k.checked_sub(1).map(|i| points[i]), points.get(k)) {
+            (Some(a), Some(b)) if b.0 > a.0 => Some(a.1 + (b.1 - a.1) * (x - a.0) / (b.0 - a.0)),
+            (Some(a), _) => Some(a.1),
+            (None, Some(b)) => Some(b.1),
+            (None, None) => None,
+        }
+    };
+    let mut out: Vec<(f64, f64)> = at(x0).map(|y| (x0, y)).into_iter().collect();
+    out.extend(points.iter().copied().filter(|p| p.0 > x0 && p.0 < x1));
+    out.extend(at(x1).map(|y| (x1, y)));
+    out
 }
 
 /// Per-node sales as bars inside each node's quota.
@@ -949,9 +1112,9 @@ fn nodes(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
                 fmt_count(sold as f64),
                 fmt_count(d.run.tickets as f64),
                 if d.ledger.is_some() {
-                    crate::run_dir::LEDGER_CSV
+                    LEDGER_CSV
                 } else {
-                    crate::run_dir::TIMESERIES_CSV
+                    TIMESERIES_CSV
                 }
             ),
         ),
@@ -1123,6 +1286,16 @@ fn log_bounds(lo: f64, hi: f64) -> (f64, f64) {
 /// Seconds on a time axis: "2", "2.5", "0.25".
 fn fmt_secs(v: f64) -> String {
     trim(format!("{v:.2}"))
+}
+
+/// Seconds on an axis `span` s wide: millisecond decimals on a sub-second window, where
+/// [`fmt_secs`]' two decimals would round neighbouring ticks to the same label.
+fn fmt_time(v: f64, span: f64) -> String {
+    if span < 2.0 {
+        trim(format!("{v:.3}"))
+    } else {
+        fmt_secs(v)
+    }
 }
 
 /// Milliseconds with as many decimals as a small value needs.

@@ -32,7 +32,8 @@
 //!
 //! # Charts
 //!
-//! Throughput, latency, percentiles, inventory and nodes; see [`crate::run_dir::CHARTS`]. Text uses the DejaVu Sans font embedded in the binary
+//! Throughput, latency, percentiles, inventory (the whole run, and zoomed on the sale window) and
+//! nodes; see [`crate::run_dir::CHARTS`]. Text uses the DejaVu Sans font embedded in the binary
 //! (`assets/fonts/`), so the charts look the same on any machine.
 
 mod charts;

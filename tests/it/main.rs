@@ -8,6 +8,7 @@ mod ab_cli;
 mod audit;
 mod audit_seed;
 mod bad_input;
+mod browser;
 mod described;
 mod engine_closed;
 mod engine_ledger;

@@ -4,12 +4,13 @@
 //! sell from local quotas, a fault slows everything in the middle, a few requests time out.
 //! Set `GRAB_BENCH_REPORT_KEEP=DIR` to keep a copy of the rendered folder for looking at.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::fixture::{Reply, start};
+use grab_bench::audit::{Audit, Check, Status, Witness};
 use grab_bench::engine::{
     self, BuyerPlan, EnginePlan, EngineResult, Interval, LagStats, Load, ReasonCounts, Source,
     Stage, unit_hash,
@@ -19,7 +20,8 @@ use grab_bench::protocol::{Kind, Reason};
 use grab_bench::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use grab_bench::report::{self, CHART_SIZE, TIMESERIES_COLUMNS};
 use grab_bench::run_dir::{
-    AUDIT_JSON, CHARTS, INDEX_HTML, LATENCY_HLOG, LEDGER_CSV, RUN_JSON, RunDir, TIMESERIES_CSV,
+    AUDIT_JSON, CHARTS, INDEX_HTML, INVENTORY_ZOOM_PNG, LATENCY_HLOG, LEDGER_CSV, RUN_JSON, RunDir,
+    SUMMARY_JSON, TIMESERIES_CSV, WITNESSES_CSV,
 };
 use hdrhistogram::Histogram;
 
@@ -260,6 +262,150 @@ fn keep(dir: &Path, sub: &str) {
     }
 }
 
+/// A failing audit as the auditor would save it: an oversell with seven witnesses of two kinds
+/// (text that needs escaping), a check that holds, one that cannot be decided.
+fn failing_audit() -> Audit {
+    let check = |name: &str, status, summary: &str| Check {
+        name: name.into(),
+        title: format!("{name} title"),
+        status,
+        summary: summary.into(),
+        figures: BTreeMap::new(),
+        anomalies: BTreeMap::new(),
+        witnesses: Vec::new(),
+        unknown_because: Vec::new(),
+        not_checked: None,
+        notes: Vec::new(),
+    };
+    let mut oversell = check(
+        "no_oversell",
+        Status::False,
+        "OVERSOLD: 900 tickets, 1000 client successes",
+    );
+    oversell
+        .anomalies
+        .insert("client_successes_over_total".into(), 100);
+    oversell.anomalies.insert("redis_sold_over_total".into(), 1);
+    for user in 1006..1012 {
+        oversell.witnesses.push(Witness {
+            kind: "client_successes_over_total".into(),
+            user: Some(user),
+            request_id: Some(format!("{user}-1")),
+            at_s: Some(2.5),
+            node: Some("n2".into()),
+            seq: Some(user - 105),
+            order_id: Some(user - 105),
+            says: format!("user {user} was told success & more than 900 <tickets> were sold"),
+        });
+    }
+    oversell.witnesses.push(Witness::plain(
+        "redis_sold_over_total",
+        "Redis says 1000 tickets sold, but the sale has 900".into(),
+    ));
+    let mut logs = check("node_logs", Status::Unknown, "1 log short");
+    logs.unknown_because
+        .push("the stat log of n2 ends early (killed)".into());
+    Audit {
+        verdict: Status::False,
+        scenario: "synthetic".into(),
+        profile: "reference".into(),
+        tickets: 900,
+        invalid_run: None,
+        checks: vec![
+            oversell,
+            check(
+                "counter_bounds",
+                Status::True,
+                "ok ≤ sold ≤ ok + info: holds",
+            ),
+            logs,
+        ],
+        audit_ms: 1.0,
+    }
+}
+
+/// HTML-escapes text as the page does.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// The page of [`failing_audit`] opens with FAILED and the terminal's verdict line, then shows
+/// every check with its status, the first witness of each kind, the counts and the full list's
+/// link.
+fn assert_failing_audit_shown(index: &str, audit: &Audit) {
+    assert!(
+        index.contains("<section class=\"verdict failed\""),
+        "verdict box"
+    );
+    assert!(index.contains("<p class=\"word\">FAILED</p>"));
+    let line = grab_bench::audit::write::verdict_line(audit);
+    assert!(index.contains(&esc(&line)), "the terminal's line: {line}");
+    let verdict_at = index.find("FAILED").unwrap();
+    let checks_at = index.find("id=\"checks\"").expect("a check table");
+    assert!(verdict_at < checks_at, "the verdict opens the page");
+    for (name, status) in [
+        ("no_oversell", "false"),
+        ("counter_bounds", "pass"),
+        ("node_logs", "unknown"),
+    ] {
+        assert!(
+            index.contains(&format!(
+                "<code>{name}</code></td><td data-label=\"status\"><span class=\"status {status}\">{status}</span>"
+            )),
+            "{name} {status}"
+        );
+    }
+    assert!(index.contains("OVERSOLD: 900 tickets"));
+    // One witness of each kind first, then more of the first kind, up to three.
+    let says = |user: u64| esc(&audit.checks[0].witnesses[(user - 1006) as usize].says);
+    assert!(index.contains(&says(1006)) && index.contains(&says(1007)));
+    assert!(!index.contains(&says(1008)), "only the first few");
+    assert!(index.contains("Redis says 1000 tickets sold, but the sale has 900"));
+    assert!(index.contains("client_successes_over_total × 100"));
+    assert!(index.contains("shown 3 of 7 witness(es) kept"));
+    assert!(index.contains(&format!("href=\"{WITNESSES_CSV}\"")));
+    assert!(index.contains("unknown because the stat log of n2 ends early (killed)"));
+    assert!(index.contains("<meta name=\"viewport\""), "phone width");
+    assert!(!index.contains("<script"), "self-contained");
+}
+
+/// The zoomed inventory chart is its own picture, on the window from the first request to the
+/// sell-out plus 20 % of that span (at least 0.2 s), which the page states.
+fn assert_zoom_window(dir: &Path, index: &str, result: &EngineResult, tickets: u64) {
+    let (w, h, colours) = png_stats(&dir.join(INVENTORY_ZOOM_PNG));
+    assert_eq!((w, h), CHART_SIZE);
+    assert!(colours >= 40, "the zoom looks blank: {colours} colours");
+    assert!(read(dir, INVENTORY_ZOOM_PNG) != read(dir, "inventory.png"));
+    let first = result.ledger.rows.iter().map(|r| r.start_us).min().unwrap();
+    let mut ends: Vec<u32> = result
+        .ledger
+        .rows
+        .iter()
+        .filter(|r| r.reason() == Reason::Grabbed)
+        .map(|r| r.end_us)
+        .collect();
+    ends.sort_unstable();
+    let (start, sold_out) = (
+        f64::from(first) / 1e6,
+        f64::from(ends[tickets as usize - 1]) / 1e6,
+    );
+    let end = sold_out + ((sold_out - start) * 0.2).max(0.2);
+    assert!(
+        end < result.elapsed.as_secs_f64(),
+        "the window ends inside the run"
+    );
+    let words = format!("Window {start:.3}–{end:.3} s (sold out at {sold_out:.3} s).");
+    assert!(
+        index.contains(&words),
+        "the page states the window: {words}"
+    );
+}
+
+/// Long because one rendered folder is checked file by file, a paragraph each.
 #[test]
 fn charts_and_data_from_a_synthetic_sale() {
     let s = Synth {
@@ -338,7 +484,12 @@ fn charts_and_data_from_a_synthetic_sale() {
             "index lacks {name}"
         );
     }
-    assert!(index.contains("none yet"), "no verdict was given");
+    assert!(
+        index.contains("class=\"verdict not-checked\"") && index.contains("NOT CHECKED"),
+        "no audit was given"
+    );
+
+    assert_zoom_window(dir, &index, &result, s.tickets);
 
     // Re-rendering from the saved files changes nothing, data or pictures.
     let before: Vec<Vec<u8>> = CHARTS
@@ -389,7 +540,8 @@ fn reservations_add_the_release_estimate() {
     let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
     let dir = run.path();
     report::write_data(&run, &result, &input).unwrap();
-    std::fs::write(dir.join(AUDIT_JSON), r#"{"verdict":"FAIL: oversell"}"#).unwrap();
+    let audit = failing_audit();
+    run.save_audit(&audit).unwrap();
     report::render(&run, None).unwrap();
     keep(dir, "reservations");
     let csv = String::from_utf8(read(dir, TIMESERIES_CSV)).unwrap();
@@ -403,8 +555,15 @@ fn reservations_add_the_release_estimate() {
     let released: u64 = last[TIMESERIES_COLUMNS.len()].parse().unwrap();
     assert!(released > 0 && released < s.tickets, "released {released}");
     let index = String::from_utf8(read(dir, INDEX_HTML)).unwrap();
-    assert!(index.contains("FAIL: oversell"), "verdict from audit.json");
-    assert!(index.contains("class=\"verdict fail\""));
+    assert_failing_audit_shown(&index, &audit);
+    // witnesses.csv holds every witness, the page the first few.
+    let csv = String::from_utf8(read(dir, WITNESSES_CSV)).unwrap();
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "check,status,kind,user,request_id,at_s,node,seq,order_id,says"
+    );
+    assert_eq!(csv.lines().count(), 1 + 7, "{csv}");
+    assert!(csv.contains("no_oversell,false,client_successes_over_total,1006,1006-1,2.5,n2,"));
     for name in CHARTS {
         assert_eq!(png_stats(&dir.join(name)).0, CHART_SIZE.0);
     }
@@ -440,12 +599,88 @@ fn ab_style_run_without_ledger_or_tickets() {
     }
     let index = String::from_utf8(read(tmp.path(), INDEX_HTML)).unwrap();
     assert!(index.contains("ab &lt;quick&gt; &amp; &quot;dirty&quot;"));
-    assert!(index.contains("class=\"verdict pass\""));
+    assert!(index.contains("class=\"verdict proven\""));
+    assert!(index.contains("<p class=\"word\">PROVEN</p>"));
     for name in CHARTS {
         let (w, h, colours) = png_stats(&tmp.path().join(name));
         assert_eq!((w, h), CHART_SIZE);
         assert!(colours >= 10, "{name}: {colours}");
     }
+}
+
+/// A newer audit (statuses this version does not know, a skipped check) renders as written;
+/// the summary's thresholds and items get their tables; a sale that never sold out gets a
+/// window ending after its last success.
+#[test]
+fn a_newer_audit_thresholds_and_items() {
+    let s = Synth {
+        users: 2_000,
+        seconds: 3,
+        tickets: 5_000,
+        quotas: vec![3_000, 3_000],
+        pay: None,
+    };
+    let result = synthetic(&s);
+    let input = input_for(&s, &result);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
+    report::write_data(&run, &result, &input).unwrap();
+    let audit = serde_json::json!({
+        "verdict": "not_checked", "scenario": "synthetic", "profile": "reference",
+        "tickets": 5000, "invalid_run": null, "audit_ms": 1.0,
+        "checks": [
+            {"name": "no_oversell", "status": "true", "summary": "holds"},
+            {"name": "fairness", "status": "not_checked", "summary": "skipped"},
+            {"name": "future_check", "status": "sideways", "summary": "from a newer grab-bench"},
+        ],
+    });
+    run.save_json(AUDIT_JSON, &audit).unwrap();
+    let summary = serde_json::json!({
+        "exit_code": 2,
+        "thresholds": [
+            {"name": "p99_ms", "limit": 100.0, "actual": 250.5, "passed": false},
+            {"name": "min_rps", "limit": 10.0, "actual": null, "passed": false},
+            {"name": "sell_out_within_s", "limit": 30.0, "actual": 1.25, "passed": true},
+        ],
+        "items": [
+            {"item": "A", "stock": 100, "sold": 100, "sell_out_s": 1.5, "refused_while_stock_left": 0},
+            {"item": "B", "stock": 50, "sold": 20, "sell_out_s": null, "refused_while_stock_left": 3},
+        ],
+    });
+    run.save_json(SUMMARY_JSON, &summary).unwrap();
+    report::render(&run, None).unwrap();
+    keep(run.path(), "newer");
+    let index = String::from_utf8(read(run.path(), INDEX_HTML)).unwrap();
+    assert!(index.contains("<section class=\"verdict not-checked\""));
+    assert!(index.contains("<p class=\"word\">NOT CHECKED</p>"));
+    assert!(
+        index.contains("verdict: not_checked — 3 checks: 1 true, 1 not_checked, 1 sideways"),
+        "a line from the JSON when the audit is newer than this version"
+    );
+    assert!(index.contains("1 check(s) not checked"));
+    assert!(index.contains("exit code 2"));
+    assert!(index.contains("<span class=\"status not-checked\">not checked</span>"));
+    assert!(index.contains("<span class=\"status other\">sideways</span>"));
+    // Thresholds, in the check table's style.
+    assert!(index.contains(
+        "<code>p99_ms</code></td><td><span class=\"status false\">MISSED</span></td>\
+         <td class=\"n\">100</td><td class=\"n\">250.500</td>"
+    ));
+    assert!(index.contains("not measured"));
+    assert!(index.contains("<span class=\"status pass\">met</span>"));
+    // Items.
+    assert!(index.contains("<h2 id=\"items\">Items</h2>"));
+    assert!(index.contains(
+        "<tr><td><code>B</code></td><td class=\"n\">50</td><td class=\"n\">20</td>\
+         <td class=\"n\">not sold out</td><td class=\"n\">3</td></tr>"
+    ));
+    // Never sold out: the window ends after the last success.
+    assert!(
+        index.contains("never sold out)."),
+        "the zoom window says so"
+    );
+    let (w, h, _) = png_stats(&run.file(INVENTORY_ZOOM_PNG));
+    assert_eq!((w, h), CHART_SIZE);
 }
 
 /// A real engine run against a tiny two-node server: 400 tickets, 1 200 users over 2.5 s.

@@ -15,6 +15,16 @@ fn grab(args: &[&str]) -> Output {
         .expect("grab-bench runs")
 }
 
+/// `grab-bench compare` run in `cwd`, where it writes compare.html unless told `--out`.
+fn compare_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("compare")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("grab-bench runs")
+}
+
 /// A small sale with the given `[thresholds]` lines.
 fn scenario(dir: &Path, name: &str, thresholds: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -51,13 +61,16 @@ const FILES: &[&str] = &[
     "audit.md",
     "junit.xml",
     "index.html",
+    "witnesses.csv",
     "throughput.png",
     "latency.png",
     "percentiles.png",
     "inventory.png",
+    "inventory-zoom.png",
     "nodes.png",
 ];
 
+/// Long because one real run (seconds of cluster) is checked file by file, a paragraph each.
 #[test]
 fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,6 +137,29 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         );
     }
 
+    // index.html: the verdict first, every check, the thresholds; no items in a one-item sale.
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("<p class=\"word\">PROVEN</p>"));
+    assert!(
+        index.contains(
+            "verdict: PROVEN — 7 checks hold; 1 not checked (no reservations in this sale)"
+        )
+    );
+    for c in s["checks"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        assert!(
+            index.contains(&format!("<tr id=\"check-{name}\">")),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        index
+            .matches("<span class=\"status pass\">met</span>")
+            .count(),
+        4
+    );
+    assert!(!index.contains("id=\"items\""));
+
     // Re-rendering from the saved files gives the same bytes.
     let before: Vec<Vec<u8>> = FILES
         .iter()
@@ -138,16 +174,72 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         assert!(&std::fs::read(out.join(f)).unwrap() == old, "{f} differs");
     }
 
-    // compare: a run against itself has no regression.
-    let o = grab(&[
-        "compare",
-        out.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--max-regression",
-        "5",
-    ]);
+    compare_pages(dir.path(), s);
+}
+
+/// `compare` on the run `dir/run` (summary `s`): against itself no regression, with the page
+/// in the current directory; against a copy with half the throughput a regression, marked on
+/// the page written where `--out` says; someone's file in the way is refused.
+fn compare_pages(dir: &Path, mut s: serde_json::Value) {
+    let out = dir.join("run");
+    // compare: a run against itself has no regression; the page lands in the current
+    // directory and links both runs' pages relative to itself.
+    let o = compare_in(dir, &["run", "run", "--max-regression", "5"]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("no regression"));
+    let page = std::fs::read_to_string(dir.join("compare.html")).unwrap();
+    assert!(
+        page.contains("<p class=\"word\">NO REGRESSION</p>"),
+        "{page}"
+    );
+    assert!(page.contains("no regression beyond 5%"));
+    assert!(page.contains("href=\"run/index.html\""));
+    assert!(!page.contains("class=\"regression\""));
+
+    // A planted regression: the same run with half its throughput. Text and page agree.
+    let slow = dir.join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    std::fs::copy(out.join("run.json"), slow.join("run.json")).unwrap();
+    s["requests"]["rps"] = (s["requests"]["rps"].as_f64().unwrap() / 2.0).into();
+    std::fs::write(slow.join("summary.json"), s.to_string()).unwrap();
+    let gate = dir.join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    let page_path = gate.join("compare.html");
+    let o = compare_in(
+        dir,
+        &[
+            "run",
+            "slow",
+            "--max-regression",
+            "10",
+            "--out",
+            page_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION: requests/s worse by 50.0%"));
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    assert!(page.contains("<p class=\"word\">REGRESSION</p>"));
+    assert!(
+        page.contains("<tr class=\"regression\"><th>requests/s</th>"),
+        "{page}"
+    );
+    assert!(page.contains("REGRESSION</span> requests/s worse by 50.0%"));
+    assert!(
+        page.contains("<tr><th>p50 ms (intended)</th>"),
+        "not marked"
+    );
+    assert!(page.contains("href=\"../slow/index.html\""));
+    // Again over its own page is fine; over someone's file it is refused, untouched.
+    let again = compare_in(dir, &["run", "slow", "--out", page_path.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+    std::fs::write(dir.join("mine.html"), "my notes").unwrap();
+    let o = compare_in(dir, &["run", "slow", "--out", "mine.html"]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("mine.html")).unwrap(),
+        "my notes"
+    );
 }
 
 #[test]
@@ -174,17 +266,28 @@ fn a_missed_threshold_exits_2_and_a_failed_check_still_wins() {
     let o = run(&sc, &flawed, &["--flaw", "off-by-one"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     assert_eq!(json(&flawed.join("summary.json"))["exit_code"], 1);
+    let index = std::fs::read_to_string(flawed.join("index.html")).unwrap();
+    assert!(index.contains("<p class=\"word\">FAILED</p>"));
+    assert!(index.contains("verdict: FAILED — 2 of 8 checks false: no_oversell, conservation"));
+    assert!(index.contains("OVERSOLD"));
+    assert!(index.contains("<span class=\"status false\">MISSED</span>"));
+    let witnesses = std::fs::read_to_string(flawed.join("witnesses.csv")).unwrap();
+    assert!(witnesses.contains("\nno_oversell,false,"), "{witnesses}");
 
-    // compare as a regression gate: the flawed run's verdict is worse.
-    let o = grab(&[
-        "compare",
-        out.to_str().unwrap(),
-        flawed.to_str().unwrap(),
-        "--max-regression",
-        "1000",
-    ]);
+    // compare as a regression gate: the flawed run's verdict is worse, on both outputs.
+    let o = compare_in(
+        dir.path(),
+        &["missed", "flawed", "--max-regression", "1000"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("verdict true → false"));
+    let page = std::fs::read_to_string(dir.path().join("compare.html")).unwrap();
+    assert!(
+        page.contains("<tr class=\"regression\"><th>verdict</th>"),
+        "{page}"
+    );
+    assert!(page.contains("<span class=\"status pass\">PROVEN</span>"));
+    assert!(page.contains("<span class=\"status false\">FAILED</span>"));
 }
 
 #[test]
