@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what grab-bench needs and the machine lacks: redis-server and nginx (the system under
-# test), ab (apache2-utils) and wrk (the benchmark script compares against them).
+# test), ab (apache2-utils) and wrk (the benchmark script compares against them), PostgreSQL and
+# MariaDB (the example shop's databases: sut::postgres and sut::mariadb start private servers).
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
@@ -9,6 +10,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# Debian keeps initdb and postgres in /usr/lib/postgresql/<version>/bin, off PATH.
+command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || missing+=(postgresql)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } \
+  && command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -28,3 +34,18 @@ if command -v systemctl >/dev/null 2>&1; then
 fi
 $sudo service redis-server stop >/dev/null 2>&1 || true
 $sudo service nginx stop >/dev/null 2>&1 || true
+# The same for the databases, but only when this run installed them: a PostgreSQL or MariaDB
+# that was already here may be someone's own.
+services=()
+for pkg in "${missing[@]}"; do
+  case $pkg in
+    postgresql) services+=(postgresql) ;;
+    mariadb-server) services+=(mariadb) ;;
+  esac
+done
+for service in "${services[@]}"; do
+  if command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+  $sudo service "$service" stop >/dev/null 2>&1 || true
+done
