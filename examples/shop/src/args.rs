@@ -380,6 +380,14 @@ mod tests {
     }
 
     #[test]
+    fn flaw_names_are_the_command_line_names() {
+        for flaw in Flaw::value_variants() {
+            let value = flaw.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), flaw.name());
+        }
+    }
+
+    #[test]
     fn init_flags() {
         let Config::Init(c) = parse(&[
             "init",

@@ -121,6 +121,13 @@ impl Consumer {
                 Ok(messages) => messages,
                 Err(err) => {
                     tracing::warn!("reading the queue: {}", self.store.describe(&err));
+                    if err.is_no_group() {
+                        // The stream (and its group) was deleted under us: make them again.
+                        let again = self.store.ensure_group().await;
+                        if let Err(e) = again.and(self.store.join(&self.name).await) {
+                            tracing::warn!("recreating the group: {}", self.store.describe(&e));
+                        }
+                    }
                     if pause(&mut shutdown).await {
                         return Ok(());
                     }

@@ -27,6 +27,13 @@ pub enum StoreError {
     Protocol(String),
 }
 
+impl StoreError {
+    /// True for NOGROUP: the stream or its consumer group does not exist (any more).
+    pub fn is_no_group(&self) -> bool {
+        matches!(self, StoreError::Redis(e) if e.code() == Some("NOGROUP"))
+    }
+}
+
 /// What the buy script decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buy {

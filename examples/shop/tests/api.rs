@@ -216,3 +216,18 @@ async fn init_refuses_a_table_of_the_other_shape() {
     assert_eq!(env.redis_stock("b"), None, "nothing written");
     assert_eq!(env.sql().await.stock("b").await, None);
 }
+
+#[tokio::test]
+async fn the_consumer_recreates_its_group_when_the_stream_is_deleted() {
+    let env = Env::pg();
+    let t = env.serve(&["--item", "a=5"]).await.unwrap();
+    let consumer = env.consume(&[]).await;
+    t.buy("a", Some(1)).await.queued();
+    t.poll("a", 1, Duration::from_secs(10)).await.succeeded();
+    env.redis_cmd::<()>(&["DEL", "shop:orders"]);
+    // The next buy makes a new stream without the group; the consumer makes the group again.
+    t.buy("a", Some(2)).await.queued();
+    t.poll("a", 2, Duration::from_secs(10)).await.succeeded();
+    assert_eq!(env.sql().await.orders().await.len(), 2);
+    consumer.stop().await;
+}
