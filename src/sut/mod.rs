@@ -3,8 +3,10 @@
 //! also on error and on Ctrl-C (the handles live on the stack of the run).
 
 pub mod child;
+pub mod mariadb;
 pub mod nginx;
 pub mod node;
+pub mod postgres;
 pub mod redis;
 pub mod service;
 
