@@ -61,6 +61,11 @@ pub struct AbArgs {
     /// Use hyper's HTTP/1.1 client instead of the built-in minimal one (to compare them).
     #[arg(long)]
     pub hyper: bool,
+    /// Send the buy request of the system a scenario describes (its [system]: templates, users,
+    /// answer rules) instead of a fixed one: users in turn, answers read by its rules and
+    /// counted by outcome. The URL gives where; `-m`, `-H`, `-p` do not apply.
+    #[arg(long, value_name = "SCENARIO")]
+    pub system: Option<std::path::PathBuf>,
     /// Target URL: http:// on a loopback address.
     pub url: String,
 }
@@ -122,15 +127,19 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
             requests: Some(requests),
             duration,
         },
-        source: Source::Template(RequestTemplate {
-            method,
-            path_and_query: target.path.clone(),
-            headers,
-            body,
-        }),
+        source: match &args.system {
+            None => Source::Template(RequestTemplate {
+                method,
+                path_and_query: target.path.clone(),
+                headers,
+                body,
+            }),
+            Some(path) => described(path, &target)?,
+        },
         request_timeout: timeout,
         max_duration,
         record_ledger: false,
+        transfer: true,
         client: if args.hyper {
             engine::Client::Hyper
         } else {
@@ -139,6 +148,23 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         segment: Default::default(),
     };
     Ok((plan, target))
+}
+
+/// The buyers of the system `path` describes, going round its users, at `target`.
+fn described(path: &std::path::Path, target: &Target) -> anyhow::Result<Source> {
+    let sc = crate::scenario::load(path)?;
+    let ctx = crate::describe::Context {
+        users: sc.users.table.clone(),
+        item: sc.sale.item.clone(),
+        sale: sc.sale.id.clone(),
+        target_path: target.path.clone(),
+    };
+    let mut buyers = engine::BuyerPlan::new(std::sync::Arc::new(crate::describe::Protocol::new(
+        &sc.description,
+        ctx,
+    )));
+    buyers.cycle_users = true;
+    Ok(Source::Buyers(buyers))
 }
 
 /// Runs the ab front end.
@@ -224,6 +250,15 @@ pub fn report(target: &Target, concurrency: usize, r: &EngineResult) -> String {
     );
     if t.non_2xx > 0 {
         let _ = writeln!(o, "Non-2xx responses:      {}", t.non_2xx);
+    }
+    // Answers by outcome, when there is more to say than "2xx" (a described system's rules).
+    let kinds: Vec<String> = Reason::ALL
+        .iter()
+        .filter(|&&reason| r.reason(reason) > 0)
+        .map(|&reason| format!("{} {}", reason.as_str(), r.reason(reason)))
+        .collect();
+    if kinds.len() > 1 || r.reason(Reason::Success) != completed {
+        let _ = writeln!(o, "Answers by outcome:     {}", kinds.join(", "));
     }
     if t.keep_alive > 0 {
         let _ = writeln!(o, "Keep-Alive requests:    {}", t.keep_alive);

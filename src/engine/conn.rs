@@ -207,10 +207,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         .build()
         .context("building engine runtime")?;
     let ctx = Rc::new(ThreadCtx {
-        rec: RefCell::new(Recorder::new(matches!(
-            shared.plan.source,
-            Source::Template(_)
-        ))),
+        rec: RefCell::new(Recorder::new(shared.plan.transfer)),
         queue: RefCell::new(BinaryHeap::new()),
         head: head_lines(&base_headers(&shared.plan)?),
         stopped: Cell::new(false),
@@ -299,22 +296,28 @@ impl ThreadCtx {
                     Some(sched) => sched.intended_us(k).unwrap_or(now),
                     None => now,
                 };
-                let (user, retries_left, sold_out_left, extra_left) = match &s.plan.source {
-                    Source::Buyers(b) => (
-                        b.protocol.ctx.users.id(k),
-                        b.retries,
-                        b.retry_sold_out,
-                        b.extra_buys,
-                    ),
-                    Source::Template(_) => (k, 0, 0, 0),
+                let (index, attempt, retries_left, sold_out_left, extra_left) = match &s.plan.source
+                {
+                    // Cycling users (ab against a described system): unit k is user k mod n's
+                    // next attempt.
+                    Source::Buyers(b) if b.cycle_users => {
+                        let n = b.count().max(1);
+                        (k % n, (k / n) as u32 + 1, 0, 0, 0)
+                    }
+                    Source::Buyers(b) => (k, 1, b.retries, b.retry_sold_out, b.extra_buys),
+                    Source::Template(_) => (k, 1, 0, 0, 0),
+                };
+                let user = match &s.plan.source {
+                    Source::Buyers(b) => b.protocol.ctx.users.id(index),
+                    Source::Template(_) => k,
                 };
                 self.pending.borrow_mut().users += 1;
                 return Next::Run(
                     Job {
                         due_us,
                         user,
-                        index: k,
-                        attempt: 1,
+                        index,
+                        attempt,
                         kind: Kind::Buy as u8,
                         order_id: 0,
                         retries_left,
@@ -750,7 +753,7 @@ async fn exchange(
     buf: &mut Vec<u8>,
     want_server: bool,
 ) -> Result<Response, Reason> {
-    let want_detail = s.template.is_some();
+    let want_detail = s.plan.transfer;
     let want_server = want_detail && want_server;
     let work = async {
         let res = sender

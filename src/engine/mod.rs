@@ -56,6 +56,8 @@ pub struct EnginePlan {
     pub max_duration: Duration,
     /// Keep a ledger row per request (needed by the audit; ab runs skip it).
     pub record_ledger: bool,
+    /// Keep ab's byte and timing detail ([`Transfer`]).
+    pub transfer: bool,
     /// Which HTTP/1.1 client implementation carries the requests.
     pub client: Client,
     /// This generator's share of the work when several run the same scenario (k6's execution
@@ -141,6 +143,7 @@ impl EnginePlan {
             request_timeout: Duration::from_secs(10),
             max_duration: Duration::from_secs(3600),
             record_ledger: true,
+            transfer: false,
             client: Client::Raw,
             segment: Segment::default(),
         }
@@ -205,6 +208,9 @@ pub struct BuyerPlan {
     pub pay_probability: f64,
     /// How long after the hold the payment is sent.
     pub pay_delay: Duration,
+    /// Go round the users again and again, each unit of work one attempt of the next user
+    /// (ab against a described system: a request count, not one buy per user). No follow-ups.
+    pub cycle_users: bool,
 }
 
 impl BuyerPlan {
@@ -218,6 +224,7 @@ impl BuyerPlan {
             retry_backoff: Duration::from_millis(50),
             pay_probability: 0.0,
             pay_delay: Duration::from_millis(100),
+            cycle_users: false,
         }
     }
 
@@ -403,6 +410,13 @@ pub fn run_with_live(
     }
     let template = match &plan.source {
         Source::Template(t) => Some(conn::Prepared::new(t, &plan)?),
+        Source::Buyers(b) if b.cycle_users => {
+            ensure!(
+                matches!(plan.load, Load::Closed { .. }),
+                "cycling users goes with a closed loop"
+            );
+            None
+        }
         Source::Buyers(b) => {
             claim_limit = claim_limit.min(b.count());
             ensure!(

@@ -147,3 +147,49 @@ fn a_flaw_the_service_does_not_have_is_refused() {
         "{stderr}"
     );
 }
+
+/// `grab-bench ab --system`: the described buy request, users in turn, answers counted by
+/// outcome — against the service started by hand.
+#[test]
+fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_grab-bench"));
+    let seckill = bin.with_file_name("seckill");
+    let users = shipped("../examples/seckill/users.csv");
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &redis.url,
+        "--users",
+        users.to_str().unwrap(),
+        "--item",
+        "item1=200",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut service =
+        grab_bench::sut::service::ServiceProcess::start("seckill", &seckill, &args, "listening on")
+            .unwrap();
+    let url = format!("http://{}/", service.addr.unwrap());
+    let o = Command::new(bin)
+        .args(["ab", "-k", "-n", "500", "-c", "4", "--system"])
+        .arg(shipped("described.toml"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    service.stop();
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // 220 users in turn: the first 200 buys sell; every later one is sold out (the service
+    // answers sold out before it looks at a returning buyer, see its README).
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Answers by outcome:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        line, "Answers by outcome:     grabbed 200, sold_out 300",
+        "{stdout}"
+    );
+}

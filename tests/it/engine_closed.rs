@@ -26,6 +26,7 @@ fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Sour
         request_timeout: Duration::from_secs(5),
         max_duration: Duration::from_secs(30),
         record_ledger: true,
+        transfer: false,
         client: Default::default(),
         segment: Default::default(),
     }
@@ -240,6 +241,7 @@ fn template(keep_alive: bool, server: &crate::support::fixture::Server, n: u64) 
     EnginePlan {
         keep_alive,
         record_ledger: false,
+        transfer: true,
         ..plan(
             server.addr,
             4,

@@ -21,6 +21,7 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
         request_timeout: Duration::from_secs(5),
         max_duration: Duration::from_secs(30),
         record_ledger: true,
+        transfer: false,
         client: Default::default(),
         segment: Default::default(),
     }
