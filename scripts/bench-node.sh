@@ -6,27 +6,36 @@
 #   bash scripts/bench-node.sh                       # 3 rounds of 10 s per server
 #   DURATION=5 ROUNDS=5 bash scripts/bench-node.sh
 #   NODE_THREADS=2 bash scripts/bench-node.sh        # the node's default runtime on 2 cores
+#   PIN=1 bash scripts/bench-node.sh                 # servers on CPU 1, wrk on CPU 0
+#   SLICES=10 bash scripts/bench-node.sh             # each round's 10 s in 1 s alternating slices
 #
 # Both servers are driven by the same `wrk -t2 -cCONNECTIONS -dDURATIONs` (keep-alive), rounds
 # interleaved (the order alternates), and the line to read is the median of the per-round
 # node/nginx ratios: the machine is shared, so absolute figures drift between runs, ratios
-# measured side by side much less. Each round also prints the CPU time each server process used
-# per request (utime + stime from /proc, all threads), which does not depend on how much CPU the
-# server got; the last line gives both ratios (for CPU per request, nginx/node, so that higher
-# is better for the node too). The machine's other work shows in the rates far more than in
-# the CPU figures: when the two ratios disagree, trust the CPU one, or run more rounds.
+# measured side by side much less. SLICES=N cuts each server's DURATION of a round into N wrk
+# runs that alternate with the other server's, so that a burst of other work on the machine
+# lands on both servers alike; a round's figures are then its slices' totals.
 #
-# Fairness: one core of server each, wrk on the other. nginx runs one worker process, which is
-# single-threaded; the node runs with NODE_THREADS tokio worker threads, default 1
-# (TOKIO_WORKER_THREADS, read by the node's multi-thread runtime builder), so neither server can
-# use more than one core's worth of parallelism. On this 2-core machine wrk's two threads need
-# about a core themselves: with PIN=1 (the default) each server process is pinned to CPU 1 and
-# wrk to CPU 0 (taskset), so the server is what limits the rate, wrk's CPU is not counted against
-# either server, and the scheduler does not bounce the three busy threads across two cores
-# (unpinned, that bouncing cut both servers' rates to about a third here and made the ratio swing
-# between 0.7 and 1.05 from round to round). A second node worker thread on one pinned core would
-# only time-slice with the first; NODE_THREADS=2 PIN=0 shows the node's default runtime (one
-# worker per core) competing with wrk for both cores, against the same one-worker nginx.
+# Each round also prints the CPU time each server process used per request (utime + stime from
+# /proc, all threads), which does not depend on how much CPU the server got; the last line gives
+# both ratios (for CPU per request nginx/node, so that higher is better for the node too). The
+# machine's other work shows in the rates far more than in the CPU figures: when the two ratios
+# disagree, trust the CPU one, or run more rounds or slices.
+#
+# Fairness: one worker each. nginx runs one worker process, which is single-threaded; the node
+# runs with NODE_THREADS tokio worker threads, default 1 (TOKIO_WORKER_THREADS, read by the
+# node's multi-thread runtime builder), so that neither server has more parallelism than the
+# other. On this 2-core machine wrk's two threads need about a core themselves, so neither
+# server could use two cores anyway; a second node worker would mostly compete with wrk (and
+# nginx could then ask for a second worker too). NODE_THREADS=2 shows the node's default runtime
+# here (one worker per core) against the same one-worker nginx.
+#
+# Where the threads run: with PIN=0 (the default) the scheduler places wrk and the server on
+# both cores as it likes, the same for both servers, and a server's rate depends on what its
+# answers cost wrk too (nginx's have a larger head). PIN=1 pins each server process to CPU 1
+# and wrk to CPU 0 (taskset): one core of server each, wrk's CPU kept apart; the server is then
+# what limits the rate, unless wrk's one core is (nginx's larger answers cost wrk more: pinned,
+# nginx used about 0.93 of its core where the node used all of its).
 #
 # Set-up, on 127.0.0.1 only, in a private temp directory; every process is stopped on exit,
 # error or Ctrl-C: a private redis-server (no persistence); one node (`target-server`, the same
@@ -41,7 +50,8 @@ DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 CONNECTIONS="${CONNECTIONS:-100}"
 NODE_THREADS="${NODE_THREADS:-1}"
-PIN="${PIN:-1}"
+PIN="${PIN:-0}"
+SLICES="${SLICES:-1}"
 TICKETS=100
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_BIN="${NODE_BIN:-}"
@@ -88,9 +98,10 @@ if [[ "$PIN" == 1 ]] && (($(nproc) < 2)); then
     echo "bench-node: one CPU only, not pinning" >&2
     PIN=0
 fi
-for n in DURATION ROUNDS CONNECTIONS NODE_THREADS; do
+for n in DURATION ROUNDS CONNECTIONS NODE_THREADS SLICES; do
     [[ "${!n}" =~ ^[0-9]+$ && "${!n}" -gt 0 ]] || { echo "bench-node: $n must be a positive integer" >&2; exit 4; }
 done
+((DURATION % SLICES == 0)) || { echo "bench-node: DURATION must be a multiple of SLICES" >&2; exit 4; }
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -128,7 +139,11 @@ node_stat() {
     curl -s --max-time 5 "$NODE_URL/stats" | python3 -c "import json, sys; print(json.load(sys.stdin)[\"$1\"])"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# median FORMAT: the median of the numbers on stdin, printed with the printf FORMAT.
+median() {
+    sort -g | awk -v f="$1" '{ v[NR] = $1 }
+        END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 if [[ -z "$NODE_BIN" ]]; then
     NODE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/target-server"
@@ -199,26 +214,27 @@ wait_until nginx "$NGINX_PID" accepts "$NPORT"
 NGINX_URL="http://127.0.0.1:$NPORT/buy/ticket"
 [[ "$(curl -s --max-time 5 "$NGINX_URL")" == "$SOLD_OUT" ]] || fail "nginx does not answer the body"
 
-# drive NAME PID URL: one wrk run; prints "requests/s  µs-of-server-CPU-per-request".
+# drive NAME PID URL SECONDS: one wrk run; prints "requests seconds server-CPU-ticks".
 drive() {
-    local name="$1" pid="$2" url="$3" before after out n rps
+    local name="$1" pid="$2" url="$3" secs="$4" before after out
     before="$(cpu_ticks "$pid")"
-    "${ON_LOAD_CPU[@]}" timeout $((DURATION + 30)) wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "$url" >"$WORK/wrk.out" 2>&1 &
+    "${ON_LOAD_CPU[@]}" timeout $((secs + 30)) wrk -t2 -c"$CONNECTIONS" -d"${secs}s" "$url" >"$WORK/wrk.out" 2>&1 &
     LOAD_PID=$!
     wait "$LOAD_PID" || fail "wrk against $name failed: $(cat "$WORK/wrk.out")"
     LOAD_PID=""
     after="$(cpu_ticks "$pid")"
     out="$(cat "$WORK/wrk.out")"
     ! grep -q 'Non-2xx\|Socket errors' <<<"$out" || fail "wrk saw errors from $name: $out"
-    n="$(awk '/ requests in / { print $1 }' <<<"$out")"
-    rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
-    awk -v r="$rps" -v t=$((after - before)) -v hz="$HZ" -v n="$n" \
-        'BEGIN { printf "%.0f %.2f\n", r, t * 1e6 / hz / n }'
+    # "123456 requests in 10.01s, 15.98MB read"
+    awk -v t=$((after - before)) '/ requests in [0-9.]+s,/ { sub(/s,$/, "", $4); print $1, $4, t; found = 1 }
+        END { exit !found }' <<<"$out" || fail "cannot read wrk's summary: $out"
 }
 
 pinning="unpinned"
 [[ "$PIN" == 1 ]] && pinning="servers on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
-echo "== wrk -t2 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $pinning (node: sold-out path)"
+slicing=""
+((SLICES > 1)) && slicing=", each in $SLICES alternating slices of $((DURATION / SLICES)) s"
+echo "== wrk -t2 -c$CONNECTIONS, ${DURATION} s per server per round$slicing; $ROUNDS rounds; $pinning"
 printf '  %-6s %14s %14s %8s %14s %14s\n' round "nginx req/s" "node req/s" ratio "nginx µs/req" "node µs/req"
 ratios=()
 node_all=()
@@ -226,15 +242,26 @@ nginx_all=()
 node_cpu_all=()
 nginx_cpu_all=()
 for ((round = 1; round <= ROUNDS; round++)); do
-    if ((round % 2)); then
-        nginx_res="$(drive nginx "$NGINX_PID" "$NGINX_URL")"
-        node_res="$(drive node "$NODE_PID" "$NODE_URL/buy/ticket")"
-    else
-        node_res="$(drive node "$NODE_PID" "$NODE_URL/buy/ticket")"
-        nginx_res="$(drive nginx "$NGINX_PID" "$NGINX_URL")"
-    fi
-    read -r nginx_rps nginx_cpu <<<"$nginx_res"
-    read -r node_rps node_cpu <<<"$node_res"
+    # Totals of the round's slices: requests, seconds, CPU ticks.
+    declare -A total=([nginx]="0 0 0" [node]="0 0 0")
+    for ((slice = 1; slice <= SLICES; slice++)); do
+        # The order alternates, slice to slice and round to round.
+        if (((round + slice) % 2)); then order=(node nginx); else order=(nginx node); fi
+        for server in "${order[@]}"; do
+            if [[ "$server" == nginx ]]; then
+                res="$(drive nginx "$NGINX_PID" "$NGINX_URL" $((DURATION / SLICES)))"
+            else
+                res="$(drive node "$NODE_PID" "$NODE_URL/buy/ticket" $((DURATION / SLICES)))"
+            fi
+            total[$server]="$(awk -v a="${total[$server]}" -v b="$res" \
+                'BEGIN { split(a, x, " "); split(b, y, " "); print x[1] + y[1], x[2] + y[2], x[3] + y[3] }')"
+        done
+    done
+    # rate = requests / seconds; CPU per request in µs = ticks / HZ / requests.
+    read -r nginx_rps nginx_cpu < <(awk -v hz="$HZ" -v a="${total[nginx]}" \
+        'BEGIN { split(a, x, " "); printf "%.0f %.2f\n", x[1] / x[2], x[3] * 1e6 / hz / x[1] }')
+    read -r node_rps node_cpu < <(awk -v hz="$HZ" -v a="${total[node]}" \
+        'BEGIN { split(a, x, " "); printf "%.0f %.2f\n", x[1] / x[2], x[3] * 1e6 / hz / x[1] }')
     ratio="$(awk -v a="$node_rps" -v b="$nginx_rps" 'BEGIN { printf "%.3f", a / b }')"
     ratios+=("$ratio")
     node_all+=("$node_rps")
@@ -243,10 +270,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
     nginx_cpu_all+=("$nginx_cpu")
     printf '  %-6s %14s %14s %8s %14s %14s\n' "$round" "$nginx_rps" "$node_rps" "$ratio" "$nginx_cpu" "$node_cpu"
 done
+median_ratio="$(printf '%s\n' "${ratios[@]}" | median %.3f)"
+median_nginx_cpu="$(printf '%s\n' "${nginx_cpu_all[@]}" | median %.2f)"
+median_node_cpu="$(printf '%s\n' "${node_cpu_all[@]}" | median %.2f)"
 printf '  %-6s %14s %14s %8s %14s %14s\n' median \
-    "$(printf '%s\n' "${nginx_all[@]}" | median)" "$(printf '%s\n' "${node_all[@]}" | median)" \
-    "$(printf '%s\n' "${ratios[@]}" | median)" \
-    "$(printf '%s\n' "${nginx_cpu_all[@]}" | median)" "$(printf '%s\n' "${node_cpu_all[@]}" | median)"
+    "$(printf '%s\n' "${nginx_all[@]}" | median %.0f)" "$(printf '%s\n' "${node_all[@]}" | median %.0f)" \
+    "$median_ratio" "$median_nginx_cpu" "$median_node_cpu"
 
 echo "== checking the node's behaviour"
 requests="$(node_stat requests)"
@@ -262,7 +291,5 @@ seqs="$(awk -F'\t' '!/^#/ { print $3 }' "$WORK/stat.log" | sort -un | wc -l)"
 echo "   /stats requests $requests; stat.log: $lines lines ($ok ok, $sold_out sold_out), $seqs distinct local_seq"
 ((lines == requests && ok == TICKETS && sold_out == requests - TICKETS && seqs == requests)) ||
     fail "the stat log does not hold exactly one line per request (last line's local_seq $last_seq)"
-cpu_ratio="$(awk -v a="$(printf '%s\n' "${nginx_cpu_all[@]}" | median)" \
-    -v b="$(printf '%s\n' "${node_cpu_all[@]}" | median)" 'BEGIN { printf "%.3f", a / b }')"
-echo "bench-node: median node/nginx ratio $(printf '%s\n' "${ratios[@]}" | median) (requests/s);" \
-    "$cpu_ratio (nginx/node CPU per request)"
+cpu_ratio="$(awk -v a="$median_nginx_cpu" -v b="$median_node_cpu" 'BEGIN { printf "%.3f", a / b }')"
+echo "bench-node: median node/nginx ratio $median_ratio (requests/s); $cpu_ratio (nginx/node CPU per request)"
