@@ -131,7 +131,7 @@ if [[ "$PIN" == 1 ]]; then
 fi
 
 # cpu_ticks PID: user + system CPU time of a process, all its threads, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || fail "process $1 is gone"; }
 HZ="$(getconf CLK_TCK)"
 
 # node_stat FIELD: a number from the node's /stats.
@@ -214,20 +214,23 @@ wait_until nginx "$NGINX_PID" accepts "$NPORT"
 NGINX_URL="http://127.0.0.1:$NPORT/buy/ticket"
 [[ "$(curl -s --max-time 5 "$NGINX_URL")" == "$SOLD_OUT" ]] || fail "nginx does not answer the body"
 
-# drive NAME PID URL SECONDS: one wrk run; prints "requests seconds server-CPU-ticks".
+# drive NAME PID URL SECONDS: one wrk run; leaves "requests seconds server-CPU-ticks" in
+# $WORK/drive.out. Runs in this shell (not in a $(...) subshell), so that LOAD_PID is the one
+# cleanup stops on Ctrl-C; `timeout --foreground` stays in our process group, so Ctrl-C reaches
+# wrk too.
 drive() {
-    local name="$1" pid="$2" url="$3" secs="$4" before after out
+    local name="$1" pid="$2" url="$3" secs="$4" before after
     before="$(cpu_ticks "$pid")"
-    "${ON_LOAD_CPU[@]}" timeout $((secs + 30)) wrk -t2 -c"$CONNECTIONS" -d"${secs}s" "$url" >"$WORK/wrk.out" 2>&1 &
+    "${ON_LOAD_CPU[@]}" timeout --foreground $((secs + 30)) \
+        wrk -t2 -c"$CONNECTIONS" -d"${secs}s" "$url" >"$WORK/wrk.out" 2>&1 &
     LOAD_PID=$!
     wait "$LOAD_PID" || fail "wrk against $name failed: $(cat "$WORK/wrk.out")"
     LOAD_PID=""
     after="$(cpu_ticks "$pid")"
-    out="$(cat "$WORK/wrk.out")"
-    ! grep -q 'Non-2xx\|Socket errors' <<<"$out" || fail "wrk saw errors from $name: $out"
+    ! grep -q 'Non-2xx\|Socket errors' "$WORK/wrk.out" || fail "wrk saw errors from $name: $(cat "$WORK/wrk.out")"
     # "123456 requests in 10.01s, 15.98MB read"
     awk -v t=$((after - before)) '/ requests in [0-9.]+s,/ { sub(/s,$/, "", $4); print $1, $4, t; found = 1 }
-        END { exit !found }' <<<"$out" || fail "cannot read wrk's summary: $out"
+        END { exit !found }' "$WORK/wrk.out" >"$WORK/drive.out" || fail "cannot read wrk's summary: $(cat "$WORK/wrk.out")"
 }
 
 pinning="unpinned"
@@ -249,10 +252,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
         if (((round + slice) % 2)); then order=(node nginx); else order=(nginx node); fi
         for server in "${order[@]}"; do
             if [[ "$server" == nginx ]]; then
-                res="$(drive nginx "$NGINX_PID" "$NGINX_URL" $((DURATION / SLICES)))"
+                drive nginx "$NGINX_PID" "$NGINX_URL" $((DURATION / SLICES))
             else
-                res="$(drive node "$NODE_PID" "$NODE_URL/buy/ticket" $((DURATION / SLICES)))"
+                drive node "$NODE_PID" "$NODE_URL/buy/ticket" $((DURATION / SLICES))
             fi
+            res="$(cat "$WORK/drive.out")"
             total[$server]="$(awk -v a="${total[$server]}" -v b="$res" \
                 'BEGIN { split(a, x, " "); split(b, y, " "); print x[1] + y[1], x[2] + y[2], x[3] + y[3] }')"
         done
