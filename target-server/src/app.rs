@@ -281,13 +281,14 @@ fn check_buyer(user: Option<&str>, request_id: Option<&str>) -> Result<(), Refus
 
 /// The sold-out short-circuit of `GET /buy/ticket`, for the [front door](crate::front): when the
 /// local pool is empty and the query is a valid buyer, counts and logs the request exactly as
-/// [`buy`] does on its sold-out fast path and returns true; the caller answers
+/// `buy` does on its sold-out fast path and returns true; the caller answers
 /// [`SOLD_OUT_BODY`]. Returns false, having counted nothing, for every other case, which the
 /// router then serves (a pool with tickets, a refused query, a query that needs decoding).
 ///
 /// An empty pool is what makes [`LocalStock::try_take`] fail, so checking it without taking
 /// gives the same answers; the ids are read from the query in place (no `String`s, no serde)
-/// when it needs no decoding, which is every query a load generator or a buyer's client sends.
+/// when it needs no decoding, as a valid buyer's query never does unless its client escaped
+/// characters that need no escaping (valid ids are `A-Z a-z 0-9 _ . -`).
 pub fn sold_out_shortcut(node: &Node, query: Option<&str>) -> bool {
     if !node.stock.is_empty() {
         return false;

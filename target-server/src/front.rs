@@ -14,7 +14,9 @@
 //! inserts, `MatchedPath` and the body limit, in a `HashMap` allocated per request; the boxed
 //! per-route service it clones; boxed request and response bodies; `IntoResponse` and the
 //! future adapters around the handler), hyper-util's protocol-sniffing connection wrapper, and
-//! for a query `serde_urlencoded` and two `String`s.
+//! for a query `serde_urlencoded` and two `String`s. In CPU time per request against a static
+//! nginx answering the same body (`scripts/bench-node.sh`, quiet machine), nginx/node went from
+//! about 0.81-0.87 to 0.93-1.00 with this and the cheaper stat line together.
 
 use std::convert::Infallible;
 use std::future::Future;
