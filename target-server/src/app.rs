@@ -254,12 +254,21 @@ struct Buyer {
 /// An id that is absent means anonymous / no key; one that is present must be a valid name, so an
 /// empty `user_id=` is refused rather than sold to as an anonymous buyer (no per-user limit).
 fn validate_buyer(user: Option<String>, request_id: Option<String>) -> Result<Buyer, Refusal> {
-    if user.as_deref().is_some_and(|u| !valid_name(u, 64)) {
+    check_buyer(user.as_deref(), request_id.as_deref())?;
+    Ok(Buyer {
+        user: user.unwrap_or_default(),
+        request_id: request_id.unwrap_or_default(),
+    })
+}
+
+/// The checks of [`validate_buyer`], on borrowed ids.
+fn check_buyer(user: Option<&str>, request_id: Option<&str>) -> Result<(), Refusal> {
+    if user.is_some_and(|u| !valid_name(u, 64)) {
         return Err(Refusal::bad(
             "user_id must be 1-64 characters of A-Z a-z 0-9 _ . -",
         ));
     }
-    if request_id.as_deref().is_some_and(|r| !valid_name(r, 64)) {
+    if request_id.is_some_and(|r| !valid_name(r, 64)) {
         return Err(Refusal::bad(
             "request_id must be 1-64 characters of A-Z a-z 0-9 _ . -",
         ));
@@ -267,10 +276,66 @@ fn validate_buyer(user: Option<String>, request_id: Option<String>) -> Result<Bu
     if user.is_none() && request_id.is_some() {
         return Err(Refusal::bad("request_id needs a user_id"));
     }
-    Ok(Buyer {
+    Ok(())
+}
+
+/// The sold-out short-circuit of `GET /buy/ticket`, for the [front door](crate::front): when the
+/// local pool is empty and the query is a valid buyer, counts and logs the request exactly as
+/// `buy` does on its sold-out fast path and returns true; the caller answers
+/// [`SOLD_OUT_BODY`]. Returns false, having counted nothing, for every other case, which the
+/// router then serves (a pool with tickets, a refused query, a query that needs decoding).
+///
+/// An empty pool is what makes [`LocalStock::try_take`] fail, so checking it without taking
+/// gives the same answers; the ids are read from the query in place (no `String`s, no serde)
+/// when it needs no decoding, as a valid buyer's query never does unless its client escaped
+/// characters that need no escaping (valid ids are `A-Z a-z 0-9 _ . -`).
+pub fn sold_out_shortcut(node: &Node, query: Option<&str>) -> bool {
+    if !node.stock.is_empty() {
+        return false;
+    }
+    let Some((user, request_id)) = plain_query_ids(query) else {
+        return false;
+    };
+    if check_buyer(user, request_id).is_err() {
+        return false;
+    }
+    let local_seq = node.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    node.log(StatLine {
+        local_seq,
         user: user.unwrap_or_default(),
         request_id: request_id.unwrap_or_default(),
-    })
+        result: StatResult::SoldOut,
+        sale_seq: 0,
+        order_id: "",
+    });
+    true
+}
+
+/// `user_id` and `request_id` of a query string that decodes to itself (no `%` escapes, no `+`),
+/// as `serde_urlencoded` reads them into [`BuyQuery`]: pairs split on `&` (empty ones skipped),
+/// key and value on the first `=` (a bare key has the empty value), other keys ignored. `None`
+/// for a query with escapes or a repeated field (serde refuses those): the general parser
+/// answers it.
+fn plain_query_ids(query: Option<&str>) -> Option<(Option<&str>, Option<&str>)> {
+    let (mut user, mut request_id) = (None, None);
+    let Some(query) = query else {
+        return Some((user, request_id));
+    };
+    if query.bytes().any(|b| b == b'%' || b == b'+') {
+        return None;
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "user_id" => &mut user,
+            "request_id" => &mut request_id,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return None;
+        }
+    }
+    Some((user, request_id))
 }
 
 async fn buy_get(State(node): State<Arc<Node>>, RawQuery(query): RawQuery) -> Response {
@@ -505,4 +570,67 @@ async fn stats(State(node): State<Arc<Node>>) -> Response {
         "flaws": node.config.flaws.iter().map(|f| f.name()).collect::<Vec<_>>(),
     });
     json(StatusCode::OK, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `buy_get` reads from a query through serde: the ids, or None for a refused query.
+    fn serde_ids(query: &str) -> Option<(Option<String>, Option<String>)> {
+        serde_urlencoded::from_str::<BuyQuery>(query)
+            .ok()
+            .map(|q| (q.user_id, q.request_id))
+    }
+
+    #[test]
+    fn plain_queries_read_as_serde_reads_them() {
+        // Every query of up to four of these pieces, and a few by hand.
+        let pieces = [
+            "user_id",
+            "request_id",
+            "x",
+            "=",
+            "&",
+            "u1",
+            "r-2.x_Y",
+            "a=b",
+            "",
+            ";",
+        ];
+        let mut queries: Vec<String> = vec![
+            "user_id=u%31".into(),
+            "user_id=a+b".into(),
+            "user_id=%ZZ".into(),
+            "USER_ID=u1".into(),
+            format!("user_id={}", "a".repeat(64)),
+            format!("user_id={}", "a".repeat(65)),
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for d in pieces {
+                        queries.push(format!("{a}{b}{c}{d}"));
+                    }
+                }
+            }
+        }
+        let mut plain = 0;
+        for q in &queries {
+            let expected = serde_ids(q);
+            match plain_query_ids(Some(q)) {
+                Some((user, request_id)) => {
+                    plain += 1;
+                    let got = (user.map(str::to_owned), request_id.map(str::to_owned));
+                    assert_eq!(Some(got), expected, "query {q:?}");
+                }
+                None => assert!(
+                    q.contains(['%', '+']) || expected.is_none(),
+                    "query {q:?}: only escaped or refused queries are left to serde"
+                ),
+            }
+        }
+        assert!(plain > queries.len() / 2, "most queries are plain");
+        assert_eq!(plain_query_ids(None), Some((None, None)));
+    }
 }

@@ -4,11 +4,13 @@
 //!
 //! Layout: [`args`] (flags → [`Config`]), [`keys`] (the Redis key layout), [`store`] (every Redis
 //! step, with timeouts), [`stock`] (the lock-free local pool), [`statlog`], [`app`] (the router),
-//! [`server`] (start-up, serving, the reaper) and [`cli`].
+//! [`front`] (the hyper service in front of it: the sold-out short-circuit), [`server`] (start-up,
+//! serving, the reaper) and [`cli`].
 
 pub mod app;
 pub mod args;
 pub mod cli;
+pub mod front;
 pub mod keys;
 pub mod server;
 pub mod statlog;

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::app::{Counters, Node, app};
+use crate::app::{Counters, Node};
 use crate::args::{Config, Flaw};
+use crate::front::FrontDoor;
 use crate::statlog::{StatLine, StatLog, StatResult};
 use crate::stock::LocalStock;
 use crate::store::{Store, StoreError};
@@ -116,15 +119,88 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(background(node.clone(), stop_rx));
-    let result = axum::serve(listener, app(node.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_http(listener, FrontDoor::new(node.clone()), shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
     if let Some(log) = &node.log {
         log.flush()?;
     }
-    result
+    Ok(())
+}
+
+/// Accepts connections and serves HTTP/1.1 on each, through `front`, until `shutdown`
+/// completes; then stops accepting, has every connection finish the request it is on and
+/// close, and returns once all have. This is what `axum::serve(..).with_graceful_shutdown(..)`
+/// does (HTTP/1 only, as built here), with hyper's HTTP/1 connection directly instead of
+/// hyper-util's auto-detecting one, so that requests meet the [`FrontDoor`] before the router.
+async fn serve_http(
+    listener: TcpListener,
+    front: FrontDoor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // `closing` tells the connections to wind down; each holds a clone of `alive_rx`, so
+    // `alive_tx.closed()` completes when the last one has ended.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let (alive_tx, alive_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+        };
+        let front = front.clone();
+        let mut closing = closing_rx.clone();
+        let alive = alive_rx.clone();
+        tokio::spawn(async move {
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), front);
+            let mut conn = std::pin::pin!(conn);
+            // One `changed` future for the connection's life, not a new one per wake-up, which
+            // registered with the channel each time (`changed` ~180 instructions a request, now
+            // ~40).
+            let mut closing = std::pin::pin!(closing.changed());
+            let mut winding_down = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    result = conn.as_mut() => {
+                        if let Err(err) = result {
+                            tracing::trace!("connection ended: {err}");
+                        }
+                        break;
+                    }
+                    _ = &mut closing, if !winding_down => {
+                        winding_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    drop(alive_rx);
+    alive_tx.closed().await;
+}
+
+/// An accept that failed: a connection reset before it was accepted is skipped; anything else
+/// (out of file descriptors, say) is logged and retried after a second, as `axum::serve` does.
+async fn accept_failed(err: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accept error: {err}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Periodic work: flush the stat log; in reservation mode release expired holds and take this
