@@ -9,6 +9,7 @@
 //! article's are presets of it), [`statlog`] for the nodes' logs. The audit never sees a Redis
 //! key.
 
+pub mod sql;
 pub mod statlog;
 
 use std::collections::BTreeMap;

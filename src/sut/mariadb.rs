@@ -75,6 +75,10 @@ impl MariaDbProcess {
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg("--skip-name-resolve")
+            // The bootstrap server's temporary tables in its own directory, not the shared
+            // /tmp: there, concurrent set-ups failed now and then ("Could not remove temporary
+            // table '/tmp/#sql-temptable-…'", then "Unknown table 'mysql.tmp_user_nopasswd…'").
+            .arg(format!("--tmpdir={}", dir.path().display()))
             .current_dir(dir.path());
         if as_root {
             install.arg("--user=root");

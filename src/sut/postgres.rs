@@ -3,6 +3,10 @@
 //! database `grab` owned by the superuser `grab`. Local logins are trusted (no password): the
 //! server listens on 127.0.0.1 only and lives as long as its handle.
 //!
+//! [`PostgresProcess::start_with_password`] starts one whose TCP logins need a password
+//! (SCRAM-SHA-256), for tests of what a refused login looks like; its Unix socket stays trusted
+//! (it is in the server's own directory, mode 0700), and the readiness probe logs in there.
+//!
 //! PostgreSQL refuses to run as root. When grab-bench runs as root (a container, CI), `initdb`
 //! and `postgres` run as the `postgres` user the Debian package creates (else `nobody`), and the
 //! directory is handed to that user.
@@ -12,6 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +46,8 @@ const STOP_BOUND: Duration = Duration::from_secs(5);
 /// removes its directory.
 #[derive(Debug)]
 pub struct PostgresProcess {
-    /// `postgres://grab@127.0.0.1:PORT/grab`: what the system under test is given.
+    /// `postgres://grab@127.0.0.1:PORT/grab`: what the system under test is given (without the
+    /// password a server from [`PostgresProcess::start_with_password`] wants).
     pub url: String,
     /// The port it listens on (127.0.0.1 only).
     pub port: u16,
@@ -57,6 +63,18 @@ impl PostgresProcess {
     /// Creates a cluster, starts it on a free port (another port when it loses the race for one)
     /// and waits until it accepts a login and has created the database `grab`.
     pub fn start() -> Result<Self, SutError> {
+        Self::start_with(None)
+    }
+
+    /// [`PostgresProcess::start`], but logins over TCP need `password` (SCRAM-SHA-256, the
+    /// superuser `grab`'s, set by `initdb --pwfile`). Logins over the Unix socket in its
+    /// directory stay trusted: the readiness probe logs in there.
+    pub fn start_with_password(password: &str) -> Result<Self, SutError> {
+        Self::start_with(Some(password))
+    }
+
+    /// Both starts: TCP logins trusted (`None`) or with a password.
+    fn start_with(password: Option<&str>) -> Result<Self, SutError> {
         let initdb = find_postgres_program("initdb", None)?;
         let postgres = find_postgres_program("postgres", initdb.parent())?;
         let dir = tempfile::Builder::new()
@@ -69,21 +87,44 @@ impl PostgresProcess {
         initdb_cmd
             .arg("-D")
             .arg(&data)
-            .args(["-U", USER, "--auth=trust", "--no-sync", "--no-instructions"])
+            .args(["-U", USER, "--no-sync", "--no-instructions"])
             .args(["-E", "UTF8", "--locale=C"]);
+        // The password file is read once by initdb (its first line), then removed.
+        let pwfile = dir.path().join("pwfile");
+        match password {
+            None => {
+                initdb_cmd.arg("--auth=trust");
+            }
+            Some(password) => {
+                std::fs::write(&pwfile, format!("{password}\n"))
+                    .map_err(|source| io("writing the password file for initdb", source))?;
+                initdb_cmd
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", pwfile.display()));
+            }
+        }
         runs_as.apply(&mut initdb_cmd, dir.path());
-        run_once(
+        let initdb_result = run_once(
             "initdb",
             initdb_cmd,
             &dir.path().join("initdb.log"),
             INITDB_BOUND,
-        )?;
+        );
+        let _ = std::fs::remove_file(&pwfile);
+        initdb_result?;
+        let probe_over_socket = password.is_some();
 
         let log_path = dir.path().join("postgres.log");
         let mut last_error = String::new();
         for _attempt in 0..5 {
             let port = free_port().map_err(|source| io("finding a free port", source))?;
-            match Self::try_start(&postgres, &runs_as, dir.path(), &data, &log_path, port) {
+            let via = if probe_over_socket {
+                ProbeVia::Socket(dir.path().join(format!(".s.PGSQL.{port}")))
+            } else {
+                ProbeVia::Tcp(port)
+            };
+            let paths = (dir.path(), data.as_path(), log_path.as_path());
+            match Self::try_start(&postgres, &runs_as, paths, port, &via) {
                 Ok(child) => {
                     return Ok(PostgresProcess {
                         url: format!("postgres://{USER}@127.0.0.1:{port}/{DATABASE}"),
@@ -102,15 +143,15 @@ impl PostgresProcess {
         })
     }
 
-    /// One start on `port`: spawn, wait for a login, create the database. The error is the
-    /// detail for `NotReady` (a lost port race shows as an early exit with the bind error).
+    /// One start on `port`: spawn, wait for a login (`via`), create the database. `paths` are
+    /// the server's directory, its cluster and its log. The error is the detail for `NotReady`
+    /// (a lost port race shows as an early exit with the bind error).
     fn try_start(
         program: &Path,
         runs_as: &RunAs,
-        dir: &Path,
-        data: &Path,
-        log_path: &Path,
+        (dir, data, log_path): (&Path, &Path, &Path),
         port: u16,
+        via: &ProbeVia,
     ) -> Result<ChildGuard, String> {
         let log = std::fs::File::create(log_path).map_err(|e| format!("{log_path:?}: {e}"))?;
         let mut cmd = Command::new(program);
@@ -141,7 +182,7 @@ impl PostgresProcess {
                     log_tail(log_path)
                 ));
             }
-            match startup(port, "postgres") {
+            match startup(via, "postgres") {
                 Ok(mut session) => {
                     // Ready: the database for the system under test, once.
                     let sql = format!("CREATE DATABASE {DATABASE} OWNER {USER}");
@@ -394,20 +435,81 @@ enum Probe {
     Refused(String),
 }
 
+/// Where the probe logs in: the TCP port, or (when TCP logins need a password) the Unix socket
+/// in the server's directory, which stays trusted.
+enum ProbeVia {
+    /// 127.0.0.1 and this port.
+    Tcp(u16),
+    /// The socket file (`DIR/.s.PGSQL.PORT`).
+    Socket(PathBuf),
+}
+
+/// The probe's connection, either way it was made.
+enum ProbeStream {
+    /// Over TCP.
+    Tcp(TcpStream),
+    /// Over the Unix socket.
+    Unix(UnixStream),
+}
+
+impl ProbeStream {
+    /// Connects (bounded) and sets read and write timeouts.
+    fn connect(via: &ProbeVia) -> std::io::Result<ProbeStream> {
+        let bound = Some(Duration::from_secs(5));
+        Ok(match via {
+            ProbeVia::Tcp(port) => {
+                let addr = ([127, 0, 0, 1], *port).into();
+                let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+                s.set_read_timeout(bound)?;
+                s.set_write_timeout(bound)?;
+                ProbeStream::Tcp(s)
+            }
+            ProbeVia::Socket(path) => {
+                // A local connect: refused or made at once (no timeout needed).
+                let s = UnixStream::connect(path)?;
+                s.set_read_timeout(bound)?;
+                s.set_write_timeout(bound)?;
+                ProbeStream::Unix(s)
+            }
+        })
+    }
+}
+
+impl Read for ProbeStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ProbeStream::Tcp(s) => s.read(buf),
+            ProbeStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ProbeStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ProbeStream::Tcp(s) => s.write(buf),
+            ProbeStream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ProbeStream::Tcp(s) => s.flush(),
+            ProbeStream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 /// A logged-in session of the probe: enough of the frontend/backend protocol (v3) for a trusted
 /// login and simple queries, nothing more.
 struct Session {
     /// The connection, with read and write timeouts.
-    stream: TcpStream,
+    stream: ProbeStream,
 }
 
-/// Logs in as [`USER`] to `database` on `port` (trust authentication).
-fn startup(port: u16, database: &str) -> Result<Session, Probe> {
-    let mut stream =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
-            .map_err(|_| Probe::NotYet)?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+/// Logs in as [`USER`] to `database` `via` TCP or the socket (trust authentication).
+fn startup(via: &ProbeVia, database: &str) -> Result<Session, Probe> {
+    let mut stream = ProbeStream::connect(via).map_err(|_| Probe::NotYet)?;
     let mut body = 196_608_i32.to_be_bytes().to_vec(); // protocol 3.0
     for (k, v) in [("user", USER), ("database", database)] {
         body.extend_from_slice(k.as_bytes());
@@ -598,6 +700,35 @@ pub(crate) mod tests {
         );
         assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
         assert!(!dir.exists(), "{dir:?} removed");
+        drop(conn);
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn with_a_password_tcp_logins_need_it() {
+        let pg = tokio::task::spawn_blocking(|| PostgresProcess::start_with_password("s3cret pw"))
+            .await
+            .unwrap()
+            .expect("PostgreSQL starts (apt-get install -y postgresql)");
+        let options = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(pg.port)
+            .username(USER)
+            .database(DATABASE)
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+        let mut conn = sqlx::PgConnection::connect_with(&options.clone().password("s3cret pw"))
+            .await
+            .expect("the right password logs in");
+        let (one,): (i32,) = sqlx::query_as("SELECT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        for wrong in [options.clone().password("wrong"), options] {
+            let refused = sqlx::PgConnection::connect_with(&wrong).await.unwrap_err();
+            let code = refused.as_database_error().and_then(|e| e.code());
+            assert_eq!(code.as_deref(), Some("28P01"), "{refused}");
+        }
+        // The password file was only for initdb.
+        assert!(!pg.dir().join("pwfile").exists());
         drop(conn);
     }
 }
