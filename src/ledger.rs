@@ -1,6 +1,6 @@
 //! The client's ledger: one compact row per request attempt, for the audit (ARCHITECTURE.md, "The audit").
 //!
-//! Rows are 48 bytes so a million-user run costs ~50 MB. Workers fill their own `Vec<Row>`; the
+//! Rows are 56 bytes so a million-user run costs ~56 MB. Workers fill their own `Vec<Row>`; the
 //! engine merges them (sorted by start time) into one [`Ledger`]. Saved as the run folder's ledger plus a
 //! node table `ledger.nodes.csv` beside it (index → node name; index 0 means "no node").
 
@@ -33,10 +33,17 @@ pub fn order_key(name: &[u8]) -> u64 {
 }
 
 /// The CSV header of the ledger; part of the report format.
-pub const HEADER: &str =
+pub const HEADER: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls";
+
+/// The header before attempts of several requests had their own columns; such ledgers still
+/// load (each row then is one request: first = start, done = end, no polls).
+const HEADER_V1: &str =
     "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node";
 
-/// One request attempt. Times are µs since the run started (u32: runs up to 71 minutes).
+/// One attempt: one request, or — for a described flow — the steps before the buy, the buy and
+/// the polls of its result, with the final outcome. `start_us`/`end_us` are always the buy
+/// request's (when the server decided); `first_us`/`done_us` span the whole attempt. Times are
+/// µs since the run started (u32: runs up to 71 minutes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Row {
     /// Simulated user id (sent as `user_id`).
@@ -51,6 +58,10 @@ pub struct Row {
     pub start_us: u32,
     /// When the response (or the error) was complete.
     pub end_us: u32,
+    /// When the attempt's first request started (its first step; = `start_us` for one request).
+    pub first_us: u32,
+    /// When the attempt's final answer arrived (its last poll; = `end_us` for one request).
+    pub done_us: u32,
     /// The user's attempt number; the wire request id is `{user}-{attempt}`.
     pub attempt: u32,
     /// HTTP status, 0 when no response arrived.
@@ -63,9 +74,11 @@ pub struct Row {
     pub outcome: u8,
     /// [`Reason`] as u8.
     pub reason: u8,
+    /// Result polls the attempt made after a queued buy (saturating at 255).
+    pub polls: u8,
 }
 
-const _: () = assert!(std::mem::size_of::<Row>() <= 48);
+const _: () = assert!(std::mem::size_of::<Row>() <= 56);
 
 impl Row {
     /// The request kind.
@@ -138,7 +151,7 @@ impl Ledger {
             line.clear();
             let _ = writeln!(
                 line,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.user,
                 r.attempt,
                 r.kind().as_str(),
@@ -150,7 +163,10 @@ impl Ledger {
                 r.status,
                 r.seq,
                 OrderName(self, r.order_id),
-                r.node
+                r.node,
+                r.first_us,
+                r.done_us,
+                r.polls
             );
             w.write_all(line.as_bytes())?;
         }
@@ -172,8 +188,9 @@ impl Ledger {
     pub fn load(path: &Path) -> anyhow::Result<Ledger> {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut lines = data.split(|&b| b == b'\n');
-        let header = lines.next().unwrap_or_default();
-        if trim_cr(header) != HEADER.as_bytes() {
+        let header = trim_cr(lines.next().unwrap_or_default());
+        let v1 = header == HEADER_V1.as_bytes();
+        if header != HEADER.as_bytes() && !v1 {
             bail!("{}: unexpected header", path.display());
         }
         let mut rows = Vec::with_capacity(data.len() / 40);
@@ -184,7 +201,7 @@ impl Ledger {
                 continue;
             }
             rows.push(
-                parse_row(line, &mut order_names)
+                parse_row(line, v1, &mut order_names)
                     .with_context(|| format!("{}: bad row at line {}", path.display(), n + 2))?,
             );
         }
@@ -225,6 +242,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 
 fn parse_row(
     line: &[u8],
+    v1: bool,
     order_names: &mut std::collections::BTreeMap<u64, String>,
 ) -> anyhow::Result<Row> {
     let mut f = line.split(|&b| b == b',');
@@ -254,6 +272,26 @@ fn parse_row(
             reason.as_str()
         );
     }
+    let status = num(next()?)? as u16;
+    let seq = num(next()?)?;
+    let order_id = {
+        let name = next()?;
+        let key = order_key(name);
+        if key >= NAMED_ORDER {
+            order_names.insert(key, String::from_utf8_lossy(name).into_owned());
+        }
+        key
+    };
+    let node = num(next()?)? as u16;
+    let (first_us, done_us, polls) = if v1 {
+        (start_us, end_us, 0)
+    } else {
+        (
+            num(next()?)? as u32,
+            num(next()?)? as u32,
+            num(next()?)?.min(255) as u8,
+        )
+    };
     Ok(Row {
         user,
         attempt,
@@ -261,19 +299,15 @@ fn parse_row(
         intended_us,
         start_us,
         end_us,
+        first_us,
+        done_us,
         outcome: outcome as u8,
         reason: reason as u8,
-        status: num(next()?)? as u16,
-        seq: num(next()?)?,
-        order_id: {
-            let name = next()?;
-            let key = order_key(name);
-            if key >= NAMED_ORDER {
-                order_names.insert(key, String::from_utf8_lossy(name).into_owned());
-            }
-            key
-        },
-        node: num(next()?)? as u16,
+        status,
+        seq,
+        order_id,
+        node,
+        polls,
     })
 }
 
@@ -294,6 +328,9 @@ mod tests {
                     intended_us: 10,
                     start_us: 11,
                     end_us: 99,
+                    first_us: 5,
+                    done_us: 400,
+                    polls: 3,
                     attempt: 1,
                     status: 200,
                     node: 1,
@@ -308,6 +345,9 @@ mod tests {
                     intended_us: 12,
                     start_us: 12,
                     end_us: 1000,
+                    first_us: 12,
+                    done_us: 1000,
+                    polls: 0,
                     attempt: 2,
                     status: 0,
                     node: 0,

@@ -43,6 +43,7 @@ pub fn conclude(
     // The printed summary is completed below; it exists now so that the index page links it.
     dir.write(SUMMARY_TXT, "")?;
     let mut text = totals(name, record.sale.tickets, result, &collected);
+    text += &steps(result);
     if cancel.is_cancelled() {
         text +=
             "INTERRUPTED: the run was stopped early (Ctrl-C); these figures cover a partial run\n";
@@ -221,6 +222,67 @@ fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
     text
 }
 
+/// The steps of the attempts, when there is more than the buy: requests and service times
+/// each, and the attempts whose polls gave up.
+fn steps(r: &EngineResult) -> String {
+    if r.steps.iter().filter(|s| s.requests > 0).count() < 2 {
+        return String::new();
+    }
+    let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let parts: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} (p50 {:.2} p99 {:.2} ms)",
+                s.name,
+                s.requests,
+                p(&s.hist, 0.5),
+                p(&s.hist, 0.99)
+            )
+        })
+        .collect();
+    let mut text = format!("steps: {}\n", parts.join(" · "));
+    if r.polls_gave_up > 0 {
+        let _ = writeln!(
+            text,
+            "polls gave up on {} attempts still queued (counted ok: the buy was accepted; its order must appear)",
+            r.polls_gave_up
+        );
+    }
+    text
+}
+
+/// The database's side of the store, when the system keeps orders or stock in SQL.
+fn database(c: &Collected) -> String {
+    let s = &c.store;
+    if s.orders_from.is_empty() && matches!(s.db_stock, Part::NotKept(_)) {
+        return String::new();
+    }
+    let orders = match &s.orders {
+        Part::Read(o) => format!("{} orders", o.len()),
+        other => format!("orders: {}", other.why_missing().unwrap_or("?")),
+    };
+    let stock = match &s.db_stock {
+        Part::Read(d) => format!(", stock {d}"),
+        Part::Unreadable(why) => format!(", stock: {why}"),
+        Part::NotKept(_) => String::new(),
+    };
+    let settled = s.settled.map_or(String::new(), |st| {
+        format!(
+            " (read {:.1} s after the load, {} for {:.1} s)",
+            st.waited_ms as f64 / 1000.0,
+            if st.stable {
+                "unchanged"
+            } else {
+                "STILL CHANGING, unchanged only"
+            },
+            st.stable_ms as f64 / 1000.0
+        )
+    });
+    format!("database {}: {orders}{stock}{settled}\n", s.orders_where())
+}
+
 /// The run's totals in a few lines: requests, outcomes, latency, lag, the store's counters.
 fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> String {
     let users = r
@@ -237,13 +299,28 @@ fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> 
             .and_then(pick)
             .map_or("?".to_string(), |v| v.to_string())
     };
+    let sent: u64 = r.steps.iter().map(|s| s.requests).sum();
+    // Reservation counters, when the store keeps them.
+    let holds = match stock.map(|s| (s.paid, s.held, s.released)) {
+        Some((Some(p), Some(h), r)) => {
+            format!(" (paid {p}, held {h}, released {})", r.unwrap_or(0))
+        }
+        _ => String::new(),
+    };
+    let (what, per) = if sent > r.totals.total() {
+        (
+            format!("{} attempts ({sent} requests)", r.totals.total()),
+            "attempts/s",
+        )
+    } else {
+        (format!("{} requests", r.totals.total()), "req/s")
+    };
     format!(
-        "scenario {name}: {} requests from {users} distinct users in {:.1} s ({:.0} req/s)\n\
+        "scenario {name}: {what} from {users} distinct users in {:.1} s ({:.0} {per})\n\
          outcomes: ok {} · fail {} (sold out {}) · info {}\n\
          latency ms (intended): p50 {:.2} p99 {:.2} max {:.2} · (raw service): p50 {:.2} p99 {:.2}\n\
          generator lag p99 {:.2} ms ({} late sends, {} backpressured)\n\
-         redis: sold {} of {} (paid {}, held {}, released {})\n",
-        r.totals.total(),
+         redis: sold {} of {}{}\n{}",
         r.elapsed.as_secs_f64(),
         r.rps(),
         r.count(Outcome::Ok),
@@ -262,8 +339,7 @@ fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> 
         stock
             .and_then(|s| s.total)
             .map_or(format!("{tickets} (the scenario's)"), |t| t.to_string()),
-        counter(|s| s.paid),
-        counter(|s| s.held),
-        counter(|s| s.released),
+        holds,
+        database(collected),
     )
 }

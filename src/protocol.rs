@@ -75,10 +75,14 @@ pub enum Reason {
     Indeterminate,
     /// No answer rule matched: indeterminate, counted, and sampled for the report.
     Unmatched,
+    /// The server accepted the buy and queued it ("queued"): it took the ticket and promised an
+    /// order later, but the client never saw the final result (no poll step, or polling gave
+    /// up while the answer still said queued). A success claim: the order must appear.
+    Queued,
 }
 
 /// Number of [`Reason`] variants; sizes the per-reason counter arrays.
-pub const REASON_COUNT: usize = 19;
+pub const REASON_COUNT: usize = 20;
 
 impl Reason {
     /// Every reason, in discriminant order (index = `reason as usize`).
@@ -102,13 +106,14 @@ impl Reason {
         Reason::Rejected,
         Reason::Indeterminate,
         Reason::Unmatched,
+        Reason::Queued,
     ];
 
     /// The outcome this reason implies.
     pub fn outcome(self) -> Outcome {
         use Reason::*;
         match self {
-            Grabbed | Paid | Success => Outcome::Ok,
+            Grabbed | Paid | Success | Queued => Outcome::Ok,
             SoldOut | AlreadyBought | BadRequest | HoldExpired | NotFound | ConnectRefused
             | Rejected => Outcome::Fail,
             Unavailable | ServerError | Timeout | IoError | Garbled | OtherStatus | Cancelled
@@ -139,6 +144,7 @@ impl Reason {
             Rejected => "rejected",
             Indeterminate => "indeterminate",
             Unmatched => "unmatched",
+            Queued => "queued",
         }
     }
 

@@ -8,13 +8,26 @@ use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
 use crate::describe::Layout;
+use crate::describe::SqlSpec;
 use crate::describe::store::Names;
 use crate::error::Error;
-use crate::evidence::{Collected, Part, Store};
+use crate::evidence::sql::{SqlOrder, SqlSource, Vars};
+use crate::evidence::{Collected, Order, OrderState, Part, Settled, Store};
 use crate::run_dir::RunDir;
-use crate::scenario::{External as Spec, ProcVar, RedisSpec, Scenario, UrlVar};
+use crate::scenario::{Database, External as Spec, ProcVar, RedisSpec, Scenario, UrlVar};
+
+/// What the command line adds to the processes the harness starts.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// `--flaw NAME`: passed as `--flaw NAME` to each process that lists it.
+    pub flaws: Vec<String>,
+    /// `--mode NAME`: each process's extra arguments for it.
+    pub modes: Vec<String>,
+}
+use crate::sut::mariadb::MariaDbProcess;
+use crate::sut::postgres::PostgresProcess;
 use crate::sut::redis::RedisProcess;
-use crate::sut::service::ServiceProcess;
+use crate::sut::service::Supervised;
 use crate::target::Target;
 
 /// A system the pipeline can settle and collect evidence from.
@@ -45,8 +58,208 @@ pub struct External {
     pub stat_logs: Vec<PathBuf>,
     /// How long to give it to settle.
     pub settle: Duration,
+    /// Its SQL database, when it keeps orders or stock there.
+    pub sql: Option<SqlOrders>,
     /// What the harness started for it (nothing for a system someone else runs).
     pub started: Started,
+}
+
+/// A system's orders and stock in SQL: where, how to read them (read-only), and how they
+/// settled. Orders written by a queue consumer arrive after the client's answers, so the audit
+/// waits until their count has stopped changing.
+pub struct SqlOrders {
+    /// The database and its queries.
+    pub source: SqlSource,
+    /// The queries' `{item}` and `{sale}`.
+    pub vars: Vars,
+    /// Order states that no longer take a ticket.
+    pub released_states: Vec<String>,
+    /// Settled once the count is unchanged this long.
+    pub stable_for: Duration,
+    /// At most this long after the load.
+    pub settle_within: Duration,
+    /// How settling went (set by [`System::settle`]).
+    pub settled: Option<Settled>,
+    /// Why settling could not read the orders, if it could not.
+    pub settle_error: Option<String>,
+}
+
+/// How long one SQL connect may take.
+const SQL_CONNECT: Duration = Duration::from_secs(5);
+
+/// How often settling counts the orders.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+impl SqlOrders {
+    /// The SQL side of `spec` for the sale of `sc`; `{postgres}` / `{mariadb}` become the URL
+    /// of the database the harness started.
+    pub fn new(spec: &SqlSpec, sc: &Scenario, started: &Started) -> Result<SqlOrders, Error> {
+        let url = match spec.url.as_str() {
+            "{postgres}" => started
+                .postgres
+                .as_ref()
+                .map(|p| p.url.clone())
+                .ok_or_else(|| {
+                    Error::Usage(
+                        "[system.sql] url = \"{postgres}\" needs [target] postgres = \"spawn\""
+                            .into(),
+                    )
+                })?,
+            "{mariadb}" => started
+                .mariadb
+                .as_ref()
+                .map(|m| m.url.clone())
+                .ok_or_else(|| {
+                    Error::Usage(
+                        "[system.sql] url = \"{mariadb}\" needs [target] mariadb = \"spawn\""
+                            .into(),
+                    )
+                })?,
+            url => url.to_string(),
+        };
+        let source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
+            .map_err(Error::Usage)?;
+        Ok(SqlOrders {
+            source,
+            vars: Vars {
+                item: sc.sale.item.clone(),
+                sale: sc.sale.id.clone(),
+            },
+            released_states: spec.released_states.clone(),
+            stable_for: spec.stable_for,
+            settle_within: spec.settle_within,
+            settled: None,
+            settle_error: None,
+        })
+    }
+
+    /// Before the load: the database answers, the queries run, and it holds no orders of this
+    /// sale yet (they would be counted as this run's). A failure is a clear error (exit 4).
+    pub fn preflight(&self) -> Result<(), Error> {
+        let at = self.source.describe();
+        block_on(async {
+            let mut conn = self.source.connect(SQL_CONNECT).await.map_err(|e| {
+                Error::Unreachable(format!("the orders database {at}: {}", e.message))
+            })?;
+            let err = |e: crate::evidence::sql::SqlError| {
+                Error::Unreachable(format!("the orders database {at}: {}", e.message))
+            };
+            if self.source.has_stock() {
+                conn.stock(&self.vars).await.map_err(err)?;
+            }
+            if self.source.has_orders() {
+                let n = conn.count_orders(&self.vars).await.map_err(err)?;
+                if n > 0 {
+                    return Err(Error::Refused(format!(
+                        "the orders query already returns {n} orders in {at} before the load: they would be audited as this run's; reset the sale first (the audit never deletes anything)"
+                    )));
+                }
+            }
+            conn.close().await;
+            Ok(())
+        })
+    }
+
+    /// Waits until the order count has not changed for `stable_for`, at most `settle_within`
+    /// (Ctrl-C cuts it short).
+    fn settle(&mut self, cancel: &Cancel) {
+        if !self.source.has_orders() {
+            return;
+        }
+        let began = Instant::now();
+        let outcome = block_on(async {
+            let mut conn = self.source.connect(SQL_CONNECT).await?;
+            let (mut last, mut since) = (conn.count_orders(&self.vars).await?, Instant::now());
+            while since.elapsed() < self.stable_for
+                && began.elapsed() < self.settle_within
+                && !cancel.is_cancelled()
+            {
+                tokio::time::sleep(SETTLE_POLL).await;
+                let n = conn.count_orders(&self.vars).await?;
+                if n != last {
+                    (last, since) = (n, Instant::now());
+                }
+            }
+            conn.close().await;
+            Ok::<_, crate::evidence::sql::SqlError>(since.elapsed())
+        });
+        match outcome {
+            Ok(stable) => {
+                self.settled = Some(Settled {
+                    waited_ms: began.elapsed().as_millis() as u64,
+                    stable_ms: stable.as_millis() as u64,
+                    stable_for_ms: self.stable_for.as_millis() as u64,
+                    stable: stable >= self.stable_for,
+                });
+            }
+            Err(e) => self.settle_error = Some(e.message),
+        }
+    }
+
+    /// Reads the stock and the orders (one read-only transaction) into `store`.
+    fn read_into(&self, store: &mut Store) {
+        let at = self.source.describe();
+        store.settled = self.settled;
+        if self.source.has_orders() {
+            store.kept.orders = true;
+            store.orders_from = at.clone();
+        }
+        let snapshot = block_on(async {
+            let mut conn = self.source.connect(SQL_CONNECT).await?;
+            let s = conn.snapshot(&self.vars).await;
+            conn.close().await;
+            s
+        });
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot read {at}: {}", e.message);
+                if self.source.has_orders() {
+                    store.orders = Part::Unreadable(why.clone());
+                }
+                if self.source.has_stock() {
+                    store.db_stock = Part::Unreadable(why);
+                }
+                return;
+            }
+        };
+        if let Some(stock) = snapshot.stock {
+            store.db_stock = Part::Read(stock);
+        }
+        if let Some(rows) = snapshot.orders {
+            let mut orders: Vec<Order> = rows.iter().map(|o| self.order(o)).collect();
+            orders.sort_by_key(|o| o.id);
+            store.orders = Part::Read(orders);
+        }
+        if let Some(why) = &self.settle_error {
+            store.orders = Part::Unreadable(format!("settling could not count the orders: {why}"));
+        }
+    }
+
+    /// One SQL order in the evidence's shape.
+    fn order(&self, o: &SqlOrder) -> Order {
+        let released = self.released_states.iter().any(|s| s == &o.state);
+        Order {
+            id: crate::ledger::order_key(o.id.as_bytes()),
+            user: o.user.clone(),
+            state: if released {
+                OrderState::Released
+            } else {
+                OrderState::Sold
+            },
+            created_ms: (o.created_unix_us.max(0) / 1000) as u64,
+            ..Order::default()
+        }
+    }
+}
+
+/// Runs `f` on a small runtime of its own (the SQL reads are async; the pipeline is not).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(f)
 }
 
 /// Processes the harness started for a described system; each stops when dropped.
@@ -54,20 +267,55 @@ pub struct External {
 pub struct Started {
     /// The private Redis (`[target] redis = "spawn"`).
     pub redis: Option<RedisProcess>,
-    /// The scenario's `[[target.start]]` processes, in order.
-    pub processes: Vec<ServiceProcess>,
+    /// The private PostgreSQL (`[target] postgres = "spawn"`).
+    pub postgres: Option<PostgresProcess>,
+    /// The private MariaDB (`[target] mariadb = "spawn"`).
+    pub mariadb: Option<MariaDbProcess>,
+    /// The scenario's `[[target.start]]` processes, in order (restarted when they exit, if the
+    /// scenario says so).
+    pub processes: Vec<Supervised>,
+    /// A private folder for files the processes read: the users file, when the run's users
+    /// are generated or derived.
+    pub files: Option<tempfile::TempDir>,
 }
 
 impl Started {
-    /// Stops the processes (last started first), then Redis.
+    /// Stops the processes (last started first), then the databases and Redis.
     pub fn stop(&mut self) {
         for p in self.processes.iter_mut().rev() {
+            let restarted = p.stop();
+            if restarted > 0 {
+                eprintln!("{} had been restarted {restarted} time(s)", p.name);
+            }
+        }
+        self.processes.clear();
+        if let Some(mut p) = self.postgres.take() {
             p.stop();
+        }
+        if let Some(mut m) = self.mariadb.take() {
+            m.stop();
         }
         if let Some(mut r) = self.redis.take() {
             r.stop();
         }
     }
+}
+
+/// What a started process's arguments may name: the URLs of what the harness started, the
+/// users file.
+struct Known<'a> {
+    /// The run.
+    sc: &'a Scenario,
+    /// The run folder.
+    dir: &'a RunDir,
+    /// The Redis URL.
+    redis: Option<String>,
+    /// The private PostgreSQL's URL.
+    postgres: Option<String>,
+    /// The private MariaDB's URL.
+    mariadb: Option<String>,
+    /// The users file the processes read.
+    users_csv: String,
 }
 
 impl External {
@@ -78,7 +326,7 @@ impl External {
         sc: &Scenario,
         spec: &Spec,
         dir: &RunDir,
-        flaws: &[String],
+        options: &StartOptions,
         cancel: &Cancel,
     ) -> Result<(External, Target), Error> {
         let mut started = Started::default();
@@ -92,15 +340,34 @@ impl External {
             }
             None => None,
         };
+        for db in &spec.databases {
+            cancel.check()?;
+            eprintln!("run {}: starting a private {}", sc.name, db.name());
+            match db {
+                Database::Postgres => started.postgres = Some(PostgresProcess::start()?),
+                Database::MariaDb => started.mariadb = Some(MariaDbProcess::start()?),
+            }
+        }
+        let users_csv = users_file(sc, spec, &mut started)?;
+        let known = Known {
+            sc,
+            dir,
+            redis: redis.clone(),
+            postgres: started.postgres.as_ref().map(|p| p.url.clone()),
+            mariadb: started.mariadb.as_ref().map(|m| m.url.clone()),
+            users_csv,
+        };
         for (i, p) in spec.start.iter().enumerate() {
             cancel.check()?;
-            let mut args: Vec<String> = p
-                .args
-                .iter()
-                .map(|a| a.to_string_with(|v, out| proc_value(v, sc, redis.as_deref(), dir, out)))
-                .collect();
-            for f in flaws.iter().filter(|f| p.flaws.contains(f)) {
+            let render = |a: &crate::describe::Template<ProcVar>| {
+                a.to_string_with(|v, out| known.value(v, out))
+            };
+            let mut args: Vec<String> = p.args.iter().map(render).collect();
+            for f in options.flaws.iter().filter(|f| p.flaws.contains(f)) {
                 args.extend(["--flaw".to_string(), f.clone()]);
+            }
+            for (_, extra) in p.modes.iter().filter(|(m, _)| options.modes.contains(m)) {
+                args.extend(extra.iter().map(render));
             }
             let program = find(&p.program)?;
             eprintln!(
@@ -109,8 +376,8 @@ impl External {
                 p.name,
                 program.display()
             );
-            let service = ServiceProcess::start(&p.name, &program, &args, &p.ready)?;
-            if i == 0 && spec.url.uses(UrlVar::Addr) && service.addr.is_none() {
+            let service = Supervised::start(&p.name, &program, &args, &p.ready, p.restarts)?;
+            if i == 0 && spec.url.uses(UrlVar::Addr) && service.addr().is_none() {
                 return Err(Error::Usage(format!(
                     "{} printed no address in its ready line ({:?}), so {{addr}} in the target URL cannot be known",
                     p.name, p.ready
@@ -118,7 +385,7 @@ impl External {
             }
             started.processes.push(service);
         }
-        let addr = started.processes.first().and_then(|p| p.addr);
+        let addr = started.processes.first().and_then(Supervised::addr);
         let url = spec.url.to_string_with(|v, out| match v {
             UrlVar::Addr => {
                 out.extend_from_slice(addr.map(|a| a.to_string()).unwrap_or_default().as_bytes())
@@ -135,8 +402,20 @@ impl External {
             tickets: sc.sale.tickets,
             stat_logs: spec.stat_logs.clone(),
             settle: sc.timeouts.settle,
+            sql: None,
             started,
         };
+        let mut system = system;
+        if let Some(spec) = &sc.description.sql {
+            let sql = SqlOrders::new(spec, sc, &system.started)?;
+            eprintln!(
+                "run {}: checking the orders database {}",
+                sc.name,
+                sql.source.describe()
+            );
+            sql.preflight()?;
+            system.sql = Some(sql);
+        }
         Ok((system, target))
     }
 
@@ -160,18 +439,47 @@ impl External {
     }
 }
 
-/// A started process's argument value.
-fn proc_value(v: ProcVar, sc: &Scenario, redis: Option<&str>, dir: &RunDir, out: &mut Vec<u8>) {
-    let text = match v {
-        ProcVar::Redis => redis.unwrap_or("").to_string(),
-        ProcVar::Tickets => sc.sale.tickets.to_string(),
-        ProcVar::Item => sc.sale.item.clone(),
-        ProcVar::Sale => sc.sale.id.clone(),
-        ProcVar::PerUserLimit => sc.sale.per_user_limit.to_string(),
-        ProcVar::UsersCsv => sc.users.table.file.clone().unwrap_or_default(),
-        ProcVar::Dir => dir.path().display().to_string(),
-    };
-    out.extend_from_slice(text.as_bytes());
+impl Known<'_> {
+    /// A started process's argument value.
+    fn value(&self, v: ProcVar, out: &mut Vec<u8>) {
+        let sc = self.sc;
+        let text = match v {
+            ProcVar::Redis => self.redis.clone().unwrap_or_default(),
+            ProcVar::Postgres => self.postgres.clone().unwrap_or_default(),
+            ProcVar::MariaDb => self.mariadb.clone().unwrap_or_default(),
+            ProcVar::Tickets => sc.sale.tickets.to_string(),
+            ProcVar::Item => sc.sale.item.clone(),
+            ProcVar::Sale => sc.sale.id.clone(),
+            ProcVar::PerUserLimit => sc.sale.per_user_limit.to_string(),
+            ProcVar::UsersCsv => self.users_csv.clone(),
+            ProcVar::Dir => self.dir.path().display().to_string(),
+        };
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// The users file the started processes read (`{users.csv}`): the scenario's own file, or —
+/// when its users are generated or have derived columns — the users written into a private
+/// folder (not the run folder: a derived column may be a token).
+fn users_file(sc: &Scenario, spec: &Spec, started: &mut Started) -> Result<String, Error> {
+    let wanted = spec
+        .start
+        .iter()
+        .flat_map(|p| p.args.iter().chain(p.modes.iter().flat_map(|(_, a)| a)))
+        .any(|a| a.uses(ProcVar::UsersCsv));
+    if !wanted {
+        return Ok(String::new());
+    }
+    if let Some(file) = &sc.users.table.file {
+        return Ok(file.clone());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("grab-bench-users-")
+        .tempdir()?;
+    let path = dir.path().join("users.csv");
+    sc.users.table.write_csv(&path)?;
+    started.files = Some(dir);
+    Ok(path.display().to_string())
 }
 
 /// A program to start: a path as given, else beside the grab-bench binary (the workspace's
@@ -205,12 +513,38 @@ fn find(program: &str) -> Result<PathBuf, Error> {
 
 impl System for External {
     fn settle(&mut self, cancel: &Cancel) {
-        // Nothing to poll on a system we do not run: give it the settle time.
+        // Nothing to ask a system we do not run whether it is idle: give it the settle time;
+        // then, for orders written asynchronously, wait until they stop changing.
         let _ = cancel.wait_until(Instant::now() + self.settle);
+        if let Some(sql) = &mut self.sql {
+            sql.settle(cancel);
+            if let Some(s) = sql.settled {
+                eprintln!(
+                    "orders {}: waited {:.1} s{}",
+                    if s.stable {
+                        "settled"
+                    } else {
+                        "still changing"
+                    },
+                    s.waited_ms as f64 / 1000.0,
+                    if s.stable {
+                        format!(", unchanged for {:.1} s", s.stable_ms as f64 / 1000.0)
+                    } else {
+                        format!(
+                            " (settle_within), unchanged only for the last {:.1} s",
+                            s.stable_ms as f64 / 1000.0
+                        )
+                    }
+                );
+            }
+        }
     }
 
     fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
-        let store = self.read_store();
+        let mut store = self.read_store();
+        if let Some(sql) = &self.sql {
+            sql.read_into(&mut store);
+        }
         let logs = copy_logs(dir, &self.stat_logs);
         self.started.stop();
         Collected {

@@ -1,6 +1,7 @@
 //! Conservation: available + held + paid = total; the orders by state match the counters; the
-//! holds' expiry index matches the held orders; per-node sales stay within their quotas and add
-//! up to sold.
+//! buyers match the orders; a database's stock matches Redis' and the orders; the holds' expiry
+//! index matches the held orders; per-node sales stay within their quotas and add up to sold.
+//! Each comparison is made with the records this system keeps.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,11 +20,7 @@ pub fn check(f: &Facts<'_>) -> Check {
     let stock = f.stock().expect("read: checked above");
     let tickets = f.tickets() as i64;
     // A store that keeps no total is held to the scenario's.
-    let total = if f.store.kept.sold && stock.total.is_none() && !f.has_orders() {
-        Some(tickets)
-    } else {
-        stock.total
-    };
+    let total = stock.total.or(f.store.kept.sold.then_some(tickets));
     let (Some(total), Some(sold)) = (total, stock.sold) else {
         return c.missing(
             f.counter_missing("sold", f.store.kept.sold),
@@ -34,9 +31,13 @@ pub fn check(f: &Facts<'_>) -> Check {
     c.fig("total", total);
     c.fig("sold", sold);
     bounds(&mut c, total, sold, tickets);
-    if !f.has_orders() {
+    // With holds the buyers count live tickets the orders already account for.
+    if !f.has_orders() || stock.held.is_none() {
         buyers_against_sold(f, &mut c, sold);
-        if c.status != Status::False && f.store.buyers.read().is_none() {
+    }
+    let db = db_stock(f, &mut c, total, sold);
+    if !f.has_orders() {
+        if c.status != Status::False && f.store.buyers.read().is_none() && db.is_none() {
             c.notes.push(format!(
                 "the system keeps no orders or buyers to reconcile beyond 0 ≤ sold ≤ total ({})",
                 f.why_no_orders()
@@ -51,26 +52,24 @@ pub fn check(f: &Facts<'_>) -> Check {
         };
         return c;
     }
-    let (Some(held), Some(paid), Some(_)) = (stock.held, stock.paid, stock.grants) else {
-        c.unknown("Redis lacks the held/paid/seq counters the reference protocol keeps");
-        c.summary = "unknown: the server keeps no held/paid/seq counters".into();
-        return c;
-    };
-    c.fig("held", held);
-    c.fig("paid", paid);
-    c.fig("released", stock.released.unwrap_or(0));
-    c.fig("available", total - sold);
-    if held + paid != sold {
-        c.anomaly(Witness::plain(
-            "counters_disagree",
-            format!(
-                "available {} + held {held} + paid {paid} = {} ≠ total {total}",
-                total - sold,
-                total - sold + held + paid
-            ),
-        ));
+    if let (Some(held), Some(paid)) = (stock.held, stock.paid) {
+        c.fig("held", held);
+        c.fig("paid", paid);
+        c.fig("released", stock.released.unwrap_or(0));
+        if held + paid != sold {
+            c.anomaly(Witness::plain(
+                "counters_disagree",
+                format!(
+                    "available {} + held {held} + paid {paid} = {} ≠ total {total}",
+                    total - sold,
+                    total - sold + held + paid
+                ),
+            ));
+        }
     }
-    orders_against_counters(f, &mut c, stock);
+    c.fig("available", total - sold);
+    let live = orders_against_counters(f, &mut c, stock);
+    buyers_against_orders(f, &mut c);
     holds_index(f.store, &mut c);
     let nodes = per_node(f, &mut c, sold);
     c.summary = if c.status == Status::False {
@@ -79,12 +78,115 @@ pub fn check(f: &Facts<'_>) -> Check {
             c.anomalies.values().sum::<u64>()
         )
     } else {
+        let split = match (stock.held, stock.paid) {
+            (Some(h), Some(p)) => format!(" + held {h} + paid {p}"),
+            _ => format!(" + sold {sold}"),
+        };
+        let db = db.map_or(String::new(), |d| format!(", database stock {d}"));
         format!(
-            "available {} + held {held} + paid {paid} = total {total}; orders and {nodes} node(s) agree",
-            total - sold
+            "available {}{split} = total {total}; {} live orders{db}{}",
+            total - sold,
+            thousands(live as u64),
+            if nodes > 0 {
+                format!(" and {nodes} node(s) agree")
+            } else {
+                " agree".into()
+            }
         )
     };
     c
+}
+
+/// A database's stock (a second record of the tickets left): it must equal Redis' and, with
+/// orders, the total less the live orders. Returns it when read.
+fn db_stock(f: &Facts<'_>, c: &mut Check, total: i64, sold: i64) -> Option<i64> {
+    let db = match &f.store.db_stock {
+        crate::evidence::Part::Read(d) => *d,
+        crate::evidence::Part::Unreadable(why) => {
+            c.unknown(format!("the database's stock could not be read: {why}"));
+            return None;
+        }
+        crate::evidence::Part::NotKept(_) => return None,
+    };
+    c.fig("db_stock", db);
+    let orders = f.store.orders_where();
+    if db != total - sold {
+        c.anomaly(Witness::plain(
+            "stores_disagree",
+            format!(
+                "Redis has {} tickets left but the database's stock is {}: the stores drifted apart by {}",
+                thousands(total - sold),
+                thousands(db),
+                (total - sold - db).abs()
+            ),
+        ));
+    }
+    if f.has_orders() {
+        let live = f.orders().iter().filter(|o| o.is_live()).count() as i64;
+        if db != total - live {
+            c.anomaly(Witness::plain(
+                "db_stock_disagrees_with_orders",
+                format!(
+                    "the database's stock is {} but {total} tickets less {} live orders in {orders} leave {}",
+                    thousands(db),
+                    thousands(live),
+                    thousands(total - live)
+                ),
+            ));
+        }
+    }
+    Some(db)
+}
+
+/// Each buyer holds as many live orders as the buyers record says, and every live order's user
+/// is a buyer: a buyer without an order is a ticket taken for an order that was lost, an order
+/// without a buyer one the buy step never granted.
+fn buyers_against_orders(f: &Facts<'_>, c: &mut Check) {
+    let Some(buyers) = f.store.buyers.read() else {
+        return;
+    };
+    let mut per_user: HashMap<&str, i64> = HashMap::new();
+    for o in f.orders().iter().filter(|o| o.is_live()) {
+        *per_user.entry(o.user.as_str()).or_default() += 1;
+    }
+    let orders = f.store.orders_where();
+    let set = buyers.values().all(|&n| n == 1);
+    let user_witness = |kind: &str, user: &str, says: String| Witness {
+        kind: kind.into(),
+        user: user.parse().ok(),
+        says,
+        ..Witness::default()
+    };
+    let mut missing: Vec<(&String, i64, i64)> = buyers
+        .iter()
+        .filter(|(u, n)| **n > 0 && per_user.get(u.as_str()).copied().unwrap_or(0) < **n)
+        .map(|(u, n)| (u, *n, per_user.get(u.as_str()).copied().unwrap_or(0)))
+        .collect();
+    missing.sort_by_key(|(u, _, _)| u.parse::<u64>().unwrap_or(u64::MAX));
+    for (user, want, have) in missing {
+        let says = if set {
+            format!("user {user} is a buyer in Redis, but {orders} has no live order of theirs")
+        } else {
+            format!("Redis records {want} tickets for user {user}, {orders} {have} live order(s)")
+        };
+        c.anomaly(user_witness("buyer_without_order", user, says));
+    }
+    let mut extra: Vec<(&&str, &i64)> = per_user
+        .iter()
+        .filter(|(u, n)| **n > buyers.get(**u).copied().unwrap_or(0))
+        .collect();
+    extra.sort_by_key(|(u, _)| u.parse::<u64>().unwrap_or(u64::MAX));
+    for (user, n) in extra {
+        let says = match buyers.get(*user) {
+            None => {
+                format!("user {user} has {n} live order(s) in {orders} but is no buyer in Redis")
+            }
+            Some(b) => {
+                format!("user {user} has {n} live orders in {orders}, Redis records {b} ticket(s)")
+            }
+        };
+        c.anomaly(user_witness("order_without_buyer", user, says));
+    }
 }
 
 /// 0 ≤ sold ≤ total, and the total is the scenario's.
@@ -158,8 +260,8 @@ fn buyers_against_sold(f: &Facts<'_>, c: &mut Check, sold: i64) {
     }
 }
 
-/// The orders by state must be what the counters say.
-fn orders_against_counters(f: &Facts<'_>, c: &mut Check, stock: &Stock) {
+/// The orders by state must be what the counters the store keeps say. Returns the live orders.
+fn orders_against_counters(f: &Facts<'_>, c: &mut Check, stock: &Stock) -> i64 {
     let orders = f.orders();
     let mut by_state: HashMap<OrderState, i64> = HashMap::new();
     for o in orders {
@@ -169,29 +271,37 @@ fn orders_against_counters(f: &Facts<'_>, c: &mut Check, stock: &Stock) {
     let live = state(OrderState::Sold) + state(OrderState::Held) + state(OrderState::Paid);
     c.fig("live_orders", live);
     c.fig("orders", orders.len() as u64);
-    let n = |v: Option<i64>| v.unwrap_or(0);
+    let from = if f.store.orders_from.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", f.store.orders_from)
+    };
     for (what, counter, records) in [
-        ("sold", n(stock.sold), live),
-        ("held", n(stock.held), state(OrderState::Held)),
+        ("sold", stock.sold, live),
+        ("held", stock.held, state(OrderState::Held)),
         (
             "paid",
-            n(stock.paid),
+            stock.paid,
             state(OrderState::Paid) + state(OrderState::Sold),
         ),
-        ("released", n(stock.released), state(OrderState::Released)),
-        ("seq (grants)", n(stock.grants), orders.len() as i64),
+        ("released", stock.released, state(OrderState::Released)),
+        ("seq (grants)", stock.grants, orders.len() as i64),
     ] {
+        let Some(counter) = counter else {
+            continue;
+        };
         if counter != records {
             c.anomaly(Witness::plain(
                 "counter_without_orders",
                 format!(
-                    "Redis {what} = {} but {} order record(s) say so",
+                    "Redis {what} = {} but {} order record(s){from} say so",
                     thousands(counter),
                     thousands(records)
                 ),
             ));
         }
     }
+    live
 }
 
 /// The expiry index holds exactly the held orders.
@@ -315,6 +425,56 @@ mod tests {
         kit.sell(2, 20);
         let says = assert_fails(&kit.check(check), "node_over_quota");
         assert!(says.contains("node n1 sold 2"), "{says}");
+    }
+
+    #[test]
+    fn a_shop_whose_stores_agree_holds() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        kit.queue(2, 110, Some(300));
+        let c = kit.check(check);
+        assert_holds(&c);
+        assert!(c.summary.contains("database stock 3"), "{}", c.summary);
+    }
+
+    #[test]
+    fn a_lost_order_shows_as_a_buyer_without_an_order() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        kit.queue(2, 110, None);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "buyer_without_order");
+        assert!(says.contains("user 2 is a buyer in Redis"), "{says}");
+        let says = assert_fails(&c, "stores_disagree");
+        assert!(
+            says.contains("Redis has 3 tickets left but the database's stock is 4"),
+            "{says}"
+        );
+    }
+
+    #[test]
+    fn a_drifting_database_stock_is_caught() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        if let crate::evidence::Part::Read(d) = &mut kit.store.db_stock {
+            *d -= 1;
+        }
+        let c = kit.check(check);
+        let says = assert_fails(&c, "db_stock_disagrees_with_orders");
+        assert!(says.contains("the database's stock is 3"), "{says}");
+    }
+
+    #[test]
+    fn two_orders_for_one_buyer_are_an_order_without_a_buyer() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        kit.orders_mut().push(crate::evidence::Order {
+            id: 50,
+            user: "1".into(),
+            ..Default::default()
+        });
+        let says = assert_fails(&kit.check(check), "order_without_buyer");
+        assert!(says.contains("user 1 has 2 live orders"), "{says}");
     }
 
     #[test]

@@ -116,14 +116,22 @@ fn live_orders_over_total(f: &Facts<'_>, c: &mut Check) {
     if live.len() as u64 <= tickets {
         return;
     }
-    live.sort_by_key(|o| o.seq);
+    live.sort_by_key(|o| (o.seq, o.created_ms, o.id));
     for (pos, o) in live.iter().enumerate().skip(tickets as usize).rev() {
+        let seq = if o.seq != 0 {
+            format!(" (seq {})", o.seq)
+        } else {
+            String::new()
+        };
+        let node = if o.node.is_empty() {
+            String::new()
+        } else {
+            format!(" by node {}", o.node)
+        };
         let says = format!(
-            "order {} (seq {}) for user {} by node {} is live ticket number {} of {}",
+            "order {}{seq} for user {}{node} is live ticket number {} of {}",
             o.id,
-            o.seq,
             o.user,
-            o.node,
             thousands(pos as u64 + 1),
             thousands(tickets)
         );

@@ -167,7 +167,10 @@ fn orders_over_limit(f: &Facts<'_>, c: &mut Check, limit: u64) -> u64 {
     for (user, orders) in over {
         let ids: Vec<String> = orders
             .iter()
-            .map(|o| format!("{} (node {})", o.id, o.node))
+            .map(|o| match o.node.as_str() {
+                "" => o.id.to_string(),
+                node => format!("{} (node {node})", o.id),
+            })
             .collect();
         let says = format!(
             "user {user} owns {} live orders (limit {limit}): {}",

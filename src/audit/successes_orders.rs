@@ -1,7 +1,10 @@
-//! Successes ↔ orders: every ok names a real order of that user (else a *phantom success*);
-//! every order was asked for by an ok (matched) or an info request (recovered) — not by a
-//! failed one (*failed but applied*), not by none (*unexpected*); no request has two orders, no
-//! order two successes; every accepted payment is a paid order.
+//! Successes ↔ orders: every ok names a real order of that user (else a *phantom success*); an
+//! ok that named no order (a queued buy whose result the client never saw, a system that names
+//! none) is matched to an order of its user (else a *success without an order*); every order
+//! was asked for by an ok (matched) or an info request (recovered) — not by a failed one
+//! (*failed but applied*), not by none (*unexpected*); no request has two orders, no order two
+//! successes; every accepted payment is a paid order. For orders written asynchronously, the
+//! lag from the client's answer to the order's creation is measured.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,6 +16,8 @@ use crate::protocol::{Kind, Outcome};
 #[derive(Default)]
 struct Tally {
     phantom: u64,
+    /// Successes without an order while the orders were still arriving: undecidable.
+    pending: u64,
     matched: u64,
     recovered: u64,
     failed_applied: u64,
@@ -33,6 +38,11 @@ pub fn check(f: &Facts<'_>) -> Check {
     let claims = successes_to_orders(f, &mut c, &mut tally);
     orders_to_requests(f, &mut c, &mut tally, &claims);
     payments(f, &mut c);
+    let lag = f
+        .store
+        .settled
+        .is_some()
+        .then(|| order_lag(f, &mut c, &claims));
     c.fig("client_ok", f.ok_buys.len() as u64);
     c.fig("orders", f.orders().len() as u64);
     c.fig("orders_matched_to_ok", tally.matched);
@@ -40,8 +50,15 @@ pub fn check(f: &Facts<'_>) -> Check {
     c.fig("phantom_successes", tally.phantom);
     c.fig("failed_but_applied", tally.failed_applied);
     c.fig("unexpected_orders", tally.unexpected);
+    if tally.pending > 0 {
+        let s = f.store.settled.expect("pending only when settling");
+        c.unknown(format!(
+            "{} successes have no order yet, but the orders were still changing when read ({} ms stable of the {} ms asked, after {} ms)",
+            tally.pending, s.stable_ms, s.stable_for_ms, s.waited_ms
+        ));
+    }
     c.summary = format!(
-        "{} successes, {} orders: {} matched, {} recovered from indeterminate requests{}",
+        "{} successes, {} orders: {} matched, {} recovered from indeterminate requests{}{}",
         super::thousands(f.ok_buys.len() as u64),
         super::thousands(f.orders().len() as u64),
         super::thousands(tally.matched),
@@ -53,21 +70,57 @@ pub fn check(f: &Facts<'_>) -> Check {
             )
         } else {
             String::new()
-        }
+        },
+        lag.flatten().map_or(String::new(), |(p50, p99)| format!(
+            "; order lag p50 {p50} ms, p99 {p99} ms"
+        ))
     );
     c
 }
 
-/// Each ok must name an order of its user; returns order id → the ok rows that named it.
+/// The lag from each matched success's answer to its order's creation (the store's clock),
+/// as figures; returns its p50 and p99, ms, when there is any.
+fn order_lag(f: &Facts<'_>, c: &mut Check, claims: &HashMap<u64, Vec<u32>>) -> Option<(i64, i64)> {
+    let start_ms = (f.run.started_unix_us / 1000) as i64;
+    let mut lags: Vec<i64> = claims
+        .iter()
+        .filter_map(|(id, rows)| {
+            let o = f.order(*id)?;
+            let answered_ms = start_ms + i64::from(f.row(rows[0]).end_us / 1000);
+            Some(o.created_ms as i64 - answered_ms)
+        })
+        .collect();
+    if lags.is_empty() {
+        return None;
+    }
+    lags.sort_unstable();
+    // Nearest rank: the smallest lag at least a fraction q of the orders are within.
+    let at = |q: f64| lags[((lags.len() as f64 * q).ceil() as usize).clamp(1, lags.len()) - 1];
+    let (p50, p90, p99, max) = (at(0.5), at(0.9), at(0.99), lags[lags.len() - 1]);
+    c.fig(
+        "order_lag_ms",
+        serde_json::json!({"n": lags.len(), "p50": p50, "p90": p90, "p99": p99, "max": max}),
+    );
+    Some((p50, p99))
+}
+
+/// Each ok must name an order of its user, or — when it named none — its user must have an
+/// order no other success claimed; returns order id → the ok rows that claim it.
 fn successes_to_orders(f: &Facts<'_>, c: &mut Check, t: &mut Tally) -> HashMap<u64, Vec<u32>> {
     let mut claims: HashMap<u64, Vec<u32>> = HashMap::with_capacity(f.ok_buys.len());
+    let mut unnamed = Vec::new();
+    let store = f.store.orders_where();
     for &i in &f.ok_buys {
         let r = f.row(i);
+        if r.order_id == 0 {
+            unnamed.push(i);
+            continue;
+        }
         match f.order(r.order_id) {
             None => {
                 t.phantom += 1;
                 let says = format!(
-                    "{} was told success (order {}, seq {}), but Redis has no such order",
+                    "{} was told success (order {}, seq {}), but {store} has no such order",
                     f.describe(i),
                     r.order_id,
                     r.seq
@@ -78,7 +131,7 @@ fn successes_to_orders(f: &Facts<'_>, c: &mut Check, t: &mut Tally) -> HashMap<u
                 claims.entry(o.id).or_default().push(i);
                 if o.user_id() != Some(r.user) {
                     let says = format!(
-                        "{} was told success with order {}, but Redis records that order for user {:?}",
+                        "{} was told success with order {}, but {store} records that order for user {:?}",
                         f.describe(i),
                         o.id,
                         o.user
@@ -88,6 +141,7 @@ fn successes_to_orders(f: &Facts<'_>, c: &mut Check, t: &mut Tally) -> HashMap<u
             }
         }
     }
+    claim_by_user(f, c, t, &unnamed, &mut claims);
     for (oid, rows) in &claims {
         if rows.len() > 1 {
             let names: Vec<String> = rows.iter().take(3).map(|&i| f.describe(i)).collect();
@@ -100,6 +154,65 @@ fn successes_to_orders(f: &Facts<'_>, c: &mut Check, t: &mut Tally) -> HashMap<u
         }
     }
     claims
+}
+
+/// Successes that named no order take an unclaimed order of their user, oldest first; one
+/// without any is a success without an order (undecidable while orders were still arriving).
+fn claim_by_user(
+    f: &Facts<'_>,
+    c: &mut Check,
+    t: &mut Tally,
+    unnamed: &[u32],
+    claims: &mut HashMap<u64, Vec<u32>>,
+) {
+    if unnamed.is_empty() {
+        return;
+    }
+    let mut by_user: HashMap<u64, Vec<&Order>> = HashMap::new();
+    for o in f
+        .orders()
+        .iter()
+        .filter(|o| o.is_live() && !claims.contains_key(&o.id))
+    {
+        if let Some(u) = o.user_id() {
+            by_user.entry(u).or_default().push(o);
+        }
+    }
+    for list in by_user.values_mut() {
+        list.sort_by_key(|o| std::cmp::Reverse((o.created_ms, o.id)));
+    }
+    let unsettled = f.store.settled.is_some_and(|s| !s.stable);
+    for &i in unnamed {
+        let r = f.row(i);
+        if let Some(o) = by_user.get_mut(&r.user).and_then(Vec::pop) {
+            claims.entry(o.id).or_default().push(i);
+            continue;
+        }
+        if unsettled {
+            t.pending += 1;
+            continue;
+        }
+        t.phantom += 1;
+        let told = if r.reason() == crate::protocol::Reason::Queued {
+            "queued (the buy was accepted; the client never saw its result)"
+        } else {
+            "success"
+        };
+        let settled = f.store.settled.map_or(String::new(), |s| {
+            format!(
+                " after waiting {:.1} s, the orders unchanged for the last {:.1} s",
+                s.waited_ms as f64 / 1000.0,
+                s.stable_ms as f64 / 1000.0
+            )
+        });
+        let says = format!(
+            "{} was told {told}, but {} has no order of user {}{settled}",
+            f.describe(i),
+            f.store.orders_where(),
+            r.user
+        );
+        c.anomaly(f.row_witness("success_without_order", i, says));
+    }
 }
 
 /// Parses a request id `user-attempt`.
@@ -119,9 +232,19 @@ fn orders_to_requests(
     // Index the buys of the users who own orders.
     let order_users: HashSet<u64> = f.orders().iter().filter_map(Order::user_id).collect();
     let mut by_request: HashMap<(u64, u32), u32> = HashMap::new();
+    let mut info_by_user: HashMap<u64, u32> = HashMap::new();
+    let mut rows_by_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    let claimed: HashMap<u32, u64> = claims
+        .iter()
+        .flat_map(|(id, rows)| rows.iter().map(move |&i| (i, *id)))
+        .collect();
     for (i, r) in f.ledger.rows.iter().enumerate() {
         if r.kind() == Kind::Buy && order_users.contains(&r.user) {
             by_request.insert((r.user, r.attempt), i as u32);
+            rows_by_user.entry(r.user).or_default().push(i as u32);
+            if r.outcome() == Outcome::Info {
+                info_by_user.entry(r.user).or_insert(i as u32);
+            }
         }
     }
     let mut per_request: HashMap<&str, Vec<&Order>> = HashMap::new();
@@ -130,8 +253,12 @@ fn orders_to_requests(
             per_request.entry(o.rid.as_str()).or_default().push(o);
         }
         let row = if o.rid.is_empty() {
-            // No request id recorded: only a success naming this order can account for it.
-            claims.get(&o.id).map(|rows| rows[0])
+            // No request id recorded: a success that claimed this order accounts for it, else
+            // an indeterminate buy of its user may have made it; nothing else can.
+            claims
+                .get(&o.id)
+                .map(|rows| rows[0])
+                .or_else(|| o.user_id().and_then(|u| info_by_user.get(&u).copied()))
         } else {
             parse_rid(&o.rid)
                 .filter(|(u, _)| Some(*u) == o.user_id())
@@ -155,19 +282,20 @@ fn orders_to_requests(
             }
             None => {
                 t.unexpected += 1;
-                let says = format!(
-                    "order {} (seq {}, user {:?}, request {:?}, node {}) matches no request the client sent{}",
-                    o.id,
-                    o.seq,
-                    o.user,
-                    o.rid,
-                    o.node,
-                    if o.rid.is_empty() {
-                        " (the server recorded no request id)"
-                    } else {
-                        ""
-                    }
-                );
+                let says = if o.rid.is_empty() {
+                    format!(
+                        "order {} of user {:?} (created at {:.3} s) has no success behind it: {}",
+                        o.id,
+                        o.user,
+                        f.run.run_secs(o.created_ms),
+                        told_user(f, o.user_id().and_then(|u| rows_by_user.get(&u)), &claimed)
+                    )
+                } else {
+                    format!(
+                        "order {} (seq {}, user {:?}, request {:?}, node {}) matches no request the client sent",
+                        o.id, o.seq, o.user, o.rid, o.node
+                    )
+                };
                 c.anomaly(f.order_witness("unexpected_order", o, says));
             }
         }
@@ -185,6 +313,25 @@ fn orders_to_requests(
     }
 }
 
+/// What the client was told for a user's buys (`rows`), for a witness of an order nobody
+/// asked for.
+fn told_user(f: &Facts<'_>, rows: Option<&Vec<u32>>, claimed: &HashMap<u32, u64>) -> String {
+    let Some(rows) = rows else {
+        return "the client never sent a buy for this user".into();
+    };
+    let told: Vec<String> = rows
+        .iter()
+        .map(|&i| {
+            let r = f.row(i);
+            let order = claimed
+                .get(&i)
+                .map_or(String::new(), |id| format!(" (order {id})"));
+            format!("request {} {}{order}", r.request_id(), r.reason().as_str())
+        })
+        .collect();
+    format!("the client was told {}", told.join(", "))
+}
+
 /// Payments the client saw accepted must be paid orders.
 fn payments(f: &Facts<'_>, c: &mut Check) {
     for &i in &f.ok_pays {
@@ -192,9 +339,10 @@ fn payments(f: &Facts<'_>, c: &mut Check) {
         let order = f.order(r.order_id);
         if order.is_none_or(|o| o.state != OrderState::Paid) {
             let says = format!(
-                "{} was told its payment of order {} was accepted, but Redis has it {}",
+                "{} was told its payment of order {} was accepted, but {} has it {}",
                 f.describe(i),
                 r.order_id,
+                f.store.orders_where(),
                 order.map_or("missing".to_string(), |o| format!(
                     "in state {}",
                     o.state.as_str()
@@ -249,6 +397,59 @@ mod tests {
         let mut kit = Kit::new(3);
         kit.grant(9, 5);
         assert_fails(&kit.check(check), "unexpected_order");
+    }
+
+    #[test]
+    fn queued_buys_meet_their_orders_late_and_the_lag_is_measured() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(2000));
+        kit.queue(2, 110, Some(2100));
+        let c = kit.check(check);
+        assert_holds(&c);
+        assert_eq!(c.figures["order_lag_ms"]["p99"], 2100);
+        assert!(c.summary.contains("order lag p50 2000 ms"), "{}", c.summary);
+    }
+
+    #[test]
+    fn a_queued_buy_whose_order_never_appears_is_a_success_without_an_order() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        kit.queue(2, 110, None);
+        let says = assert_fails(&kit.check(check), "success_without_order");
+        assert!(
+            says.contains("user 2") && says.contains("queued") && says.contains("PostgreSQL"),
+            "{says}"
+        );
+    }
+
+    #[test]
+    fn a_missing_order_while_orders_still_arrive_is_unknown() {
+        let mut kit = Kit::shop(5);
+        kit.queue(2, 110, None);
+        kit.store.settled = kit.store.settled.map(|s| crate::evidence::Settled {
+            stable: false,
+            stable_ms: 200,
+            ..s
+        });
+        assert_unknown(&kit.check(check), "still changing");
+    }
+
+    #[test]
+    fn a_second_order_for_one_success_has_no_success_behind_it() {
+        let mut kit = Kit::shop(5);
+        kit.queue(1, 100, Some(300));
+        let dup = Order {
+            id: 99,
+            user: "1".into(),
+            created_ms: super::super::testkit::START_MS + 500,
+            ..Order::default()
+        };
+        kit.orders_mut().push(dup);
+        let says = assert_fails(&kit.check(check), "unexpected_order");
+        assert!(
+            says.contains("order 99") && says.contains("request 1-1 grabbed (order 1)"),
+            "{says}"
+        );
     }
 
     #[test]

@@ -94,6 +94,9 @@ impl Kit {
                     holds: true,
                     nodes: true,
                 },
+                orders_from: String::new(),
+                db_stock: Part::NotKept("the test keeps no database".into()),
+                settled: None,
             },
             node_stats: Part::NotKept("the test runs no nodes".into()),
             logs: Part::NotKept("the test keeps no stat logs".into()),
@@ -123,6 +126,63 @@ impl Kit {
         kit
     }
 
+    /// The same sale on a production-shaped shop: Redis keeps the tickets left and a set of
+    /// buyers, a SQL database the orders (no request ids, no nodes) and its own stock, written
+    /// asynchronously and settled. Sell with [`Kit::queue`].
+    pub fn shop(tickets: u64) -> Kit {
+        let mut kit = Kit::new(tickets);
+        kit.store.stock = Part::Read(Stock {
+            sold: Some(0),
+            ..Stock::default()
+        });
+        kit.store.holds = Part::NotKept("the shop keeps no holds".into());
+        kit.store.nodes = Part::NotKept("the shop keeps no per-node counters".into());
+        kit.store.kept = Kept {
+            sold: true,
+            buyers: true,
+            orders: true,
+            ..Kept::default()
+        };
+        kit.store.orders_from = "PostgreSQL shop@127.0.0.1:5432/shop".into();
+        kit.store.db_stock = Part::Read(tickets as i64);
+        kit.store.settled = Some(crate::evidence::Settled {
+            waited_ms: 1500,
+            stable_ms: 1000,
+            stable_for_ms: 1000,
+            stable: true,
+        });
+        kit.run.nodes.clear();
+        kit
+    }
+
+    /// A queued buy of `user` answered at `at_ms` whose order the consumer wrote `lag_ms` later
+    /// (`None`: never): the client's row (polled to success with the order id, or still
+    /// queued), Redis' stock and buyer, the order row and the database's stock.
+    pub fn queue(&mut self, user: u64, at_ms: u64, lag_ms: Option<u64>) {
+        self.bump(|s| s.sold = s.sold.map(|v| v + 1));
+        if let Part::Read(b) = &mut self.store.buyers {
+            b.insert(user.to_string(), 1);
+        }
+        let Some(lag) = lag_ms else {
+            self.row(user, 1, at_ms, Reason::Queued).polls = 40;
+            return;
+        };
+        self.seq += 1;
+        let id = self.seq;
+        self.orders_mut().push(Order {
+            id,
+            user: user.to_string(),
+            created_ms: START_MS + at_ms + lag,
+            ..Order::default()
+        });
+        if let Part::Read(d) = &mut self.store.db_stock {
+            *d -= 1;
+        }
+        let row = self.row(user, 1, at_ms, Reason::Grabbed);
+        row.order_id = id;
+        row.polls = 3;
+    }
+
     /// The store could not be read at all.
     pub fn store_unreadable(mut self) -> Kit {
         let why = "cannot reach Redis at redis://127.0.0.1:1/0";
@@ -141,6 +201,9 @@ impl Kit {
             intended_us: end_us.saturating_sub(1000),
             start_us: end_us.saturating_sub(1000),
             end_us,
+            first_us: end_us.saturating_sub(1000),
+            done_us: end_us,
+            polls: 0,
             attempt,
             status: match reason.outcome() {
                 crate::protocol::Outcome::Info => 503,

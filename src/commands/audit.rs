@@ -151,6 +151,7 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
         tickets: args.tickets.unwrap_or(record.sale.tickets),
         stat_logs: args.stat_logs.clone(),
         settle: Duration::ZERO,
+        sql: None,
         started: Default::default(),
     };
     // What the server was set up with fills what neither the run nor the flags say.

@@ -138,7 +138,7 @@ fn combine(agents: &[Agent]) -> anyhow::Result<EngineResult> {
     let mut totals = ReasonCounts::default();
     for r in &ledger.rows {
         totals.0[r.reason as usize] += 1;
-        interval(&mut seconds, r.end_us / 1_000_000).counts.0[r.reason as usize] += 1;
+        interval(&mut seconds, r.done_us / 1_000_000).counts.0[r.reason as usize] += 1;
     }
     Ok(EngineResult {
         started_unix_us: base,
@@ -152,6 +152,9 @@ fn combine(agents: &[Agent]) -> anyhow::Result<EngineResult> {
         transfer: None,
         cancelled: agents.iter().any(|a| a.meta.cancelled),
         unmatched: Default::default(),
+        // Per-request step times stay with each agent; the ledger keeps each attempt's spans.
+        steps: Vec::new(),
+        polls_gave_up: 0,
     })
 }
 
@@ -181,6 +184,8 @@ fn combine_ledgers(agents: &[Agent], base: u64) -> Ledger {
             r.intended_us = r.intended_us.saturating_add(shift);
             r.start_us = r.start_us.saturating_add(shift);
             r.end_us = r.end_us.saturating_add(shift);
+            r.first_us = r.first_us.saturating_add(shift);
+            r.done_us = r.done_us.saturating_add(shift);
             if r.node != 0 {
                 r.node = map[r.node as usize - 1];
             }
@@ -330,6 +335,12 @@ fn external(path: &Path) -> Result<External, Error> {
         tickets: sc.sale.tickets,
         stat_logs: ext.stat_logs.clone(),
         settle: sc.timeouts.settle,
+        sql: sc
+            .description
+            .sql
+            .as_ref()
+            .map(|spec| crate::system::SqlOrders::new(spec, &sc, &Default::default()))
+            .transpose()?,
         started: Default::default(),
     })
 }

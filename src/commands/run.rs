@@ -21,7 +21,7 @@ use crate::faults::Targets;
 use crate::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use crate::run_dir::RunDir;
 use crate::scenario::{self, Scenario, System as Sut};
-use crate::system::External;
+use crate::system::{External, StartOptions};
 use crate::target::Target;
 
 /// Flags of `grab-bench run`.
@@ -35,9 +35,14 @@ pub struct RunArgs {
     /// Override users.count.
     #[arg(long)]
     pub users: Option<u64>,
-    /// Add a deliberate flaw to every node of the built-in cluster (repeatable).
+    /// Add a deliberate flaw to every node of the built-in cluster, or to each started process
+    /// that lists it (repeatable).
     #[arg(long = "flaw")]
     pub flaws: Vec<String>,
+    /// Run the started processes in a mode their scenario lists (`modes = { NAME = [args] }`:
+    /// e.g. a slow or crashing consumer of a correct system) (repeatable).
+    #[arg(long = "mode", value_name = "NAME")]
+    pub modes: Vec<String>,
     /// With `cluster.redis` = a Redis of yours that already holds this sale: replace the sale's
     /// own keys (`grab:{SALE}:*`; nothing else is touched). Without it the run refuses.
     #[arg(long)]
@@ -71,7 +76,11 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
     match &sc.system {
         Sut::Cluster(cluster) => built_in(&sc, cluster, args.reset_sale, &dir, &cancel),
         Sut::External(ext) => {
-            let (mut system, target) = External::bring_up(&sc, ext, &dir, &args.flaws, &cancel)?;
+            let options = StartOptions {
+                flaws: args.flaws.clone(),
+                modes: args.modes.clone(),
+            };
+            let (mut system, target) = External::bring_up(&sc, ext, &dir, &options, &cancel)?;
             let result = load(&sc, &target, Segment::default(), &cancel)?;
             let record = record(&sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
@@ -84,6 +93,28 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
     let mut sc = scenario::load(&args.scenario)?;
     if let Some(users) = args.users {
         set_users(&mut sc, users)?;
+    }
+    let modes: Vec<&String> = match &sc.system {
+        Sut::External(ext) => ext
+            .start
+            .iter()
+            .flat_map(|p| p.modes.iter().map(|(m, _)| m))
+            .collect(),
+        Sut::Cluster(_) => Vec::new(),
+    };
+    if let Some(m) = args.modes.iter().find(|m| !modes.contains(m)) {
+        let have = modes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::Usage(if modes.is_empty() {
+            format!(
+                "--mode {m}: the scenario's processes have no modes (modes = {{ NAME = [args] }} in a [[target.start]])"
+            )
+        } else {
+            format!("--mode {m}: unknown; the scenario's processes have the modes {have}")
+        }));
     }
     match &mut sc.system {
         Sut::Cluster(c) => c.flaws.extend(args.flaws.iter().cloned()),
@@ -121,11 +152,17 @@ fn set_users(sc: &mut Scenario, users: u64) -> Result<(), Error> {
         return Err(Error::Usage("--users must be at least 1".into()));
     }
     let table = &sc.users.table;
-    let new = if table.file.is_some() {
+    // A users file, or users with derived columns: the first N of them.
+    let new = if table.file.is_some() || !table.columns.is_empty() {
         if users > table.len() {
             return Err(Error::Usage(format!(
-                "--users {users}: the users file holds {}",
-                table.len()
+                "--users {users}: the scenario has {} users{}",
+                table.len(),
+                if table.file.is_some() {
+                    " in its users file"
+                } else {
+                    " (raise users.count)"
+                }
             )));
         }
         let mut t = (**table).clone();

@@ -121,8 +121,11 @@ pub struct Answers {
     rules: Vec<Rule>,
 }
 
-/// The outcome names a rule may give: the five kinds, and finer names that imply a kind.
-pub const OUTCOMES: [(&str, Reason); 10] = [
+/// The outcome names a rule may give: the five kinds, `queued` (accepted, the result comes
+/// later: a poll asks again, the attempt ends as a success claim if it never resolves), and
+/// finer names that imply a kind.
+pub const OUTCOMES: [(&str, Reason); 11] = [
+    ("queued", Reason::Queued),
     ("ok", Reason::Grabbed),
     ("sold_out", Reason::SoldOut),
     ("already_bought", Reason::AlreadyBought),
@@ -186,6 +189,11 @@ impl Answers {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Whether some rule gives `reason`.
+    pub fn can_say(&self, reason: Reason) -> bool {
+        self.rules.iter().any(|r| r.reason == reason)
     }
 
     /// Classifies one answer of a request of `kind`.
@@ -348,7 +356,7 @@ mod tests {
         assert!(
             outcome("sold out")
                 .unwrap_err()
-                .contains("known: ok, sold_out")
+                .contains("known: queued, ok, sold_out")
         );
     }
 }

@@ -20,9 +20,10 @@ pub use template::Template;
 pub use users::Users;
 
 /// The built-in presets: name, and the description as TOML (a `[system]` table's contents).
-pub const PRESETS: [(&str, &str); 2] = [
+pub const PRESETS: [(&str, &str); 3] = [
     ("reference", include_str!("presets/reference.toml")),
     ("article", include_str!("presets/article.toml")),
+    ("shop", include_str!("presets/shop.toml")),
 ];
 
 /// A described system.
@@ -30,12 +31,69 @@ pub const PRESETS: [(&str, &str); 2] = [
 pub struct Description {
     /// What it is called in reports: the preset's name, or `described`.
     pub name: String,
+    /// Requests each attempt makes before the buy (fetch a token, a hidden path), in order; a
+    /// step must answer `ok` for the attempt to go on.
+    pub before: Vec<Step>,
     /// The buy request and its answers.
     pub buy: Request,
+    /// How a queued buy's result is asked for, if the system queues buys.
+    pub poll: Option<Poll>,
     /// The payment of a hold (reservation mode), if the system has one.
     pub pay: Option<Request>,
     /// Where the truth is kept.
     pub store: Layout,
+    /// A SQL database that keeps the orders (and the stock), if the system has one.
+    pub sql: Option<SqlSpec>,
+    /// The names of the values captured from answers (`{capture.NAME}`), by number.
+    pub captures: Vec<String>,
+}
+
+/// Where a system keeps its orders in SQL, and how long they may take to appear: read with
+/// single SELECT statements in read-only transactions, never written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlSpec {
+    /// `postgres://…` or `mysql://…`; `{postgres}` / `{mariadb}` name a database the harness
+    /// started, `${NAME}` an environment variable (read when connecting, never stored).
+    pub url: String,
+    /// One row, one integer: the database's tickets left.
+    pub stock: Option<String>,
+    /// Rows of order id, user id, item, state, creation time.
+    pub orders: Option<String>,
+    /// Order states that no longer take a ticket (cancelled, refunded, …).
+    pub released_states: Vec<String>,
+    /// The orders are settled once their count has not changed for this long.
+    pub stable_for: std::time::Duration,
+    /// Wait at most this long (from the end of the load) for them to settle.
+    pub settle_within: std::time::Duration,
+}
+
+impl Description {
+    /// Whether an attempt is more than one request (steps before the buy, or a poll after it):
+    /// the engine then keeps the attempt's state between its requests.
+    pub fn is_flow(&self) -> bool {
+        !self.before.is_empty() || self.poll.is_some()
+    }
+}
+
+/// A request an attempt makes before its buy.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Its name, for the per-step latency table.
+    pub name: String,
+    /// The request.
+    pub request: Request,
+}
+
+/// Asking for a queued buy's result until the answer is no longer `queued`, bounded.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// The result request; an answer with outcome `queued` means "ask again".
+    pub request: Request,
+    /// Pause between two polls.
+    pub every: std::time::Duration,
+    /// Give up this long after the buy's answer: the attempt ends as `queued` (the server took
+    /// the ticket, the client never learnt the result).
+    pub max_wait: std::time::Duration,
 }
 
 /// A description made ready for the engine: its requests with the run's values (users, item,
@@ -44,10 +102,16 @@ pub struct Description {
 pub struct Protocol {
     /// The description's name (`reference`, `article`, `described`, `plain`).
     pub name: String,
+    /// Requests before the buy.
+    pub before: Vec<Step>,
     /// The buy request.
     pub buy: Request,
+    /// The result poll, if the system queues buys.
+    pub poll: Option<Poll>,
     /// The pay request, if the system has one.
     pub pay: Option<Request>,
+    /// How many values an attempt captures.
+    pub captures: usize,
     /// The run-wide values the requests use.
     pub ctx: Context,
 }
@@ -57,10 +121,32 @@ impl Protocol {
     pub fn new(description: &Description, ctx: Context) -> Protocol {
         Protocol {
             name: description.name.clone(),
+            before: description.before.clone(),
             buy: description.buy.clone(),
+            poll: description.poll.clone(),
             pay: description.pay.clone(),
+            captures: description.captures.len(),
             ctx,
         }
+    }
+
+    /// Whether an attempt is more than one request.
+    pub fn is_flow(&self) -> bool {
+        !self.before.is_empty() || self.poll.is_some()
+    }
+
+    /// The names of the steps in the order an attempt makes them, as the per-step latency table
+    /// lists them: the steps before the buy, `buy`, `poll`, `pay`.
+    pub fn step_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.before.iter().map(|s| s.name.clone()).collect();
+        names.push("buy".into());
+        if self.poll.is_some() {
+            names.push("poll".into());
+        }
+        if self.pay.is_some() {
+            names.push("pay".into());
+        }
+        names
     }
 
     /// The built-in preset `name` for `users` buying at `target_path` (the built-in cluster,
@@ -100,11 +186,26 @@ pub enum ReqVar {
     Order,
     /// The path of the scenario's target URL.
     TargetPath,
+    /// A value an earlier request of the attempt captured (`{capture.NAME}`), by number.
+    Capture(u16),
+}
+
+/// What a request template may name: the users file's columns, whether it is a pay request,
+/// and the values the attempt has captured before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The users file's columns (`{user.NAME}`).
+    pub columns: &'a [String],
+    /// A pay request knows the order (`{order}`).
+    pub pay: bool,
+    /// Values captured by the requests before this one (`{capture.NAME}`); their number is
+    /// their index in the description's capture list.
+    pub captured: &'a [String],
 }
 
 impl ReqVar {
-    /// The variable called `name` in a request, given the users file's columns.
-    pub fn lookup(name: &str, columns: &[String], pay: bool) -> Result<ReqVar, String> {
+    /// The variable called `name` in a request of `scope`.
+    pub fn lookup(name: &str, scope: Scope<'_>) -> Result<ReqVar, String> {
         Ok(match name {
             "user" | "user.id" => ReqVar::User,
             "item" => ReqVar::Item,
@@ -112,20 +213,37 @@ impl ReqVar {
             "request" => ReqVar::Request,
             "attempt" => ReqVar::Attempt,
             "target.path" => ReqVar::TargetPath,
-            "order" if pay => ReqVar::Order,
+            "order" if scope.pay => ReqVar::Order,
             "order" => return Err("only a pay request knows the order".into()),
-            other => match other.strip_prefix("user.") {
-                Some(col) => match columns.iter().position(|c| c == col) {
-                    Some(i) => ReqVar::Column(i as u16),
-                    None if columns.is_empty() => {
+            other if other.starts_with("capture.") => {
+                let cap = &other["capture.".len()..];
+                match scope.captured.iter().position(|c| c == cap) {
+                    Some(i) => ReqVar::Capture(i as u16),
+                    None if scope.captured.is_empty() => {
                         return Err(format!(
-                            "{{user.{col}}} needs a users file with a column {col:?} ([users] csv)"
+                            "{{capture.{cap}}}: no earlier request of the attempt captures a value (capture = {{ {cap} = \"/pointer\" }} on a step before this one)"
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "{{capture.{cap}}}: no earlier request captures {cap:?} (captured before this request: {})",
+                            scope.captured.join(", ")
+                        ));
+                    }
+                }
+            }
+            other => match other.strip_prefix("user.") {
+                Some(col) => match scope.columns.iter().position(|c| c == col) {
+                    Some(i) => ReqVar::Column(i as u16),
+                    None if scope.columns.is_empty() => {
+                        return Err(format!(
+                            "{{user.{col}}} needs a users file with a column {col:?} ([users] csv, or [users.derive])"
                         ));
                     }
                     None => {
                         return Err(format!(
                             "the users file has no column {col:?} (it has: {})",
-                            columns.join(", ")
+                            scope.columns.join(", ")
                         ));
                     }
                 },
@@ -134,16 +252,19 @@ impl ReqVar {
         })
     }
 
-    /// The names a request may use, for messages.
-    pub fn known(columns: &[String], pay: bool) -> String {
+    /// The names a request of `scope` may use, for messages.
+    pub fn known(scope: Scope<'_>) -> String {
         let mut names = vec!["user", "user.id"];
         names.extend(["item", "sale", "request", "attempt", "target.path"]);
-        if pay {
+        if scope.pay {
             names.push("order");
         }
         let mut known = names.join(", ");
-        for c in columns {
+        for c in scope.columns {
             known.push_str(&format!(", user.{c}"));
+        }
+        for c in scope.captured {
+            known.push_str(&format!(", capture.{c}"));
         }
         known
     }
@@ -163,6 +284,9 @@ pub struct Request {
     pub body: Option<Template<ReqVar>>,
     /// How its answers are read.
     pub answers: Answers,
+    /// Values kept from its answer when the answer lets the attempt go on (`ok`, `queued`), for
+    /// the later requests of the attempt: capture number and JSON Pointer.
+    pub captures: Vec<(u16, json::Pointer)>,
 }
 
 /// What a request is rendered for: one attempt of one user.
@@ -176,6 +300,8 @@ pub struct Attempt<'a> {
     pub attempt: u32,
     /// The order being paid, as the server named it.
     pub order: &'a [u8],
+    /// The values the attempt captured so far, by capture number (empty when none).
+    pub captured: &'a [Box<[u8]>],
 }
 
 /// The run-wide values a request uses.
@@ -228,6 +354,22 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Keeps the values this request captures from `body` in `captured` (grown to `n` values,
+    /// one per capture number); a value the answer lacks is left as it was.
+    pub fn capture(&self, body: &[u8], captured: &mut Vec<Box<[u8]>>, n: usize) {
+        if self.captures.is_empty() {
+            return;
+        }
+        captured.resize(n, Box::default());
+        for (slot, pointer) in &self.captures {
+            if let Some(text) = pointer.find(body).and_then(|v| json::Value::of(v).text()) {
+                captured[*slot as usize] = text.into();
+            }
+        }
+    }
+}
+
 impl Context {
     /// Writes variable `v` of attempt `a`.
     fn value(&self, v: ReqVar, a: &Attempt<'_>, out: &mut Vec<u8>) {
@@ -246,6 +388,11 @@ impl Context {
             }
             ReqVar::Order => out.extend_from_slice(a.order),
             ReqVar::TargetPath => out.extend_from_slice(self.target_path.as_bytes()),
+            ReqVar::Capture(i) => {
+                if let Some(v) = a.captured.get(i as usize) {
+                    out.extend_from_slice(v);
+                }
+            }
         }
     }
 }
@@ -254,13 +401,18 @@ impl Context {
 mod tests {
     use super::*;
 
+    fn scope<'a>(columns: &'a [String], pay: bool, captured: &'a [String]) -> Scope<'a> {
+        Scope {
+            columns,
+            pay,
+            captured,
+        }
+    }
+
     fn t(s: &str, cols: &[String], pay: bool) -> Template<ReqVar> {
-        Template::compile_with(
-            s,
-            |n| ReqVar::lookup(n, cols, pay),
-            &ReqVar::known(cols, pay),
-        )
-        .unwrap()
+        let caps = ["path".to_string()];
+        let sc = scope(cols, pay, &caps);
+        Template::compile_with(s, |n| ReqVar::lookup(n, sc), &ReqVar::known(sc)).unwrap()
     }
 
     #[test]
@@ -272,13 +424,14 @@ mod tests {
         let cols = users.columns.clone();
         let req = Request {
             method: "POST".into(),
-            path: t("/api/seckill/{item}", &cols, false),
+            path: t("/api/seckill/{item}/{capture.path}", &cols, false),
             headers: vec![(
                 "authorization".into(),
                 t("Bearer {user.token}", &cols, false),
             )],
             body: Some(t("{{\"requestId\":\"{request}\"}}", &cols, false)),
             answers: Answers::default(),
+            captures: Vec::new(),
         };
         let ctx = Context {
             users,
@@ -292,11 +445,12 @@ mod tests {
             user: 7,
             attempt: 2,
             order: b"",
+            captured: &[(*b"p9").into()],
         };
         req.write(&ctx, &a, b"host: x\r\n", &mut out, &mut scratch);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "POST /api/seckill/i1 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok7\r\n\
+            "POST /api/seckill/i1/p9 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tok7\r\n\
              content-length: 19\r\n\r\n{\"requestId\":\"7-2\"}"
         );
     }
@@ -304,24 +458,22 @@ mod tests {
     #[test]
     fn placeholders_depend_on_the_users_file_and_the_request() {
         let cols = vec!["token".to_string()];
-        let err = |s: &str, pay| {
-            Template::compile_with(
-                s,
-                |n| ReqVar::lookup(n, &cols, pay),
-                &ReqVar::known(&cols, pay),
-            )
-            .unwrap_err()
-            .message
+        let caps = ["path".to_string()];
+        let err = |s: &str, pay, captured: &[String]| {
+            let sc = scope(&cols, pay, captured);
+            Template::compile_with(s, |n| ReqVar::lookup(n, sc), &ReqVar::known(sc))
+                .unwrap_err()
+                .message
         };
-        assert!(err("{user.tokn}", false).contains("no column \"tokn\""));
-        assert!(err("/orders/{order}", false).contains("only a pay request"));
-        assert!(
-            Template::compile_with("/orders/{order}", |n| ReqVar::lookup(n, &cols, true), "")
-                .is_ok()
-        );
+        assert!(err("{user.tokn}", false, &[]).contains("no column \"tokn\""));
+        assert!(err("/orders/{order}", false, &[]).contains("only a pay request"));
+        assert!(err("/{capture.path}", false, &[]).contains("no earlier request"));
+        assert!(err("/{capture.pth}", false, &caps).contains("captured before this request: path"));
+        let sc = scope(&cols, true, &caps);
+        assert!(Template::compile_with("/orders/{order}", |n| ReqVar::lookup(n, sc), "").is_ok());
         let none: Vec<String> = Vec::new();
-        let e = Template::compile_with("{user.token}", |n| ReqVar::lookup(n, &none, false), "")
-            .unwrap_err();
+        let sc = scope(&none, false, &[]);
+        let e = Template::compile_with("{user.token}", |n| ReqVar::lookup(n, sc), "").unwrap_err();
         assert!(e.message.contains("needs a users file"));
     }
 }

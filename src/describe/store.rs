@@ -335,6 +335,11 @@ impl Layout {
             holds,
             nodes,
             kept: self.kept(),
+            orders_from: String::new(),
+            db_stock: Part::NotKept(
+                "the system keeps no stock in a database (no SQL stock query)".into(),
+            ),
+            settled: None,
         })
     }
 }

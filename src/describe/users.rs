@@ -150,11 +150,87 @@ impl Users {
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
     }
+
+    /// Adds columns computed from each user's id (`[users.derive]`: e.g. a bearer token the
+    /// system derives the same way); generated users become a table. `derive` writes the
+    /// value of column `c` for user `id`.
+    pub fn derive(&mut self, names: &[String], derive: impl Fn(usize, u64, &mut Vec<u8>)) {
+        let n = self.len();
+        let old_cols = self.columns.len();
+        let mut cells = Vec::with_capacity(self.cells.len() + n as usize * names.len() * 24);
+        let mut offsets = Vec::with_capacity(n as usize * (old_cols + names.len()) + 1);
+        offsets.push(0u32);
+        let mut ids = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let id = self.id(i);
+            ids.push(id);
+            for c in 0..old_cols {
+                cells.extend_from_slice(self.cell(i, c));
+                offsets.push(cells.len() as u32);
+            }
+            for c in 0..names.len() {
+                derive(c, id, &mut cells);
+                offsets.push(cells.len() as u32);
+            }
+        }
+        self.columns.extend(names.iter().cloned());
+        (self.ids, self.cells, self.offsets) = (ids, cells, offsets);
+        // The table is no longer the file's.
+        self.file = None;
+    }
+
+    /// Writes the users as a CSV (`id` and every column), for a process the harness starts
+    /// that reads the same users (`{users.csv}`).
+    pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        write!(w, "id")?;
+        for c in &self.columns {
+            write!(w, ",{c}")?;
+        }
+        writeln!(w)?;
+        for i in 0..self.len() {
+            write!(w, "{}", self.id(i))?;
+            for c in 0..self.columns.len() {
+                w.write_all(b",")?;
+                w.write_all(self.cell(i, c))?;
+            }
+            writeln!(w)?;
+        }
+        w.flush()
+    }
+}
+
+/// `hex` hex digits of the SHA-256 of `text` (a derived column's value).
+pub fn sha256_hex(text: &[u8], hex: usize, out: &mut Vec<u8>) {
+    use sha2::Digest as _;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(text);
+    for b in digest.iter().flat_map(|b| [b >> 4, b & 15]).take(hex) {
+        out.push(DIGITS[b as usize]);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_columns_and_the_csv_they_make() {
+        let mut users = Users::generated(3, 1);
+        users.derive(&["token".to_string()], |_, id, out| {
+            sha256_hex(format!("seckill-user-{id}").as_bytes(), 24, out)
+        });
+        // examples/seckill/users.csv derives its tokens the same way.
+        assert_eq!(users.cell(0, 0), b"3fa423a52debf3203bc0e335");
+        assert_eq!(users.id(2), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.csv");
+        users.write_csv(&path).unwrap();
+        let back = Users::from_csv(&path).unwrap();
+        assert_eq!(back.columns, vec!["token".to_string()]);
+        assert_eq!(back.cell(1, 0), b"379362a8fd2940ab457f0ff4");
+    }
 
     #[test]
     fn a_users_file_by_columns() {

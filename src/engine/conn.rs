@@ -124,6 +124,80 @@ struct Job {
     sold_out_left: u16,
     /// Further buys after a success (greedy users, to probe the per-user limit).
     extra_left: u16,
+    /// Which request of the attempt this is: the steps before the buy are `0..n`, the buy is
+    /// `n`, a result poll `n + 1` (`n` = the description's steps before the buy; 0 without).
+    step: u8,
+    /// The attempt's state between its requests (a slot of [`ThreadCtx::flows`]), or
+    /// [`NO_FLOW`] for an attempt of one request and an attempt not yet begun.
+    flow: u32,
+}
+
+/// [`Job::flow`] of a job that carries no attempt state.
+const NO_FLOW: u32 = u32::MAX;
+
+/// What an attempt of several requests (a described flow) carries from one request to the
+/// next; lives in a per-thread slab while the attempt is under way.
+#[derive(Debug, Default)]
+struct Flow {
+    /// When the attempt should have begun (the open-loop arrival, or the follow-up's due time).
+    intended_us: u64,
+    /// When its first request started.
+    first_us: u64,
+    /// When its buy request started and ended (0 until the buy is made).
+    buy_start_us: u64,
+    /// See `buy_start_us`.
+    buy_end_us: u64,
+    /// The buy answer's HTTP status.
+    buy_status: u16,
+    /// The order, sale sequence number and node the buy's answer named (ledger keys).
+    buy_order: u64,
+    /// See `buy_order`.
+    buy_seq: u64,
+    /// See `buy_order`.
+    buy_node: u16,
+    /// Result polls made.
+    polls: u16,
+    /// Values captured from its answers, by capture number.
+    captured: Vec<Box<[u8]>>,
+}
+
+/// How an attempt ended, for its ledger row and counts.
+struct Ending<'c, 'a> {
+    /// When the attempt should have begun.
+    intended_us: u64,
+    /// Its first request's start.
+    first_us: u64,
+    /// The buy request's start and end (the request that ended it, when there was no buy).
+    start_us: u64,
+    /// See `start_us`.
+    end_us: u64,
+    /// When its final answer arrived.
+    done_us: u64,
+    /// Result polls made.
+    polls: u16,
+    /// The final answer's HTTP status.
+    status: u16,
+    /// The final outcome and what the answers named.
+    c: &'c Classified<'a>,
+    /// Ledger keys the buy's answer gave, used when the final answer names none.
+    fallback: (u64, u64, u16),
+}
+
+impl<'c, 'a> Ending<'c, 'a> {
+    /// The ending of an attempt of one request.
+    fn one(job: &Job, start_us: u64, end_us: u64, status: u16, c: &'c Classified<'a>) -> Self {
+        Ending {
+            intended_us: job.due_us,
+            first_us: start_us,
+            start_us,
+            end_us,
+            done_us: end_us,
+            polls: 0,
+            status,
+            c,
+            fallback: (0, 0, 0),
+        }
+    }
 }
 
 /// What a free connection should do next.
@@ -156,6 +230,10 @@ struct ThreadCtx {
     /// Progress counts not yet published to the shared [`super::Live`] atomics: publishing in
     /// batches keeps the threads from fighting over the counters' cache line per request.
     pending: RefCell<Pending>,
+    /// The state of this thread's attempts under way (flows only), by slot.
+    flows: RefCell<Vec<Flow>>,
+    /// Slots of `flows` free for reuse.
+    free_flows: RefCell<Vec<u32>>,
 }
 
 /// Progress counts of one thread since its last publish.
@@ -206,8 +284,14 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         .enable_all()
         .build()
         .context("building engine runtime")?;
+    let steps = match &shared.plan.source {
+        Source::Buyers(b) => b.protocol.step_names(),
+        Source::Template(_) => Vec::new(),
+    };
     let ctx = Rc::new(ThreadCtx {
-        rec: RefCell::new(Recorder::new(shared.plan.transfer)),
+        rec: RefCell::new(Recorder::new(shared.plan.transfer, &steps)),
+        flows: RefCell::new(Vec::new()),
+        free_flows: RefCell::new(Vec::new()),
         queue: RefCell::new(BinaryHeap::new()),
         head: head_lines(&base_headers(&shared.plan)?),
         stopped: Cell::new(false),
@@ -259,6 +343,11 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
                     &Classified::bare(Reason::Cancelled),
                 );
             }
+            // Attempts waiting for their next request still get their row.
+            let waiting: Vec<Job> = ctx.queue.borrow_mut().drain().map(|Reverse(j)| j).collect();
+            for job in waiting.iter().filter(|j| j.flow != NO_FLOW) {
+                ctx.abandon(job, end_us);
+            }
         }
         ctx.pending
             .borrow_mut()
@@ -275,11 +364,22 @@ impl ThreadCtx {
     fn next(&self) -> Next {
         let s = &*self.shared;
         let now = s.now_us();
-        if self.stopped.get()
-            || now >= s.stop_new_us
-            || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
-        {
+        if self.stopped.get() {
             return Next::Done;
+        }
+        if self.past_new(now) {
+            // No new attempts (nor retries) from now on, but attempts under way finish their
+            // requests: a queued buy's polls are bounded by the poll's max_wait.
+            let mut q = self.queue.borrow_mut();
+            q.retain(|Reverse(j)| j.flow != NO_FLOW);
+            return match q.peek() {
+                Some(Reverse(j)) if j.due_us <= now => {
+                    let Reverse(job) = q.pop().expect("peeked");
+                    Next::Run(job, now)
+                }
+                Some(Reverse(j)) => Next::Wait(j.due_us),
+                None => Next::Done,
+            };
         }
         {
             let mut q = self.queue.borrow_mut();
@@ -323,14 +423,52 @@ impl ThreadCtx {
                         retries_left,
                         sold_out_left,
                         extra_left,
+                        step: 0,
+                        flow: NO_FLOW,
                     },
                     now,
                 );
             }
         }
         match self.queue.borrow().peek() {
-            Some(Reverse(j)) => Next::Wait(j.due_us),
+            Some(Reverse(j)) => Next::Wait(j.due_us.min(s.stop_new_us)),
             None => Next::Done,
+        }
+    }
+
+    /// Whether new attempts have stopped: the run's duration is over or its request cap met.
+    fn past_new(&self, now: u64) -> bool {
+        let s = &*self.shared;
+        now >= s.stop_new_us || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
+    }
+
+    /// The described request `job` sends (buyer sources only).
+    fn request_of<'p>(
+        &self,
+        p: &'p crate::describe::Protocol,
+        job: &Job,
+    ) -> &'p crate::describe::Request {
+        if job.kind == Kind::Pay as u8
+            && let Some(pay) = &p.pay
+        {
+            return pay;
+        }
+        let n = p.before.len();
+        match job.step as usize {
+            i if i < n => &p.before[i].request,
+            i if i == n => &p.buy,
+            _ => p.poll.as_ref().map_or(&p.buy, |poll| &poll.request),
+        }
+    }
+
+    /// The per-step statistics slot of `job` (the protocol's [`step_names`] order).
+    ///
+    /// [`step_names`]: crate::describe::Protocol::step_names
+    fn step_slot(p: &crate::describe::Protocol, job: &Job) -> usize {
+        if job.kind == Kind::Pay as u8 {
+            p.before.len() + 1 + usize::from(p.poll.is_some())
+        } else {
+            job.step as usize
         }
     }
 
@@ -375,9 +513,11 @@ impl ThreadCtx {
             unreachable!("templates are serialised once")
         };
         let p = &b.protocol;
-        let (req, order) = match (job.kind == Kind::Pay as u8, &p.pay) {
-            (true, Some(pay)) => (pay, job.order_id),
-            _ => (&p.buy, 0),
+        let req = self.request_of(p, job);
+        let order = if job.kind == Kind::Pay as u8 {
+            job.order_id
+        } else {
+            0
         };
         let mut digits = [0u8; 20];
         let rec = self.rec.borrow();
@@ -385,17 +525,24 @@ impl ThreadCtx {
             Some(name) => name,
             None => decimal(order, &mut digits),
         };
+        let flows = self.flows.borrow();
+        let captured: &[Box<[u8]>] = match flows.get(job.flow as usize) {
+            Some(f) => &f.captured,
+            None => &[],
+        };
         let attempt = Attempt {
             index: job.index,
             user: job.user,
             attempt: job.attempt,
             order,
+            captured,
         };
         req.write(&p.ctx, &attempt, &self.head, out, scratch);
     }
 
-    /// Records a finished job and schedules the user's follow-up, if any; `body` is the answer
-    /// (kept only as a sample when no rule matched it).
+    /// Records a finished request: for an attempt of one request, its row; for a flow, the
+    /// next request of the attempt or, when this answer ends it, its row. `body` is the answer
+    /// (captured from, and kept as a sample when no rule matched it).
     fn finish(
         &self,
         job: &Job,
@@ -405,7 +552,185 @@ impl ThreadCtx {
         body: &[u8],
         c: &Classified<'_>,
     ) {
+        if c.reason == Reason::Unmatched {
+            self.rec.borrow_mut().sample_unmatched(status, body);
+        }
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
+        };
+        let p = &*b.protocol;
+        self.rec
+            .borrow_mut()
+            .record_step(Self::step_slot(p, job), start_us, end_us);
+        if !p.is_flow() || job.kind == Kind::Pay as u8 {
+            return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
+        }
+        self.flow_step(p, job, start_us, end_us, status, body, c);
+    }
+
+    /// One answer of an attempt of several requests: go on to the next request, or end it.
+    #[allow(clippy::too_many_arguments)]
+    fn flow_step(
+        &self,
+        p: &crate::describe::Protocol,
+        job: &Job,
+        start_us: u64,
+        end_us: u64,
+        status: u16,
+        body: &[u8],
+        c: &Classified<'_>,
+    ) {
+        let slot = self.flow_slot(job, start_us);
+        let n = p.before.len() as u8;
+        let cancelled = c.reason == Reason::Cancelled;
+        let next = |step: u8, due_us: u64| Job {
+            step,
+            flow: slot,
+            due_us,
+            ..*job
+        };
+        let mut flows = self.flows.borrow_mut();
+        let f = &mut flows[slot as usize];
+        let mut ending = Ending {
+            intended_us: f.intended_us,
+            first_us: f.first_us,
+            start_us,
+            end_us,
+            done_us: end_us,
+            polls: f.polls,
+            status,
+            c,
+            fallback: (0, 0, 0),
+        };
+        if job.step < n {
+            if c.outcome() == Outcome::Ok && !cancelled {
+                p.before[job.step as usize]
+                    .request
+                    .capture(body, &mut f.captured, p.captures);
+                drop(flows);
+                self.queue
+                    .borrow_mut()
+                    .push(Reverse(next(job.step + 1, end_us)));
+                return;
+            }
+            // It ends before its buy was sent.
+        } else if job.step == n {
+            (f.buy_start_us, f.buy_end_us, f.buy_status) = (start_us, end_us, status);
+            if c.reason == Reason::Queued
+                && !cancelled
+                && let Some(poll) = &p.poll
+            {
+                p.buy.capture(body, &mut f.captured, p.captures);
+                let mut rec = self.rec.borrow_mut();
+                f.buy_order = c.order.map_or(0, |o| rec.order_key(o));
+                f.buy_seq = c.seq;
+                f.buy_node = c.node.map_or(0, |n| rec.intern(n));
+                drop((rec, flows));
+                let due = end_us + poll.every.as_micros() as u64;
+                self.queue.borrow_mut().push(Reverse(next(n + 1, due)));
+                return;
+            }
+        } else {
+            let poll = p.poll.as_ref().expect("a poll step has a poll");
+            f.polls = f.polls.saturating_add(1);
+            ending.polls = f.polls;
+            (ending.start_us, ending.end_us) = (f.buy_start_us, f.buy_end_us);
+            ending.fallback = (f.buy_order, f.buy_seq, f.buy_node);
+            let again = c.reason == Reason::Queued || c.outcome() == Outcome::Info;
+            if again && !cancelled {
+                let due = end_us + poll.every.as_micros() as u64;
+                if due <= f.buy_end_us + poll.max_wait.as_micros() as u64 {
+                    drop(flows);
+                    self.queue.borrow_mut().push(Reverse(next(n + 1, due)));
+                    return;
+                }
+                self.rec.borrow_mut().gave_up += 1;
+            }
+            if again || cancelled {
+                // The buy was accepted; what became of it the client never learnt.
+                drop(flows);
+                self.free_flow(slot);
+                let queued = Classified::bare(Reason::Queued);
+                return self.end_attempt(
+                    job,
+                    &Ending {
+                        c: &queued,
+                        ..ending
+                    },
+                );
+            }
+        }
+        drop(flows);
+        self.free_flow(slot);
+        self.end_attempt(job, &ending);
+    }
+
+    /// The flow slot of `job`'s attempt, taking a free one when the attempt begins now.
+    fn flow_slot(&self, job: &Job, start_us: u64) -> u32 {
+        if job.flow != NO_FLOW {
+            return job.flow;
+        }
+        let fresh = Flow {
+            intended_us: job.due_us,
+            first_us: start_us,
+            ..Flow::default()
+        };
+        let mut flows = self.flows.borrow_mut();
+        match self.free_flows.borrow_mut().pop() {
+            Some(i) => {
+                flows[i as usize] = fresh;
+                i
+            }
+            None => {
+                flows.push(fresh);
+                (flows.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Returns a flow slot for reuse.
+    fn free_flow(&self, slot: u32) {
+        self.flows.borrow_mut()[slot as usize].captured.clear();
+        self.free_flows.borrow_mut().push(slot);
+    }
+
+    /// Ends an attempt whose next request will not be sent (the run was stopped): after an
+    /// accepted buy it ends as queued, before it as cancelled.
+    fn abandon(&self, job: &Job, now_us: u64) {
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            return;
+        };
+        let n = b.protocol.before.len() as u8;
+        let f = std::mem::take(&mut self.flows.borrow_mut()[job.flow as usize]);
+        self.free_flow(job.flow);
+        let reason = if job.step > n {
+            Reason::Queued
+        } else {
+            Reason::Cancelled
+        };
+        let c = Classified::bare(reason);
+        let bought = job.step > n;
+        self.end_attempt(
+            job,
+            &Ending {
+                intended_us: f.intended_us,
+                first_us: f.first_us,
+                start_us: if bought { f.buy_start_us } else { now_us },
+                end_us: if bought { f.buy_end_us } else { now_us },
+                done_us: now_us,
+                polls: f.polls,
+                status: if bought { f.buy_status } else { 0 },
+                c: &c,
+                fallback: (f.buy_order, f.buy_seq, f.buy_node),
+            },
+        );
+    }
+
+    /// Records an ended attempt (counts, latency, its ledger row) and schedules the user's
+    /// follow-up, if any.
+    fn end_attempt(&self, job: &Job, e: &Ending<'_, '_>) {
         let s = &*self.shared;
+        let c = e.c;
         {
             let mut p = self.pending.borrow_mut();
             match (c.reason, c.outcome()) {
@@ -415,41 +740,47 @@ impl ThreadCtx {
                 (_, Outcome::Info) => p.info += 1,
             }
             p.n += 1;
-            if p.n >= 64 || end_us >= p.last_us + 50_000 {
-                p.publish(&s.live, end_us);
+            if p.n >= 64 || e.done_us >= p.last_us + 50_000 {
+                p.publish(&s.live, e.done_us);
             }
         }
         let mut rec = self.rec.borrow_mut();
-        rec.record(job.due_us, start_us, end_us, c.reason);
-        let order_id = c.order.map_or(0, |o| rec.order_key(o));
-        if c.reason == Reason::Unmatched {
-            rec.sample_unmatched(status, body);
-        }
+        rec.record(e.intended_us, e.first_us, e.done_us, c.reason);
+        let order_id = c.order.map_or(e.fallback.0, |o| rec.order_key(o));
         if s.plan.record_ledger {
-            let node = c.node.map_or(0, |n| rec.intern(n));
+            let node = c.node.map_or(e.fallback.2, |n| rec.intern(n));
             rec.ledger.push(Row {
                 user: job.user,
-                seq: c.seq,
+                seq: if c.seq != 0 { c.seq } else { e.fallback.1 },
                 order_id,
-                intended_us: clamp32(job.due_us),
-                start_us: clamp32(start_us),
-                end_us: clamp32(end_us),
+                intended_us: clamp32(e.intended_us),
+                start_us: clamp32(e.start_us),
+                end_us: clamp32(e.end_us),
+                first_us: clamp32(e.first_us),
+                done_us: clamp32(e.done_us),
                 attempt: job.attempt,
-                status,
+                status: e.status,
                 node,
                 kind: job.kind,
                 outcome: c.outcome() as u8,
                 reason: c.reason as u8,
+                polls: e.polls.min(255) as u8,
             });
         }
         drop(rec);
         let Source::Buyers(b) = &s.plan.source else {
             return;
         };
+        if self.past_new(s.now_us()) {
+            return;
+        }
         let mut next = Job {
             attempt: job.attempt + 1,
+            step: 0,
+            flow: NO_FLOW,
             ..*job
         };
+        let end_us = e.done_us;
         let follow = match c.outcome() {
             Outcome::Info if job.retries_left > 0 && c.reason != Reason::Cancelled => {
                 next.retries_left -= 1;
@@ -519,13 +850,6 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     // How answers are read: the protocol's rules per request kind; ab's templates as plain
     // HTTP.
     let plain = Answers::plain();
-    let (buy_answers, pay_answers) = match &s.plan.source {
-        Source::Buyers(b) => (
-            &b.protocol.buy.answers,
-            b.protocol.pay.as_ref().map_or(&plain, |p| &p.answers),
-        ),
-        Source::Template(_) => (&plain, &plain),
-    };
     let head_only = s
         .template
         .as_ref()
@@ -538,7 +862,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         let (job, claimed_at) = match ctx.next() {
             Next::Done => break,
             Next::Wait(due) => {
-                tokio::time::sleep_until(s.at(due.min(s.stop_new_us))).await;
+                tokio::time::sleep_until(s.at(due)).await;
                 continue;
             }
             Next::Run(job, claimed_at) => (job, claimed_at),
@@ -561,6 +885,10 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
             Kind::Pay
         } else {
             Kind::Buy
+        };
+        let answers = match &s.plan.source {
+            Source::Buyers(b) => &ctx.request_of(&b.protocol, &job).answers,
+            Source::Template(_) => &plain,
         };
         // Connect if needed (always, without keep-alive).
         let mut connect_us = 0;
@@ -626,11 +954,6 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         match outcome {
             Ok(resp) => {
                 let body: &[u8] = resp.first.as_deref().unwrap_or(&buf);
-                let answers = if kind == Kind::Pay {
-                    pay_answers
-                } else {
-                    buy_answers
-                };
                 let c = answers.classify(kind, resp.status, body);
                 if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                     let len = body.len() as u64;

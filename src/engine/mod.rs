@@ -29,7 +29,7 @@ use crate::ledger::Ledger;
 use crate::protocol::{Outcome, Reason};
 
 pub use progress::{Live, Progress, run_with_progress};
-pub use record::{Interval, LagStats, ReasonCounts, Transfer, Unmatched};
+pub use record::{Interval, LagStats, ReasonCounts, StepStats, Transfer, Unmatched};
 pub use schedule::{Schedule, Stage};
 
 /// Everything the engine needs to run one load; built and validated by the callers (ab, run).
@@ -274,6 +274,11 @@ pub struct EngineResult {
     pub cancelled: bool,
     /// Answers no rule of the description matched.
     pub unmatched: record::Unmatched,
+    /// Requests and service times per step of the attempts (empty for template loads).
+    pub steps: Vec<StepStats>,
+    /// Attempts whose result polls gave up while the answer still said queued (they end as
+    /// `queued`: accepted, result unknown).
+    pub polls_gave_up: u64,
 }
 
 impl EngineResult {
@@ -293,8 +298,8 @@ impl EngineResult {
     }
 
     /// Writes the per-second histograms in the standard HDR interval-log format (V2 + DEFLATE,
-    /// values in µs, max column in ms), tagged `intended` and `raw`, readable by the Java and
-    /// Rust HdrHistogram tools.
+    /// values in µs, max column in ms), tagged `intended` and `raw`, then one whole-run
+    /// histogram per step tagged `step:NAME`; readable by the Java and Rust HdrHistogram tools.
     pub fn write_interval_log<W: std::io::Write>(&self, w: &mut W) -> anyhow::Result<()> {
         use hdrhistogram::serialization::V2DeflateSerializer;
         use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
@@ -318,6 +323,12 @@ impl EngineResult {
                 log.write_histogram(h, at, Duration::from_secs(1), Tag::new(tag))
                     .map_err(|e| anyhow::anyhow!("writing interval log: {e:?}"))?;
             }
+        }
+        // Each step's service times over the whole run, tagged `step:NAME`.
+        for step in self.steps.iter().filter(|s| !s.hist.is_empty()) {
+            let tag = format!("step:{}", step.name);
+            log.write_histogram(&step.hist, Duration::ZERO, self.elapsed, Tag::new(&tag))
+                .map_err(|e| anyhow::anyhow!("writing interval log: {e:?}"))?;
         }
         Ok(())
     }
@@ -485,6 +496,8 @@ pub fn run_with_live(
         transfer: m.transfer,
         cancelled,
         unmatched: m.unmatched,
+        steps: m.steps,
+        polls_gave_up: m.gave_up,
     })
 }
 

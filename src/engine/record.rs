@@ -215,6 +215,29 @@ impl Transfer {
     }
 }
 
+/// The requests of one step of the attempts (a flow's steps before the buy, the buy, the
+/// result polls, the payments): how many, and their service times.
+#[derive(Debug, Clone)]
+pub struct StepStats {
+    /// The step's name (`buy`, `poll`, `pay`, or a `[[system.before]]` step's).
+    pub name: String,
+    /// Requests made.
+    pub requests: u64,
+    /// Service time (start → end) of each, µs.
+    pub hist: Histogram<u64>,
+}
+
+impl StepStats {
+    /// An empty step called `name`.
+    pub fn new(name: String) -> StepStats {
+        StepStats {
+            name,
+            requests: 0,
+            hist: new_histogram(),
+        }
+    }
+}
+
 /// Everything one engine thread records; owned by the thread, merged at the end.
 pub(crate) struct Recorder {
     /// Per-second intervals, indexed by second (created on first use).
@@ -231,6 +254,10 @@ pub(crate) struct Recorder {
     pub order_names: HashMap<u64, Box<[u8]>>,
     /// Answers no rule matched: how many, and the first few.
     pub unmatched: Unmatched,
+    /// Per-step request counts and service times, in the protocol's step order.
+    pub steps: Vec<StepStats>,
+    /// Attempts whose result polls gave up while the answer still said queued.
+    pub gave_up: u64,
 }
 
 /// Answers no rule of the description matched: counted, and a few kept so the report can show
@@ -261,8 +288,11 @@ impl Unmatched {
 }
 
 impl Recorder {
-    pub fn new(transfer: bool) -> Recorder {
+    /// A recorder for a run whose attempts have the steps `steps` (empty for templates).
+    pub fn new(transfer: bool, steps: &[String]) -> Recorder {
         Recorder {
+            steps: steps.iter().cloned().map(StepStats::new).collect(),
+            gave_up: 0,
             seconds: Vec::new(),
             lag: LagStats::new(),
             ledger: Vec::new(),
@@ -315,6 +345,15 @@ impl Recorder {
         iv.counts.0[reason as usize] += 1;
     }
 
+    /// Records one request of step number `step`.
+    pub fn record_step(&mut self, step: usize, start_us: u64, end_us: u64) {
+        if let Some(s) = self.steps.get_mut(step) {
+            s.requests += 1;
+            s.hist
+                .saturating_record(end_us.saturating_sub(start_us).clamp(1, MAX_US));
+        }
+    }
+
     /// Records how late a free connection woke up for its scheduled send.
     pub fn record_lag(&mut self, late_us: u64) {
         self.lag.hist.saturating_record(late_us.max(1));
@@ -358,6 +397,10 @@ pub(crate) struct Merged {
     pub order_names: std::collections::BTreeMap<u64, String>,
     /// Answers no rule matched.
     pub unmatched: Unmatched,
+    /// Per-step figures, summed over threads.
+    pub steps: Vec<StepStats>,
+    /// Attempts whose polls gave up.
+    pub gave_up: u64,
 }
 
 /// Merges per-thread recorders losslessly; ledger rows are sorted by start time.
@@ -373,8 +416,19 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         transfer: None,
         order_names: Default::default(),
         unmatched: Unmatched::default(),
+        steps: Vec::new(),
+        gave_up: 0,
     };
     for rec in recorders {
+        m.gave_up += rec.gave_up;
+        if m.steps.is_empty() {
+            m.steps = rec.steps.clone();
+        } else {
+            for (acc, s) in m.steps.iter_mut().zip(&rec.steps) {
+                acc.requests += s.requests;
+                acc.hist.add(&s.hist).expect("same bounds");
+            }
+        }
         for (k, name) in &rec.order_names {
             m.order_names
                 .insert(*k, String::from_utf8_lossy(name).into_owned());

@@ -84,6 +84,46 @@ pub struct Store {
     /// is not kept is "not checked"; one whose evidence is kept but missing is unknown.
     #[serde(default)]
     pub kept: Kept,
+    /// Where the orders were read from, in a word or two for witnesses ("Redis",
+    /// "PostgreSQL shop@127.0.0.1:5432/shop"); empty means Redis.
+    #[serde(default)]
+    pub orders_from: String,
+    /// Tickets left by the system's database (a SQL stock query), a second record of the stock
+    /// beside Redis' counters.
+    #[serde(default = "not_kept_db_stock")]
+    pub db_stock: Part<i64>,
+    /// How the order source settled before it was read (asynchronous orders only).
+    #[serde(default)]
+    pub settled: Option<Settled>,
+}
+
+fn not_kept_db_stock() -> Part<i64> {
+    Part::NotKept("the system keeps no stock in a database (no SQL stock query)".into())
+}
+
+/// How long the audit waited for asynchronously written orders, and whether they stopped
+/// changing: orders still arriving when it read them would make a missing order unprovable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settled {
+    /// From the end of the load until the orders were read, ms.
+    pub waited_ms: u64,
+    /// How long the order count had not changed when they were read, ms.
+    pub stable_ms: u64,
+    /// The scenario's `stable_for`, ms: reached, or the wait ran out first.
+    pub stable_for_ms: u64,
+    /// Whether the count was stable for `stable_for_ms`.
+    pub stable: bool,
+}
+
+impl Store {
+    /// Where the orders came from, for witnesses.
+    pub fn orders_where(&self) -> &str {
+        if self.orders_from.is_empty() {
+            "Redis"
+        } else {
+            &self.orders_from
+        }
+    }
 }
 
 /// Which parts a store layout keeps: what a failed read could not read, and what it never had.
@@ -131,6 +171,9 @@ impl Store {
             holds: part(kept.holds, why, "hold records"),
             nodes: part(kept.nodes, why, "per-node counters"),
             kept,
+            orders_from: String::new(),
+            db_stock: not_kept_db_stock(),
+            settled: None,
         }
     }
 }

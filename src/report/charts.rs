@@ -87,7 +87,7 @@ impl LedgerFacts {
         let first_start_us = ledger.rows.iter().map(|r| r.start_us).min();
         for r in &ledger.rows {
             match (r.kind(), r.reason()) {
-                (Kind::Buy, Reason::Grabbed) => {
+                (Kind::Buy, Reason::Grabbed | Reason::Queued) => {
                     buys_us.push(r.end_us);
                     let i = r.node as usize;
                     let slot = if i <= ledger.nodes.len() { i } else { 0 };
@@ -111,7 +111,7 @@ impl LedgerFacts {
                 .iter()
                 .filter(|r| {
                     r.kind() == Kind::Buy
-                        && r.reason() == Reason::Grabbed
+                        && matches!(r.reason(), Reason::Grabbed | Reason::Queued)
                         && !paid_users.contains(&r.user)
                 })
                 .map(|r| u64::from(r.end_us) + ttl_us)

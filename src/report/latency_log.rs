@@ -15,20 +15,35 @@ pub(crate) struct Totals {
     pub intended: Histogram<u64>,
     /// Tag `raw`: service time.
     pub raw: Histogram<u64>,
+    /// Tags `step:NAME`: each step's service times, in the log's order.
+    pub steps: Vec<(String, Histogram<u64>)>,
 }
 
 impl Totals {
-    /// Merges every interval of `path` by tag; other tags are ignored.
+    /// Merges every interval of `path` by tag (`intended`, `raw`, `step:NAME`); other tags are
+    /// ignored.
     pub fn load(path: &Path) -> anyhow::Result<Totals> {
         let new = || Histogram::<u64>::new(3).expect("valid histogram");
         let mut t = Totals {
             intended: new(),
             raw: new(),
+            steps: Vec::new(),
         };
         for (_, tag, h) in intervals(path)? {
             let target = match tag.as_str() {
                 "intended" => &mut t.intended,
                 "raw" => &mut t.raw,
+                step if step.starts_with("step:") => {
+                    let name = &step["step:".len()..];
+                    let i = match t.steps.iter().position(|(n, _)| n == name) {
+                        Some(i) => i,
+                        None => {
+                            t.steps.push((name.to_string(), new()));
+                            t.steps.len() - 1
+                        }
+                    };
+                    &mut t.steps[i].1
+                }
                 _ => continue,
             };
             target

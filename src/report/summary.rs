@@ -20,6 +20,9 @@
 //! | `sell_out_s` | seconds from the start until the client had seen as many successful buys as there are tickets (holds count), or null |
 //! | `checks` | `[{name, status, summary}]` from the audit |
 //! | `thresholds` | `[{name, limit, actual, passed}]`; `actual` null when it could not be measured (counts as missed) |
+//! | `steps` | per step of the attempts (a flow's steps before the buy, `buy`, `poll`, `pay`): `{name, requests, service_ms}` with `service_ms` as in `latency_ms` |
+//! | `polls_gave_up` | attempts whose result polls gave up while the answer still said queued (they count as `ok`: the buy was accepted) |
+//! | `order_lag_ms` | asynchronous orders: from the client's answer to the order's creation, `{n, p50, p90, p99, max}` (ms), or null |
 
 use std::fmt::Write as _;
 
@@ -71,6 +74,27 @@ pub struct Summary {
     pub checks: Vec<CheckLine>,
     /// The scenario's thresholds and how the run did.
     pub thresholds: Vec<ThresholdResult>,
+    /// Requests and service times per step of the attempts.
+    #[serde(default)]
+    pub steps: Vec<StepLine>,
+    /// Attempts whose polls gave up while the answer still said queued.
+    #[serde(default)]
+    pub polls_gave_up: u64,
+    /// Asynchronous orders: the lag from the client's answer to the order's creation, ms
+    /// (`n`, `p50`, `p90`, `p99`, `max`), from the audit.
+    #[serde(default)]
+    pub order_lag_ms: Option<serde_json::Value>,
+}
+
+/// One step of the attempts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepLine {
+    /// `buy`, `poll`, `pay`, or a `[[system.before]]` step's name.
+    pub name: String,
+    /// Requests made.
+    pub requests: u64,
+    /// Their service times, ms.
+    pub service_ms: Percentiles,
 }
 
 /// Request counts of a run.
@@ -182,8 +206,12 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
     let mut sold_out = 0;
     let mut ok_buy_ends: Vec<u32> = Vec::new();
     let mut users = std::collections::HashSet::new();
+    let mut polls_gave_up = 0;
     for r in &ledger.rows {
         counts[r.outcome() as usize] += 1;
+        if r.reason() == Reason::Queued && r.polls > 0 {
+            polls_gave_up += 1;
+        }
         if r.reason() == Reason::SoldOut {
             sold_out += 1;
         }
@@ -267,6 +295,21 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             })
             .collect(),
         thresholds,
+        steps: latency
+            .steps
+            .iter()
+            .map(|(name, h)| StepLine {
+                name: name.clone(),
+                requests: h.len(),
+                service_ms: percentiles(h),
+            })
+            .collect(),
+        polls_gave_up,
+        order_lag_ms: audit
+            .checks
+            .iter()
+            .find(|c| c.name == "successes_orders")
+            .and_then(|c| c.figures.get("order_lag_ms").cloned()),
     }
 }
 
@@ -307,10 +350,19 @@ fn markdown(s: &Summary) -> String {
             .map_or(String::new(), |w| format!(" · INVALID RUN: {w}"))
     );
     let r = &s.requests;
+    let sent: u64 = s.steps.iter().map(|st| st.requests).sum();
+    let (what, per) = if sent > r.total {
+        (
+            format!("{} attempts ({sent} requests)", r.total),
+            "attempts/s",
+        )
+    } else {
+        (format!("{} requests", r.total), "req/s")
+    };
     let _ = writeln!(
         md,
-        "{} requests from {} users in {:.1} s ({:.0} req/s): ok {}, fail {} (sold out {}), info {}.\n",
-        r.total, r.users, s.elapsed_s, r.rps, r.ok, r.fail, r.sold_out, r.info
+        "{what} from {} users in {:.1} s ({:.0} {per}): ok {}, fail {} (sold out {}), info {}.\n",
+        r.users, s.elapsed_s, r.rps, r.ok, r.fail, r.sold_out, r.info
     );
     let _ = writeln!(
         md,
@@ -332,6 +384,34 @@ fn markdown(s: &Summary) -> String {
             md,
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             p.p50, p.p90, p.p99, p.p99_9, p.max
+        );
+    }
+    if s.steps.len() > 1 {
+        let _ = writeln!(
+            md,
+            "\n| step (service ms) | requests | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|"
+        );
+        for st in &s.steps {
+            let p = &st.service_ms;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                st.name, st.requests, p.p50, p.p90, p.p99, p.max
+            );
+        }
+    }
+    if s.polls_gave_up > 0 {
+        let _ = writeln!(
+            md,
+            "\n{} attempts stopped polling while their buy was still queued (counted as ok: the buy was accepted).",
+            s.polls_gave_up
+        );
+    }
+    if let Some(lag) = &s.order_lag_ms {
+        let _ = writeln!(
+            md,
+            "\nOrder lag (answer → order row, ms): p50 {} · p90 {} · p99 {} · max {} ({} orders)",
+            lag["p50"], lag["p90"], lag["p99"], lag["max"], lag["n"]
         );
     }
     let _ = writeln!(

@@ -100,7 +100,7 @@ impl TimeSeries {
             if let Some(s) = sent.get_mut(sec(r.start_us)) {
                 *s += 1;
             }
-            if r.kind() == Kind::Buy && r.reason() == Reason::Grabbed {
+            if r.kind() == Kind::Buy && matches!(r.reason(), Reason::Grabbed | Reason::Queued) {
                 let col = column_of
                     .get(r.node as usize)
                     .copied()
@@ -121,7 +121,7 @@ impl TimeSeries {
             let mut per_second = vec![0u64; n];
             for r in &ledger.rows {
                 if r.kind() == Kind::Buy
-                    && r.reason() == Reason::Grabbed
+                    && matches!(r.reason(), Reason::Grabbed | Reason::Queued)
                     && !paid_users.contains(&r.user)
                 {
                     let at = ((u64::from(r.end_us) + ttl_us) / 1_000_000) as usize;
@@ -140,7 +140,7 @@ impl TimeSeries {
             let c = &iv.counts;
             let sold_out = c.get(Reason::SoldOut);
             let completed = c.total();
-            let buys_ok = c.get(Reason::Grabbed);
+            let buys_ok = c.get(Reason::Grabbed) + c.get(Reason::Queued);
             bought += buys_ok;
             let span = (elapsed - f64::from(iv.second)).clamp(0.001, 1.0);
             if let Some(r) = &released {

@@ -4,6 +4,7 @@
 
 mod system;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,6 +117,8 @@ struct RawCluster {
 struct RawTarget {
     url: Spanned<String>,
     redis: Option<Spanned<String>>,
+    postgres: Option<Spanned<String>>,
+    mariadb: Option<Spanned<String>>,
     #[serde(default)]
     stat_logs: Vec<PathBuf>,
     profile: Option<Spanned<String>>,
@@ -133,6 +136,10 @@ struct RawProcess {
     #[serde(default)]
     flaws: Vec<String>,
     ready: Option<String>,
+    #[serde(default)]
+    restarts: u32,
+    #[serde(default)]
+    modes: BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +157,35 @@ struct RawUsers {
     extra_buys: u16,
     pay_probability: Option<Spanned<f64>>,
     pay_delay: Option<Spanned<String>>,
+    /// Columns computed from each user's id: name → how.
+    derive: Option<BTreeMap<String, Spanned<RawDerive>>>,
+}
+
+/// A derived users column: a template over the user id, optionally hashed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDerive {
+    template: Spanned<String>,
+    sha256_hex: Option<Spanned<u8>>,
+}
+
+/// Placeholders of a derived users column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeriveVar {
+    /// The user's id.
+    User,
+}
+
+impl Vars for DeriveVar {
+    fn lookup(name: &str) -> Result<DeriveVar, String> {
+        match name {
+            "user" | "user.id" => Ok(DeriveVar::User),
+            _ => Err("a derived column is made from {user}, the user's id".into()),
+        }
+    }
+    fn known() -> String {
+        "user".into()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,10 +363,31 @@ pub struct External {
     pub url: Template<UrlVar>,
     /// Its Redis, for the audit: a URL, or a private one the harness starts.
     pub redis: Option<RedisSpec>,
+    /// Private SQL servers the harness starts for it (`{postgres}`, `{mariadb}`).
+    pub databases: Vec<Database>,
     /// Its nodes' stat logs.
     pub stat_logs: Vec<PathBuf>,
     /// Processes the harness starts (and stops) for this run, in order.
     pub start: Vec<Process>,
+}
+
+/// A SQL server the harness starts for a described system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    /// A private PostgreSQL (`[target] postgres = "spawn"`), `{postgres}`.
+    Postgres,
+    /// A private MariaDB (`[target] mariadb = "spawn"`), `{mariadb}`.
+    MariaDb,
+}
+
+impl Database {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Database::Postgres => "PostgreSQL",
+            Database::MariaDb => "MariaDB",
+        }
+    }
 }
 
 /// Where a target's store is.
@@ -358,6 +415,12 @@ pub struct Process {
     pub flaws: Vec<String>,
     /// The start of the stdout line that says it is ready.
     pub ready: String,
+    /// When it exits during the run, start it again with the same arguments, up to this many
+    /// times (a consumer that crashes; 0 = an exit is left alone).
+    pub restarts: u32,
+    /// Extra arguments `--mode NAME` adds (ways to run a correct system: a slow consumer, one
+    /// that crashes mid-sale).
+    pub modes: Vec<(String, Vec<Template<ProcVar>>)>,
 }
 
 /// Placeholders of a started process's arguments.
@@ -377,6 +440,10 @@ pub enum ProcVar {
     UsersCsv,
     /// The run folder.
     Dir,
+    /// The private PostgreSQL's URL.
+    Postgres,
+    /// The private MariaDB's URL.
+    MariaDb,
 }
 
 impl Vars for ProcVar {
@@ -389,11 +456,13 @@ impl Vars for ProcVar {
             "per_user_limit" => ProcVar::PerUserLimit,
             "users.csv" => ProcVar::UsersCsv,
             "dir" => ProcVar::Dir,
+            "postgres" => ProcVar::Postgres,
+            "mariadb" => ProcVar::MariaDb,
             _ => return Err("not something the harness knows".into()),
         })
     }
     fn known() -> String {
-        "redis, tickets, item, sale, per_user_limit, users.csv, dir".into()
+        "redis, postgres, mariadb, tickets, item, sale, per_user_limit, users.csv, dir".into()
     }
 }
 
@@ -920,6 +989,22 @@ impl Validator<'_> {
             }
             Some(r) => return Err(self.err(r, "redis is \"spawn\" or a redis:// URL")),
         };
+        let mut databases = Vec::new();
+        for (spec, db, name) in [
+            (&t.postgres, Database::Postgres, "postgres"),
+            (&t.mariadb, Database::MariaDb, "mariadb"),
+        ] {
+            match spec {
+                None => {}
+                Some(s) if s.get_ref() == "spawn" => databases.push(db),
+                Some(s) => {
+                    return Err(self.err(
+                        s,
+                        format!("{name} = \"spawn\" starts a private one; a database of yours is named in [system.sql] url"),
+                    ));
+                }
+            }
+        }
         let mut start = Vec::new();
         for p in &t.start {
             start.push(self.process(p)?);
@@ -927,6 +1012,7 @@ impl Validator<'_> {
         Ok(External {
             url,
             redis,
+            databases,
             stat_logs: t.stat_logs.clone(),
             start,
         })
@@ -951,12 +1037,31 @@ impl Validator<'_> {
                     .map_err(|e| self.error_at(a.span().start + 1 + e.offset, e.message))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let compile = |a: &Spanned<String>| {
+            Template::<ProcVar>::compile(a.get_ref())
+                .map_err(|e| self.error_at(a.span().start + 1 + e.offset, e.message))
+        };
+        let mut modes = Vec::new();
+        for (name, extra) in &p.modes {
+            modes.push((
+                name.clone(),
+                extra.iter().map(compile).collect::<Result<Vec<_>, _>>()?,
+            ));
+        }
+        if p.restarts > 10 {
+            return Err(self.err(
+                raw,
+                "restarts is at most 10 (a process that keeps exiting is broken, not crashing)",
+            ));
+        }
         Ok(Process {
             name: p.name.get_ref().clone(),
             program: p.program.get_ref().clone(),
             args,
             flaws: p.flaws.clone(),
             ready: p.ready.clone().unwrap_or_else(|| "listening on".into()),
+            restarts: p.restarts,
+            modes,
         })
     }
 
@@ -1003,6 +1108,9 @@ impl Validator<'_> {
             ));
         }
         table.truncate(count);
+        if let Some(derive) = &raw.derive {
+            self.derive(&mut table, derive)?;
+        }
         let pay_probability = match &raw.pay_probability {
             Some(p) if !(0.0..=1.0).contains(p.get_ref()) => {
                 return Err(self.err(p, "pay_probability is between 0 and 1"));
@@ -1020,6 +1128,44 @@ impl Validator<'_> {
             pay_probability,
             pay_delay: self.opt_duration(&raw.pay_delay, Duration::from_millis(100))?,
         })
+    }
+
+    /// `[users.derive]`: adds each column, computed from the user id.
+    fn derive(
+        &self,
+        table: &mut UserTable,
+        derive: &BTreeMap<String, Spanned<RawDerive>>,
+    ) -> Result<(), ScenarioError> {
+        let mut names: Vec<String> = Vec::new();
+        let mut how = Vec::new();
+        for (name, d) in derive {
+            if table.column(name).is_some() || name == "id" {
+                return Err(self.err(d, format!("the users already have a column {name:?}")));
+            }
+            let d = d.get_ref();
+            let t = Template::<DeriveVar>::compile(d.template.get_ref())
+                .map_err(|e| self.error_at(d.template.span().start + 1 + e.offset, e.message))?;
+            let hex = match &d.sha256_hex {
+                Some(h) if !(1..=64).contains(h.get_ref()) => {
+                    return Err(self.err(h, "sha256_hex is the number of hex digits kept, 1 to 64"));
+                }
+                h => h.as_ref().map(|h| *h.get_ref() as usize),
+            };
+            names.push(name.to_string());
+            how.push((t, hex));
+        }
+        table.derive(&names, |c, id, out| {
+            let (t, hex) = &how[c];
+            let mut text = Vec::with_capacity(32);
+            t.render(&mut text, |DeriveVar::User, o| {
+                o.extend_from_slice(id.to_string().as_bytes())
+            });
+            match hex {
+                Some(n) => crate::describe::users::sha256_hex(&text, *n, out),
+                None => out.extend_from_slice(&text),
+            }
+        });
+        Ok(())
     }
 
     fn load(&self, raw: &RawLoad, users: u64) -> Result<LoadSpec, ScenarioError> {

@@ -16,27 +16,52 @@ use super::{ScenarioError, Validator};
 use crate::describe::answers::{self, Expect, Rule, Statuses, Test};
 use crate::describe::json::Pointer;
 use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders};
-use crate::describe::{Answers, Description, PRESETS, ReqVar, Request, Template};
+use crate::describe::{
+    Answers, Description, PRESETS, Poll, ReqVar, Request, Scope, SqlSpec, Step, Template,
+};
 
 /// `[system]` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSystem {
     preset: Option<Spanned<String>>,
+    before: Option<Vec<Spanned<RawRequest>>>,
     buy: Option<RawRequest>,
+    poll: Option<Spanned<RawRequest>>,
     pay: Option<RawRequest>,
     store: Option<RawStore>,
+    sql: Option<Spanned<RawSql>>,
+}
+
+/// `[system.sql]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSql {
+    url: Option<Spanned<String>>,
+    stock: Option<Spanned<String>>,
+    orders: Option<Spanned<String>>,
+    released_states: Option<Vec<String>>,
+    stable_for: Option<Spanned<String>>,
+    settle_within: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
+    /// A step's name (`[[system.before]]` only).
+    name: Option<Spanned<String>>,
     method: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     headers: Option<BTreeMap<String, Spanned<String>>>,
     body: Option<Spanned<String>>,
     #[serde(default)]
     answers: Vec<Spanned<RawRule>>,
+    /// Values to keep from an answer that lets the attempt go on: name → JSON Pointer.
+    capture: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    /// Pause between polls (`[system.poll]` only).
+    every: Option<Spanned<String>>,
+    /// How long to keep polling after the buy's answer (`[system.poll]` only).
+    max_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,14 +203,52 @@ pub(super) fn description(
         text: preset_text,
     };
     let base_sys = base.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
-    let buy = request(
-        v,
-        &pv,
-        own.buy.as_ref(),
-        base_sys.buy.as_ref(),
+    // Captured values are numbered in the order the attempt makes its requests; each request
+    // may use those captured before it.
+    let mut captured: Vec<String> = Vec::new();
+    let mut before = Vec::new();
+    let (steps, sv) = match (&own.before, &base_sys.before) {
+        (Some(s), _) => (s.as_slice(), v),
+        (None, Some(s)) => (s.as_slice(), &pv),
+        (None, None) => (&[][..], v),
+    };
+    for step in steps {
+        let name = match &step.get_ref().name {
+            Some(n) if !target_server::args::valid_name(n.get_ref(), 32) => {
+                return Err(sv.err(n, "a step name is 1-32 characters of A-Z a-z 0-9 _ . -"));
+            }
+            Some(n) => n.get_ref().clone(),
+            _ => {
+                return Err(sv.err(
+                    step,
+                    "a [[system.before]] step needs a name, e.g. name = \"path\" (the per-step latency table shows it)",
+                ));
+            }
+        };
+        if ["buy", "poll", "pay"].contains(&name.as_str())
+            || before.iter().any(|s: &Step| s.name == name)
+        {
+            return Err(sv.err(
+                step.get_ref().name.as_ref().expect("given"),
+                format!("the step name {name:?} is taken (buy, poll, pay and each step's own)"),
+            ));
+        }
+        let scope = Scope {
+            columns,
+            pay: false,
+            captured: &captured,
+        };
+        let request = request(sv, &pv, Some(step.get_ref()), None, scope, "before")?
+            .expect("a step is its own request");
+        add_captures(sv, step.get_ref(), &mut captured)?;
+        before.push(Step { name, request });
+    }
+    let scope = Scope {
         columns,
-        false,
-    )?
+        pay: false,
+        captured: &captured,
+    };
+    let buy = request(v, &pv, own.buy.as_ref(), base_sys.buy.as_ref(), scope, "buy")?
     .ok_or_else(|| {
         let at = raw.map_or(0, |r| r.span().start);
         v.error_at(
@@ -193,25 +256,218 @@ pub(super) fn description(
             "describe the system under test: [system] preset = \"reference\" (the reference server) or \"article\" (the article's protocol), or your own [system.buy] and [system.store] (see the README, \"Audit your own system\")".into(),
         )
     })?;
+    for (r, rv) in [(own.buy.as_ref(), v), (base_sys.buy.as_ref(), &pv)] {
+        if let Some(r) = r.filter(|r| r.capture.is_some()) {
+            add_captures(rv, r, &mut captured)?;
+            break;
+        }
+    }
+    let poll = match (&own.poll, &base_sys.poll) {
+        (Some(p), _) => Some(poll(v, &pv, p, columns, &captured)?),
+        (None, Some(p)) => Some(poll(&pv, &pv, p, columns, &captured)?),
+        (None, None) => None,
+    };
+    let scope = Scope {
+        columns,
+        pay: true,
+        captured: &captured,
+    };
     let pay = request(
         v,
         &pv,
         own.pay.as_ref(),
         base_sys.pay.as_ref(),
-        columns,
-        true,
+        scope,
+        "pay",
     )?;
+    if let Some(c) = own
+        .pay
+        .as_ref()
+        .or(base_sys.pay.as_ref())
+        .and_then(|p| p.capture.as_ref())
+    {
+        return Err(v.err(
+            c,
+            "a pay request captures nothing: no request comes after it",
+        ));
+    }
     let store = layout(v, &pv, own.store.as_ref(), base_sys.store.as_ref())?;
-    let name = match (&base, own.buy.is_some() || own.store.is_some()) {
+    let sql = match (&own.sql, &base_sys.sql) {
+        (None, None) => None,
+        (own_sql, base_sql) => Some(sql(v, &pv, own_sql.as_ref(), base_sql.as_ref())?),
+    };
+    let own_parts =
+        own.buy.is_some() || own.store.is_some() || own.before.is_some() || own.poll.is_some();
+    let name = match (&base, own_parts) {
         (Some((n, _)), false) => n.clone(),
         (Some((n, _)), true) => format!("{n} (overridden)"),
         (None, _) => "described".into(),
     };
     Ok(Description {
         name,
+        before,
         buy,
+        poll,
         pay,
         store,
+        sql,
+        captures: captured,
+    })
+}
+
+/// `[system.sql]`: the URL and the queries, checked now (each a single SELECT); the
+/// scenario's keys over the preset's, key by key (a scenario names its own database).
+fn sql(
+    v: &Validator<'_>,
+    pv: &Validator<'_>,
+    own: Option<&Spanned<RawSql>>,
+    base: Option<&Spanned<RawSql>>,
+) -> Result<SqlSpec, ScenarioError> {
+    let (whole, wv) = own
+        .map(|o| (o, v))
+        .or(base.map(|b| (b, pv)))
+        .expect("one is given");
+    macro_rules! pick {
+        ($f:ident) => {
+            own.and_then(|o| o.get_ref().$f.as_ref().map(|x| (x, v)))
+                .or_else(|| base.and_then(|b| b.get_ref().$f.as_ref().map(|x| (x, pv))))
+        };
+    }
+    let Some((url_at, uv)) = pick!(url) else {
+        return Err(wv.err(
+            whole,
+            "[system.sql] needs url = \"postgres://…\" or \"mysql://…\"",
+        ));
+    };
+    let url = url_at.get_ref();
+    if !["postgres://", "postgresql://", "mysql://", "mariadb://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+        && url != "{postgres}"
+        && url != "{mariadb}"
+    {
+        return Err(uv.err(
+            url_at,
+            "the SQL url is postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, mysql://… (MariaDB too), or {postgres} / {mariadb} for a database the harness starts; put a password in an environment variable: ${PGPASSWORD}",
+        ));
+    }
+    let (stock, orders) = (pick!(stock), pick!(orders));
+    if stock.is_none() && orders.is_none() {
+        return Err(wv.err(
+            whole,
+            "[system.sql] needs an orders query, a stock query, or both",
+        ));
+    }
+    for (q, qv) in [stock, orders].into_iter().flatten() {
+        crate::evidence::sql::check_select(q.get_ref()).map_err(|e| qv.err(q, e))?;
+    }
+    let duration = |d: Option<(&Spanned<String>, &Validator<'_>)>, default: u64| match d {
+        None => Ok(std::time::Duration::from_millis(default)),
+        Some((d, dv)) => {
+            humantime::parse_duration(d.get_ref()).map_err(|e| dv.err(d, e.to_string()))
+        }
+    };
+    let stable_for = duration(pick!(stable_for), 1000)?;
+    let settle_within = duration(pick!(settle_within), 30_000)?;
+    if settle_within < stable_for || settle_within > std::time::Duration::from_secs(600) {
+        let (at, av) = pick!(settle_within).unwrap_or((url_at, uv));
+        return Err(av.err(
+            at,
+            "settle_within must be at least stable_for and at most 10m",
+        ));
+    }
+    let released = own
+        .and_then(|o| o.get_ref().released_states.clone())
+        .or_else(|| base.and_then(|b| b.get_ref().released_states.clone()))
+        .unwrap_or_default();
+    Ok(SqlSpec {
+        url: url.clone(),
+        stock: stock.map(|(s, _)| s.get_ref().clone()),
+        orders: orders.map(|(s, _)| s.get_ref().clone()),
+        released_states: released,
+        stable_for,
+        settle_within,
+    })
+}
+
+/// Adds the names `r` captures to `captured`, refusing a name taken twice.
+fn add_captures(
+    v: &Validator<'_>,
+    r: &RawRequest,
+    captured: &mut Vec<String>,
+) -> Result<(), ScenarioError> {
+    let Some(c) = &r.capture else {
+        return Ok(());
+    };
+    for name in c.get_ref().keys() {
+        if captured.contains(name) {
+            return Err(v.err(
+                c,
+                format!("the value {name:?} is captured twice in one attempt"),
+            ));
+        }
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(v.err(
+                c,
+                format!("{name:?} is not a capture name (letters, digits, _)"),
+            ));
+        }
+        captured.push(name.clone());
+    }
+    Ok(())
+}
+
+/// `[system.poll]`: the result request and its bounds; its answers must be able to say
+/// `queued`, and it must end.
+fn poll(
+    v: &Validator<'_>,
+    pv: &Validator<'_>,
+    raw: &Spanned<RawRequest>,
+    columns: &[String],
+    captured: &[String],
+) -> Result<Poll, ScenarioError> {
+    let scope = Scope {
+        columns,
+        pay: false,
+        captured,
+    };
+    let request = request(v, pv, Some(raw.get_ref()), None, scope, "poll")?.expect("given");
+    let r = raw.get_ref();
+    if let Some(c) = &r.capture {
+        return Err(v.err(c, "a poll captures nothing: no request comes after it"));
+    }
+    let Some(max_wait) = &r.max_wait else {
+        return Err(v.err(
+            raw,
+            "[system.poll] needs max_wait = \"…\", how long to keep asking after the buy's answer (a poll that never ends would hold the run)",
+        ));
+    };
+    let max_wait_d = humantime::parse_duration(max_wait.get_ref())
+        .map_err(|e| v.err(max_wait, format!("max_wait: {e}")))?;
+    let every = match &r.every {
+        Some(e) => humantime::parse_duration(e.get_ref())
+            .map_err(|err| v.err(e, format!("every: {err}")))?,
+        None => std::time::Duration::from_millis(200),
+    };
+    if every.is_zero() {
+        return Err(v.err(
+            r.every.as_ref().expect("given"),
+            "every must be above zero (it paces the polls)",
+        ));
+    }
+    if max_wait_d.is_zero() || max_wait_d > std::time::Duration::from_secs(600) {
+        return Err(v.err(max_wait, "max_wait must be above zero and at most 10m"));
+    }
+    if !request.answers.can_say(crate::protocol::Reason::Queued) {
+        return Err(v.err(
+            raw,
+            "[system.poll] needs an answer rule with outcome = \"queued\" (the answer that means: ask again)",
+        ));
+    }
+    Ok(Poll {
+        request,
+        every,
+        max_wait: max_wait_d,
     })
 }
 
@@ -221,8 +477,8 @@ fn request(
     pv: &Validator<'_>,
     own: Option<&RawRequest>,
     base: Option<&RawRequest>,
-    columns: &[String],
-    pay: bool,
+    scope: Scope<'_>,
+    what: &str,
 ) -> Result<Option<Request>, ScenarioError> {
     if own.is_none() && base.is_none() {
         return Ok(None);
@@ -235,12 +491,29 @@ fn request(
     let template = |s: &Sourced<'_, &Spanned<String>>| {
         Template::compile_with(
             s.raw.get_ref(),
-            |n| ReqVar::lookup(n, columns, pay),
-            &ReqVar::known(columns, pay),
+            |n| ReqVar::lookup(n, scope),
+            &ReqVar::known(scope),
         )
         .map_err(|e| s.v.error_at(s.raw.span().start + 1 + e.offset, e.message))
     };
-    let what = if pay { "pay" } else { "buy" };
+    for r in [own, base].into_iter().flatten() {
+        let misplaced = match what {
+            "before" => r.every.as_ref().or(r.max_wait.as_ref()),
+            "poll" => r.name.as_ref(),
+            _ => r.name.as_ref().or(r.every.as_ref()).or(r.max_wait.as_ref()),
+        };
+        if let Some(m) = misplaced {
+            let ctx = if own.is_some_and(|o| std::ptr::eq(o, r)) {
+                v
+            } else {
+                pv
+            };
+            return Err(ctx.err(
+                m,
+                "name goes with [[system.before]] steps, every and max_wait with [system.poll]",
+            ));
+        }
+    }
     let Some(path) = pick(|r| r.path.as_ref()) else {
         let msg = format!("[system.{what}] needs a path, e.g. path = \"/api/seckill/{{item}}\"");
         return Err(v.error_at(0, msg));
@@ -301,12 +574,25 @@ fn request(
             rule(rv, r, &mut answers)?;
         }
     }
+    let mut captures = Vec::new();
+    let first = scope.captured.len();
+    if let Some(c) = own
+        .and_then(|r| r.capture.as_ref())
+        .map(|c| (c, v))
+        .or_else(|| base.and_then(|r| r.capture.as_ref()).map(|c| (c, pv)))
+    {
+        for (i, (_, ptr)) in c.0.get_ref().iter().enumerate() {
+            let p = Pointer::parse(ptr.get_ref()).map_err(|e| c.1.err(ptr, e))?;
+            captures.push(((first + i) as u16, p));
+        }
+    }
     Ok(Some(Request {
         method,
         path: template(&path)?,
         headers,
         body,
         answers,
+        captures,
     }))
 }
 
@@ -543,6 +829,8 @@ pub(super) fn require(
     logs: bool,
 ) -> Result<Vec<String>, ScenarioError> {
     let mut out = Vec::new();
+    let sql_orders = d.sql.as_ref().is_some_and(|s| s.orders.is_some());
+    let no_orders = d.store.orders.is_none() && !sql_orders;
     for n in names {
         let missing = match n.get_ref().as_str() {
             "no_oversell" => None,
@@ -550,18 +838,18 @@ pub(super) fn require(
                 "the store description keeps no sold or remaining counter ([system.store] sold / remaining)",
             ),
             "counter_bounds" | "no_undersell" | "conservation" => None,
-            "successes_orders" if d.store.orders.is_none() => {
-                Some("the store description keeps no order records ([system.store.orders])")
-            }
+            "successes_orders" if no_orders => Some(
+                "the store description keeps no order records ([system.store.orders] or a [system.sql] orders query)",
+            ),
             "successes_orders" => None,
-            "one_per_user" if d.store.buyers.is_none() && d.store.orders.is_none() => Some(
+            "one_per_user" if d.store.buyers.is_none() && no_orders => Some(
                 "the store description keeps neither buyers nor order records ([system.store] buyers)",
             ),
             "one_per_user" => None,
             "reservations" if !reservations => {
                 Some("the sale has no reservations ([sale] hold_ttl)")
             }
-            "reservations" if d.store.orders.is_none() => {
+            "reservations" if no_orders => {
                 Some("the store description keeps no order records to check holds against")
             }
             "reservations" => None,

@@ -131,3 +131,126 @@ impl ServiceProcess {
         self.child.try_wait()
     }
 }
+
+/// A service the harness restarts when it exits (a queue consumer that crashes mid-sale): a
+/// watcher thread checks it every [`WATCH_EVERY`] and starts it again with the same program
+/// and arguments, up to `restarts` times. Stopping it stops the watcher first.
+#[derive(Debug)]
+pub struct Supervised {
+    /// Its name, for messages.
+    pub name: String,
+    /// The running process (replaced on a restart).
+    process: std::sync::Arc<std::sync::Mutex<ServiceProcess>>,
+    /// Set to end the watcher.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The watcher; returns how many restarts it made.
+    watcher: Option<std::thread::JoinHandle<u32>>,
+}
+
+/// How often a supervised service is checked.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// What a restart needs: the same command and ready line.
+struct Recipe {
+    name: String,
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    ready: String,
+}
+
+impl Supervised {
+    /// Starts `program args…` like [`ServiceProcess::start`], then watches it.
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        ready: &str,
+        restarts: u32,
+    ) -> Result<Supervised, SutError> {
+        let first = ServiceProcess::start(name, program, args, ready)?;
+        let process = std::sync::Arc::new(std::sync::Mutex::new(first));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let recipe = Recipe {
+            name: name.to_string(),
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            ready: ready.to_string(),
+        };
+        let watcher = (restarts > 0).then(|| {
+            let (process, stop) = (process.clone(), stop.clone());
+            std::thread::spawn(move || watch(&recipe, &process, &stop, restarts))
+        });
+        Ok(Supervised {
+            name: name.to_string(),
+            process,
+            stop,
+            watcher,
+        })
+    }
+
+    /// The address its (first) ready line gave.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.lock().addr
+    }
+
+    /// Stops the watcher, then the process; returns how many times it was restarted.
+    pub fn stop(&mut self) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let restarted = self
+            .watcher
+            .take()
+            .map_or(0, |w| w.join().unwrap_or_default());
+        self.lock().stop();
+        restarted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ServiceProcess> {
+        self.process.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The watcher's loop: restart the process each time it exits, `restarts` times at most.
+fn watch(
+    r: &Recipe,
+    process: &std::sync::Mutex<ServiceProcess>,
+    stop: &std::sync::atomic::AtomicBool,
+    restarts: u32,
+) -> u32 {
+    let mut done = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(WATCH_EVERY);
+        let mut p = process.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(status) = p.try_wait() else {
+            continue;
+        };
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        if done == restarts {
+            eprintln!(
+                "{} exited ({status}) and has been restarted {restarts} times already: left stopped",
+                r.name
+            );
+            break;
+        }
+        done += 1;
+        eprintln!(
+            "{} exited ({status}): starting it again ({done} of at most {restarts})",
+            r.name
+        );
+        match ServiceProcess::start(&r.name, &r.program, &r.args, &r.ready) {
+            Ok(next) => *p = next,
+            Err(e) => {
+                eprintln!("{}: the restart failed: {e}", r.name);
+                break;
+            }
+        }
+    }
+    done
+}

@@ -73,6 +73,9 @@ fn synthetic(s: &Synth) -> EngineResult {
                 intended_us: intended as u32,
                 start_us: start as u32,
                 end_us: (start + raw) as u32,
+                first_us: start as u32,
+                done_us: (start + raw) as u32,
+                polls: 0,
                 attempt: 1,
                 status: 200,
                 node: (1 + (i % s.quotas.len() as u64)) as u16,
@@ -117,6 +120,8 @@ fn synthetic(s: &Synth) -> EngineResult {
                 intended_us: start,
                 start_us: start,
                 end_us: start + 3_000,
+                first_us: start,
+                done_us: start + 3_000,
                 reason: Reason::Paid as u8,
                 outcome: Reason::Paid.outcome() as u8,
                 ..*r
@@ -172,6 +177,8 @@ fn synthetic(s: &Synth) -> EngineResult {
         transfer: None,
         cancelled: false,
         unmatched: Default::default(),
+        steps: Vec::new(),
+        polls_gave_up: 0,
     }
 }
 
