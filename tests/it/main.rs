@@ -22,4 +22,5 @@ mod segmented;
 mod serve_cli;
 mod server;
 mod server_bad_requests;
+mod shop;
 mod sql;

@@ -3,7 +3,9 @@
 //!
 //! Every answer of the API is the envelope `{"code":…,"msg":…,"data":…}`. A buy is only
 //! *queued* here: the order is written later by `shop consume`, and the client polls
-//! `GET /api/seckill/{item}/result` until it says `success` with the order id.
+//! `GET /api/seckill/{item}/result` until it says `success` with the order id. A client may
+//! first fetch a per-user hidden path (`GET /api/seckill/{item}/path`) and buy at
+//! `POST /api/seckill/{item}/{path}/buy`, as many shops do to keep bots off the buy URL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub mod code {
     pub const NOT_FOUND: i64 = 404;
     /// The route exists but not for this method (HTTP 405).
     pub const METHOD_NOT_ALLOWED: i64 = 405;
+    /// A hidden-path buy whose path is not the user's (HTTP 403).
+    pub const BAD_PATH: i64 = 403;
     /// Redis or the database failed or timed out (HTTP 500).
     pub const SYSTEM_BUSY: i64 = 500;
 }
@@ -66,6 +70,8 @@ pub mod body {
     pub const METHOD_NOT_ALLOWED: &str = r#"{"code":405,"msg":"method not allowed","data":null}"#;
     /// HTTP 500: Redis or the database failed or timed out.
     pub const SYSTEM_BUSY: &str = r#"{"code":500,"msg":"system busy","data":null}"#;
+    /// HTTP 403: a hidden-path buy with a path that is not the user's.
+    pub const BAD_PATH: &str = r#"{"code":403,"msg":"bad path","data":null}"#;
 }
 
 /// One item on sale.
@@ -124,6 +130,8 @@ pub struct Shop {
     db: Db,
     /// Ticket ids for queued buys.
     tickets: Tickets,
+    /// This process's secret for hidden paths (random per process: a restart issues new ones).
+    path_secret: std::collections::hash_map::RandomState,
 }
 
 impl Shop {
@@ -146,7 +154,14 @@ impl Shop {
             store,
             db,
             tickets: Tickets::new(),
+            path_secret: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// `user`'s hidden buy path for `item`: 16 hex digits of a keyed hash.
+    pub fn path_for(&self, user: i64, item: &str) -> String {
+        use std::hash::BuildHasher as _;
+        format!("{:016x}", self.path_secret.hash_one((user, item)))
     }
 
     /// The item `id`, if it is on sale.
@@ -225,6 +240,8 @@ pub fn app(shop: Arc<Shop>) -> Router {
     Router::new()
         .route("/api/seckill/{item}", post(buy))
         .route("/api/seckill/{item}/result", get(result))
+        .route("/api/seckill/{item}/path", get(path))
+        .route("/api/seckill/{item}/{path}/buy", post(buy_at_path))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { fixed(StatusCode::NOT_FOUND, body::NOT_FOUND) })
         .method_not_allowed_fallback(|| async {
@@ -308,6 +325,49 @@ async fn buy(State(shop): State<Arc<Shop>>, request: Request) -> Response {
     shop.buy(item, user).await
 }
 
+/// `GET /api/seckill/{item}/path`: the caller's hidden buy path for the item.
+async fn path(State(shop): State<Arc<Shop>>, request: Request) -> Response {
+    let Some(user) = bearer(request.headers()).and_then(|token| shop.users.user(token)) else {
+        return fixed(StatusCode::UNAUTHORIZED, body::UNAUTHORIZED);
+    };
+    let Some(item) =
+        item_segment(request.uri().path(), "/api/seckill/", "/path").and_then(|id| shop.item(&id))
+    else {
+        return fixed(StatusCode::NOT_FOUND, body::NO_SUCH_ITEM);
+    };
+    let path = shop.path_for(user, &item.id);
+    json(
+        StatusCode::OK,
+        format!(r#"{{"code":0,"msg":"success","data":{{"path":"{path}"}}}}"#),
+    )
+}
+
+/// `POST /api/seckill/{item}/{path}/buy`: queue a buy, if `path` is the caller's.
+async fn buy_at_path(State(shop): State<Arc<Shop>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if axum::body::to_bytes(body, MAX_BODY_BYTES).await.is_err() {
+        return fixed(StatusCode::BAD_REQUEST, body::BAD_REQUEST);
+    }
+    let Some(user) = bearer(&parts.headers).and_then(|token| shop.users.user(token)) else {
+        return fixed(StatusCode::UNAUTHORIZED, body::UNAUTHORIZED);
+    };
+    let Some((id, given)) =
+        item_segment(parts.uri.path(), "/api/seckill/", "/buy").and_then(|rest| {
+            rest.rsplit_once('/')
+                .map(|(i, p)| (i.to_string(), p.to_string()))
+        })
+    else {
+        return fixed(StatusCode::NOT_FOUND, body::NO_SUCH_ITEM);
+    };
+    let Some(item) = shop.item(&id) else {
+        return fixed(StatusCode::NOT_FOUND, body::NO_SUCH_ITEM);
+    };
+    if given != shop.path_for(user, &item.id) {
+        return fixed(StatusCode::FORBIDDEN, body::BAD_PATH);
+    }
+    shop.buy(item, user).await
+}
+
 /// `GET /api/seckill/{item}/result`: what became of the caller's buy.
 async fn result(State(shop): State<Arc<Shop>>, request: Request) -> Response {
     let Some(user) = bearer(request.headers()).and_then(|token| shop.users.user(token)) else {
@@ -369,6 +429,7 @@ mod tests {
             (body::NOT_FOUND, code::NOT_FOUND),
             (body::METHOD_NOT_ALLOWED, code::METHOD_NOT_ALLOWED),
             (body::SYSTEM_BUSY, code::SYSTEM_BUSY),
+            (body::BAD_PATH, code::BAD_PATH),
         ] {
             let v: serde_json::Value = serde_json::from_str(b).unwrap();
             assert_eq!(v["code"].as_i64(), Some(c), "{b}");

@@ -24,8 +24,8 @@ pub enum Flaw {
     /// The schema lacks UNIQUE(user_id, item_id), and the consumer processes every 10th message
     /// twice (a redelivery): two orders for one user.
     NoUniqueKey,
-    /// Every 20th order decrements the database stock twice: the database's stock drifts from
-    /// Redis' and from the order count.
+    /// Every 20th order decrements the database stock a second time, unguarded (it can go below
+    /// zero): the database's stock drifts from Redis' and from the order count.
     DbStockDrift,
 }
 

@@ -175,8 +175,13 @@ impl Consumer {
             return Ok(Step::Done);
         };
         let n = self.handled + 1;
-        if let Some(slow) = self.slow {
-            let wait = wait_for(message, slow);
+        // A wait under a millisecond is not slept: the timer's 1 ms tick would make every
+        // message of a burst cost a millisecond, and the lag would grow with the backlog.
+        if let Some(wait) = self
+            .slow
+            .map(|slow| wait_for(message, slow))
+            .filter(|w| *w > Duration::from_millis(1))
+        {
             tokio::select! {
                 biased;
                 _ = shutdown.as_mut() => return Ok(Step::Stopped),

@@ -381,8 +381,10 @@ impl Db {
     }
 
     /// Writes `user`'s order of `item` in one transaction: the insert (nothing on a conflict
-    /// with the unique key), then, only if a row was inserted, `decrements` guarded stock
-    /// decrements (1; 2 under `db-stock-drift`). Returns whether a row was inserted.
+    /// with the unique key), then, only if a row was inserted, a stock decrement guarded by
+    /// `stock > 0` — and under `db-stock-drift` (`decrements` = 2) a second one without the
+    /// guard, so the drift survives a sell-out (the stock goes below zero). Returns whether a
+    /// row was inserted.
     pub async fn write_order(
         &self,
         user: i64,
@@ -404,14 +406,14 @@ impl Db {
                     .rows_affected()
                         == 1;
                     if inserted {
-                        for _ in 0..decrements {
-                            sqlx::query(
-                                "UPDATE shop_items SET stock = stock - 1 \
-                                 WHERE id = $1 AND stock > 0",
-                            )
-                            .bind(item)
-                            .execute(&mut *tx)
-                            .await?;
+                        for i in 0..decrements {
+                            // The drift's extra decrement is the bug: unguarded.
+                            let sql = if i == 0 {
+                                "UPDATE shop_items SET stock = stock - 1 WHERE id = $1 AND stock > 0"
+                            } else {
+                                "UPDATE shop_items SET stock = stock - 1 WHERE id = $1"
+                            };
+                            sqlx::query(sql).bind(item).execute(&mut *tx).await?;
                         }
                     }
                     tx.commit().await?;
@@ -433,14 +435,14 @@ impl Db {
                     .rows_affected()
                         == 1;
                     if inserted {
-                        for _ in 0..decrements {
-                            sqlx::query(
-                                "UPDATE shop_items SET stock = stock - 1 \
-                                 WHERE id = ? AND stock > 0",
-                            )
-                            .bind(item)
-                            .execute(&mut *tx)
-                            .await?;
+                        for i in 0..decrements {
+                            // The drift's extra decrement is the bug: unguarded.
+                            let sql = if i == 0 {
+                                "UPDATE shop_items SET stock = stock - 1 WHERE id = ? AND stock > 0"
+                            } else {
+                                "UPDATE shop_items SET stock = stock - 1 WHERE id = ?"
+                            };
+                            sqlx::query(sql).bind(item).execute(&mut *tx).await?;
                         }
                     }
                     tx.commit().await?;

@@ -53,6 +53,38 @@ async fn a_queued_buy_polls_to_success_with_its_order_row() {
 }
 
 #[tokio::test]
+async fn a_hidden_path_buy_takes_only_the_users_own_path() {
+    let env = Env::pg();
+    let t = env.serve(&["--item", "a=10"]).await.unwrap();
+    let get = |user: i64| {
+        Request::get("/api/seckill/a/path")
+            .header("authorization", format!("Bearer {}", common::token(user)))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let path = |a: common::Answer| a.body["data"]["path"].as_str().unwrap().to_string();
+    let p7 = path(t.send(get(7)).await);
+    assert_eq!(p7.len(), 16);
+    assert_eq!(path(t.send(get(7)).await), p7, "the same path each time");
+    let p8 = path(t.send(get(8)).await);
+    assert_ne!(p7, p8);
+    let post = |user: i64, p: &str| {
+        Request::post(format!("/api/seckill/a/{p}/buy"))
+            .header("authorization", format!("Bearer {}", common::token(user)))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Another user's path is refused and takes no stock.
+    let refused = t.send(post(7, &p8)).await;
+    assert_eq!(refused.http.as_u16(), 403);
+    assert_eq!(refused.body["code"], 403);
+    assert_eq!(env.redis_stock("a"), Some(10));
+    t.send(post(7, &p7)).await.queued();
+    assert_eq!(env.redis_stock("a"), Some(9));
+    assert_eq!(env.buyers("a"), vec![7]);
+}
+
+#[tokio::test]
 async fn sold_out_repeat_purchase_none_and_the_error_envelopes() {
     let env = Env::pg();
     let t = env

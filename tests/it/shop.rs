@@ -1,0 +1,262 @@
+//! A production-shaped shop (`examples/shop`, `scenarios/shop.toml`): each attempt fetches a
+//! hidden path, buys there, and polls the result while it says queued; a queue consumer writes
+//! the orders to a real PostgreSQL (or MariaDB) later. The harness starts Redis, the database,
+//! `shop serve` and `shop consume`, waits until the orders settle, audits the client's ledger
+//! against Redis and the database, and stops everything. The correct shop is PROVEN (also with
+//! a slow consumer and a crashing one); each flaw is FAILED by the check that names it, with a
+//! witness; the same holds on MariaDB; a shop that runs on its own is audited with its database
+//! password taken from the environment, which appears nowhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::cli::{
+    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
+};
+
+/// Users of the tests' runs: enough to sell the 2,000 tickets out several times over, few
+/// enough for a few seconds of load (`grab-bench run scenarios/shop.toml` uses 200,000).
+const USERS: &str = "6000";
+
+/// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
+fn run_scenario(scenario: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mark = marker(&format!("shop-{}", args.join("-")));
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .envs(env.iter().copied())
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    o
+}
+
+/// `scenarios/shop.toml` with `args` (and `--users USERS` unless they give a count).
+fn run(out: &Path, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    if !args.contains(&"--users") {
+        all.extend(["--users", USERS]);
+    }
+    run_scenario(&shipped("shop.toml"), out, &all, &[])
+}
+
+/// The witnesses' words of one check.
+fn says(audit: &Value, name: &str) -> Vec<String> {
+    check(audit, name)["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["says"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The status of each named check.
+fn statuses(audit: &Value, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                check(audit, n)["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts the run proved every check the shop keeps evidence for.
+fn assert_proven(dir: &Path, o: &Output) -> Value {
+    assert_eq!(o.status.code(), Some(0), "{}", describe(o));
+    let audit = json(&dir.join("audit.json"));
+    for (name, status) in statuses(
+        &audit,
+        &[
+            "no_oversell",
+            "successes_orders",
+            "one_per_user",
+            "conservation",
+            "no_undersell",
+        ],
+    ) {
+        assert_eq!(status, "true", "{name}: {}", describe(o));
+    }
+    audit
+}
+
+#[test]
+fn the_correct_shop_is_proven_through_path_buy_and_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &[]);
+    let audit = assert_proven(dir.path(), &o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("steps: path 6000"), "{stdout}");
+    // Every ticket sold, every sale an order in PostgreSQL, the stores agree.
+    let c = check(&audit, "conservation");
+    assert_eq!(c["figures"]["sold"], 2000, "{c:#}");
+    assert_eq!(c["figures"]["db_stock"], 0, "{c:#}");
+    assert_eq!(c["figures"]["live_orders"], 2000, "{c:#}");
+    let summary = json(&dir.path().join("summary.json"));
+    let steps: Vec<&str> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["path", "buy", "poll"], "{summary:#}");
+    assert_eq!(summary["tickets_sold_by_client"], 2000, "{summary:#}");
+    assert_eq!(summary["polls_gave_up"], 0, "{summary:#}");
+    assert!(
+        summary["order_lag_ms"]["p99"].as_i64().is_some(),
+        "{summary:#}"
+    );
+    // One ledger row per attempt: the winners' rows end in the poll that saw their order.
+    let ledger = std::fs::read_to_string(dir.path().join("ledger.csv")).unwrap();
+    let header: Vec<&str> = ledger.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (reason, polls, order) = (col("reason"), col("polls"), col("order_id"));
+    let rows: Vec<Vec<&str>> = ledger
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 6000);
+    let winners: Vec<&Vec<&str>> = rows.iter().filter(|r| r[reason] == "grabbed").collect();
+    assert_eq!(winners.len(), 2000);
+    assert!(winners.iter().all(|r| r[polls] != "0" && r[order] != "0"));
+}
+
+#[test]
+fn an_acknowledged_and_lost_message_is_a_success_without_an_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "ack-before-insert"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    assert_eq!(check(&audit, "successes_orders")["status"], "false");
+    let w = says(&audit, "successes_orders");
+    assert!(
+        w.iter()
+            .any(|s| s.contains("was told queued") && s.contains("has no order of user")),
+        "{w:?}"
+    );
+    // The witness names the user; Redis' buyers and the database disagree about them too.
+    let witness = &check(&audit, "successes_orders")["witnesses"][0];
+    assert!(witness["user"].as_u64().is_some(), "{witness:#}");
+    let w = says(&audit, "conservation");
+    assert!(
+        w.iter().any(|s| s.contains("is a buyer in Redis, but")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn a_redelivery_without_the_unique_key_is_two_orders_for_one_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "no-unique-key"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    assert_eq!(check(&audit, "one_per_user")["status"], "false");
+    let w = says(&audit, "successes_orders");
+    assert!(
+        w.iter().any(|s| s.contains("has no success behind it")),
+        "{w:?}"
+    );
+    let witness = check(&audit, "successes_orders")["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "unexpected_order")
+        .cloned()
+        .unwrap();
+    assert!(witness["order_id"].as_u64().is_some() && witness["user"].as_u64().is_some());
+}
+
+#[test]
+fn a_drifting_database_stock_breaks_conservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "db-stock-drift"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    let c = check(&audit, "conservation");
+    assert_eq!(c["status"], "false", "{c:#}");
+    let w = says(&audit, "conservation");
+    assert!(
+        w.iter()
+            .any(|s| s.contains("the database's stock is") && s.contains("live orders")),
+        "{w:?}"
+    );
+    // Only the stock drifted: every success has its order.
+    assert_eq!(check(&audit, "successes_orders")["status"], "true");
+}
+
+#[test]
+fn a_slow_consumer_is_no_alarm_and_its_lag_is_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--mode", "slow-consumer", "--users", "3000"]);
+    assert_proven(dir.path(), &o);
+    let summary = json(&dir.path().join("summary.json"));
+    // Every order came at least the consumer's 2 s late; how much later depends on how busy the
+    // machine is (the closing figure is measured on the full scenario, in a release build).
+    let p50 = summary["order_lag_ms"]["p50"].as_i64().unwrap();
+    let p99 = summary["order_lag_ms"]["p99"].as_i64().unwrap();
+    assert!(
+        p50 >= 1800 && p99 < 10_000,
+        "order lag p50 {p50} ms, p99 {p99} ms: {summary:#}"
+    );
+}
+
+#[test]
+fn a_consumer_that_crashes_and_is_restarted_still_writes_every_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--mode", "crashing-consumer"]);
+    assert_proven(dir.path(), &o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("shop-consume exited"), "{stderr}");
+    assert!(
+        stderr.contains("starting it again (1 of at most 5)"),
+        "{stderr}"
+    );
+}
+
+/// `scenarios/shop.toml` with its orders in a private MariaDB instead of PostgreSQL.
+fn on_mariadb(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(shipped("shop.toml"))
+        .unwrap()
+        .replace("postgres = \"spawn\"", "mariadb = \"spawn\"")
+        .replace("{postgres}", "{mariadb}")
+        .replace("[users]", "[system.sql]\nurl = \"{mariadb}\"\n\n[users]");
+    let path = dir.join("shop-mariadb.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_same_shop_on_mariadb_is_proven_and_its_flaw_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = on_mariadb(dir.path());
+    // The copy sits outside scenarios/: its users need no file, its program is found beside
+    // grab-bench.
+    let out = dir.path().join("clean");
+    let o = run_scenario(&scenario, &out, &["--users", "3000"], &[]);
+    let audit = assert_proven(&out, &o);
+    let c = check(&audit, "successes_orders");
+    assert!(
+        c["summary"].as_str().unwrap().contains("2,000 orders"),
+        "{c:#}"
+    );
+    let out = dir.path().join("drift");
+    let o = run_scenario(
+        &scenario,
+        &out,
+        &["--users", "3000", "--flaw", "db-stock-drift"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    assert_eq!(check(&audit, "conservation")["status"], "false");
+}
