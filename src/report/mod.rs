@@ -39,12 +39,14 @@
 mod charts;
 mod compare;
 mod facts;
+pub mod fairness;
 mod html;
 pub mod latency_log;
 pub mod summary;
 mod timeseries;
 
 pub use compare::{CompareArgs, compare};
+pub use fairness::Fairness;
 pub use summary::Summary;
 
 use crate::engine::EngineResult;
