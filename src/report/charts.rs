@@ -1429,17 +1429,14 @@ fn fairness_chart(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
         });
     }
     draw_marks(&mut chart, &marks, (0.0, y_max))?;
-    let order = if fair.inversions == 0 {
-        "no winner arrived after a loser who asked first".to_string()
-    } else {
-        format!(
-            "{} winner(s) arrived after a loser who asked first · largest gap {} ms",
-            fmt_count(fair.inversions as f64),
-            fmt_ms(fair.largest_inversion_gap_ms)
-        )
-    };
     // Right-aligned on the second label row, under the first-N mark's label.
-    boxed_text(&mut chart, (x_max, y_max), (-12, 30), &order, font(16))?;
+    boxed_text(
+        &mut chart,
+        (x_max, y_max),
+        (-12, 30),
+        &fair.order_clause(),
+        font(16),
+    )?;
     Ok(())
 }
 

@@ -189,7 +189,13 @@ impl Fairness {
                 thousands(self.arrivals)
             ),
         };
-        let order = if self.inversions > 0 {
+        format!("{share}; {}", self.order_clause())
+    }
+
+    /// The sentence's second half, on first come first served: "270 winners arrived after a
+    /// loser who asked first (largest gap 512 ms)", or why there is no such winner.
+    pub fn order_clause(&self) -> String {
+        if self.inversions > 0 {
             format!(
                 "{} {} arrived after a loser who asked first (largest gap {} ms)",
                 thousands(self.inversions),
@@ -206,8 +212,7 @@ impl Fairness {
             "nobody got a ticket".into()
         } else {
             "no winner arrived after a loser who asked first".into()
-        };
-        format!("{share}; {order}")
+        }
     }
 }
 
