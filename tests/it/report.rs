@@ -907,7 +907,8 @@ fn fairness_thresholds_in_a_scenario() {
 }
 
 /// A million ledger rows over 40 seconds: prints how long writing and rendering take (a figure
-/// to read, not a pass/fail). Run with
+/// to read, not a pass/fail), and how long the fairness figures take, on the synthetic ledger
+/// and on the run folder `GRAB_BENCH_RUN_DIR` names, when set. Run with
 /// `cargo test --release --test it report::million_rows_timing -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing; run in release"]
@@ -939,6 +940,25 @@ fn million_rows_timing() {
     let t = Instant::now();
     report::render(&run, Some(&result.ledger)).unwrap();
     let render = t.elapsed();
+    let t = Instant::now();
+    let fair = report::fairness::fairness(&result.ledger.rows, s.tickets);
+    let fairness = t.elapsed();
     keep(run.path(), "million");
-    println!("{LEDGER_CSV} save {save:?} · write_data {write:?} · render {render:?}");
+    println!(
+        "{LEDGER_CSV} save {save:?} · write_data {write:?} · render {render:?} · fairness \
+         {fairness:?} ({} arrivals)",
+        fair.arrivals
+    );
+    // A real run's ledger when given (e.g. a `scenarios/1m.toml` run folder).
+    if let Ok(path) = std::env::var("GRAB_BENCH_RUN_DIR") {
+        let dir = RunDir::open(Path::new(&path)).unwrap();
+        let (tickets, ledger) = (dir.record().unwrap().sale.tickets, dir.ledger().unwrap());
+        let t = Instant::now();
+        let fair = report::fairness::fairness(&ledger.rows, tickets);
+        println!(
+            "{path}: {} rows, fairness in {:?}: {fair:?}",
+            ledger.rows.len(),
+            t.elapsed()
+        );
+    }
 }
