@@ -49,6 +49,7 @@ pub fn conclude(
             "INTERRUPTED: the run was stopped early (Ctrl-C); these figures cover a partial run\n";
     }
     let (audit, summary) = audit_and_report(dir, record, &result.ledger, &collected)?;
+    text += &report::summary::fairness_line(summary.as_ref());
     text += &verdict_text(&audit, summary.as_ref());
     let _ = writeln!(
         text,

@@ -88,6 +88,13 @@ pub struct Thresholds {
     pub min_rps: Option<f64>,
     /// The tickets must be gone within this many seconds of the start.
     pub sell_out_within_s: Option<f64>,
+    /// Lowest acceptable share of the first N arrivals (N = tickets) who got a ticket
+    /// (`report::fairness`). Absent from run records written before it existed.
+    #[serde(default)]
+    pub min_first_n_share: Option<f64>,
+    /// Most winners acceptable who arrived after a loser who had asked first.
+    #[serde(default)]
+    pub max_inversions: Option<u64>,
 }
 
 /// A fault as it happened: when (Unix µs) and what, for the audit and the charts.

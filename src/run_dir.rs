@@ -68,14 +68,17 @@ pub const INVENTORY_PNG: &str = "inventory.png";
 pub const INVENTORY_ZOOM_PNG: &str = "inventory-zoom.png";
 /// `nodes.png`.
 pub const NODES_PNG: &str = "nodes.png";
+/// `fairness.png`: who got a ticket, by arrival order.
+pub const FAIRNESS_PNG: &str = "fairness.png";
 /// Every chart, in the order the index page shows them.
-pub const CHARTS: [&str; 6] = [
+pub const CHARTS: [&str; 7] = [
     THROUGHPUT_PNG,
     LATENCY_PNG,
     PERCENTILES_PNG,
     INVENTORY_PNG,
     INVENTORY_ZOOM_PNG,
     NODES_PNG,
+    FAIRNESS_PNG,
 ];
 /// `compare.html`: written by `grab-bench compare`, by default into the current directory (not
 /// into a run folder: a run folder is written once, by its run).

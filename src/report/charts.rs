@@ -18,13 +18,14 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::CHART_SIZE;
 use super::facts::RunFacts;
+use super::fairness::{self, Fairness};
 use super::latency_log::Totals;
 use super::timeseries::{Second, TimeSeries, natural_cmp};
 use crate::ledger::Ledger;
 use crate::protocol::{Kind, Reason};
 use crate::run_dir::{
-    CHARTS, INVENTORY_PNG, INVENTORY_ZOOM_PNG, LATENCY_PNG, LEDGER_CSV, NODES_PNG, PERCENTILES_PNG,
-    RunDir, THROUGHPUT_PNG, TIMESERIES_CSV,
+    CHARTS, FAIRNESS_PNG, INVENTORY_PNG, INVENTORY_ZOOM_PNG, LATENCY_PNG, LEDGER_CSV, NODES_PNG,
+    PERCENTILES_PNG, RunDir, THROUGHPUT_PNG, TIMESERIES_CSV,
 };
 
 /// The embedded font (DejaVu Sans; licence in `assets/fonts/LICENSE`).
@@ -48,6 +49,9 @@ const GREY: RGBColor = RGBColor(90, 90, 90);
 const WINDOW: RGBColor = RGBColor(222, 234, 244);
 /// See [`WINDOW`].
 const WINDOW_ALPHA: f64 = 0.15;
+/// Users who asked and got no ticket, on the fairness chart: a light red, so the green share
+/// that won reads first.
+const LOST: RGBColor = RGBColor(244, 190, 190);
 
 /// Everything the charts and the index page draw from.
 pub(crate) struct Data<'a> {
@@ -75,11 +79,17 @@ pub(crate) struct LedgerFacts {
     pub first_start_us: Option<u32>,
     /// Grabbed buys by the node that served them (`None`: the answer named no node).
     pub by_node: Vec<(Option<String>, u64)>,
+    /// The sale's fairness figures ([`fairness`]), for the fairness chart and the index page.
+    pub fairness: Fairness,
+    /// The winners' 0-based ranks in arrival order, ascending: the fairness chart's data
+    /// (a few bytes per winner, where the arrival order is 24 bytes per user).
+    pub winner_ranks: Vec<u32>,
 }
 
 impl LedgerFacts {
-    /// Extracts the facts; `hold_ttl` enables the release estimate.
-    pub fn new(ledger: &Ledger, hold_ttl: Option<Duration>) -> LedgerFacts {
+    /// Extracts the facts; `hold_ttl` enables the release estimate, `tickets` is the first N of
+    /// the fairness figures.
+    pub fn new(ledger: &Ledger, hold_ttl: Option<Duration>, tickets: u64) -> LedgerFacts {
         let mut buys_us = Vec::new();
         let mut node_counts = vec![0u64; ledger.nodes.len() + 1];
         let mut first_sold_out_us: Option<u32> = None;
@@ -128,12 +138,15 @@ impl LedgerFacts {
         if node_counts[0] > 0 {
             by_node.push((None, node_counts[0]));
         }
+        let order = fairness::arrivals(&ledger.rows);
         LedgerFacts {
             buys_us,
             releases_us,
             first_sold_out_us,
             first_start_us,
             by_node,
+            fairness: order.figures(tickets),
+            winner_ranks: order.winner_ranks(),
         }
     }
 }
@@ -157,8 +170,8 @@ fn register_fonts() -> anyhow::Result<()> {
 pub(crate) fn draw_all(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf>> {
     register_fonts()?;
     type Draw = fn(&Area<'_>, &Data<'_>) -> anyhow::Result<()>;
-    // One drawing function per name of `CHARTS`, in its order. A fairness chart (a later
-    // issue) is one more row here, one more name there and one more caption on the page.
+    // One drawing function per name of `CHARTS`, in its order: a new chart is one more row
+    // here, one more name there and one more caption on the page.
     let charts: [(&str, Draw); CHARTS.len()] = [
         (THROUGHPUT_PNG, throughput),
         (LATENCY_PNG, latency),
@@ -166,6 +179,7 @@ pub(crate) fn draw_all(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<Vec<PathBuf
         (INVENTORY_PNG, inventory),
         (INVENTORY_ZOOM_PNG, inventory_zoom),
         (NODES_PNG, nodes),
+        (FAIRNESS_PNG, fairness_chart),
     ];
     debug_assert!(charts.iter().map(|c| c.0).eq(CHARTS));
     let mut written = Vec::new();
@@ -251,9 +265,10 @@ fn time_max(d: &Data<'_>) -> f64 {
         .max(0.001)
 }
 
-/// A labelled vertical line on a time axis (a fault, the sell-out moment).
+/// A labelled vertical line: on a time axis a fault or the sell-out moment, on the fairness
+/// chart the first N arrivals.
 struct Mark {
-    /// Seconds since the run start.
+    /// Where, in the chart's x units: seconds since the run start on a time axis.
     x: f64,
     color: RGBColor,
     label: String,
@@ -1267,6 +1282,162 @@ fn node_bars(d: &Data<'_>) -> Vec<NodeBar> {
         });
     }
     bars
+}
+
+/// The fairness chart's title (also on its "nothing to draw" messages).
+const FAIRNESS_TITLE: &str = "Fairness: who got a ticket, by arrival order";
+/// At most this many bars: one per arrival in a small sale, else bins of equal size.
+const FAIRNESS_BINS: u64 = 200;
+
+/// Who got a ticket by arrival order: per bin of arrivals the share that got one (green) and
+/// the share that did not (red), the running share of the first k arrivals (a line), and the
+/// first N marked where that line gives the first-N share. Arrivals after the last winner (and
+/// past 2 N) all lost and are left off, so a million arrivals do not squeeze the first N into a
+/// sliver; the axis says how many.
+///
+/// Long because a chart is drawn in one pass, top to bottom (bins, bars, line, marks, legend):
+/// splitting it would scatter one picture's layout over several functions.
+fn fairness_chart(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let Some(f) = d.ledger else {
+        let area = header(root, FAIRNESS_TITLE, &subtitle(d, ""))?;
+        return message(
+            &area,
+            "no ledger in this folder: arrival order needs each user's first request",
+        );
+    };
+    let fair = &f.fairness;
+    let area = header(
+        root,
+        FAIRNESS_TITLE,
+        &subtitle(
+            d,
+            &format!(
+                "{} arrivals, {} winners · arrival = intended time of a user's first buy",
+                fmt_count(fair.arrivals as f64),
+                fmt_count(fair.winners as f64)
+            ),
+        ),
+    )?;
+    if fair.arrivals == 0 {
+        return message(&area, "nobody asked for a ticket in this run");
+    }
+    let n = fair.first_n;
+    let last_winner = f.winner_ranks.last().map_or(0, |&r| u64::from(r) + 1);
+    let wanted = (2 * n).max(last_winner);
+    let shown = if wanted == 0 {
+        fair.arrivals
+    } else {
+        fair.arrivals.min(wanted)
+    };
+    let width = shown.div_ceil(FAIRNESS_BINS.min(shown));
+    let bins = shown.div_ceil(width);
+    // Winners among the first `k` arrivals.
+    let won_before = |k: u64| f.winner_ranks.partition_point(|&r| u64::from(r) < k) as u64;
+    let mut entries = vec![
+        entry(
+            Swatch::Fill(OK),
+            if width == 1 {
+                "got a ticket".to_string()
+            } else {
+                format!("got a ticket (share of each bar's {width} arrivals)")
+            },
+        ),
+        entry(
+            Swatch::Fill(LOST),
+            "asked, got none (sold out, refused or no definite answer)",
+        ),
+        entry(
+            Swatch::Line(BLACK, 3),
+            "running share: of the first x arrivals, how many got a ticket",
+        ),
+    ];
+    if n > 0 {
+        entries.push(entry(
+            Swatch::Dashed(P50, 2),
+            format!("first N = {} arrivals (N = tickets)", fmt_count(n as f64)),
+        ));
+    }
+    let area = with_legend(&area, &entries)?;
+    // Headroom above 100 % for the labels, so they cover no bar.
+    let (x_max, y_max) = (shown as f64, 118.0);
+    let later = fair.arrivals - shown;
+    let x_desc = if later > 0 {
+        format!(
+            "arrival order: the first x users to ask ({} later ones, none served, not drawn)",
+            fmt_count(later as f64)
+        )
+    } else {
+        "arrival order: the first x users to ask".to_string()
+    };
+    let mut chart = builder(&area).build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("arrivals who got a ticket (%)")
+        .label_style(font(16))
+        .axis_desc_style(font(18))
+        .x_label_formatter(&|v| fmt_count(*v))
+        .y_label_formatter(&|v| {
+            if *v > 100.0 {
+                String::new()
+            } else {
+                fmt_count(*v)
+            }
+        })
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let gap = if bins <= 60 { 0.08 * width as f64 } else { 0.0 };
+    let bar = |i: u64| {
+        let (lo, hi) = (i * width, ((i + 1) * width).min(shown));
+        let won = won_before(hi) - won_before(lo);
+        let share = 100.0 * won as f64 / (hi - lo) as f64;
+        (lo as f64 + gap, hi as f64 - gap, share)
+    };
+    chart.draw_series((0..bins).map(|i| {
+        let (x0, x1, share) = bar(i);
+        Rectangle::new([(x0, share), (x1, 100.0)], LOST.filled())
+    }))?;
+    chart.draw_series((0..bins).filter_map(|i| {
+        let (x0, x1, share) = bar(i);
+        (share > 0.0).then(|| Rectangle::new([(x0, 0.0), (x1, share)], OK.filled()))
+    }))?;
+    let mut ends: Vec<u64> = (1..=bins).map(|i| (i * width).min(shown)).collect();
+    if n > 0 && n <= shown && !ends.contains(&n) {
+        ends.push(n);
+        ends.sort_unstable();
+    }
+    let running: Vec<(f64, f64)> = ends
+        .iter()
+        .map(|&k| (k as f64, 100.0 * won_before(k) as f64 / k as f64))
+        .collect();
+    chart.draw_series(LineSeries::new(running, BLACK.stroke_width(3)))?;
+    let mut marks = Vec::new();
+    if let Some(share) = fair.first_n_share {
+        chart.draw_series(std::iter::once(Circle::new(
+            (n as f64, share * 100.0),
+            6,
+            P50.filled(),
+        )))?;
+        marks.push(Mark {
+            x: n as f64,
+            color: P50,
+            label: format!(
+                "first {}: {} % got a ticket",
+                fmt_count(n as f64),
+                fairness::percent(share)
+            ),
+        });
+    }
+    draw_marks(&mut chart, &marks, (0.0, y_max))?;
+    // Right-aligned on the second label row, under the first-N mark's label.
+    boxed_text(
+        &mut chart,
+        (x_max, y_max),
+        (-12, 30),
+        &fair.order_clause(),
+        font(16),
+    )?;
+    Ok(())
 }
 
 fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {

@@ -22,8 +22,9 @@ use serde_json::Value;
 use super::charts::{Data, SaleWindow, sale_window, sold_out_label};
 use crate::audit::Audit;
 use crate::run_dir::{
-    AUDIT_JSON, AUDIT_MD, CHARTS, INDEX_HTML, INVENTORY_PNG, INVENTORY_ZOOM_PNG, LATENCY_PNG,
-    NODES_PNG, PERCENTILES_PNG, RunDir, SUMMARY_JSON, SUMMARY_TXT, THROUGHPUT_PNG, WITNESSES_CSV,
+    AUDIT_JSON, AUDIT_MD, CHARTS, FAIRNESS_PNG, INDEX_HTML, INVENTORY_PNG, INVENTORY_ZOOM_PNG,
+    LATENCY_PNG, NODES_PNG, PERCENTILES_PNG, RunDir, SUMMARY_JSON, SUMMARY_TXT, THROUGHPUT_PNG,
+    WITNESSES_CSV,
 };
 
 /// Witnesses shown per check on the page; the rest are in [`WITNESSES_CSV`].
@@ -388,6 +389,10 @@ fn threshold_meaning(name: &str) -> &'static str {
         "error_rate" => "share of indeterminate answers (at most)",
         "min_rps" => "requests per second (at least)",
         "sell_out_within_s" => "sold out within, s (at most)",
+        "min_first_n_share" => {
+            "share of the first N arrivals (N = tickets) who got a ticket (at least)"
+        }
+        "max_inversions" => "winners who arrived after a loser who asked first (at most)",
         _ => "",
     }
 }
@@ -482,6 +487,12 @@ fn caption(name: &str) -> Option<&'static str> {
              the sale never sold out."
         }
         NODES_PNG => "Successful buys per node against each node's quota.",
+        FAIRNESS_PNG => {
+            "Who got a ticket, by arrival order (a user arrives at the intended send time of \
+             their first buy): green the share of each bar's arrivals that got one, the line \
+             the share of the first x arrivals, the first N (N = tickets) marked. Arrivals \
+             after the last winner and past twice N are left off: they all went without."
+        }
         _ => return None,
     })
 }
@@ -571,6 +582,10 @@ fn figures(h: &mut String, d: &Data<'_>) {
             "sell-out".into(),
             sold_out_label(d).unwrap_or_else(|| "not sold out".into()),
         ));
+    }
+    if let Some(f) = d.ledger {
+        // The same sentence as the terminal's fairness line and summary.md.
+        items.push(("fairness".into(), f.fairness.sentence()));
     }
     if d.run.cancelled {
         items.push(("cut short".into(), "yes".into()));

@@ -32,19 +32,22 @@
 //!
 //! # Charts
 //!
-//! Throughput, latency, percentiles, inventory (the whole run, and zoomed on the sale window) and
-//! nodes; see [`crate::run_dir::CHARTS`]. Text uses the DejaVu Sans font embedded in the binary
+//! Throughput, latency, percentiles, inventory (the whole run, and zoomed on the sale window),
+//! nodes and fairness (who got a ticket by arrival order, [`fairness`]); see
+//! [`crate::run_dir::CHARTS`]. Text uses the DejaVu Sans font embedded in the binary
 //! (`assets/fonts/`), so the charts look the same on any machine.
 
 mod charts;
 mod compare;
 mod facts;
+pub mod fairness;
 mod html;
 pub mod latency_log;
 pub mod summary;
 mod timeseries;
 
 pub use compare::{CompareArgs, compare};
+pub use fairness::Fairness;
 pub use summary::Summary;
 
 use crate::engine::EngineResult;
@@ -112,7 +115,7 @@ pub fn render(dir: &RunDir, ledger: Option<&Ledger>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let facts = ledger.map(|l| charts::LedgerFacts::new(l, run.hold_ttl));
+    let facts = ledger.map(|l| charts::LedgerFacts::new(l, run.hold_ttl, run.tickets));
     let data = charts::Data {
         run: &run,
         series: &series,

@@ -18,8 +18,14 @@
 //! | `generator_lag_p99_ms` | the generator's own lateness (ARCHITECTURE.md, "Measuring honestly") |
 //! | `tickets`, `tickets_sold_by_client` | tickets in the sale; successful buys the client saw |
 //! | `sell_out_s` | seconds from the start until the client had seen as many successful buys as there are tickets (holds count), or null |
+//! | `fairness` | did the first to ask get the tickets? By the client's view, from the ledger (definitions in `report::fairness`); null only in a summary written before it was measured |
+//! | `fairness.first_n_share` | share (0–1) of the first `first_n` users in arrival order who got a ticket; null when `first_n` is 0. A user's arrival is the intended send time of their first buy attempt, ties by user id; a winner had a buy answered "grabbed" (a hold counts) |
+//! | `fairness.first_n` | N: the tickets, or the number of arrivals when fewer users asked |
+//! | `fairness.inversions` | winners (not pairs) with at least one loser — a user who asked and was never answered "grabbed" — who arrived strictly before them |
+//! | `fairness.largest_inversion_gap_ms` | over those winners, the winner's arrival minus the earliest loser's arrival, ms; 0 without inversions |
+//! | `fairness.arrivals`, `fairness.winners` | users who sent a buy; users who got a ticket |
 //! | `checks` | `[{name, status, summary}]` from the audit |
-//! | `thresholds` | `[{name, limit, actual, passed}]`; `actual` null when it could not be measured (counts as missed) |
+//! | `thresholds` | `[{name, limit, actual, passed}]`: `p99_ms`, `error_rate`, `min_rps`, `sell_out_within_s`, `min_first_n_share`, `max_inversions`, those the scenario sets; `actual` null when it could not be measured (counts as missed) |
 //! | `steps` | per step of the attempts (a flow's steps before the buy, `buy`, `poll`, `pay`): `{name, requests, service_ms}` with `service_ms` as in `latency_ms` |
 //! | `polls_gave_up` | attempts whose result polls gave up while the answer still said queued (they count as `ok`: the buy was accepted) |
 //! | `order_lag_ms` | asynchronous orders: from the client's answer to the order's creation, `{n, p50, p90, p99, max}` (ms), or null |
@@ -28,6 +34,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::fairness::{self, Fairness};
 use super::latency_log::Totals;
 use crate::audit::{Audit, Status};
 use crate::exit::{self, Done, Judgement};
@@ -70,6 +77,10 @@ pub struct Summary {
     pub tickets_sold_by_client: u64,
     /// When the client had seen `tickets` successful buys, s since the start.
     pub sell_out_s: Option<f64>,
+    /// Who got the tickets, by arrival order ([`super::fairness`]); `None` only when read from a
+    /// summary written before it was measured.
+    #[serde(default)]
+    pub fairness: Option<Fairness>,
     /// The audit's checks, short.
     pub checks: Vec<CheckLine>,
     /// The scenario's thresholds and how the run did.
@@ -154,7 +165,8 @@ pub struct CheckLine {
 /// One threshold and the run's figure.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ThresholdResult {
-    /// `p99_ms`, `error_rate`, `min_rps` or `sell_out_within_s`.
+    /// `p99_ms`, `error_rate`, `min_rps`, `sell_out_within_s`, `min_first_n_share` or
+    /// `max_inversions`.
     pub name: String,
     /// The limit from the scenario.
     pub limit: f64,
@@ -257,6 +269,20 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
     );
     add("min_rps", t.min_rps, Some(rps), false);
     add("sell_out_within_s", t.sell_out_within_s, sell_out_s, true);
+    // The whole sale is one item today; per item this is a loop over the items' rows.
+    let fair = fairness::fairness(&ledger.rows, tickets);
+    add(
+        "min_first_n_share",
+        t.min_first_n_share,
+        fair.first_n_share,
+        false,
+    );
+    add(
+        "max_inversions",
+        t.max_inversions.map(|n| n as f64),
+        Some(fair.inversions as f64),
+        true,
+    );
     let exit_code = exit::code(&Ok(Done::Verdict(Judgement {
         verdict: audit.verdict,
         invalid: audit.invalid_run.is_some(),
@@ -285,6 +311,7 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
         tickets,
         tickets_sold_by_client: ok_buy_ends.len() as u64,
         sell_out_s,
+        fairness: Some(fair),
         checks: audit
             .checks
             .iter()
@@ -337,6 +364,14 @@ pub fn threshold_lines(s: &Summary) -> String {
     out
 }
 
+/// The fairness line for the terminal ("fairness: 97.3 % of the first 10,000 arrivals got a
+/// ticket; …"); empty without a summary (a live audit has no report) or without fairness
+/// figures in it.
+pub fn fairness_line(s: Option<&Summary>) -> String {
+    s.and_then(|s| s.fairness.as_ref())
+        .map_or(String::new(), |f| format!("fairness: {}\n", f.sentence()))
+}
+
 fn markdown(s: &Summary) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Run `{}`\n", s.scenario);
@@ -372,6 +407,9 @@ fn markdown(s: &Summary) -> String {
         s.sell_out_s
             .map_or("never".to_string(), |t| format!("{t:.3} s"))
     );
+    if let Some(f) = &s.fairness {
+        let _ = writeln!(md, "Fairness: {}.\n", f.sentence());
+    }
     let _ = writeln!(
         md,
         "| latency (ms) | p50 | p90 | p99 | p99.9 | max |\n|---|---|---|---|---|---|"

@@ -233,6 +233,8 @@ struct RawThresholds {
     error_rate: Option<Spanned<f64>>,
     min_rps: Option<Spanned<f64>>,
     sell_out_within: Option<Spanned<String>>,
+    min_first_n_share: Option<Spanned<f64>>,
+    max_inversions: Option<Spanned<u64>>,
 }
 
 // ---- validated ------------------------------------------------------------------------------
@@ -691,6 +693,14 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|d| self.duration(d).map(|d| d.as_secs_f64()))
                 .transpose()?,
+            min_first_n_share: match &th.min_first_n_share {
+                Some(r) if !(0.0..=1.0).contains(r.get_ref()) => {
+                    return Err(self.err(r, "min_first_n_share is a fraction between 0 and 1"));
+                }
+                r => r.as_ref().map(|r| *r.get_ref()),
+            },
+            // A negative or fractional count is refused by the parser, with its position.
+            max_inversions: th.max_inversions.as_ref().map(|n| *n.get_ref()),
         };
         let faults = self.faults(&raw.faults, &system, &timeouts)?;
         Ok(Scenario {

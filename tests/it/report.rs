@@ -20,8 +20,8 @@ use grab_bench::protocol::{Kind, Reason};
 use grab_bench::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use grab_bench::report::{self, CHART_SIZE, TIMESERIES_COLUMNS};
 use grab_bench::run_dir::{
-    AUDIT_JSON, CHARTS, INDEX_HTML, INVENTORY_ZOOM_PNG, LATENCY_HLOG, LEDGER_CSV, RUN_JSON, RunDir,
-    SUMMARY_JSON, TIMESERIES_CSV, WITNESSES_CSV,
+    AUDIT_JSON, CHARTS, FAIRNESS_PNG, INDEX_HTML, INVENTORY_ZOOM_PNG, JUNIT_XML, LATENCY_HLOG,
+    LEDGER_CSV, RUN_JSON, RunDir, SUMMARY_JSON, SUMMARY_MD, TIMESERIES_CSV, WITNESSES_CSV,
 };
 use hdrhistogram::Histogram;
 
@@ -753,8 +753,172 @@ fn report_of_a_real_engine_run() {
     }
 }
 
+/// A buy (or, with `Reason::Paid`, a payment) of `user`'s `attempt`, intended at `at_ms`.
+fn request(user: u64, attempt: u32, at_ms: u32, reason: Reason) -> Row {
+    let kind = if reason == Reason::Paid {
+        Kind::Pay
+    } else {
+        Kind::Buy
+    };
+    Row {
+        user,
+        seq: 0,
+        order_id: 0,
+        intended_us: at_ms * 1000,
+        start_us: at_ms * 1000 + 100,
+        end_us: at_ms * 1000 + 700,
+        first_us: at_ms * 1000 + 100,
+        done_us: at_ms * 1000 + 700,
+        polls: 0,
+        attempt,
+        status: 200,
+        node: 0,
+        kind: kind as u8,
+        outcome: reason.outcome() as u8,
+        reason: reason as u8,
+    }
+}
+
+/// The fairness figures through the whole report, exactly: 6 users arrive at 1..6 ms for 3
+/// tickets and the late ones win. User 2 times out first and wins on a retry at 20 ms (their
+/// arrival stays 2 ms), user 4 pays its ticket (a payment row, ignored), users 1, 3 and 5 are
+/// sold out. The first 3 arrivals (1, 2, 3) hold one winner: a share of 1/3. Winners 2, 4 and
+/// 6 each arrived after loser 1 (1 ms): 3 inversions, the largest gap 6 − 1 = 5 ms. A
+/// `min_first_n_share` of 0.9 is missed (exit 2), a `max_inversions` of 3 is met.
+#[test]
+fn fairness_in_the_summary_the_page_and_the_chart() {
+    let s = Synth {
+        users: 6,
+        seconds: 2,
+        tickets: 3,
+        quotas: vec![3],
+        pay: None,
+    };
+    let mut result = synthetic(&s);
+    let mut rows = vec![
+        request(1, 1, 1, Reason::SoldOut),
+        request(2, 1, 2, Reason::Timeout),
+        request(3, 1, 3, Reason::SoldOut),
+        request(4, 1, 4, Reason::Grabbed),
+        request(5, 1, 5, Reason::SoldOut),
+        request(6, 1, 6, Reason::Grabbed),
+        request(2, 2, 20, Reason::Grabbed),
+        request(4, 2, 30, Reason::Paid),
+    ];
+    rows.sort_by_key(|r| r.start_us);
+    result.ledger.rows = rows;
+    let mut input = plain_record("fair", 3, None, &result);
+    input.thresholds.min_first_n_share = Some(0.9);
+    input.thresholds.max_inversions = Some(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(&tmp.path().join("r"), &input, Some(&result.ledger));
+    report::write_data(&run, &result, &input).unwrap();
+    let mut audit = failing_audit();
+    audit.verdict = Status::True;
+    audit.checks.truncate(0);
+    run.save_audit(&audit).unwrap();
+    let summary = report::finish(&run, None).unwrap();
+    keep(run.path(), "fairness");
+
+    let json: serde_json::Value = serde_json::from_slice(&read(run.path(), SUMMARY_JSON)).unwrap();
+    assert_eq!(
+        json["fairness"],
+        serde_json::json!({
+            "first_n_share": 1.0 / 3.0,
+            "first_n": 3,
+            "inversions": 3,
+            "largest_inversion_gap_ms": 5.0,
+            "arrivals": 6,
+            "winners": 3,
+        })
+    );
+    let threshold = |name: &str| {
+        json["thresholds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {json:#}"))
+            .clone()
+    };
+    assert_eq!(
+        threshold("min_first_n_share"),
+        serde_json::json!({"name": "min_first_n_share", "limit": 0.9, "actual": 1.0 / 3.0, "passed": false})
+    );
+    assert_eq!(
+        threshold("max_inversions"),
+        serde_json::json!({"name": "max_inversions", "limit": 3.0, "actual": 3.0, "passed": true})
+    );
+    assert_eq!(json["exit_code"], 2, "a missed threshold");
+
+    let xml = String::from_utf8(read(run.path(), JUNIT_XML)).unwrap();
+    assert!(xml.contains("<testcase classname=\"threshold\" name=\"max_inversions\"/>"));
+    assert!(xml.contains(
+        "<testcase classname=\"threshold\" name=\"min_first_n_share\">\n      \
+         <failure message=\"limit 0.9 actual 0.333\" type=\"threshold\"/>"
+    ));
+
+    let sentence = "33.3 % of the first 3 arrivals got a ticket; 3 winners arrived after a loser \
+                    who asked first (largest gap 5.00 ms)";
+    assert_eq!(
+        report::summary::fairness_line(Some(&summary)),
+        format!("fairness: {sentence}\n")
+    );
+    let md = String::from_utf8(read(run.path(), SUMMARY_MD)).unwrap();
+    assert!(md.contains(&format!("Fairness: {sentence}.")), "{md}");
+    let index = String::from_utf8(read(run.path(), INDEX_HTML)).unwrap();
+    assert!(
+        index.contains(&format!(
+            "<tr><th>fairness</th><td class=\"n\">{sentence}</td></tr>"
+        )),
+        "the key figures"
+    );
+    assert!(index.contains("<h3 id=\"fairness\">fairness</h3>\n<p>Who got a ticket"));
+    assert!(
+        index
+            .contains("<code>min_first_n_share</code></td><td><span class=\"status false\">MISSED")
+    );
+    let (w, h, colours) = png_stats(&run.file(FAIRNESS_PNG));
+    assert_eq!((w, h), CHART_SIZE);
+    assert!(colours >= 40, "fairness.png: {colours} colours");
+}
+
+/// `[thresholds] min_first_n_share` and `max_inversions` reach the run record's thresholds;
+/// impossible values are refused with file:line:column.
+#[test]
+fn fairness_thresholds_in_a_scenario() {
+    let good = "[sale]\ntickets = 10\n[cluster]\nnodes = 1\n[users]\ncount = 100\n[load]\n\
+                mode = \"closed\"\nconnections = 4\n[thresholds]\n";
+    let parse = |lines: &str| {
+        grab_bench::scenario::parse(Path::new("fair.toml"), &format!("{good}{lines}\n"))
+    };
+    let sc = parse("min_first_n_share = 0.9\nmax_inversions = 0").unwrap();
+    assert_eq!(sc.thresholds.min_first_n_share, Some(0.9));
+    assert_eq!(sc.thresholds.max_inversions, Some(0));
+    let none = parse("").unwrap();
+    assert_eq!(
+        (
+            none.thresholds.min_first_n_share,
+            none.thresholds.max_inversions
+        ),
+        (None, None)
+    );
+    for (lines, want) in [
+        (
+            "min_first_n_share = 1.5",
+            "fair.toml:11:21: min_first_n_share is a fraction between 0 and 1",
+        ),
+        ("max_inversions = -1", "fair.toml:11:18:"),
+        ("max_inversions = 2.5", "fair.toml:11:18:"),
+    ] {
+        let err = parse(lines).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{lines}: got {err:?}, want {want:?}");
+    }
+}
+
 /// A million ledger rows over 40 seconds: prints how long writing and rendering take (a figure
-/// to read, not a pass/fail). Run with
+/// to read, not a pass/fail), and how long the fairness figures take, on the synthetic ledger
+/// and on the run folder `GRAB_BENCH_RUN_DIR` names, when set. Run with
 /// `cargo test --release --test it report::million_rows_timing -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing; run in release"]
@@ -786,6 +950,25 @@ fn million_rows_timing() {
     let t = Instant::now();
     report::render(&run, Some(&result.ledger)).unwrap();
     let render = t.elapsed();
+    let t = Instant::now();
+    let fair = report::fairness::fairness(&result.ledger.rows, s.tickets);
+    let fairness = t.elapsed();
     keep(run.path(), "million");
-    println!("{LEDGER_CSV} save {save:?} · write_data {write:?} · render {render:?}");
+    println!(
+        "{LEDGER_CSV} save {save:?} · write_data {write:?} · render {render:?} · fairness \
+         {fairness:?} ({} arrivals)",
+        fair.arrivals
+    );
+    // A real run's ledger when given (e.g. a `scenarios/1m.toml` run folder).
+    if let Ok(path) = std::env::var("GRAB_BENCH_RUN_DIR") {
+        let dir = RunDir::open(Path::new(&path)).unwrap();
+        let (tickets, ledger) = (dir.record().unwrap().sale.tickets, dir.ledger().unwrap());
+        let t = Instant::now();
+        let fair = report::fairness::fairness(&ledger.rows, tickets);
+        println!(
+            "{path}: {} rows, fairness in {:?}: {fair:?}",
+            ledger.rows.len(),
+            t.elapsed()
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The run folder as a report and a CI gate, end to end: every file is written, `summary.json`
 //! follows its documented schema, `junit.xml` parses with one case per check and threshold,
-//! `grab-bench report` re-renders identical files, a missed threshold exits 2 (unless a check
-//! failed: 1), and `grab-bench compare` gates on regressions.
+//! `grab-bench report` re-renders identical files (the fairness chart among them), a missed
+//! threshold exits 2 (unless a check failed: 1), and `grab-bench compare` gates on regressions.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -68,6 +68,7 @@ const FILES: &[&str] = &[
     "inventory.png",
     "inventory-zoom.png",
     "nodes.png",
+    "fairness.png",
 ];
 
 /// Long because one real run (seconds of cluster) is checked file by file, a paragraph each.
@@ -77,7 +78,8 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     let sc = scenario(
         dir.path(),
         "gate",
-        "p99_ms = 5000\nerror_rate = 0.5\nmin_rps = 1\nsell_out_within = \"60s\"",
+        "p99_ms = 5000\nerror_rate = 0.5\nmin_rps = 1\nsell_out_within = \"60s\"\n\
+         min_first_n_share = 0.5\nmax_inversions = 100",
     );
     let out = dir.path().join("run");
     let o = run(&sc, &out, &[]);
@@ -108,9 +110,39 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     assert_eq!(s["tickets"], 100);
     assert_eq!(s["tickets_sold_by_client"], 100);
     assert!(s["sell_out_s"].as_f64().unwrap() < 60.0);
+    // Fairness: 500 users for 100 tickets, every one of them a buyer.
+    let f = &s["fairness"];
+    assert_eq!(f["first_n"], 100, "{f}");
+    assert_eq!(f["arrivals"], 500);
+    assert_eq!(f["winners"], 100);
+    let share = f["first_n_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{f}");
+    assert!(f["inversions"].as_u64().unwrap() <= 100);
+    assert!(f["largest_inversion_gap_ms"].as_f64().unwrap() >= 0.0);
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        printed.contains("\nfairness: ")
+            && printed.contains("of the first 100 arrivals got a ticket"),
+        "{printed}"
+    );
     assert_eq!(s["checks"].as_array().unwrap().len(), 8);
     let thresholds = s["thresholds"].as_array().unwrap();
-    assert_eq!(thresholds.len(), 4);
+    assert_eq!(thresholds.len(), 6);
+    let names: Vec<&str> = thresholds
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "p99_ms",
+            "error_rate",
+            "min_rps",
+            "sell_out_within_s",
+            "min_first_n_share",
+            "max_inversions"
+        ]
+    );
     assert!(thresholds.iter().all(|t| t["passed"] == true), "{s:#}");
 
     // junit.xml: one case per check and per threshold, none failing.
@@ -120,7 +152,7 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
-    assert_eq!(cases.len(), 12);
+    assert_eq!(cases.len(), 14);
     // Passing cases are empty; a check not checked (reservations: this sale has no holds) is
     // skipped; nothing fails.
     for c in &cases {
@@ -156,8 +188,9 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         index
             .matches("<span class=\"status pass\">met</span>")
             .count(),
-        4
+        6
     );
+    assert!(index.contains("<tr><th>fairness</th>"), "the key figures");
     assert!(!index.contains("id=\"items\""));
 
     // Re-rendering from the saved files gives the same bytes.
