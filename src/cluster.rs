@@ -227,16 +227,21 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
     match sale_keys_present(url, sale) {
         Ok(0) => Ok(()),
         Ok(_) if reset_sale => {
-            eprintln!("run {name}: replacing sale {sale:?} in {url} (--reset-sale; its keys only)");
+            eprintln!(
+                "run {name}: replacing sale {sale:?} in {} (--reset-sale; its keys only)",
+                crate::evidence::sql::redact(&url)
+            );
             Ok(())
         }
         Ok(n) => Err(Error::Refused(format!(
-            "Redis at {url} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:*); \
+            "Redis at {} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:*); \
              nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
-             is touched), or choose another [sale] id"
+             is touched), or choose another [sale] id",
+            crate::evidence::sql::redact(&url)
         ))),
         Err(err) => Err(Error::Unreachable(format!(
-            "cannot use cluster.redis = {url}: {err:#}"
+            "cannot use cluster.redis = {}: {err:#}",
+            crate::evidence::sql::redact(&url)
         ))),
     }
 }

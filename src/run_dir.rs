@@ -29,6 +29,9 @@ use crate::record::{FORMAT, RunRecord};
 
 /// `run.json`.
 pub const RUN_JSON: &str = "run.json";
+/// The scenario as it was run, with any password written in a URL replaced by `***` (a
+/// secret taken from the environment stays `${NAME}`).
+pub const SCENARIO_TOML: &str = "scenario.toml";
 /// `ledger.csv`.
 pub const LEDGER_CSV: &str = "ledger.csv";
 /// `latency.hlog`.

@@ -423,8 +423,9 @@ impl External {
     pub fn read_store(&self) -> Store {
         let source = match &self.redis {
             Some(url) => format!(
-                "the keys {} in {url}",
-                self.layout.keys(&self.names).join(", ")
+                "the keys {} in {}",
+                self.layout.keys(&self.names).join(", "),
+                crate::evidence::sql::redact(url)
             ),
             None => "no store".into(),
         };

@@ -160,7 +160,8 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
         Part::Read(s) => s.clone(),
         other => {
             return Err(Error::Unreachable(format!(
-                "cannot read the sale from {url}: {}",
+                "cannot read the sale from {}: {}",
+                crate::evidence::sql::redact(url),
                 other.why_missing().unwrap_or("unknown")
             )));
         }

@@ -66,6 +66,13 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
         PathBuf::from("reports").join(format!("{}-{}", sc.name, crate::util::unix_secs()))
     });
     let dir = RunDir::create(&out, "run folder", "--out")?;
+    // What was run, for whoever reads the folder later; never a secret.
+    if let Ok(text) = std::fs::read_to_string(&args.scenario) {
+        dir.write(
+            crate::run_dir::SCENARIO_TOML,
+            crate::evidence::sql::redact(&text),
+        )?;
+    }
     let cancel = Cancel::on_signals();
     if let Some(segment) = args.segment {
         return agent(&sc, &args, segment, &dir, &cancel);

@@ -125,12 +125,12 @@ pub struct Answers {
 /// later: a poll asks again, the attempt ends as a success claim if it never resolves), and
 /// finer names that imply a kind.
 pub const OUTCOMES: [(&str, Reason); 11] = [
-    ("queued", Reason::Queued),
     ("ok", Reason::Grabbed),
     ("sold_out", Reason::SoldOut),
     ("already_bought", Reason::AlreadyBought),
     ("rejected", Reason::Rejected),
     ("info", Reason::Indeterminate),
+    ("queued", Reason::Queued),
     ("bad_request", Reason::BadRequest),
     ("not_found", Reason::NotFound),
     ("hold_expired", Reason::HoldExpired),
@@ -356,7 +356,7 @@ mod tests {
         assert!(
             outcome("sold out")
                 .unwrap_err()
-                .contains("known: queued, ok, sold_out")
+                .contains("known: ok, sold_out")
         );
     }
 }

@@ -446,9 +446,14 @@ impl Orders {
 /// A blocking connection with bounded connect and read times.
 pub fn connect(url: &str) -> anyhow::Result<redis::Connection> {
     let conn = redis::Client::open(url)
-        .with_context(|| format!("bad Redis URL {url}"))?
+        .with_context(|| format!("bad Redis URL {}", crate::evidence::sql::redact(url)))?
         .get_connection_with_timeout(Duration::from_secs(2))
-        .with_context(|| format!("cannot reach Redis at {url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot reach Redis at {}",
+                crate::evidence::sql::redact(url)
+            )
+        })?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(conn)
 }

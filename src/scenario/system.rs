@@ -358,8 +358,12 @@ fn sql(
             "[system.sql] needs an orders query, a stock query, or both",
         ));
     }
-    for (q, qv) in [stock, orders].into_iter().flatten() {
-        crate::evidence::sql::check_select(q.get_ref()).map_err(|e| qv.err(q, e))?;
+    for (what, (q, qv)) in [("stock", stock), ("orders", orders)]
+        .into_iter()
+        .filter_map(|(w, q)| Some((w, q?)))
+    {
+        crate::evidence::sql::check_select(q.get_ref())
+            .map_err(|e| qv.err(q, format!("the {what} query {e}")))?;
     }
     let duration = |d: Option<(&Spanned<String>, &Validator<'_>)>, default: u64| match d {
         None => Ok(std::time::Duration::from_millis(default)),

@@ -137,6 +137,7 @@ fn buyers_ledger(client: Client) {
             )
         })
         .count();
+    // Two per second (intended, raw), and one per step over the whole run (`step:buy`).
     assert_eq!(
         entries,
         2 * result
@@ -144,7 +145,10 @@ fn buyers_ledger(client: Client) {
             .iter()
             .filter(|i| !i.raw.is_empty())
             .count()
+            + result.steps.iter().filter(|s| s.requests > 0).count()
     );
+    assert_eq!(result.steps[0].name, "buy");
+    assert_eq!(result.steps[0].requests, users);
 
     // The ledger survives a save/load round trip.
     let dir = tempfile::tempdir().unwrap();

@@ -10,7 +10,7 @@ use grab_bench::protocol::{Kind, Reason};
 
 #[test]
 fn large_ledger_round_trip() {
-    assert!(std::mem::size_of::<Row>() <= 48);
+    assert!(std::mem::size_of::<Row>() <= 56);
     let n: u64 = std::env::var("GRAB_LEDGER_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -260,3 +260,240 @@ fn the_same_shop_on_mariadb_is_proven_and_its_flaw_caught() {
     let audit = json(&out.join("audit.json"));
     assert_eq!(check(&audit, "conservation")["status"], "false");
 }
+
+/// Every file under `dir`, read as text (lossy), with its path.
+fn files_under(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    out
+}
+
+/// Asserts `secret` is in no file under `dir` and not in the run's output.
+fn assert_secret_nowhere(secret: &str, dir: &Path, o: &Output) {
+    let said = describe(o);
+    assert!(!said.contains(secret), "the secret was printed: {said}");
+    for (path, text) in files_under(dir) {
+        assert!(
+            !text.contains(secret),
+            "the secret is in {}",
+            path.display()
+        );
+    }
+}
+
+/// A shop that runs on its own (the test starts it, as a team would): Redis, a PostgreSQL
+/// whose logins need a password, `shop serve` on a free port and `shop consume`.
+struct RunningShop {
+    redis: grab_bench::sut::redis::RedisProcess,
+    db: grab_bench::sut::postgres::PostgresProcess,
+    serve: grab_bench::sut::service::ServiceProcess,
+    consume: grab_bench::sut::service::ServiceProcess,
+}
+
+impl RunningShop {
+    fn start(password: &str) -> RunningShop {
+        let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+        let db = grab_bench::sut::postgres::PostgresProcess::start_with_password(password).unwrap();
+        let shop = Path::new(env!("CARGO_BIN_EXE_grab-bench")).with_file_name("shop");
+        let url = format!("postgres://grab:{password}@127.0.0.1:{}/grab", db.port);
+        let users = shipped("../examples/shop/users.csv");
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let start = |name: &str, a: &[String], ready: &str| {
+            grab_bench::sut::service::ServiceProcess::start(name, &shop, a, ready).unwrap()
+        };
+        let serve = start(
+            "shop-serve",
+            &args(&[
+                "serve",
+                "--redis",
+                &redis.url,
+                "--db",
+                &url,
+                "--users",
+                users.to_str().unwrap(),
+                "--item",
+                "item1=2000",
+                "--listen",
+                "127.0.0.1:0",
+            ]),
+            "listening on",
+        );
+        let consume = start(
+            "shop-consume",
+            &args(&["consume", "--redis", &redis.url, "--db", &url]),
+            "consuming",
+        );
+        RunningShop {
+            redis,
+            db,
+            serve,
+            consume,
+        }
+    }
+
+    /// `scenarios/shop-running.toml` pointed at this shop (written into `dir`).
+    fn scenario(&self, dir: &Path) -> PathBuf {
+        let users = shipped("../examples/shop/users.csv");
+        let text = std::fs::read_to_string(shipped("shop-running.toml"))
+            .unwrap()
+            .replace(
+                "http://127.0.0.1:8080",
+                &format!("http://{}", self.serve.addr.unwrap()),
+            )
+            .replace("redis://127.0.0.1:6379/0", &self.redis.url)
+            .replace(
+                "127.0.0.1:5432/shop",
+                &format!("127.0.0.1:{}/grab", self.db.port),
+            )
+            .replace("postgres://shop:", "postgres://grab:")
+            .replace("../examples/shop/users.csv", users.to_str().unwrap());
+        let path = dir.join("shop-running.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for RunningShop {
+    fn drop(&mut self) {
+        self.consume.stop();
+        self.serve.stop();
+    }
+}
+
+#[test]
+fn a_running_shop_is_audited_with_its_password_from_the_environment_and_never_shown() {
+    let secret = "s3cret-pw-7f1d93";
+    let shop = RunningShop::start(secret);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = shop.scenario(dir.path());
+    let out = dir.path().join("out");
+    let o = run_scenario(&scenario, &out, &[], &[("PGPASSWORD", secret)]);
+    assert_proven(&out, &o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("database PostgreSQL grab@127.0.0.1:"),
+        "{stdout}"
+    );
+    // The scenario copy says where the password comes from, not what it is.
+    let copy = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
+    assert!(copy.contains("postgres://grab:${PGPASSWORD}@"), "{copy}");
+    assert_secret_nowhere(secret, &out, &o);
+    // A second run over the same sale is refused: its orders are there already.
+    let again = dir.path().join("again");
+    let o = run_scenario(&scenario, &again, &[], &[("PGPASSWORD", secret)]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already returns 2000 orders"),
+        "{}",
+        describe(&o)
+    );
+}
+
+#[test]
+fn a_wrong_database_password_is_refused_before_the_load_and_never_printed() {
+    let shop = RunningShop::start("the-right-one-42");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = shop.scenario(dir.path());
+    let out = dir.path().join("out");
+    let wrong = "wr0ng-pw-c0ffee";
+    let o = run_scenario(&scenario, &out, &[], &[("PGPASSWORD", wrong)]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("the orders database PostgreSQL grab@127.0.0.1:")
+            && stderr.contains("password"),
+        "{stderr}"
+    );
+    assert_secret_nowhere(wrong, &out, &o);
+    assert_secret_nowhere("the-right-one-42", &out, &o);
+    // Nothing was sent: the shop sold nothing.
+    assert!(!out.join("ledger.csv").exists());
+}
+
+/// `scenarios/shop.toml` changed by `edit`, written into `dir`.
+fn edited(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let path = dir.join("shop.toml");
+    std::fs::write(
+        &path,
+        edit(std::fs::read_to_string(shipped("shop.toml")).unwrap()),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `scenario`, which must be refused with exit 4 and every one of `expect` in stderr.
+fn refused(scenario: &Path, expect: &[&str]) -> Output {
+    let out = scenario.with_file_name("out");
+    let o = run_scenario(scenario, &out, &["--users", "100"], &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for e in expect {
+        assert!(stderr.contains(e), "{e:?} not in {stderr}");
+    }
+    o
+}
+
+#[test]
+fn sql_that_is_not_one_select_is_refused_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    for (orders, why) in [
+        (
+            "DELETE FROM shop_orders",
+            "the orders query must be a single SELECT statement; it starts with DELETE",
+        ),
+        (
+            "SELECT 1; DROP TABLE shop_orders",
+            "another statement follows",
+        ),
+        (
+            "SELECT id, user_id, item_id, state, created_at INTO x FROM shop_orders",
+            "INTO",
+        ),
+    ] {
+        let sc = edited(dir.path(), |t| {
+            t.replace(
+                "[users]",
+                &format!("[system.sql]\norders = \"{orders}\"\n\n[users]"),
+            )
+        });
+        refused(&sc, &["shop.toml:", why]);
+    }
+}
+
+#[test]
+fn an_unreachable_database_is_refused_before_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let sc = edited(dir.path(), |t| {
+        t.replace(
+            "[users]",
+            "[system.sql]\nurl = \"postgres://shop@127.0.0.1:1/shop\"\n\n[users]",
+        )
+    });
+    let o = refused(
+        &sc,
+        &["the orders database PostgreSQL shop@127.0.0.1:1/shop"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("refused") || stderr.contains("reach"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_poll_without_a_bound_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = edited(dir.path(), |t| {
+        t.replace("preset = \"shop\"", "preset = \"shop\"\n[system.poll]\npath = \"/r\"\nevery = \"100ms\"\n[[system.poll.answers]]\nstatus = 200\noutcome = \"queued\"")
+    });
+    refused(&sc, &["shop.toml:", "needs max_wait"]);
+}
