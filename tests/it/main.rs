@@ -22,3 +22,4 @@ mod segmented;
 mod serve_cli;
 mod server;
 mod server_bad_requests;
+mod tls;
