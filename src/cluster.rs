@@ -229,7 +229,7 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
         Ok(_) if reset_sale => {
             eprintln!(
                 "run {name}: replacing sale {sale:?} in {} (--reset-sale; its keys only)",
-                crate::evidence::sql::redact(&url)
+                crate::evidence::sql::redact(url)
             );
             Ok(())
         }
@@ -237,11 +237,11 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
             "Redis at {} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:*); \
              nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
              is touched), or choose another [sale] id",
-            crate::evidence::sql::redact(&url)
+            crate::evidence::sql::redact(url)
         ))),
         Err(err) => Err(Error::Unreachable(format!(
             "cannot use cluster.redis = {}: {err:#}",
-            crate::evidence::sql::redact(&url)
+            crate::evidence::sql::redact(url)
         ))),
     }
 }

@@ -391,7 +391,8 @@ impl External {
                 out.extend_from_slice(addr.map(|a| a.to_string()).unwrap_or_default().as_bytes())
             }
         });
-        let target = Target::parse_loopback(&url).map_err(|e| Error::Usage(format!("{e:#}")))?;
+        let target =
+            Target::parse_for_load(&url, spec.reach).map_err(|e| Error::Usage(format!("{e:#}")))?;
         let system = External {
             redis,
             layout: sc.description.store.clone(),

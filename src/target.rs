@@ -1,30 +1,61 @@
 //! Where load goes: the one parser of target URLs (`ab`'s URL, a scenario's `[target] url`, a
 //! `cluster up` endpoint), and the one rule about them — grab-bench sends load to loopback
-//! (127.0.0.0/8, `localhost`, `[::1]`) only.
+//! (127.0.0.0/8, `localhost`, `[::1]`) only, unless the person running it says a remote host is
+//! theirs to load ([`Reach::Anywhere`]: `--allow-remote`, `[target] allow_remote = true`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 use anyhow::{Context, bail};
 
-/// A parsed `http://host[:port]/path` URL.
+/// A parsed `http://host[:port]/path` or `https://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The host as written (`127.0.0.1`, `localhost`, `[::1]`).
     pub host: String,
-    /// The port (explicit, or 80).
+    /// The port (explicit, or 80 for http and 443 for https).
     pub port: u16,
     /// Whether the URL gave the port.
     pub explicit_port: bool,
     /// Origin-form path and query, `/` when empty.
     pub path: String,
+    /// `https://`: the connection is TLS, its server name [`Target::server_name`].
+    pub https: bool,
+}
+
+/// How far load may go: the one switch between loopback and a remote host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reach {
+    /// 127.0.0.0/8, `localhost`, `[::1]` only: the default everywhere.
+    #[default]
+    Loopback,
+    /// Any host, because `by` (the flag or the key, named in the warning) says so.
+    Anywhere {
+        /// What allowed it: `"--allow-remote"` or `"[target] allow_remote = true"`.
+        by: &'static str,
+    },
+}
+
+impl Reach {
+    /// What the command line's `--allow-remote` gives.
+    pub const FLAG: Reach = Reach::Anywhere {
+        by: "--allow-remote",
+    };
+    /// What a scenario's `[target] allow_remote = true` gives.
+    pub const SCENARIO: Reach = Reach::Anywhere {
+        by: "[target] allow_remote = true",
+    };
 }
 
 impl Target {
-    /// Parses `url`: `http://` only; the host may be a name, an IPv4 or a bracketed IPv6.
+    /// Parses `url`: `http://` or `https://`; the host may be a name, an IPv4 or a bracketed
+    /// IPv6. Nothing is resolved and nothing is connected to.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
-        let rest = match url.split_once("://") {
-            Some(("http", rest)) => rest,
-            Some((other, _)) => bail!("only http:// URLs are supported, not {other}://"),
+        let (rest, https) = match url.split_once("://") {
+            Some(("http", rest)) => (rest, false),
+            Some(("https", rest)) => (rest, true),
+            Some((other, _)) => {
+                bail!("only http:// and https:// URLs are supported, not {other}://")
+            }
             None => bail!("the URL needs a scheme: http://127.0.0.1:PORT/path"),
         };
         let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -57,6 +88,7 @@ impl Target {
                     .with_context(|| format!("bad port {p:?} in {url:?}"))?,
                 true,
             ),
+            None if https => (443, false),
             None => (80, false),
         };
         Ok(Target {
@@ -64,19 +96,45 @@ impl Target {
             port,
             explicit_port,
             path,
+            https,
         })
     }
 
     /// Parses `url` and refuses any host that is not loopback.
     pub fn parse_loopback(url: &str) -> anyhow::Result<Target> {
+        Target::parse_for_load(url, Reach::Loopback)
+    }
+
+    /// Parses `url` as a place to send load: a host that is not loopback is refused unless
+    /// `reach` allows it. The refusal comes before any name is resolved or any connection made.
+    pub fn parse_for_load(url: &str, reach: Reach) -> anyhow::Result<Target> {
         let t = Target::parse(url)?;
-        if !t.is_loopback() {
+        if reach == Reach::Loopback && !t.is_loopback() {
             bail!(
-                "refusing {}: grab-bench sends load to loopback only (127.0.0.0/8, localhost, [::1])",
+                "refusing {}: grab-bench sends load to loopback only (127.0.0.0/8, localhost, [::1]); \
+                 if that host is yours to load, say so with --allow-remote (ab, run) or \
+                 allow_remote = true in the scenario's [target]",
                 t.host
             );
         }
         Ok(t)
+    }
+
+    /// The warning to print (on stderr) before loading a host that is not loopback; `None` on
+    /// loopback. A remote target is only ever loaded after this was said.
+    pub fn remote_warning(&self, reach: Reach) -> Option<String> {
+        match reach {
+            _ if self.is_loopback() => None,
+            Reach::Anywhere { by } => Some(format!(
+                "grab-bench: WARNING: sending load to {}:{} (not loopback), as {by} says",
+                self.host, self.port
+            )),
+            // `parse_for_load` refused it; a caller that parsed otherwise still gets a warning.
+            Reach::Loopback => Some(format!(
+                "grab-bench: WARNING: sending load to {}:{} (not loopback)",
+                self.host, self.port
+            )),
+        }
     }
 
     /// Whether the host is on loopback.
@@ -89,11 +147,13 @@ impl Target {
         if self.host.eq_ignore_ascii_case("localhost") {
             return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        self.host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()
+        self.server_name().parse().ok()
+    }
+
+    /// The name TLS asks for and checks the certificate against (SNI, when it is a DNS name):
+    /// the host without an IPv6 literal's brackets.
+    pub fn server_name(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
     }
 
     /// The value of the `Host` header.
@@ -103,6 +163,11 @@ impl Target {
         } else {
             self.host.clone()
         }
+    }
+
+    /// `host:port` for messages.
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The socket address to connect to (resolving a name).
@@ -158,9 +223,70 @@ mod tests {
             let err = Target::parse_loopback(bad).unwrap_err().to_string();
             assert!(err.contains("loopback"), "{bad}: {err}");
         }
-        assert!(Target::parse("https://127.0.0.1/").is_err());
+        assert!(Target::parse("ftp://127.0.0.1/").is_err());
         assert!(Target::parse("127.0.0.1:80/").is_err());
         assert!(Target::parse("http://127.0.0.1:x/").is_err());
         assert!(Target::parse("http:///").is_err());
+    }
+
+    #[test]
+    fn https_urls_default_to_443_and_name_the_server() {
+        let t = Target::parse("https://localhost/buy?x=1").unwrap();
+        assert!(t.https);
+        assert_eq!(
+            (t.port, t.explicit_port, t.path.as_str()),
+            (443, false, "/buy?x=1")
+        );
+        assert_eq!(
+            (t.server_name(), t.host_header().as_str()),
+            ("localhost", "localhost")
+        );
+        assert_eq!(t.addr().unwrap(), "127.0.0.1:443".parse().unwrap());
+        let t = Target::parse("https://localhost:8443").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (8443, "/"));
+        assert_eq!(t.host_header(), "localhost:8443");
+        // IPv6: brackets in the Host header, none in the server name (an IP, not a DNS name).
+        let t = Target::parse("https://[::1]/").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.server_name()),
+            ("[::1]", 443, "::1")
+        );
+        assert_eq!(t.host_header(), "[::1]");
+        assert_eq!(t.addr().unwrap(), "[::1]:443".parse().unwrap());
+        let t = Target::parse("https://[::1]:9443/a").unwrap();
+        assert_eq!((t.port, t.host_header().as_str()), (9443, "[::1]:9443"));
+        assert_eq!(
+            Target::parse("https://127.0.0.1:1/").unwrap().server_name(),
+            "127.0.0.1"
+        );
+        assert!(!Target::parse("http://localhost/").unwrap().https);
+        assert_eq!(Target::parse("http://localhost/").unwrap().port, 80);
+    }
+
+    #[test]
+    fn remote_hosts_only_when_allowed_and_then_with_a_warning() {
+        // Refused by the parser itself: a name that could not even be resolved shows the
+        // refusal, not a resolution error, so nothing was looked up or connected to.
+        let err = Target::parse_for_load("https://staging.example.invalid/buy", Reach::Loopback)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("loopback only"), "{err}");
+        assert!(
+            err.contains("--allow-remote") && err.contains("allow_remote = true"),
+            "{err}"
+        );
+        for reach in [Reach::FLAG, Reach::SCENARIO] {
+            let t = Target::parse_for_load("https://staging.example.com/buy", reach).unwrap();
+            assert_eq!(t.authority(), "staging.example.com:443");
+            let warning = t.remote_warning(reach).unwrap();
+            assert!(warning.contains("WARNING: sending load to staging.example.com:443"));
+            let Reach::Anywhere { by } = reach else {
+                unreachable!()
+            };
+            assert!(warning.ends_with(&format!("as {by} says")), "{warning}");
+        }
+        let local = Target::parse_for_load("https://localhost:1/", Reach::FLAG).unwrap();
+        assert_eq!(local.remote_warning(Reach::FLAG), None);
+        assert_eq!(local.remote_warning(Reach::Loopback), None);
     }
 }

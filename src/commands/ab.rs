@@ -3,10 +3,10 @@
 //! Same flags and the same report shape as ab, with two honest differences: the percentiles come
 //! from an HDR histogram, and responses whose length differs from the first are reported as what
 //! they are (flash-sale servers send differently sized success and sold-out bodies), not as
-//! failures. Load goes to loopback only.
+//! failures. Load goes to loopback only, unless `--allow-remote` says the host is yours to load;
+//! `https://` URLs speak TLS (`--cacert FILE` adds a CA to the system's).
 
 use std::fmt::Write as _;
-use std::net::TcpStream;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -19,7 +19,7 @@ use crate::engine::{self, EnginePlan, EngineResult, Load, RequestTemplate, Sourc
 use crate::error::Error;
 use crate::exit::Done;
 use crate::protocol::Reason;
-use crate::target::Target;
+use crate::target::{Reach, Target};
 
 /// ab's default request count when only a time limit is given.
 const TIME_LIMIT_REQUESTS: u64 = 50_000;
@@ -66,13 +66,32 @@ pub struct AbArgs {
     /// counted by outcome. The URL gives where; `-m`, `-H`, `-p` do not apply.
     #[arg(long, value_name = "SCENARIO")]
     pub system: Option<std::path::PathBuf>,
-    /// Target URL: http:// on a loopback address.
+    /// Send load to a host that is not loopback (a staging host you are allowed to load); a
+    /// warning naming it is printed first. Without it such a URL is refused.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// A CA certificate file (PEM) to trust for an https:// URL, besides the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Target URL: http:// or https:// on a loopback address (any host with --allow-remote).
     pub url: String,
+}
+
+impl AbArgs {
+    /// How far this run's load may go.
+    pub fn reach(&self) -> Reach {
+        if self.allow_remote {
+            Reach::FLAG
+        } else {
+            Reach::Loopback
+        }
+    }
 }
 
 /// Turns the flags into an engine plan.
 pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
-    let target = Target::parse_loopback(&args.url)?;
+    let target = Target::parse_for_load(&args.url, args.reach())?;
+    let tls = tls(args, &target)?;
     anyhow::ensure!(args.concurrency >= 1, "-c must be at least 1");
     let requests = args.requests.unwrap_or(if args.time_limit.is_some() {
         TIME_LIMIT_REQUESTS
@@ -116,6 +135,7 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
     let plan = EnginePlan {
         target: target.addr()?,
         host_header: target.host_header(),
+        tls,
         connections: args
             .concurrency
             .min(requests.try_into().unwrap_or(usize::MAX)),
@@ -150,6 +170,15 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
     Ok((plan, target))
 }
 
+/// TLS for an https:// URL: the system's roots plus `--cacert`'s.
+fn tls(args: &AbArgs, target: &Target) -> anyhow::Result<Option<engine::Tls>> {
+    match (&args.cacert, target.https) {
+        (ca, true) => Ok(Some(engine::Tls::new(target.server_name(), ca.as_deref())?)),
+        (Some(_), false) => bail!("--cacert is for https:// URLs; {} is http://", args.url),
+        (None, false) => Ok(None),
+    }
+}
+
 /// The buyers of the system `path` describes, going round its users, at `target`.
 fn described(path: &std::path::Path, target: &Target) -> anyhow::Result<Source> {
     let sc = crate::scenario::load(path)?;
@@ -171,10 +200,18 @@ fn described(path: &std::path::Path, target: &Target) -> anyhow::Result<Source> 
 pub fn run(args: AbArgs) -> Result<Done, Error> {
     let (plan, target) = plan(&args).map_err(|e| Error::Usage(format!("{e:#}")))?;
     let addr = plan.target;
-    TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
-        Error::Unreachable(format!(
-            "cannot connect to {addr} (is the server running?): {e}"
-        ))
+    if let Some(warning) = target.remote_warning(args.reach()) {
+        eprintln!("{warning}");
+    }
+    // One connection first, made as the engine makes them: an unreachable server or a
+    // certificate this machine does not trust is said once, in words, instead of as N failures.
+    engine::probe(&plan, Duration::from_secs(2)).map_err(|e| {
+        Error::Unreachable(match e {
+            engine::ConnectError::Tls(why) => {
+                format!("cannot connect to {} ({addr}): {why}", target.authority())
+            }
+            other => format!("cannot connect to {addr} (is the server running?): {other}"),
+        })
     })?;
     let concurrency = plan.connections;
     let cancel = Cancel::on_signals();

@@ -22,7 +22,7 @@ use crate::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use crate::run_dir::RunDir;
 use crate::scenario::{self, Scenario, System as Sut};
 use crate::system::{External, StartOptions};
-use crate::target::Target;
+use crate::target::{Reach, Target};
 
 /// Flags of `grab-bench run`.
 #[derive(Debug, Clone, Args)]
@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// Begin the load at this Unix time (seconds, fractions allowed), so agents start together.
     #[arg(long, value_name = "UNIX_SECS")]
     pub start_at: Option<f64>,
+    /// Let the scenario's `[target] url` be a host that is not loopback (a staging host you are
+    /// allowed to load), as `allow_remote = true` in the scenario does; a warning names it first.
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 /// Runs a scenario.
@@ -97,7 +101,10 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
 
 /// The scenario with the command line's overrides applied.
 fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
-    let mut sc = scenario::load(&args.scenario)?;
+    let options = scenario::LoadOptions {
+        allow_remote: args.allow_remote,
+    };
+    let mut sc = scenario::load_with(&args.scenario, options)?;
     if let Some(users) = args.users {
         set_users(&mut sc, users)?;
     }
@@ -297,7 +304,7 @@ fn agent(
         &format!("{} segment {}/{}", sc.name, segment.index, segment.count),
         cancel,
     )?;
-    let target = Target::parse_loopback(&url)?;
+    let target = Target::parse_for_load(&url, reach(sc))?;
     let result = load(sc, &target, segment, cancel)?;
     let mut record = record(sc, &result, nodes, Vec::new());
     record.segment = Some(segment);
@@ -348,6 +355,22 @@ fn load(
 ) -> Result<EngineResult, Error> {
     let mut plan = engine_plan(sc, target)?;
     plan.segment = segment;
+    if let Some(warning) = target.remote_warning(reach(sc)) {
+        eprintln!("{warning}");
+    }
+    if plan.tls.is_some() {
+        // A certificate this machine does not trust fails every connection alike: said once,
+        // before the load, rather than as a run of refused connections. (A port that refuses
+        // is left to the load, as over plain HTTP: the ledger records it.)
+        if let Err(crate::engine::ConnectError::Tls(why)) =
+            crate::engine::probe(&plan, std::time::Duration::from_secs(2))
+        {
+            return Err(Error::Unreachable(format!(
+                "cannot connect to {}: {why}",
+                target.authority()
+            )));
+        }
+    }
     // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
     let tickets = (sc.sale.hold_ttl.is_none() && segment.count == 1).then_some(sc.sale.tickets);
     let label = if segment.count > 1 {
@@ -393,10 +416,33 @@ pub fn engine_plan(sc: &Scenario, target: &Target) -> Result<EnginePlan, Error> 
     };
     let mut plan = EnginePlan::new(target.addr()?, load, Source::Buyers(buyers));
     plan.host_header = target.host_header();
+    plan.tls = tls(sc, target)?;
     plan.connections = sc.load.connections;
     plan.request_timeout = sc.timeouts.request;
     plan.max_duration = sc.timeouts.max_duration;
     Ok(plan)
+}
+
+/// How far the load of `sc` may go: beyond loopback only for a `[target]` that allows it.
+fn reach(sc: &Scenario) -> Reach {
+    match &sc.system {
+        Sut::External(ext) => ext.reach,
+        Sut::Cluster(_) => Reach::Loopback,
+    }
+}
+
+/// TLS for an `https://` target: the system's roots plus the scenario's `[target] ca_file`.
+fn tls(sc: &Scenario, target: &Target) -> Result<Option<crate::engine::Tls>, Error> {
+    if !target.https {
+        return Ok(None);
+    }
+    let ca_file = match &sc.system {
+        Sut::External(ext) => ext.ca_file.as_deref(),
+        Sut::Cluster(_) => None,
+    };
+    crate::engine::Tls::new(target.server_name(), ca_file)
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("{e:#}")))
 }
 
 /// The run record of a load of `sc`.

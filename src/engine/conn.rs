@@ -1,8 +1,9 @@
 //! One engine thread: a current-thread runtime, its connection tasks, its timer queue.
 //!
 //! The hot path follows oha's `client.rs` shape: one connection per connection task over a
-//! `TcpStream` with `TCP_NODELAY`, no pool, reconnect on error or close. The HTTP/1.1 client is
-//! the minimal one in `raw.rs` by default, or hyper's connection API (`Client::Hyper`).
+//! `TcpStream` with `TCP_NODELAY` (TLS over it for `https://`), no pool, reconnect on error or
+//! close. The HTTP/1.1 client is the minimal one in `raw.rs` by default, or hyper's connection API
+//! (`Client::Hyper`); both run over the same [`Stream`], so both speak HTTPS.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -18,11 +19,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use std::io::Write as _;
 
-use super::raw::RawConn;
+use super::raw::{ConnectError, RawConn, Stream};
 use super::record::Recorder;
 use super::{Client, EnginePlan, RequestTemplate, Shared, Source, unit_hash};
 use crate::describe::{Answers, Attempt};
@@ -1028,28 +1028,47 @@ fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
-/// Opens a TCP connection with `TCP_NODELAY` for the plan's client; for hyper, runs the HTTP/1.1
-/// handshake and spawns the connection driver as a local task that ends when the sender is
-/// dropped. An error means nothing was sent.
+/// Opens a connection for the plan's client, bounded by the request timeout. An error means
+/// nothing was sent; why is not kept here (the ledger says `connect_refused`), [`probe`] says it.
 async fn connect(s: &Shared) -> Result<Conn, ()> {
-    let attempt = async {
-        if s.plan.client == Client::Raw {
-            return RawConn::connect(s.plan.target).await.ok().map(Conn::Raw);
-        }
-        let stream = TcpStream::connect(s.plan.target).await.ok()?;
-        stream.set_nodelay(true).ok()?;
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .ok()?;
-        tokio::task::spawn_local(async move {
-            let _ = driver.await;
-        });
-        Some(Conn::Hyper(sender))
-    };
-    match tokio::time::timeout(s.plan.request_timeout, attempt).await {
-        Ok(Some(conn)) => Ok(conn),
+    match tokio::time::timeout(s.plan.request_timeout, open(&s.plan)).await {
+        Ok(Ok(conn)) => Ok(conn),
         _ => Err(()),
     }
+}
+
+/// Opens a TCP connection with `TCP_NODELAY` (and TLS over it when the plan says so) for the
+/// plan's client; for hyper, runs the HTTP/1.1 handshake and spawns the connection driver as a
+/// local task that ends when the sender is dropped.
+async fn open(plan: &EnginePlan) -> Result<Conn, ConnectError> {
+    let stream = Stream::open(plan.target, plan.tls.as_ref()).await?;
+    if plan.client == Client::Raw {
+        return Ok(Conn::Raw(RawConn::new(stream)));
+    }
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ConnectError::Tcp(std::io::Error::other(e)))?;
+    tokio::task::spawn_local(async move {
+        let _ = driver.await;
+    });
+    Ok(Conn::Hyper(sender))
+}
+
+/// Opens one connection to the plan's target the way the engine does (TCP, then the TLS
+/// handshake when the plan has TLS) and closes it: for a command to say, before any load, why
+/// its target cannot be reached (a refused port, a certificate it does not trust).
+pub fn probe(plan: &EnginePlan, within: std::time::Duration) -> Result<(), ConnectError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ConnectError::Tcp)?;
+    rt.block_on(async {
+        match tokio::time::timeout(within, Stream::open(plan.target, plan.tls.as_ref())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    })
 }
 
 /// A response read to its end.

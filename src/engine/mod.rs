@@ -12,6 +12,7 @@ pub mod progress;
 mod raw;
 pub mod record;
 pub mod schedule;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,17 +29,23 @@ use crate::describe::{Protocol, Users};
 use crate::ledger::Ledger;
 use crate::protocol::{Outcome, Reason};
 
+pub use conn::probe;
 pub use progress::{Live, Progress, run_with_progress};
+pub use raw::ConnectError;
 pub use record::{Interval, LagStats, ReasonCounts, StepStats, Transfer, Unmatched};
 pub use schedule::{Schedule, Stage};
+pub use tls::Tls;
 
 /// Everything the engine needs to run one load; built and validated by the callers (ab, run).
 #[derive(Debug, Clone)]
 pub struct EnginePlan {
-    /// Where to connect (loopback in tests and ab).
+    /// Where to connect (loopback unless the command was told `--allow-remote`).
     pub target: SocketAddr,
     /// Value of the `Host` header.
     pub host_header: String,
+    /// `https://`: every connection is TLS with this configuration (server name, roots); `None`
+    /// is plain HTTP.
+    pub tls: Option<Tls>,
     /// Number of concurrent connections (closed loop: concurrency; open loop: max in flight).
     pub connections: usize,
     /// OS threads, each with a current-thread runtime; 0 = available cores.
@@ -135,6 +142,7 @@ impl EnginePlan {
         EnginePlan {
             target,
             host_header: target.to_string(),
+            tls: None,
             connections: 100,
             threads: 0,
             keep_alive: true,

@@ -116,6 +116,8 @@ struct RawCluster {
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     url: Spanned<String>,
+    allow_remote: Option<Spanned<bool>>,
+    ca_file: Option<Spanned<String>>,
     redis: Option<Spanned<String>>,
     postgres: Option<Spanned<String>>,
     mariadb: Option<Spanned<String>>,
@@ -361,8 +363,15 @@ pub enum Balancer {
 /// scenario's `[[target.start]]` processes.
 #[derive(Debug, Clone)]
 pub struct External {
-    /// Where load goes (loopback only); may name a started process's address, `{addr}`.
+    /// Where load goes (loopback, unless `reach` allows more); may name a started process's
+    /// address, `{addr}`.
     pub url: Template<UrlVar>,
+    /// Whether load may go beyond loopback: `allow_remote = true`, or `--allow-remote` given to
+    /// the command that loaded the scenario ([`LoadOptions`]).
+    pub reach: crate::target::Reach,
+    /// A CA certificate file (PEM) to trust for an `https://` url besides the system's roots;
+    /// relative to the scenario file, checked to hold a certificate when the scenario is read.
+    pub ca_file: Option<PathBuf>,
     /// Its Redis, for the audit: a URL, or a private one the harness starts.
     pub redis: Option<RedisSpec>,
     /// Private SQL servers the harness starts for it (`{postgres}`, `{mariadb}`).
@@ -543,25 +552,48 @@ pub fn preset(name: &str, columns: &[String]) -> Result<Description, ScenarioErr
     system::description(&v, None, name, columns)
 }
 
+/// What the command line adds to a scenario's own word when it is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `--allow-remote`: a `[target] url` that is not loopback is accepted as if the scenario
+    /// said `allow_remote = true`.
+    pub allow_remote: bool,
+}
+
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_with(path, LoadOptions::default())
+}
+
+/// Reads and validates a scenario file, with the command line's `options`.
+pub fn load_with(path: &Path, options: LoadOptions) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
         file: path.to_owned(),
         line: 0,
         column: 0,
         message: format!("cannot read the scenario: {e}"),
     })?;
-    parse(path, &text)
+    parse_with(path, &text, options)
 }
 
 /// Parses and validates scenario `text` (named `path` in errors).
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    parse_with(path, text, LoadOptions::default())
+}
+
+/// Parses and validates scenario `text` (named `path` in errors), with the command line's
+/// `options`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    options: LoadOptions,
+) -> Result<Scenario, ScenarioError> {
     let v = Validator { path, text };
     let raw: RawScenario = toml::from_str(text).map_err(|e| {
         let start = e.span().map_or(0, |s| s.start);
         v.error_at(start, e.message().trim_end().to_owned())
     })?;
-    v.validate(raw)
+    v.validate(raw, options)
 }
 
 /// Turns spans into lines and columns while validating.
@@ -607,7 +639,7 @@ impl Validator<'_> {
         s.as_ref().map_or(Ok(default), |s| self.duration(s))
     }
 
-    fn validate(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+    fn validate(&self, raw: RawScenario, options: LoadOptions) -> Result<Scenario, ScenarioError> {
         let name = match &raw.name {
             Some(n) if !target_server::args::valid_name(n.get_ref(), 64) => {
                 return Err(self.err(n, "name must be 1-64 characters of A-Z a-z 0-9 _ . -"));
@@ -621,7 +653,7 @@ impl Validator<'_> {
         let sale = self.sale(&raw.sale, &name)?;
         let system = match (&raw.cluster, &raw.target) {
             (Some(c), None) => System::Cluster(self.cluster(c, sale.tickets)?),
-            (None, Some(t)) => System::External(self.target(t)?),
+            (None, Some(t)) => System::External(self.target(t, options)?),
             (Some(c), Some(_)) => {
                 return Err(self.err(
                     c,
@@ -971,7 +1003,12 @@ impl Validator<'_> {
         })
     }
 
-    fn target(&self, raw: &Spanned<RawTarget>) -> Result<External, ScenarioError> {
+    fn target(
+        &self,
+        raw: &Spanned<RawTarget>,
+        options: LoadOptions,
+    ) -> Result<External, ScenarioError> {
+        use crate::target::Reach;
         let t = raw.get_ref();
         if let Some(p) = &t.profile {
             return Err(self.err(
@@ -981,8 +1018,14 @@ impl Validator<'_> {
         }
         let url = Template::<UrlVar>::compile(t.url.get_ref())
             .map_err(|e| self.error_at(t.url.span().start + 1 + e.offset, e.message))?;
+        // The command line's word first: the warning names what allowed the load.
+        let reach = match &t.allow_remote {
+            _ if options.allow_remote => Reach::FLAG,
+            Some(a) if *a.get_ref() => Reach::SCENARIO,
+            _ => Reach::Loopback,
+        };
         if url.is_constant() {
-            if let Err(err) = crate::target::Target::parse_loopback(t.url.get_ref()) {
+            if let Err(err) = crate::target::Target::parse_for_load(t.url.get_ref(), reach) {
                 return Err(self.err(&t.url, format!("{:?}: {err:#}", t.url.get_ref())));
             }
         } else if t.start.is_empty() {
@@ -1015,12 +1058,36 @@ impl Validator<'_> {
                 }
             }
         }
+        let ca_file = match &t.ca_file {
+            None => None,
+            Some(ca) if !t.url.get_ref().starts_with("https://") => {
+                return Err(self.err(
+                    ca,
+                    format!(
+                        "ca_file is for an https:// url; {:?} is not one",
+                        t.url.get_ref()
+                    ),
+                ));
+            }
+            Some(ca) => {
+                let path = self
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(ca.get_ref());
+                crate::engine::tls::read_ca_file(&path)
+                    .map_err(|e| self.err(ca, format!("ca_file: {e:#}")))?;
+                Some(path)
+            }
+        };
         let mut start = Vec::new();
         for p in &t.start {
             start.push(self.process(p)?);
         }
         Ok(External {
             url,
+            reach,
+            ca_file,
             redis,
             databases,
             stat_logs: t.stat_logs.clone(),

@@ -18,6 +18,7 @@ fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Sour
     EnginePlan {
         target: addr,
         host_header: addr.to_string(),
+        tls: None,
         connections,
         threads: 2,
         keep_alive: true,

@@ -13,6 +13,7 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
     EnginePlan {
         target: addr,
         host_header: addr.to_string(),
+        tls: None,
         connections,
         threads: 2,
         keep_alive: true,

@@ -24,3 +24,4 @@ mod server;
 mod server_bad_requests;
 mod shop;
 mod sql;
+mod tls;

@@ -1,5 +1,6 @@
 //! A tiny HTTP/1.1 fixture server for the engine and ab tests: binds 127.0.0.1:0, runs on its own
-//! thread and runtime, counts accepted connections, and answers through a handler closure.
+//! thread and runtime, counts accepted connections, and answers through a handler closure; over
+//! plain TCP ([`start`]) or HTTPS ([`start_tls`], with a certificate from [`super::tls`]).
 
 #![allow(dead_code)]
 
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// What the handler sees of a request.
@@ -80,6 +82,22 @@ pub fn start<H>(handler: H) -> Server
 where
     H: Fn(&Req) -> Reply + Send + Sync + 'static,
 {
+    start_with(handler, None)
+}
+
+/// Like [`start`], over HTTPS: each connection's TLS handshake through `tls` first (one that
+/// fails is closed, nothing answered).
+pub fn start_tls<H>(handler: H, tls: TlsAcceptor) -> Server
+where
+    H: Fn(&Req) -> Reply + Send + Sync + 'static,
+{
+    start_with(handler, Some(tls))
+}
+
+fn start_with<H>(handler: H, tls: Option<TlsAcceptor>) -> Server
+where
+    H: Fn(&Req) -> Reply + Send + Sync + 'static,
+{
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -103,11 +121,22 @@ where
                         _ = stop.cancelled() => break,
                     };
                     accepted.fetch_add(1, Ordering::SeqCst);
-                    let (handler, requests, stop) =
-                        (handler.clone(), requests.clone(), stop.clone());
+                    let _ = sock.set_nodelay(true);
+                    let (handler, requests, stop, tls) =
+                        (handler.clone(), requests.clone(), stop.clone(), tls.clone());
                     tokio::spawn(async move {
+                        let serve = async {
+                            match tls {
+                                None => serve_conn(sock, &*handler, &requests).await,
+                                Some(tls) => {
+                                    if let Ok(sock) = tls.accept(sock).await {
+                                        serve_conn(sock, &*handler, &requests).await;
+                                    }
+                                }
+                            }
+                        };
                         tokio::select! {
-                            _ = serve_conn(sock, &*handler, &requests) => {}
+                            _ = serve => {}
                             _ = stop.cancelled() => {}
                         }
                     });
@@ -125,11 +154,11 @@ where
     }
 }
 
-async fn serve_conn<H>(mut sock: tokio::net::TcpStream, handler: &H, requests: &AtomicU64)
+async fn serve_conn<S, H>(mut sock: S, handler: &H, requests: &AtomicU64)
 where
+    S: AsyncRead + AsyncWrite + Unpin,
     H: Fn(&Req) -> Reply,
 {
-    let _ = sock.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         // Read one request head (and body, by Content-Length).
@@ -187,7 +216,9 @@ where
             reply.body
         );
         requests.fetch_add(1, Ordering::SeqCst);
-        if sock.write_all(out.as_bytes()).await.is_err() || close {
+        // TLS may hold back records it could not write at once: flush (a no-op over TCP).
+        let sent = sock.write_all(out.as_bytes()).await.is_ok() && sock.flush().await.is_ok();
+        if !sent || close {
             let _ = sock.shutdown().await;
             return;
         }
