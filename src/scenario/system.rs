@@ -363,7 +363,7 @@ fn sql(
         .filter_map(|(w, q)| Some((w, q?)))
     {
         crate::evidence::sql::check_select(q.get_ref())
-            .map_err(|e| qv.err(q, format!("the {what} query {e}")))?;
+            .map_err(|e| qv.err(q, e.replacen("the query", &format!("the {what} query"), 1)))?;
     }
     let duration = |d: Option<(&Spanned<String>, &Validator<'_>)>, default: u64| match d {
         None => Ok(std::time::Duration::from_millis(default)),
