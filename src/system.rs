@@ -204,12 +204,21 @@ impl SqlOrders {
             store.kept.orders = true;
             store.orders_from = at.clone();
         }
+        let began = Instant::now();
         let snapshot = block_on(async {
             let mut conn = self.source.connect(SQL_CONNECT).await?;
             let s = conn.snapshot(&self.vars).await;
             conn.close().await;
             s
         });
+        if let Ok(s) = &snapshot {
+            eprintln!(
+                "read {} orders{} from {at} in {:.2} s",
+                s.orders.as_ref().map_or(0, Vec::len),
+                if s.stock.is_some() { " and the stock" } else { "" },
+                began.elapsed().as_secs_f64()
+            );
+        }
         let snapshot = match snapshot {
             Ok(s) => s,
             Err(e) => {
