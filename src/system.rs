@@ -215,7 +215,11 @@ impl SqlOrders {
             eprintln!(
                 "read {} orders{} from {at} in {:.2} s",
                 s.orders.as_ref().map_or(0, Vec::len),
-                if s.stock.is_some() { " and the stock" } else { "" },
+                if s.stock.is_some() {
+                    " and the stock"
+                } else {
+                    ""
+                },
                 began.elapsed().as_secs_f64()
             );
         }
