@@ -168,6 +168,7 @@ pub fn bring_up(
             weight,
             addr: Some(n.addr),
             stat_log: Some(n.spec.stat_log.clone()),
+            item: None,
         })
         .collect();
     Ok(Up {

@@ -57,6 +57,28 @@ pub struct SaleTerms {
     pub per_user_limit: u64,
     /// Reservation mode: how long a hold lasts, ms; `None` = a success is a sale.
     pub hold_ttl_ms: Option<u64>,
+    /// A sale of several items: each with its tickets, in the ledger's item order (empty: one
+    /// item, the whole sale). `tickets` is then their sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemTerms>,
+}
+
+/// One item of a sale of several.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemTerms {
+    /// Its id (`{item}`; the ledger's `item` column).
+    pub id: String,
+    /// Its tickets.
+    pub tickets: u64,
+    /// The reference server's sale id of this item (its keys `grab:{SALE_ID}:*`).
+    pub sale_id: String,
+    /// Shards its stock is split into (1 = one key).
+    #[serde(default = "one")]
+    pub shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One node of the built-in cluster: the one record of it that the run record, `cluster up`'s folder, the
@@ -75,6 +97,9 @@ pub struct NodeRecord {
     /// Where it writes its stat log, when that is outside the run folder (`cluster up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat_log: Option<PathBuf>,
+    /// The item it sells, in a sale of several (each item has nodes of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
 }
 
 /// The scenario's `[thresholds]`; `None` = not set.
@@ -134,6 +159,33 @@ impl RunRecord {
             thresholds: Thresholds::default(),
             segment: None,
             cluster_dir: None,
+        }
+    }
+
+    /// The record as one item's audit sees it: that item's tickets and sale id, its nodes
+    /// only; the record itself for a sale of one item.
+    pub fn for_item(&self, i: usize) -> RunRecord {
+        let Some(item) = self.sale.items.get(i).filter(|_| self.sale.items.len() > 1) else {
+            return self.clone();
+        };
+        let mut r = self.clone();
+        r.sale.id = item.sale_id.clone();
+        r.sale.tickets = item.tickets;
+        r.sale.items = vec![item.clone()];
+        r.nodes
+            .retain(|n| n.item.as_deref() == Some(item.id.as_str()));
+        let names: Vec<&str> = r.nodes.iter().map(|n| n.name.as_str()).collect();
+        r.faults
+            .retain(|f| f.node.as_deref().is_none_or(|n| names.contains(&n)));
+        r
+    }
+
+    /// The items' ids (one, the sale's, for a sale of one item).
+    pub fn item_ids(&self) -> Vec<String> {
+        if self.sale.items.is_empty() {
+            vec![self.sale.id.clone()]
+        } else {
+            self.sale.items.iter().map(|i| i.id.clone()).collect()
         }
     }
 

@@ -202,6 +202,7 @@ fn blank_record() -> RunRecord {
         tickets: 0,
         per_user_limit: 1,
         hold_ttl_ms: None,
+        items: Vec::new(),
     };
     RunRecord::new("external", "", sale)
 }

@@ -445,6 +445,23 @@ fn tls(sc: &Scenario, target: &Target) -> Result<Option<crate::engine::Tls>, Err
         .map_err(|e| Error::Usage(format!("{e:#}")))
 }
 
+/// The items of the record: none for a sale of one unsharded item (its terms are the sale's).
+fn item_terms(sale: &crate::scenario::Sale) -> Vec<crate::record::ItemTerms> {
+    if !sale.multi() && sale.items.iter().all(|i| i.shards == 1) {
+        return Vec::new();
+    }
+    sale.items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| crate::record::ItemTerms {
+            id: it.id.clone(),
+            tickets: it.tickets,
+            sale_id: sale.sale_id_of(i),
+            shards: it.shards,
+        })
+        .collect()
+}
+
 /// The run record of a load of `sc`.
 pub fn record(
     sc: &Scenario,
@@ -457,6 +474,7 @@ pub fn record(
         tickets: sc.sale.tickets,
         per_user_limit: sc.sale.per_user_limit,
         hold_ttl_ms: sc.sale.hold_ttl.map(|d| d.as_millis() as u64),
+        items: item_terms(&sc.sale),
     };
     RunRecord {
         started_unix_us: r.started_unix_us,

@@ -91,10 +91,40 @@ struct RawFault {
 struct RawSale {
     id: Option<Spanned<String>>,
     item: Option<Spanned<String>>,
-    tickets: Spanned<u64>,
+    tickets: Option<Spanned<u64>>,
+    /// A sale of one item: its stock split into this many shards (built-in cluster).
+    shards: Option<Spanned<u32>>,
+    items: Option<Spanned<Vec<Spanned<RawItem>>>>,
     #[serde(default)]
     per_user_limit: Option<Spanned<u64>>,
     hold_ttl: Option<Spanned<String>>,
+}
+
+/// One item of a sale of several (`[[sale.items]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItem {
+    id: Spanned<String>,
+    tickets: Spanned<u64>,
+    shards: Option<Spanned<u32>>,
+}
+
+/// `[users] pick`: how an attempt chooses its item.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPick {
+    /// `"uniform"`.
+    Name(String),
+    /// `{ zipf = S, hot = SHARE }` or `{ weights = [...] }`.
+    Table(RawPickTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPickTable {
+    zipf: Option<f64>,
+    hot: Option<f64>,
+    weights: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +189,8 @@ struct RawUsers {
     extra_buys: u16,
     pay_probability: Option<Spanned<f64>>,
     pay_delay: Option<Spanned<String>>,
+    /// How an attempt picks its item in a sale of several.
+    pick: Option<Spanned<RawPick>>,
     /// Columns computed from each user's id: name → how.
     derive: Option<BTreeMap<String, Spanned<RawDerive>>>,
 }
@@ -312,14 +344,92 @@ impl Fault {
 pub struct Sale {
     /// Sale id (Redis key namespace).
     pub id: String,
-    /// The item on sale (`{item}` in templates); the sale id unless given.
+    /// The item on sale (`{item}` in templates); the sale id unless given. With several
+    /// items, the first.
     pub item: String,
-    /// Tickets for sale.
+    /// Tickets for sale (with several items, all of them).
     pub tickets: u64,
+    /// Every item with its tickets: one for a sale of one item.
+    pub items: Vec<SaleItem>,
     /// Tickets one user may hold.
     pub per_user_limit: u64,
     /// Reservation mode: holds expire after this.
     pub hold_ttl: Option<Duration>,
+}
+
+/// One item of a sale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SaleItem {
+    /// Its id (`{item}`).
+    pub id: String,
+    /// Its tickets.
+    pub tickets: u64,
+    /// Shards its stock is split into on the built-in cluster (1: one key).
+    pub shards: u32,
+}
+
+impl Sale {
+    /// Whether the sale has several items.
+    pub fn multi(&self) -> bool {
+        self.items.len() > 1
+    }
+
+    /// The reference server's sale id of item `i`: the sale's own id for a sale of one item,
+    /// `SALE.ITEM` for each item of several (each its own keys, its own Redis Cluster slot).
+    pub fn sale_id_of(&self, i: usize) -> String {
+        if self.multi() {
+            format!("{}.{}", self.id, self.items[i].id)
+        } else {
+            self.id.clone()
+        }
+    }
+}
+
+/// How each attempt picks its item: cumulative probabilities over the sale's items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemPick {
+    /// `cumulative[i]` = P(item ≤ i); the last is 1.
+    pub cumulative: Vec<f64>,
+}
+
+impl ItemPick {
+    /// The item of a uniform draw `u` in [0, 1).
+    pub fn pick(&self, u: f64) -> usize {
+        self.cumulative
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.cumulative.len() - 1)
+    }
+
+    /// Each item's share of the demand.
+    pub fn shares(&self) -> Vec<f64> {
+        let mut prev = 0.0;
+        self.cumulative
+            .iter()
+            .map(|&c| {
+                let s = c - prev;
+                prev = c;
+                s
+            })
+            .collect()
+    }
+
+    /// From weights (not all zero).
+    fn from_weights(w: &[f64]) -> ItemPick {
+        let total: f64 = w.iter().sum();
+        let mut acc = 0.0;
+        let mut cumulative: Vec<f64> = w
+            .iter()
+            .map(|x| {
+                acc += x / total;
+                acc
+            })
+            .collect();
+        if let Some(last) = cumulative.last_mut() {
+            *last = 1.0;
+        }
+        ItemPick { cumulative }
+    }
 }
 
 /// What is being tested.
@@ -336,12 +446,17 @@ pub enum System {
 pub struct Cluster {
     /// Weighted round-robin weights, one per node.
     pub weights: Vec<u32>,
-    /// Each node's quota (share by weight plus buffer, or given).
+    /// Each node's quota (share by weight plus buffer, or given); with several items, the
+    /// first item's.
     pub quotas: Vec<u64>,
+    /// Per item, its nodes' quotas (each item of a sale of several has nodes of its own).
+    pub item_quotas: Vec<Vec<u64>>,
     /// Nginx in front, or load straight to the single node.
     pub balancer: Balancer,
     /// Spawn a private Redis, or use this URL.
     pub redis: Option<String>,
+    /// Spawn a private Redis Cluster (3 masters) instead of one redis-server.
+    pub redis_cluster: bool,
     /// Deliberate flaws for every node.
     pub flaws: Vec<String>,
     /// With the `leak-connections` flaw: Redis steps each node makes before its pool runs dry.
@@ -517,6 +632,8 @@ pub struct Users {
     pub pay_probability: f64,
     /// Delay before paying.
     pub pay_delay: Duration,
+    /// How each attempt picks its item (a sale of one item: always the first).
+    pub pick: ItemPick,
 }
 
 /// How load is applied.
@@ -652,7 +769,7 @@ impl Validator<'_> {
         };
         let sale = self.sale(&raw.sale, &name)?;
         let system = match (&raw.cluster, &raw.target) {
-            (Some(c), None) => System::Cluster(self.cluster(c, sale.tickets)?),
+            (Some(c), None) => System::Cluster(self.cluster(c, &sale)?),
             (None, Some(t)) => System::External(self.target(t, options)?),
             (Some(c), Some(_)) => {
                 return Err(self.err(
@@ -667,7 +784,7 @@ impl Validator<'_> {
                 ));
             }
         };
-        let users = self.users(&raw.users)?;
+        let users = self.users(&raw.users, sale.items.len())?;
         let description = match (&system, &raw.system) {
             (System::Cluster(_), Some(sys)) => {
                 return Err(self.err(
@@ -889,17 +1006,88 @@ impl Validator<'_> {
             Some(i) => i.get_ref().clone(),
             None => id.clone(),
         };
+        let items = match (&raw.tickets, &raw.items) {
+            (Some(t), None) => vec![SaleItem {
+                id: item.clone(),
+                tickets: *t.get_ref(),
+                shards: self.shards(raw.shards.as_ref(), *t.get_ref())?,
+            }],
+            (None, Some(list)) => self.items(list, raw.item.as_ref())?,
+            (Some(t), Some(_)) => {
+                return Err(self.err(
+                    t,
+                    "give tickets for a sale of one item, or [[sale.items]] (each with its tickets), not both",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error_at(
+                    0,
+                    "[sale] needs tickets = N, or [[sale.items]] with id and tickets each".into(),
+                ));
+            }
+        };
         Ok(Sale {
             id,
-            item,
-            tickets: *raw.tickets.get_ref(),
+            item: items[0].id.clone(),
+            tickets: items.iter().map(|i| i.tickets).sum(),
+            items,
             per_user_limit,
             hold_ttl,
         })
     }
 
+    /// `shards = K`: 1 to 64, and no more than the tickets (no shard empty from the start).
+    fn shards(&self, raw: Option<&Spanned<u32>>, tickets: u64) -> Result<u32, ScenarioError> {
+        match raw {
+            Some(k) if !(1..=64).contains(k.get_ref()) => {
+                Err(self.err(k, "shards is between 1 and 64"))
+            }
+            Some(k) if u64::from(*k.get_ref()) > tickets => Err(self.err(
+                k,
+                "more shards than tickets: some shard would be empty from the start",
+            )),
+            Some(k) => Ok(*k.get_ref()),
+            None => Ok(1),
+        }
+    }
+
+    /// `[[sale.items]]`: ids unique and valid, tickets and shards within bounds.
+    fn items(
+        &self,
+        list: &Spanned<Vec<Spanned<RawItem>>>,
+        item: Option<&Spanned<String>>,
+    ) -> Result<Vec<SaleItem>, ScenarioError> {
+        if let Some(i) = item {
+            return Err(self.err(
+                i,
+                "item names the one item of a sale; with [[sale.items]] each has its id",
+            ));
+        }
+        if list.get_ref().is_empty() || list.get_ref().len() > 64 {
+            return Err(self.err(list, "a sale has 1 to 64 items"));
+        }
+        let mut items: Vec<SaleItem> = Vec::new();
+        for raw in list.get_ref() {
+            let r = raw.get_ref();
+            if !target_server::args::valid_name(r.id.get_ref(), 32) {
+                return Err(self.err(&r.id, "an item id is 1-32 characters of A-Z a-z 0-9 _ . -"));
+            }
+            if items.iter().any(|i| &i.id == r.id.get_ref()) {
+                return Err(self.err(&r.id, format!("item {:?} is listed twice", r.id.get_ref())));
+            }
+            let shards = self.shards(r.shards.as_ref(), *r.tickets.get_ref())?;
+            items.push(SaleItem {
+                id: r.id.get_ref().clone(),
+                tickets: *r.tickets.get_ref(),
+                shards,
+            });
+        }
+        Ok(items)
+    }
+
     /// Long because it validates `[cluster]` key by key, each with its own message and position; the checks are independent and read best in file order.
-    fn cluster(&self, raw: &Spanned<RawCluster>, tickets: u64) -> Result<Cluster, ScenarioError> {
+    fn cluster(&self, raw: &Spanned<RawCluster>, sale: &Sale) -> Result<Cluster, ScenarioError> {
+        let tickets = sale.tickets;
         let c = raw.get_ref();
         let nodes = *c.nodes.get_ref() as usize;
         if nodes == 0 || nodes > 64 {
@@ -932,8 +1120,19 @@ impl Validator<'_> {
             Some(q) if q.get_ref().len() != nodes => {
                 return Err(self.err(q, format!("{} quotas for {nodes} nodes", q.get_ref().len())));
             }
+            Some(q) if sale.multi() => {
+                return Err(self.err(q, "quotas are one item's; with [[sale.items]] each item's nodes share its tickets by weight (and buffer)"));
+            }
             Some(q) => q.get_ref().clone(),
             None => quotas_by_weight(tickets, &weights, buffer),
+        };
+        let item_quotas: Vec<Vec<u64>> = if sale.multi() {
+            sale.items
+                .iter()
+                .map(|i| quotas_by_weight(i.tickets, &weights, buffer))
+                .collect()
+        } else {
+            vec![quotas.clone()]
         };
         let balancer = match c.balancer.as_ref().map(|b| (b, b.get_ref().as_str())) {
             None | Some((_, "nginx")) => Balancer::Nginx,
@@ -951,12 +1150,16 @@ impl Validator<'_> {
                 ));
             }
         };
-        let redis = match &c.redis {
-            None => None,
-            Some(r) if r.get_ref() == "spawn" => None,
-            Some(r) if r.get_ref().starts_with("redis://") => Some(r.get_ref().clone()),
+        let (redis, redis_cluster) = match &c.redis {
+            None => (None, false),
+            Some(r) if r.get_ref() == "spawn" => (None, false),
+            Some(r) if r.get_ref() == "cluster" => (None, true),
+            Some(r) if r.get_ref().starts_with("redis://") => (Some(r.get_ref().clone()), false),
             Some(r) => {
-                return Err(self.err(r, "redis is \"spawn\" or a redis:// URL"));
+                return Err(self.err(
+                    r,
+                    "redis is \"spawn\" (a private redis-server), \"cluster\" (a private 3-master Redis Cluster) or a redis:// URL",
+                ));
             }
         };
         let mut flaws = Vec::new();
@@ -995,8 +1198,10 @@ impl Validator<'_> {
         Ok(Cluster {
             weights,
             quotas,
+            item_quotas,
             balancer,
             redis,
+            redis_cluster,
             flaws,
             leak_after,
             nginx_workers,
@@ -1142,7 +1347,8 @@ impl Validator<'_> {
         })
     }
 
-    fn users(&self, raw: &RawUsers) -> Result<Users, ScenarioError> {
+    fn users(&self, raw: &RawUsers, items: usize) -> Result<Users, ScenarioError> {
+        let pick = self.pick(raw.pick.as_ref(), items)?;
         let mut table = match &raw.csv {
             Some(csv) => {
                 let path = self
@@ -1204,7 +1410,68 @@ impl Validator<'_> {
             extra_buys: raw.extra_buys,
             pay_probability,
             pay_delay: self.opt_duration(&raw.pay_delay, Duration::from_millis(100))?,
+            pick,
         })
+    }
+
+    /// `[users] pick`: uniform (the default), `{ zipf = S }` (item k of n wanted ∝ 1/k^S),
+    /// `{ zipf = S, hot = H }` (the first item takes the share H, the others share the rest
+    /// ∝ 1/k^S by rank), or `{ weights = [...] }`, one per item.
+    fn pick(
+        &self,
+        raw: Option<&Spanned<RawPick>>,
+        items: usize,
+    ) -> Result<ItemPick, ScenarioError> {
+        let uniform = ItemPick::from_weights(&vec![1.0; items]);
+        let Some(raw) = raw else {
+            return Ok(uniform);
+        };
+        if items == 1 {
+            return Err(self.err(
+                raw,
+                "pick chooses among the items of [[sale.items]]; this sale has one",
+            ));
+        }
+        let bad = |m: &str| Err(self.err(raw, m.to_string()));
+        match raw.get_ref() {
+            RawPick::Name(n) if n == "uniform" => Ok(uniform),
+            RawPick::Name(n) => bad(&format!(
+                "pick {n:?}: give \"uniform\", {{ zipf = 1.1 }} (optionally with hot = 0.8) or {{ weights = [...] }}"
+            )),
+            RawPick::Table(t) => match (t.zipf, t.hot, &t.weights) {
+                (None, None, Some(w)) if w.len() != items => {
+                    bad(&format!("{} weights for {items} items", w.len()))
+                }
+                (None, None, Some(w))
+                    if w.iter().any(|x| !x.is_finite() || *x < 0.0)
+                        || w.iter().sum::<f64>() <= 0.0 =>
+                {
+                    bad("weights are at least 0 and not all 0")
+                }
+                (None, None, Some(w)) => Ok(ItemPick::from_weights(w)),
+                (Some(z), hot, None) if z.is_finite() && z > 0.0 && z <= 10.0 => {
+                    let rank = |k: usize| 1.0 / (k as f64).powf(z);
+                    match hot {
+                        None => Ok(ItemPick::from_weights(
+                            &(1..=items).map(rank).collect::<Vec<_>>(),
+                        )),
+                        Some(h) if h > 0.0 && h < 1.0 => {
+                            let rest: f64 = (1..items).map(rank).sum();
+                            let mut w = vec![h];
+                            w.extend((1..items).map(|k| (1.0 - h) * rank(k) / rest));
+                            Ok(ItemPick::from_weights(&w))
+                        }
+                        Some(_) => {
+                            bad("hot is the first item's share of the demand, between 0 and 1")
+                        }
+                    }
+                }
+                (Some(_), _, None) => bad("zipf is the exponent s, above 0 (1.1 is common)"),
+                _ => bad(
+                    "pick is { zipf = S } (optionally with hot = H) or { weights = [...] }, not both",
+                ),
+            },
+        }
     }
 
     /// `[users.derive]`: adds each column, computed from the user id.
