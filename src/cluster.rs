@@ -17,7 +17,7 @@ use crate::evidence::{Collected, NodeStats, Part};
 use crate::record::NodeRecord;
 use crate::run_dir::RunDir;
 use crate::scenario::{Balancer, Cluster, Scenario};
-use crate::sut::nginx::{NginxProcess, Upstream};
+use crate::sut::nginx::{NginxProcess, Route, Upstream};
 use crate::sut::node::{NodeProcess, NodeSpec};
 use crate::sut::redis::RedisProcess;
 use crate::system::System;
@@ -48,12 +48,11 @@ pub struct Up {
 /// sale is read afterwards (the reference preset's layout).
 #[derive(Debug, Clone)]
 pub struct Settle {
-    /// The sale id (its keys hold the `held` counter).
-    pub sale: String,
-    /// The reference server's store layout and the names it is rendered for.
-    pub store: (crate::describe::Layout, crate::describe::store::Names),
-    /// The scenario's tickets.
-    pub tickets: u64,
+    /// The reference server's store layout.
+    pub layout: crate::describe::Layout,
+    /// Each item's sale, in item order (one for a sale of one item): the names its keys are
+    /// rendered for and its tickets.
+    pub items: Vec<(crate::describe::store::Names, u64)>,
     /// Wait for every hold to be paid or released.
     pub holds: bool,
     /// The most to wait.
@@ -69,15 +68,20 @@ impl Settle {
             limit += ttl + sc.users.pay_delay + Duration::from_secs(1);
         }
         Settle {
-            sale: sc.sale.id.clone(),
-            store: (
-                sc.description.store.clone(),
-                crate::describe::store::Names {
-                    sale: sc.sale.id.clone(),
-                    item: sc.sale.item.clone(),
-                },
-            ),
-            tickets: sc.sale.tickets,
+            layout: sc.description.store.clone(),
+            items: sc
+                .sale
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let names = crate::describe::store::Names {
+                        sale: sc.sale.sale_id_of(i),
+                        item: it.id.clone(),
+                    };
+                    (names, it.tickets)
+                })
+                .collect(),
             holds: sc.sale.hold_ttl.is_some(),
             limit,
         }
@@ -90,7 +94,11 @@ impl Settle {
         while Instant::now() < deadline {
             let stats = node_stats(nodes);
             let idle = stats.len() == nodes.len() && stats.iter().all(|s| s.in_flight == 0);
-            let holds_done = !self.holds || held(redis_url, &self.sale) == Some(0);
+            let holds_done = !self.holds
+                || self
+                    .items
+                    .iter()
+                    .all(|(names, _)| held(redis_url, &names.sale) == Some(0));
             if idle && holds_done {
                 return;
             }
@@ -98,6 +106,23 @@ impl Settle {
                 return;
             }
         }
+    }
+}
+
+/// The path prefix Nginx routes to item `item`'s nodes in a sale of several items (before
+/// the target's path: `/ITEM/buy/ticket`).
+pub fn item_prefix(item: &str) -> String {
+    format!("/{item}")
+}
+
+/// The name of node `k` (0-based) of item `i`: `n1`, `n2`… for a sale of one item, `ITEM-n1`…
+/// for each item of several (each has nodes of its own).
+pub fn node_id(sc: &Scenario, i: usize, k: usize) -> String {
+    let n = crate::faults::node_name(k);
+    if sc.sale.multi() {
+        format!("{}-{n}", sc.sale.items[i].id)
+    } else {
+        n
     }
 }
 
@@ -112,7 +137,9 @@ pub fn bring_up(
 ) -> Result<Up, Error> {
     eprintln!("run {}: starting the cluster", sc.name);
     if let Some(url) = &cluster.redis {
-        check_sale_absent(url, &sc.sale.id, reset_sale, &sc.name)?;
+        for i in 0..sc.sale.items.len() {
+            check_sale_absent(url, &sc.sale.sale_id_of(i), reset_sale, &sc.name)?;
+        }
     }
     let phase = Instant::now();
     let redis = match &cluster.redis {
@@ -126,23 +153,46 @@ pub fn bring_up(
     };
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
-    for (i, &quota) in cluster.quotas.iter().enumerate() {
-        cancel.check()?;
-        let spec = node_spec(sc, cluster, dir, i, quota, &redis_url, reset_sale);
-        nodes.push(NodeProcess::start(&program, true, spec)?);
+    let mut records: Vec<NodeRecord> = Vec::new();
+    // Each item of a sale of several is a reference sale of its own, with nodes of its own.
+    for (i, quotas) in cluster.item_quotas.iter().enumerate() {
+        for (k, (&quota, &weight)) in quotas.iter().zip(&cluster.weights).enumerate() {
+            cancel.check()?;
+            let spec = node_spec(sc, cluster, dir, (i, k), quota, &redis_url, reset_sale);
+            let node = NodeProcess::start(&program, true, spec)?;
+            records.push(NodeRecord {
+                name: node.spec.id.clone(),
+                quota,
+                weight,
+                addr: Some(node.addr),
+                stat_log: Some(node.spec.stat_log.clone()),
+                item: sc.sale.multi().then(|| sc.sale.items[i].id.clone()),
+            });
+            nodes.push(node);
+        }
     }
     let nginx = match cluster.balancer {
         Balancer::Nginx => {
-            let upstreams: Vec<Upstream> = nodes
+            let per_item = cluster.weights.len();
+            let routes: Vec<Route> = sc
+                .sale
+                .items
                 .iter()
-                .zip(&cluster.weights)
-                .filter(|(_, w)| **w > 0)
-                .map(|(n, &weight)| Upstream {
-                    addr: n.addr,
-                    weight,
+                .enumerate()
+                .map(|(i, it)| Route {
+                    prefix: sc.sale.multi().then(|| item_prefix(&it.id)),
+                    upstreams: nodes[i * per_item..(i + 1) * per_item]
+                        .iter()
+                        .zip(&cluster.weights)
+                        .filter(|(_, w)| **w > 0)
+                        .map(|(n, &weight)| Upstream {
+                            addr: n.addr,
+                            weight,
+                        })
+                        .collect(),
                 })
                 .collect();
-            Some(NginxProcess::start(&upstreams, cluster.nginx_workers)?)
+            Some(NginxProcess::start_routes(&routes, cluster.nginx_workers)?)
         }
         Balancer::None => None,
     };
@@ -152,25 +202,13 @@ pub fn bring_up(
         sc.name,
         redis_url,
         nodes.len(),
-        cluster.quotas,
+        cluster.item_quotas,
         nginx
             .as_ref()
             .map_or(String::new(), |n| format!(" · nginx http://{}", n.addr)),
         phase.elapsed().as_secs_f64()
     );
     cancel.check()?;
-    let records = nodes
-        .iter()
-        .zip(cluster.quotas.iter().zip(&cluster.weights))
-        .map(|(n, (&quota, &weight))| NodeRecord {
-            name: n.spec.id.clone(),
-            quota,
-            weight,
-            addr: Some(n.addr),
-            stat_log: Some(n.spec.stat_log.clone()),
-            item: None,
-        })
-        .collect();
     Ok(Up {
         redis,
         down: vec![false; nodes.len()],
@@ -184,25 +222,25 @@ pub fn bring_up(
     })
 }
 
-/// How node `i` is started: the first one sets the sale up.
+/// How node `k` of item `i` is started: the item's first node sets its sale up.
 fn node_spec(
     sc: &Scenario,
     cluster: &Cluster,
     dir: &RunDir,
-    i: usize,
+    (i, k): (usize, usize),
     quota: u64,
     redis_url: &str,
     reset_sale: bool,
 ) -> NodeSpec {
-    let id = crate::faults::node_name(i);
+    let id = node_id(sc, i, k);
     let mut extra = vec!["--redis-timeout".to_string(), "1s".to_string()];
     if let Some(n) = cluster.leak_after {
         extra.extend(["--leak-after".to_string(), n.to_string()]);
     }
-    if i == 0 {
+    if k == 0 {
         extra.extend([
             "--init-total".into(),
-            sc.sale.tickets.to_string(),
+            sc.sale.items[i].tickets.to_string(),
             "--per-user-limit".into(),
             sc.sale.per_user_limit.to_string(),
         ]);
@@ -214,7 +252,7 @@ fn node_spec(
         stat_log: dir.stat_log(&id),
         id,
         redis_url: redis_url.to_string(),
-        sale: sc.sale.id.clone(),
+        sale: sc.sale.sale_id_of(i),
         local_stock: quota,
         hold_ttl: sc.sale.hold_ttl,
         flaws: cluster.flaws.clone(),
@@ -284,21 +322,27 @@ fn held(url: &str, sale: &str) -> Option<i64> {
     Some(held.unwrap_or(0))
 }
 
-/// The snapshot: one read of the sale's keys, then what each node says about itself, at the
-/// same moment (the nodes are idle once settled).
-fn snapshot(
-    redis_url: &str,
-    settle: &Settle,
-    nodes: &[SocketAddr],
-) -> (crate::evidence::Store, Part<Vec<NodeStats>>) {
-    let (layout, names) = &settle.store;
-    let source = format!(
-        "the reference server's keys grab:{{{}}}:* in {redis_url}",
-        names.sale
-    );
-    let store = layout.read(redis_url, names, settle.tickets, &source);
+/// The snapshot: one read of each item's keys, then what each node says about itself, at the
+/// same moment (the nodes are idle once settled). With several items, the first item's store
+/// is `store` and the others follow in `items`.
+fn snapshot(redis_url: &str, settle: &Settle, nodes: &[SocketAddr]) -> Collected {
+    let mut stores = settle.items.iter().map(|(names, tickets)| {
+        let source = format!(
+            "the reference server's keys grab:{{{}}}:* in {}",
+            names.sale,
+            crate::evidence::sql::redact(redis_url)
+        );
+        settle.layout.read(redis_url, names, *tickets, &source)
+    });
+    let store = stores.next().expect("a sale has at least one item");
+    let items = stores.collect();
     // A node that does not answer is missing from the list; the audit says so where it matters.
-    (store, Part::Read(node_stats(nodes)))
+    Collected {
+        store,
+        items,
+        node_stats: Part::Read(node_stats(nodes)),
+        logs: Part::NotKept("not collected yet".into()),
+    }
 }
 
 impl Up {
@@ -333,18 +377,14 @@ impl System for Up {
     }
 
     fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
-        let (store, node_stats) = snapshot(&self.redis_url, &self.settle, &self.alive());
+        let mut collected = snapshot(&self.redis_url, &self.settle, &self.alive());
         // The nodes write their logs into the run folder and flush them as they stop.
         self.stop();
-        let logs = match dir.stat_logs() {
+        collected.logs = match dir.stat_logs() {
             Ok(logs) => Part::Read(logs.into_iter().map(|(file, _)| file).collect()),
             Err(err) => Part::Unreadable(format!("{err:#}")),
         };
-        Collected {
-            store,
-            node_stats,
-            logs,
-        }
+        collected
     }
 }
 
@@ -399,7 +439,7 @@ impl System for Shared {
     }
 
     fn collect(&mut self, dir: &RunDir, cancel: &Cancel) -> Collected {
-        let (store, node_stats) = snapshot(&self.info.redis, &self.settle, &self.addrs());
+        let mut collected = snapshot(&self.info.redis, &self.settle, &self.addrs());
         // The nodes flush their logs every 200 ms.
         let _ = cancel.sleep(Duration::from_millis(400));
         let logs = self
@@ -419,7 +459,7 @@ impl System for Shared {
                 }
             }
         }
-        let logs = match failed {
+        collected.logs = match failed {
             None => Part::Read(copied),
             Some(why) => {
                 for n in &self.info.nodes {
@@ -428,10 +468,6 @@ impl System for Shared {
                 Part::Unreadable(why)
             }
         };
-        Collected {
-            store,
-            node_stats,
-            logs,
-        }
+        collected
     }
 }

@@ -33,7 +33,11 @@ pub fn order_key(name: &[u8]) -> u64 {
 }
 
 /// The CSV header of the ledger; part of the report format.
-pub const HEADER: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls";
+pub const HEADER: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls,item";
+
+/// The header before sales of several items had their `item` column; such ledgers still load
+/// (every row then is for the one item).
+const HEADER_V2: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls";
 
 /// The header before attempts of several requests had their own columns; such ledgers still
 /// load (each row then is one request: first = start, done = end, no polls).
@@ -70,8 +74,9 @@ pub struct Row {
     pub node: u16,
     /// [`Kind`] as u8 (buy or pay).
     pub kind: u8,
-    /// [`Outcome`] as u8, redundant with `reason` but kept so readers need no table.
-    pub outcome: u8,
+    /// The item the attempt was for: an index into the ledger's item table (0 for a sale of
+    /// one item; a sale has at most 64).
+    pub item: u8,
     /// [`Reason`] as u8.
     pub reason: u8,
     /// Result polls the attempt made after a queued buy (saturating at 255).
@@ -115,6 +120,8 @@ pub struct Ledger {
     pub nodes: Vec<String>,
     /// Names of the order ids that are not numbers, by key ([`order_key`]).
     pub order_names: std::collections::BTreeMap<u64, String>,
+    /// Item ids; `items[i]` is the id of item index `i` (empty: rows carry no item, e.g. ab).
+    pub items: Vec<String>,
 }
 
 impl Ledger {
@@ -124,6 +131,21 @@ impl Ledger {
             Some(name) => name.clone(),
             None => key.to_string(),
         }
+    }
+
+    /// A ledger with this one's tables (nodes, order names, items) and no rows.
+    pub fn clone_tables(&self) -> Ledger {
+        Ledger {
+            rows: Vec::new(),
+            nodes: self.nodes.clone(),
+            order_names: self.order_names.clone(),
+            items: self.items.clone(),
+        }
+    }
+
+    /// Id of item index `i` (empty when the ledger has no item table).
+    pub fn item_name(&self, i: u8) -> &str {
+        self.items.get(i as usize).map_or("", String::as_str)
     }
 
     /// Name of node index `i`, if any.
@@ -151,7 +173,7 @@ impl Ledger {
             line.clear();
             let _ = writeln!(
                 line,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.user,
                 r.attempt,
                 r.kind().as_str(),
@@ -166,7 +188,8 @@ impl Ledger {
                 r.node,
                 r.first_us,
                 r.done_us,
-                r.polls
+                r.polls,
+                self.item_name(r.item)
             );
             w.write_all(line.as_bytes())?;
         }
@@ -189,19 +212,22 @@ impl Ledger {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut lines = data.split(|&b| b == b'\n');
         let header = trim_cr(lines.next().unwrap_or_default());
-        let v1 = header == HEADER_V1.as_bytes();
-        if header != HEADER.as_bytes() && !v1 {
-            bail!("{}: unexpected header", path.display());
-        }
+        let version = match header {
+            h if h == HEADER.as_bytes() => 3,
+            h if h == HEADER_V2.as_bytes() => 2,
+            h if h == HEADER_V1.as_bytes() => 1,
+            _ => bail!("{}: unexpected header", path.display()),
+        };
         let mut rows = Vec::with_capacity(data.len() / 40);
         let mut order_names = std::collections::BTreeMap::new();
+        let mut items = Vec::new();
         for (n, line) in lines.enumerate() {
             let line = trim_cr(line);
             if line.is_empty() {
                 continue;
             }
             rows.push(
-                parse_row(line, v1, &mut order_names)
+                parse_row(line, version, &mut order_names, &mut items)
                     .with_context(|| format!("{}: bad row at line {}", path.display(), n + 2))?,
             );
         }
@@ -219,6 +245,7 @@ impl Ledger {
             rows,
             nodes,
             order_names,
+            items,
         })
     }
 }
@@ -240,10 +267,13 @@ fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// One row of a ledger of header `version` (1, 2 or 3); item ids are numbered in the order
+/// they first appear (the record's item order, since every item's first attempt is early).
 fn parse_row(
     line: &[u8],
-    v1: bool,
+    version: u8,
     order_names: &mut std::collections::BTreeMap<u64, String>,
+    items: &mut Vec<String>,
 ) -> anyhow::Result<Row> {
     let mut f = line.split(|&b| b == b',');
     let mut next = || f.next().context("missing field");
@@ -283,7 +313,7 @@ fn parse_row(
         key
     };
     let node = num(next()?)? as u16;
-    let (first_us, done_us, polls) = if v1 {
+    let (first_us, done_us, polls) = if version == 1 {
         (start_us, end_us, 0)
     } else {
         (
@@ -291,6 +321,20 @@ fn parse_row(
             num(next()?)? as u32,
             num(next()?)?.min(255) as u8,
         )
+    };
+    let item = if version >= 3 {
+        let id = std::str::from_utf8(next()?).context("bad item")?;
+        match items.iter().position(|i| i == id) {
+            Some(i) => i as u8,
+            None if id.is_empty() => 0,
+            None if items.len() < 64 => {
+                items.push(id.to_string());
+                items.len() as u8 - 1
+            }
+            None => bail!("more than 64 items"),
+        }
+    } else {
+        0
     };
     Ok(Row {
         user,
@@ -301,7 +345,7 @@ fn parse_row(
         end_us,
         first_us,
         done_us,
-        outcome: outcome as u8,
+        item,
         reason: reason as u8,
         status,
         seq,
@@ -335,7 +379,7 @@ mod tests {
                     status: 200,
                     node: 1,
                     kind: Kind::Buy as u8,
-                    outcome: Outcome::Ok as u8,
+                    item: 0,
                     reason: Reason::Grabbed as u8,
                 },
                 Row {
@@ -352,17 +396,53 @@ mod tests {
                     status: 0,
                     node: 0,
                     kind: Kind::Buy as u8,
-                    outcome: Outcome::Info as u8,
+                    item: 0,
                     reason: Reason::Timeout as u8,
                 },
             ],
             nodes: vec!["n1".into()],
             order_names: [(order_key(b"i1-7"), "i1-7".to_string())].into(),
+            items: vec!["tickets".into()],
         };
         let mut ledger = ledger;
         ledger.rows[1].order_id = order_key(b"i1-7");
         ledger.save(&path).unwrap();
         assert_eq!(Ledger::load(&path).unwrap(), ledger);
         assert_eq!(ledger.rows[1].request_id(), "8-2");
+    }
+
+    #[test]
+    fn ledgers_before_the_item_column_still_load_as_one_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.csv");
+        std::fs::write(
+            &path,
+            format!("{HEADER_V2}\n7,1,buy,10,11,99,ok,grabbed,200,3,3,1,11,99,0\n"),
+        )
+        .unwrap();
+        let l = Ledger::load(&path).unwrap();
+        assert_eq!(l.rows[0].item, 0);
+        assert!(l.items.is_empty());
+        assert_eq!(l.item_name(0), "");
+    }
+
+    #[test]
+    fn items_are_numbered_in_the_order_they_first_appear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("items.csv");
+        let row = |user: u64, item: &str| {
+            format!("{user},1,buy,10,11,99,fail,sold_out,200,0,0,0,11,99,0,{item}\n")
+        };
+        let text = format!(
+            "{HEADER}\n{}{}{}",
+            row(1, "hot"),
+            row(2, "cold"),
+            row(3, "hot")
+        );
+        std::fs::write(&path, text).unwrap();
+        let l = Ledger::load(&path).unwrap();
+        assert_eq!(l.items, ["hot", "cold"]);
+        let items: Vec<u8> = l.rows.iter().map(|r| r.item).collect();
+        assert_eq!(items, [0, 1, 0]);
     }
 }

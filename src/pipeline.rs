@@ -129,18 +129,21 @@ fn audit_and_report(
     collected: &Collected,
 ) -> Result<(Audit, Option<Summary>), Error> {
     let logs = read_logs(dir, &collected.logs);
-    let evidence = Evidence {
-        run: record,
-        client: ledger,
-        store: &collected.store,
-        node_stats: &collected.node_stats,
-        logs: match &logs {
-            Part::Read(l) => Part::Read(l.as_slice()),
-            Part::Unreadable(w) => Part::Unreadable(w.clone()),
-            Part::NotKept(w) => Part::NotKept(w.clone()),
-        },
+    let audit = if record.sale.items.len() > 1 {
+        audit_items(record, ledger, collected, &logs)
+    } else {
+        audit::audit(&Evidence {
+            run: record,
+            client: ledger,
+            store: &collected.store,
+            node_stats: &collected.node_stats,
+            logs: match &logs {
+                Part::Read(l) => Part::Read(l.as_slice()),
+                Part::Unreadable(w) => Part::Unreadable(w.clone()),
+                Part::NotKept(w) => Part::NotKept(w.clone()),
+            },
+        })
     };
-    let audit = audit::audit(&evidence);
     dir.save_audit(&audit)?;
     if !dir.has(LATENCY_HLOG) {
         return Ok((audit, None));
@@ -154,6 +157,67 @@ fn audit_and_report(
         started.elapsed().as_secs_f64()
     );
     Ok((audit, Some(summary)))
+}
+
+/// A sale of several items, audited item by item (each its own sale: its rows of the ledger,
+/// its store, its nodes, their stat logs), then combined ([`audit::combine`]).
+fn audit_items(
+    record: &RunRecord,
+    ledger: &Ledger,
+    collected: &Collected,
+    logs: &Part<Vec<NodeLog>>,
+) -> Audit {
+    let missing = crate::evidence::Store::unreadable(
+        "the store of this item".into(),
+        collected.store.kept,
+        "it was not collected",
+    );
+    let audits = record
+        .sale
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let run = record.for_item(i);
+            let node = |n: &str| run.nodes.iter().any(|r| r.name == n);
+            let client = Ledger {
+                rows: ledger
+                    .rows
+                    .iter()
+                    .filter(|r| ledger.item_name(r.item) == item.id)
+                    .copied()
+                    .collect(),
+                ..ledger.clone_tables()
+            };
+            let store = match i {
+                0 => &collected.store,
+                _ => collected.items.get(i - 1).unwrap_or(&missing),
+            };
+            let node_stats = match &collected.node_stats {
+                Part::Read(all) => {
+                    Part::Read(all.iter().filter(|s| node(&s.node)).cloned().collect())
+                }
+                other => other.clone(),
+            };
+            let item_logs: Vec<NodeLog> = match logs {
+                Part::Read(all) => all.iter().filter(|l| node(&l.node)).cloned().collect(),
+                _ => Vec::new(),
+            };
+            let evidence = Evidence {
+                run: &run,
+                client: &client,
+                store,
+                node_stats: &node_stats,
+                logs: match logs {
+                    Part::Read(_) => Part::Read(item_logs.as_slice()),
+                    Part::Unreadable(w) => Part::Unreadable(w.clone()),
+                    Part::NotKept(w) => Part::NotKept(w.clone()),
+                },
+            };
+            (item.id.clone(), audit::audit(&evidence))
+        })
+        .collect();
+    audit::combine(audits)
 }
 
 /// The collected stat logs, digested; one that cannot be read makes them all unreadable.
@@ -218,6 +282,7 @@ fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
     }
     if let Some(s) = summary {
         text += &report::summary::threshold_lines(s);
+        text += &report::summary::item_table(s);
     }
     let _ = writeln!(text, "{}", audit::write::verdict_line(audit));
     text
@@ -295,14 +360,20 @@ fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> 
         .len();
     let p = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let stock = collected.store.stock.read();
+    // With several items: summed over the items' stores, "?" unless every one has it.
     let counter = |pick: fn(&crate::evidence::Stock) -> Option<i64>| {
-        stock
-            .and_then(pick)
+        std::iter::once(&collected.store)
+            .chain(&collected.items)
+            .map(|s| s.stock.read().and_then(pick))
+            .sum::<Option<i64>>()
             .map_or("?".to_string(), |v| v.to_string())
     };
     let sent: u64 = r.steps.iter().map(|s| s.requests).sum();
     // Reservation counters, when the store keeps them.
-    let holds = match stock.map(|s| (s.paid, s.held, s.released)) {
+    let holds = match stock
+        .filter(|_| collected.items.is_empty())
+        .map(|s| (s.paid, s.held, s.released))
+    {
         Some((Some(p), Some(h), r)) => {
             format!(" (paid {p}, held {h}, released {})", r.unwrap_or(0))
         }
@@ -337,9 +408,14 @@ fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> 
         r.lag.late_sends,
         r.lag.backpressured,
         counter(|s| s.sold),
-        stock
-            .and_then(|s| s.total)
-            .map_or(format!("{tickets} (the scenario's)"), |t| t.to_string()),
+        {
+            let total = counter(|s| s.total);
+            if total == "?" {
+                format!("{tickets} (the scenario's)")
+            } else {
+                total
+            }
+        },
         holds,
         database(collected),
     )

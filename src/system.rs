@@ -564,6 +564,7 @@ impl System for External {
         self.started.stop();
         Collected {
             store,
+            items: Vec::new(),
             node_stats: Part::NotKept("grab-bench does not run this system's nodes".into()),
             logs,
         }

@@ -190,6 +190,7 @@ impl<'a> Facts<'a> {
             node: self.ledger.node_name(r.node).map(str::to_string),
             seq: (r.seq != 0).then_some(r.seq),
             order_id: (r.order_id != 0).then_some(r.order_id),
+            item: None,
             says,
         }
     }
@@ -204,6 +205,7 @@ impl<'a> Facts<'a> {
             node: (!o.node.is_empty()).then(|| o.node.clone()),
             seq: (o.seq != 0).then_some(o.seq),
             order_id: Some(o.id),
+            item: None,
             says,
         }
     }

@@ -12,6 +12,7 @@
 mod conservation;
 mod counter_bounds;
 mod facts;
+mod items;
 mod no_oversell;
 mod no_undersell;
 mod node_logs;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use facts::Facts;
+pub use items::{ItemAudit, combine};
 
 use crate::evidence::Evidence;
 
@@ -91,6 +93,9 @@ pub struct Witness {
     /// Order id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_id: Option<u64>,
+    /// The item, in a sale of several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
     /// The anomaly in plain words, for the audit in words.
     pub says: String,
 }
@@ -240,6 +245,9 @@ pub struct Audit {
     pub checks: Vec<Check>,
     /// How long the audit itself took, ms.
     pub audit_ms: f64,
+    /// A sale of several items: one line per item ([`combine`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemAudit>,
 }
 
 impl Audit {
@@ -288,6 +296,7 @@ pub fn audit(evidence: &Evidence<'_>) -> Audit {
         invalid_run: run.invalid_because(),
         checks,
         audit_ms: started.elapsed().as_secs_f64() * 1000.0,
+        items: Vec::new(),
     }
 }
 

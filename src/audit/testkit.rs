@@ -46,6 +46,7 @@ impl Kit {
                     weight: 1,
                     addr: None,
                     stat_log: None,
+                    item: None,
                 }],
                 ..RunRecord::new(
                     "test",
@@ -55,6 +56,7 @@ impl Kit {
                         tickets,
                         per_user_limit: 1,
                         hold_ttl_ms: None,
+                        items: Vec::new(),
                     },
                 )
             },
@@ -62,6 +64,7 @@ impl Kit {
                 rows: Vec::new(),
                 nodes: vec!["n1".into()],
                 order_names: Default::default(),
+                items: Vec::new(),
             },
             store: Store {
                 source: "the test's store".into(),
@@ -211,7 +214,7 @@ impl Kit {
             },
             node: 1,
             kind: Kind::Buy as u8,
-            outcome: reason.outcome() as u8,
+            item: 0,
             reason: reason as u8,
         });
         self.ledger.rows.last_mut().expect("just pushed")

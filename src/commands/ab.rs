@@ -182,12 +182,7 @@ fn tls(args: &AbArgs, target: &Target) -> anyhow::Result<Option<engine::Tls>> {
 /// The buyers of the system `path` describes, going round its users, at `target`.
 fn described(path: &std::path::Path, target: &Target) -> anyhow::Result<Source> {
     let sc = crate::scenario::load(path)?;
-    let ctx = crate::describe::Context {
-        users: sc.users.table.clone(),
-        item: sc.sale.item.clone(),
-        sale: sc.sale.id.clone(),
-        target_path: target.path.clone(),
-    };
+    let ctx = super::run::context(&sc, &target.path);
     let mut buyers = engine::BuyerPlan::new(std::sync::Arc::new(crate::describe::Protocol::new(
         &sc.description,
         ctx,

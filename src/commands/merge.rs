@@ -193,10 +193,17 @@ fn combine_ledgers(agents: &[Agent], base: u64) -> Ledger {
         }
     }
     rows.sort_by_key(|r| r.start_us);
+    // Every agent ran the same scenario, so their item tables are the same.
+    let items = agents
+        .iter()
+        .map(|a| a.ledger.items.clone())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
     Ledger {
         rows,
         nodes,
         order_names,
+        items,
     }
 }
 

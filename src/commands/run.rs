@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::cancel::Cancel;
 use crate::cluster::{ClusterInfo, Settle, Shared};
-use crate::describe::{Context, Protocol};
+use crate::describe::{Context, ItemContext, Protocol};
 use crate::engine::{BuyerPlan, EnginePlan, EngineResult, Segment, Source};
 use crate::error::Error;
 use crate::exit::Done;
@@ -387,14 +387,39 @@ fn load(
     )?)
 }
 
+/// The values the requests of `sc` use, with `target_path` the target URL's path: each item's
+/// id, its sale id and its path (on the built-in cluster with several items, `/ITEM` before
+/// the path routes to that item's nodes; see `cluster::item_prefix`).
+pub fn context(sc: &Scenario, target_path: &str) -> Context {
+    let builtin = matches!(sc.system, Sut::Cluster(_));
+    Context {
+        users: sc.users.table.clone(),
+        items: sc
+            .sale
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| ItemContext {
+                id: it.id.clone(),
+                sale: if builtin {
+                    sc.sale.sale_id_of(i)
+                } else {
+                    sc.sale.id.clone()
+                },
+                target_path: if builtin && sc.sale.multi() {
+                    format!("{}{target_path}", crate::cluster::item_prefix(&it.id))
+                } else {
+                    target_path.to_string()
+                },
+            })
+            .collect(),
+        pick: sc.users.pick.cumulative.clone(),
+    }
+}
+
 /// The engine plan of a scenario against `target`.
 pub fn engine_plan(sc: &Scenario, target: &Target) -> Result<EnginePlan, Error> {
-    let ctx = Context {
-        users: sc.users.table.clone(),
-        item: sc.sale.item.clone(),
-        sale: sc.sale.id.clone(),
-        target_path: target.path.clone(),
-    };
+    let ctx = context(sc, &target.path);
     let mut buyers = BuyerPlan::new(std::sync::Arc::new(Protocol::new(&sc.description, ctx)));
     buyers.retries = sc.users.retries;
     buyers.retry_sold_out = sc.users.retry_sold_out;

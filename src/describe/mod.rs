@@ -157,12 +157,7 @@ impl Protocol {
             .unwrap_or_else(|e| panic!("the built-in preset {name} does not compile: {e}"));
         Protocol::new(
             &d,
-            Context {
-                users: std::sync::Arc::new(users),
-                item: "item".into(),
-                sale: "sale".into(),
-                target_path: target_path.to_string(),
-            },
+            Context::one(std::sync::Arc::new(users), "item", "sale", target_path),
         )
     }
 }
@@ -302,6 +297,8 @@ pub struct Attempt<'a> {
     pub order: &'a [u8],
     /// The values the attempt captured so far, by capture number (empty when none).
     pub captured: &'a [Box<[u8]>],
+    /// The item it is for (an index into [`Context::items`]).
+    pub item: u8,
 }
 
 /// The run-wide values a request uses.
@@ -309,12 +306,52 @@ pub struct Attempt<'a> {
 pub struct Context {
     /// The users.
     pub users: std::sync::Arc<Users>,
-    /// The item on sale.
-    pub item: String,
-    /// The sale id.
+    /// The items on sale, in the ledger's item order (one for a sale of one item).
+    pub items: Vec<ItemContext>,
+    /// How an attempt picks its item: cumulative probabilities, one per item (the last 1).
+    pub pick: Vec<f64>,
+}
+
+/// What a request for one item uses.
+#[derive(Debug, Clone)]
+pub struct ItemContext {
+    /// The item's id (`{item}`).
+    pub id: String,
+    /// The sale id (`{sale}`); on the built-in cluster each item of several is a sale of its
+    /// own (`scenario::Sale::sale_id_of`).
     pub sale: String,
-    /// The target URL's path.
+    /// The target URL's path for this item (`{target.path}`): on the built-in cluster, Nginx
+    /// routes each item's path prefix to that item's nodes.
     pub target_path: String,
+}
+
+impl Context {
+    /// The values of a sale of one item.
+    pub fn one(users: std::sync::Arc<Users>, item: &str, sale: &str, target_path: &str) -> Self {
+        Context {
+            users,
+            items: vec![ItemContext {
+                id: item.to_string(),
+                sale: sale.to_string(),
+                target_path: target_path.to_string(),
+            }],
+            pick: vec![1.0],
+        }
+    }
+
+    /// The item user `user`'s attempts are for: a draw from [`Context::pick`] by a hash of the
+    /// user id, so that the same user wants the same item on every run (and in every
+    /// segment), and its retries, payment and extra buys stay with it.
+    pub fn item_of(&self, user: u64) -> u8 {
+        if self.pick.len() < 2 {
+            return 0;
+        }
+        let u = crate::engine::unit_hash(user ^ 0x6A09_E667_F3BC_C908);
+        self.pick
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.pick.len() - 1) as u8
+    }
 }
 
 impl Request {
@@ -373,13 +410,14 @@ impl Request {
 impl Context {
     /// Writes variable `v` of attempt `a`.
     fn value(&self, v: ReqVar, a: &Attempt<'_>, out: &mut Vec<u8>) {
+        let item = &self.items[(a.item as usize).min(self.items.len() - 1)];
         match v {
             ReqVar::User => {
                 let _ = write!(out, "{}", a.user);
             }
             ReqVar::Column(c) => out.extend_from_slice(self.users.cell(a.index, c as usize)),
-            ReqVar::Item => out.extend_from_slice(self.item.as_bytes()),
-            ReqVar::Sale => out.extend_from_slice(self.sale.as_bytes()),
+            ReqVar::Item => out.extend_from_slice(item.id.as_bytes()),
+            ReqVar::Sale => out.extend_from_slice(item.sale.as_bytes()),
             ReqVar::Request => {
                 let _ = write!(out, "{}-{}", a.user, a.attempt);
             }
@@ -387,7 +425,7 @@ impl Context {
                 let _ = write!(out, "{}", a.attempt);
             }
             ReqVar::Order => out.extend_from_slice(a.order),
-            ReqVar::TargetPath => out.extend_from_slice(self.target_path.as_bytes()),
+            ReqVar::TargetPath => out.extend_from_slice(item.target_path.as_bytes()),
             ReqVar::Capture(i) => {
                 if let Some(v) = a.captured.get(i as usize) {
                     out.extend_from_slice(v);
@@ -400,6 +438,31 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_user_wants_one_item_drawn_by_the_pick_and_the_same_every_time() {
+        let users = std::sync::Arc::new(Users::generated(100_000, 1));
+        let mut ctx = Context::one(users, "hot", "s", "/");
+        assert_eq!(ctx.item_of(7), 0, "one item: always the first");
+        for id in ["a", "b"] {
+            ctx.items.push(ItemContext {
+                id: id.into(),
+                sale: "s".into(),
+                target_path: "/".into(),
+            });
+        }
+        ctx.pick = vec![0.8, 0.9, 1.0];
+        let mut counts = [0u64; 3];
+        for user in 1..=100_000 {
+            counts[ctx.item_of(user) as usize] += 1;
+        }
+        // 100,000 draws: each share within 1 % of its probability (σ ≈ 0.13 %).
+        let share = |i: usize| counts[i] as f64 / 100_000.0;
+        assert!((share(0) - 0.8).abs() < 0.01, "{counts:?}");
+        assert!((share(1) - 0.1).abs() < 0.01, "{counts:?}");
+        assert!((share(2) - 0.1).abs() < 0.01, "{counts:?}");
+        assert_eq!(ctx.item_of(12345), ctx.item_of(12345));
+    }
 
     fn scope<'a>(columns: &'a [String], pay: bool, captured: &'a [String]) -> Scope<'a> {
         Scope {
@@ -433,12 +496,7 @@ mod tests {
             answers: Answers::default(),
             captures: Vec::new(),
         };
-        let ctx = Context {
-            users,
-            item: "i1".into(),
-            sale: "s".into(),
-            target_path: "/".into(),
-        };
+        let ctx = Context::one(users, "i1", "s", "/");
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let a = Attempt {
             index: 0,
@@ -446,6 +504,7 @@ mod tests {
             attempt: 2,
             order: b"",
             captured: &[(*b"p9").into()],
+            item: 0,
         };
         req.write(&ctx, &a, b"host: x\r\n", &mut out, &mut scratch);
         assert_eq!(

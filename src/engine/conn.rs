@@ -116,6 +116,8 @@ struct Job {
     attempt: u32,
     /// [`Kind`] as u8.
     kind: u8,
+    /// The item the attempt is for (`describe::Context::item_of`; 0 for one item).
+    item: u8,
     /// Order to pay (pay jobs only).
     order_id: u64,
     /// Retries left after an info outcome.
@@ -407,9 +409,12 @@ impl ThreadCtx {
                     Source::Buyers(b) => (k, 1, b.retries, b.retry_sold_out, b.extra_buys),
                     Source::Template(_) => (k, 1, 0, 0, 0),
                 };
-                let user = match &s.plan.source {
-                    Source::Buyers(b) => b.protocol.ctx.users.id(index),
-                    Source::Template(_) => k,
+                let (user, item) = match &s.plan.source {
+                    Source::Buyers(b) => {
+                        let user = b.protocol.ctx.users.id(index);
+                        (user, b.protocol.ctx.item_of(user))
+                    }
+                    Source::Template(_) => (k, 0),
                 };
                 self.pending.borrow_mut().users += 1;
                 return Next::Run(
@@ -419,6 +424,7 @@ impl ThreadCtx {
                         index,
                         attempt,
                         kind: Kind::Buy as u8,
+                        item,
                         order_id: 0,
                         retries_left,
                         sold_out_left,
@@ -536,6 +542,7 @@ impl ThreadCtx {
             attempt: job.attempt,
             order,
             captured,
+            item: job.item,
         };
         req.write(&p.ctx, &attempt, &self.head, out, scratch);
     }
@@ -762,7 +769,7 @@ impl ThreadCtx {
                 status: e.status,
                 node,
                 kind: job.kind,
-                outcome: c.outcome() as u8,
+                item: job.item,
                 reason: c.reason as u8,
                 polls: e.polls.min(255) as u8,
             });

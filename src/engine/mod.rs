@@ -488,6 +488,10 @@ pub fn run_with_live(
     let elapsed = shared.start.elapsed();
     let cancelled = shared.cancel.is_cancelled();
     let m = record::merge(recorders);
+    let items = match &shared.plan.source {
+        Source::Buyers(b) => b.protocol.ctx.items.iter().map(|i| i.id.clone()).collect(),
+        Source::Template(_) => Vec::new(),
+    };
     Ok(EngineResult {
         started_unix_us,
         elapsed,
@@ -500,6 +504,7 @@ pub fn run_with_live(
             rows: m.rows,
             nodes: m.nodes,
             order_names: m.order_names,
+            items,
         },
         transfer: m.transfer,
         cancelled,

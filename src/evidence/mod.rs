@@ -311,8 +311,11 @@ impl NodeStats {
 /// [`crate::run_dir::EVIDENCE_JSON`]; the stat logs are files of their own beside it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Collected {
-    /// The store's snapshot.
+    /// The store's snapshot (with several items, the first item's).
     pub store: Store,
+    /// With several items: the store of each item after the first, in item order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Store>,
     /// What the nodes of the built-in cluster said about themselves at the snapshot.
     pub node_stats: Part<Vec<NodeStats>>,
     /// Whether the nodes' stat logs were collected (the file names, in the run folder).

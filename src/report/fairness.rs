@@ -270,7 +270,6 @@ fn gap(ms: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Outcome;
 
     /// A buy of `user`'s `attempt`, intended at `at_ms`, answered with `reason`.
     fn buy(user: u64, attempt: u32, at_ms: u32, reason: Reason) -> Row {
@@ -288,7 +287,7 @@ mod tests {
             status: 200,
             node: 0,
             kind: Kind::Buy as u8,
-            outcome: reason.outcome() as u8,
+            item: 0,
             reason: reason as u8,
         }
     }
@@ -296,7 +295,7 @@ mod tests {
     fn pay(user: u64, attempt: u32, at_ms: u32) -> Row {
         Row {
             kind: Kind::Pay as u8,
-            outcome: Outcome::Ok as u8,
+            item: 0,
             reason: Reason::Paid as u8,
             ..buy(user, attempt, at_ms, Reason::Paid)
         }

@@ -28,6 +28,7 @@
 //! | `thresholds` | `[{name, limit, actual, passed}]`: `p99_ms`, `error_rate`, `min_rps`, `sell_out_within_s`, `min_first_n_share`, `max_inversions`, those the scenario sets; `actual` null when it could not be measured (counts as missed) |
 //! | `steps` | per step of the attempts (a flow's steps before the buy, `buy`, `poll`, `pay`): `{name, requests, service_ms}` with `service_ms` as in `latency_ms` |
 //! | `polls_gave_up` | attempts whose result polls gave up while the answer still said queued (they count as `ok`: the buy was accepted) |
+//! | `items` | a sale of several items: one row per item, `{item, stock, sold, sell_out_s, refused_while_stock_left, verdict, fairness}` — `sold` from the store (null when not read), `sell_out_s` when the client had seen that item's tickets sold (null if never), `refused_while_stock_left` the buyers refused while one of its tickets was free (no_undersell), `fairness` as above for that item's rows and tickets; absent for a sale of one item. With several items the top-level `fairness` is the first item's, and the fairness thresholds hold for every item (`actual` is the worst item's) |
 //! | `order_lag_ms` | asynchronous orders: from the client's answer to the order's creation, `{n, p50, p90, p99, max}` (ms), or null |
 
 use std::fmt::Write as _;
@@ -95,6 +96,28 @@ pub struct Summary {
     /// (`n`, `p50`, `p90`, `p99`, `max`), from the audit.
     #[serde(default)]
     pub order_lag_ms: Option<serde_json::Value>,
+    /// A sale of several items: one row per item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemLine>,
+}
+
+/// One item of a sale of several, as the summary shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ItemLine {
+    /// Its id.
+    pub item: String,
+    /// Its tickets.
+    pub stock: u64,
+    /// Tickets the store says were sold.
+    pub sold: Option<u64>,
+    /// When the client had seen its tickets sold, s since the start.
+    pub sell_out_s: Option<f64>,
+    /// Buyers refused while one of its tickets was free.
+    pub refused_while_stock_left: u64,
+    /// Its checks' worst answer.
+    pub verdict: Status,
+    /// Who got its tickets, by arrival order.
+    pub fairness: Fairness,
 }
 
 /// One step of the attempts.
@@ -236,11 +259,8 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
     }
     ok_buy_ends.sort_unstable();
     let tickets = meta.sale.tickets;
-    let sell_out_s = (tickets > 0)
-        .then(|| ok_buy_ends.get(tickets as usize - 1))
-        .flatten()
-        .map(|&us| f64::from(us) / 1e6)
-        .or((tickets == 0).then_some(0.0));
+    let sell_out_s = sell_out(&ok_buy_ends, tickets);
+    let items = item_lines(audit, ledger);
     let total = ledger.rows.len() as u64;
     let rps = total as f64 / meta.elapsed_s.max(1e-9);
     let latency_ms = Latencies {
@@ -269,18 +289,33 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
     );
     add("min_rps", t.min_rps, Some(rps), false);
     add("sell_out_within_s", t.sell_out_within_s, sell_out_s, true);
-    // The whole sale is one item today; per item this is a loop over the items' rows.
-    let fair = fairness::fairness(&ledger.rows, tickets);
-    add(
-        "min_first_n_share",
-        t.min_first_n_share,
-        fair.first_n_share,
-        false,
-    );
+    // With several items, fairness is each item's (its rows, its tickets); the thresholds
+    // hold for every item, so the worst one decides.
+    let fair = match items.first() {
+        Some(first) => first.fairness.clone(),
+        None => fairness::fairness(&ledger.rows, tickets),
+    };
+    let (share, inversions) = if items.is_empty() {
+        (fair.first_n_share, fair.inversions)
+    } else {
+        let shares: Vec<f64> = items
+            .iter()
+            .filter_map(|i| i.fairness.first_n_share)
+            .collect();
+        (
+            shares.iter().copied().reduce(f64::min),
+            items
+                .iter()
+                .map(|i| i.fairness.inversions)
+                .max()
+                .unwrap_or(0),
+        )
+    };
+    add("min_first_n_share", t.min_first_n_share, share, false);
     add(
         "max_inversions",
         t.max_inversions.map(|n| n as f64),
-        Some(fair.inversions as f64),
+        Some(inversions as f64),
         true,
     );
     let exit_code = exit::code(&Ok(Done::Verdict(Judgement {
@@ -337,7 +372,51 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             .iter()
             .find(|c| c.name == "successes_orders")
             .and_then(|c| c.figures.get("order_lag_ms").cloned()),
+        items,
     }
+}
+
+/// When the client had seen `tickets` successful buys (their end times sorted), s; 0 for a
+/// sale of none.
+fn sell_out(ok_buy_ends: &[u32], tickets: u64) -> Option<f64> {
+    if tickets == 0 {
+        return Some(0.0);
+    }
+    ok_buy_ends
+        .get(tickets as usize - 1)
+        .map(|&us| f64::from(us) / 1e6)
+}
+
+/// The rows of a sale of several items: the audit's line of each item, with its sell-out time
+/// and fairness from its rows of the ledger.
+fn item_lines(audit: &Audit, ledger: &Ledger) -> Vec<ItemLine> {
+    audit
+        .items
+        .iter()
+        .map(|it| {
+            let rows: Vec<crate::ledger::Row> = ledger
+                .rows
+                .iter()
+                .filter(|r| ledger.item_name(r.item) == it.item)
+                .copied()
+                .collect();
+            let mut ends: Vec<u32> = rows
+                .iter()
+                .filter(|r| r.kind() == Kind::Buy && r.outcome() == Outcome::Ok)
+                .map(|r| r.end_us)
+                .collect();
+            ends.sort_unstable();
+            ItemLine {
+                item: it.item.clone(),
+                stock: it.tickets,
+                sold: it.sold,
+                sell_out_s: sell_out(&ends, it.tickets),
+                refused_while_stock_left: it.refused_while_stock_left,
+                verdict: it.verdict,
+                fairness: fairness::fairness(&rows, it.tickets),
+            }
+        })
+        .collect()
 }
 
 /// Writes the JSON and markdown summaries and the JUnit report into `dir`.
@@ -345,6 +424,33 @@ pub fn save(dir: &RunDir, s: &Summary) -> anyhow::Result<()> {
     dir.save_json(SUMMARY_JSON, s)?;
     dir.write(SUMMARY_MD, markdown(s))?;
     dir.write(JUNIT_XML, junit(s))
+}
+
+/// The items of a sale of several as a markdown table (the terminal prints it too); empty for
+/// one item.
+pub fn item_table(s: &Summary) -> String {
+    if s.items.is_empty() {
+        return String::new();
+    }
+    let mut t = String::from(
+        "| item | stock | sold | sell-out | refused while stock left | first-N share | verdict |\n|---|---|---|---|---|---|---|\n",
+    );
+    for i in &s.items {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            i.item,
+            i.stock,
+            i.sold.map_or("?".into(), |n| n.to_string()),
+            i.sell_out_s.map_or("never".into(), |x| format!("{x:.3} s")),
+            i.refused_while_stock_left,
+            i.fairness
+                .first_n_share
+                .map_or("-".into(), |x| format!("{:.1} %", x * 100.0)),
+            i.verdict.as_str()
+        );
+    }
+    t
 }
 
 /// One line per missed threshold, for the terminal.
@@ -409,6 +515,10 @@ fn markdown(s: &Summary) -> String {
     );
     if let Some(f) = &s.fairness {
         let _ = writeln!(md, "Fairness: {}.\n", f.sentence());
+    }
+    if !s.items.is_empty() {
+        md.push_str(&item_table(s));
+        md.push('\n');
     }
     let _ = writeln!(
         md,

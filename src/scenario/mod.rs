@@ -784,6 +784,14 @@ impl Validator<'_> {
                 ));
             }
         };
+        if let (System::External(_), Some(items)) = (&system, &raw.sale.items)
+            && sale.multi()
+        {
+            return Err(self.err(
+                items,
+                "a sale of several items runs on the built-in [cluster] (each item a reference sale of its own); against a [target], give one item per scenario",
+            ));
+        }
         let users = self.users(&raw.users, sale.items.len())?;
         let description = match (&system, &raw.system) {
             (System::Cluster(_), Some(sys)) => {

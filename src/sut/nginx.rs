@@ -1,5 +1,6 @@
 //! A private `nginx` doing weighted round-robin over the nodes, with keep-alive to them.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,6 +19,15 @@ pub struct Upstream {
     pub weight: u32,
 }
 
+/// Where a path prefix goes: its upstream servers.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path prefix (`/ITEM`), stripped before the request goes on; `None` = every path.
+    pub prefix: Option<String>,
+    /// Its servers, weighted.
+    pub upstreams: Vec<Upstream>,
+}
+
 /// A running nginx. Dropping it stops it and removes its directory.
 #[derive(Debug)]
 pub struct NginxProcess {
@@ -30,6 +40,16 @@ pub struct NginxProcess {
 impl NginxProcess {
     /// Starts nginx in front of `upstreams` on a free port; waits until it proxies `/healthz`.
     pub fn start(upstreams: &[Upstream], worker_processes: u32) -> Result<Self, SutError> {
+        let all = Route {
+            prefix: None,
+            upstreams: upstreams.to_vec(),
+        };
+        Self::start_routes(&[all], worker_processes)
+    }
+
+    /// Starts nginx routing each route's prefix to its upstreams (the first route also takes
+    /// every other path, `/healthz` among them); waits until it proxies `/healthz`.
+    pub fn start_routes(routes: &[Route], worker_processes: u32) -> Result<Self, SutError> {
         let program = find_program("nginx", "sudo apt-get install -y nginx")?;
         let dir = tempfile::Builder::new()
             .prefix("grab-bench-nginx-")
@@ -44,7 +64,7 @@ impl NginxProcess {
                 what: "finding a free port".into(),
                 source,
             })?;
-            let conf = config(dir.path(), port, upstreams, worker_processes);
+            let conf = config(dir.path(), port, routes, worker_processes);
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(&conf_path, conf).map_err(|source| SutError::Io {
                 what: "writing nginx.conf".into(),
@@ -108,8 +128,9 @@ impl NginxProcess {
     }
 }
 
-/// The generated configuration: weighted upstream, keep-alive both sides, no access log.
-fn config(dir: &Path, port: u16, upstreams: &[Upstream], worker_processes: u32) -> String {
+/// The generated configuration: a weighted upstream per route, keep-alive both sides, no
+/// access log.
+fn config(dir: &Path, port: u16, routes: &[Route], worker_processes: u32) -> String {
     let d = dir.display();
     // As root nginx would switch workers to `nobody`, who cannot write our temp dir.
     // SAFETY: geteuid has no preconditions.
@@ -118,15 +139,26 @@ fn config(dir: &Path, port: u16, upstreams: &[Upstream], worker_processes: u32) 
     } else {
         ""
     };
-    let servers: String = upstreams
-        .iter()
-        .map(|u| {
-            format!(
-                "        server {} weight={} max_fails=0;\n",
+    let mut upstreams = String::new();
+    let mut locations = String::new();
+    for (i, r) in routes.iter().enumerate() {
+        let _ = writeln!(upstreams, "    upstream grab_nodes_{i} {{");
+        for u in &r.upstreams {
+            let _ = writeln!(
+                upstreams,
+                "        server {} weight={} max_fails=0;",
                 u.addr, u.weight
-            )
-        })
-        .collect();
+            );
+        }
+        upstreams.push_str("        keepalive 256;\n    }\n");
+        if let Some(prefix) = &r.prefix {
+            // The trailing slashes strip the prefix: /ITEM/buy/ticket reaches a node as /buy/ticket.
+            let _ = writeln!(locations, "        location {prefix}/ {{");
+            let _ = writeln!(locations, "            proxy_pass http://grab_nodes_{i}/;");
+            locations.push_str(PROXY);
+            locations.push_str("        }\n");
+        }
+    }
     format!(
         r#"{user}
 daemon off;
@@ -148,25 +180,25 @@ http {{
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
-    upstream grab_nodes {{
-{servers}        keepalive 256;
-    }}
-    server {{
+{upstreams}    server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
-        location / {{
-            proxy_pass http://grab_nodes;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            # A node that refuses the connection (dead) is skipped, as the article's design
-            # relies on; a request it may have run is resent only once, and the reference
-            # server replays it by its request id rather than selling twice.
-            proxy_next_upstream error;
-            proxy_next_upstream_tries 2;
-            proxy_connect_timeout 2s;
-            proxy_read_timeout 10s;
-        }}
+{locations}        location / {{
+            proxy_pass http://grab_nodes_0;
+{PROXY}        }}
     }}
 }}
 "#
     )
 }
+
+/// The proxy settings of every location.
+// A node that refuses the connection (dead) is skipped, as the article's design relies on; a
+// request it may have run is resent only once, and the reference server replays it by its
+// request id rather than selling twice.
+const PROXY: &str = "            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_next_upstream error;
+            proxy_next_upstream_tries 2;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 10s;
+";

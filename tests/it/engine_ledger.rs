@@ -39,7 +39,7 @@ fn large_ledger_round_trip() {
                 status: if reason == Reason::Timeout { 0 } else { 200 },
                 node: if sold { 1 + (i % 3) as u16 } else { 0 },
                 kind: Kind::Buy as u8,
-                outcome: reason.outcome() as u8,
+                item: 0,
                 reason: reason as u8,
             }
         })
@@ -48,6 +48,7 @@ fn large_ledger_round_trip() {
         rows,
         nodes: vec!["n1".into(), "n2".into(), "n3".into()],
         order_names: Default::default(),
+        items: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.csv");

@@ -80,7 +80,7 @@ fn synthetic(s: &Synth) -> EngineResult {
                 status: 200,
                 node: (1 + (i % s.quotas.len() as u64)) as u16,
                 kind: Kind::Buy as u8,
-                outcome: 0,
+                item: 0,
                 reason: 0,
             }
         })
@@ -110,7 +110,6 @@ fn synthetic(s: &Synth) -> EngineResult {
             Reason::SoldOut
         };
         r.reason = reason as u8;
-        r.outcome = reason.outcome() as u8;
         let pays_hold = s.pay.is_some_and(|p| unit_hash(r.user + 99) < p);
         if reason == Reason::Grabbed && pays_hold {
             let start = r.end_us + 100_000;
@@ -123,7 +122,7 @@ fn synthetic(s: &Synth) -> EngineResult {
                 first_us: start,
                 done_us: start + 3_000,
                 reason: Reason::Paid as u8,
-                outcome: Reason::Paid.outcome() as u8,
+                item: 0,
                 ..*r
             });
         }
@@ -173,6 +172,7 @@ fn synthetic(s: &Synth) -> EngineResult {
             rows,
             nodes: (1..=s.quotas.len()).map(|i| format!("n{i}")).collect(),
             order_names: Default::default(),
+            items: Vec::new(),
         },
         transfer: None,
         cancelled: false,
@@ -201,6 +201,7 @@ fn input_for(s: &Synth, r: &EngineResult) -> RunRecord {
                 weight: 1,
                 addr: None,
                 stat_log: None,
+                item: None,
             })
             .collect(),
         ..plain_record(
@@ -224,6 +225,7 @@ fn plain_record(
         tickets,
         per_user_limit: 1,
         hold_ttl_ms: hold_ttl.map(|d| d.as_millis() as u64),
+        items: Vec::new(),
     };
     RunRecord {
         started_unix_us: r.started_unix_us,
@@ -302,6 +304,7 @@ fn failing_audit() -> Audit {
             node: Some("n2".into()),
             seq: Some(user - 105),
             order_id: Some(user - 105),
+            item: None,
             says: format!("user {user} was told success & more than 900 <tickets> were sold"),
         });
     }
@@ -328,6 +331,7 @@ fn failing_audit() -> Audit {
             logs,
         ],
         audit_ms: 1.0,
+        items: Vec::new(),
     }
 }
 
@@ -728,6 +732,7 @@ fn report_of_a_real_engine_run() {
         weight: 1,
         addr: None,
         stat_log: None,
+        item: None,
     };
     let input = RunRecord {
         nodes: vec![node("node-a", 270), node("node-b", 140)],
@@ -774,7 +779,7 @@ fn request(user: u64, attempt: u32, at_ms: u32, reason: Reason) -> Row {
         status: 200,
         node: 0,
         kind: kind as u8,
-        outcome: reason.outcome() as u8,
+        item: 0,
         reason: reason as u8,
     }
 }
