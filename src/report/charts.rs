@@ -88,8 +88,14 @@ pub(crate) struct LedgerFacts {
 
 impl LedgerFacts {
     /// Extracts the facts; `hold_ttl` enables the release estimate, `tickets` is the first N of
-    /// the fairness figures.
-    pub fn new(ledger: &Ledger, hold_ttl: Option<Duration>, tickets: u64) -> LedgerFacts {
+    /// the fairness figures — or, in a sale of several items, `first_item` is: the fairness
+    /// figures are then the first item's (its rows only).
+    pub fn new(
+        ledger: &Ledger,
+        hold_ttl: Option<Duration>,
+        tickets: u64,
+        first_item: Option<u64>,
+    ) -> LedgerFacts {
         let mut buys_us = Vec::new();
         let mut node_counts = vec![0u64; ledger.nodes.len() + 1];
         let mut first_sold_out_us: Option<u32> = None;
@@ -138,14 +144,27 @@ impl LedgerFacts {
         if node_counts[0] > 0 {
             by_node.push((None, node_counts[0]));
         }
-        let order = fairness::arrivals(&ledger.rows);
+        let first_rows: Vec<crate::ledger::Row>;
+        let (rows, fair_tickets) = match first_item {
+            Some(n) => {
+                first_rows = ledger
+                    .rows
+                    .iter()
+                    .filter(|r| r.item == 0)
+                    .copied()
+                    .collect();
+                (&first_rows[..], n)
+            }
+            None => (&ledger.rows[..], tickets),
+        };
+        let order = fairness::arrivals(rows);
         LedgerFacts {
             buys_us,
             releases_us,
             first_sold_out_us,
             first_start_us,
             by_node,
-            fairness: order.figures(tickets),
+            fairness: order.figures(fair_tickets),
             winner_ranks: order.winner_ranks(),
         }
     }

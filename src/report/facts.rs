@@ -12,6 +12,9 @@ pub(crate) struct RunFacts {
     pub scenario: String,
     /// Tickets on sale (0: none countable, e.g. an ab-style load).
     pub tickets: u64,
+    /// A sale of several items: the first item's tickets (the fairness chart is that item's,
+    /// like the summary's top-level fairness); `None` for one item.
+    pub first_item_tickets: Option<u64>,
     /// Each node's local stock quota, drawn against its sales: (node name, quota).
     pub node_quotas: Vec<(String, u64)>,
     /// Hold timeout in reservation mode.
@@ -39,6 +42,7 @@ impl RunFacts {
         RunFacts {
             scenario: record.scenario.clone(),
             tickets: record.sale.tickets,
+            first_item_tickets: (record.sale.items.len() > 1).then(|| record.sale.items[0].tickets),
             node_quotas: record
                 .nodes
                 .iter()

@@ -115,7 +115,8 @@ pub fn render(dir: &RunDir, ledger: Option<&Ledger>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let facts = ledger.map(|l| charts::LedgerFacts::new(l, run.hold_ttl, run.tickets));
+    let facts = ledger
+        .map(|l| charts::LedgerFacts::new(l, run.hold_ttl, run.tickets, run.first_item_tickets));
     let data = charts::Data {
         run: &run,
         series: &series,

@@ -1003,6 +1003,14 @@ impl Validator<'_> {
                 if d < Duration::from_millis(10) {
                     return Err(self.err(ttl, "hold_ttl must be at least 10ms"));
                 }
+                if raw.items.is_some() {
+                    // The reference server's payment path (/orders/{id}/pay) names no item, so
+                    // Nginx could not route it to the item's nodes.
+                    return Err(self.err(
+                        ttl,
+                        "reservation mode (hold_ttl) is for a sale of one item; [[sale.items]] sells outright",
+                    ));
+                }
                 Some(d)
             }
             None => None,

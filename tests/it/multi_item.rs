@@ -196,6 +196,13 @@ fn items_misused_are_refused_with_their_position() {
             "listed twice",
         ),
         (
+            format!(
+                "{base}[sale]\nhold_ttl = \"2s\"\n[[sale.items]]\nid = \"a\"\ntickets = 5\n[users]\ncount = 10\n"
+            ),
+            "items.toml:9:12",
+            "sells outright",
+        ),
+        (
             format!("{base}[sale]\ntickets = 3\nshards = 4\n[users]\ncount = 10\n"),
             "items.toml:10:10",
             "more shards than tickets",
