@@ -234,6 +234,8 @@ impl Layout {
             })
     }
 
+    /// Long because the reads are queued in one order and their answers taken back in the same
+    /// order: split, the two halves could drift apart.
     fn try_read(
         &self,
         url: &str,
