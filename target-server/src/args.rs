@@ -228,6 +228,7 @@ impl ServeArgs {
             bail!("--shards with --flaw non-atomic: that flaw rewrites the unsharded counters");
         }
         if let Some(total) = self.init_total
+            && self.shards > 1
             && u64::from(self.shards) > total
         {
             bail!(
