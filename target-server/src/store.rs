@@ -333,7 +333,7 @@ impl Store {
             for (k, total) in split(init.total, init.shards).into_iter().enumerate() {
                 let _: redis::Value = self
                     .bounded(conn.hset_multiple(
-                        &self.keys.shard(k as u32),
+                        self.keys.shard(k as u32),
                         &[("total", total), ("sold", 0)],
                     ))
                     .await?;
@@ -682,6 +682,13 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,11 +709,4 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
