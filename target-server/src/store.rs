@@ -331,8 +331,8 @@ impl Store {
         }
         if init.shards > 1 {
             for (k, total) in split(init.total, init.shards).into_iter().enumerate() {
-                let _: redis::Value = self
-                    .bounded(conn.hset_multiple(
+                let _: redis::Value =
+                    self.bounded(conn.hset_multiple(
                         self.keys.shard(k as u32),
                         &[("total", total), ("sold", 0)],
                     ))
