@@ -207,3 +207,74 @@ fn a_missing_redis_cli_says_how_to_install_it() {
     );
     assert_nothing_left(&mark);
 }
+
+/// A described system whose stock is sharded: the store description reads like the reference
+/// preset's.
+const DESCRIBED_SHARDS: &str = r#"[sale]
+tickets = 10
+[target]
+url = "http://127.0.0.1:9/"
+[users]
+count = 100
+[load]
+mode = "closed"
+connections = 4
+[system.buy]
+path = "/buy"
+[[system.buy.answers]]
+status = 200
+outcome = "ok"
+[system.store]
+sold = { key = "s:{{{sale}}}:inv", field = "sold" }
+[system.store.shards]
+key = "s:{{{sale}#{shard}}}:stock"
+count = { key = "s:{{{sale}}}:inv", field = "shards" }
+"#;
+
+#[test]
+fn shards_in_a_scenario_are_validated_where_they_are_written() {
+    use grab_bench::scenario;
+    let parse = |text: &str| scenario::parse(Path::new("s.toml"), text);
+    let d = parse(DESCRIBED_SHARDS).unwrap_or_else(|e| panic!("{e}"));
+    let shards = d
+        .description
+        .store
+        .shards
+        .as_ref()
+        .expect("shards described");
+    assert_eq!(
+        (shards.total.as_str(), shards.sold.as_str()),
+        ("total", "sold")
+    );
+    assert!(d.description.store.kept().shards);
+    for (from, to, want) in [
+        (
+            "key = \"s:{{{sale}#{shard}}}:stock\"",
+            "key = \"s:{{{sale}}}:stock\"",
+            "a shard's key names its shard",
+        ),
+        (
+            "sold = { key = \"s:{{{sale}}}:inv\"",
+            "sold = { key = \"s:{{{shard}}}:inv\"",
+            "{shard} names a stock shard: only [store.shards] key uses it",
+        ),
+    ] {
+        let text = DESCRIBED_SHARDS.replacen(from, to, 1);
+        assert_ne!(text, DESCRIBED_SHARDS, "{from} not in the scenario");
+        let got = parse(&text).unwrap_err().to_string();
+        assert!(got.contains(want), "for {to:?}: got {got:?}, want {want:?}");
+    }
+    let text = std::fs::read_to_string(shipped("sharded.toml")).unwrap();
+    let held = text.replace("shards = 4", "shards = 4\nhold_ttl = \"2s\"");
+    let got = parse(&held).unwrap_err().to_string();
+    assert!(
+        got.contains("s.toml:") && got.contains("reservations are not supported on sharded stock"),
+        "{got}"
+    );
+    let sc = parse(&text).unwrap();
+    assert_eq!(sc.sale.items[0].shards, 4);
+    let scenario::System::Cluster(c) = sc.system else {
+        panic!("built-in cluster")
+    };
+    assert!(c.redis_cluster);
+}
