@@ -29,9 +29,11 @@
 //!    (`lua/unclaim.lua`) and the answer is "sold out".
 //!
 //! What is not atomic, and why that is acceptable: between the steps other buys interleave, but
-//! each step is atomic in its slot and the shards are the hard limit, so nothing can oversell; a
-//! claimed buyer waiting on a shard only makes a concurrent request of the same user wait its
-//! turn at the limit. A sold-out answer means every shard was seen empty, one after the other,
+//! each step is atomic in its slot and the shards are the hard limit, so nothing can oversell.
+//! While a claim stands, a concurrent request of the same user is answered "already bought"; if
+//! the claim is then undone (every shard empty), that answer came early, but the user could not
+//! have bought anyway (a client's simulated user sends one request at a time, so this needs a
+//! user racing itself). A sold-out answer means every shard was seen empty, one after the other,
 //! and shard stock never comes back (reservations are refused with shards), so it is not a false
 //! sold-out. Only a Redis failure *between* steps leaves a trace: a ticket taken from a shard
 //! whose grant was never recorded (the shards' sold then exceeds inv `sold`, which the audit's
