@@ -284,7 +284,7 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
 }
 
 /// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only), counting
-/// every stock shard key a sale may have (`grab:{SALE#k}:stock`, k < 64), whatever its shard
+/// every stock shard key a sale may have (`grab:{SALE#k}:stock`, k < MAX_SHARDS), whatever its shard
 /// count was.
 pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
     let keys = target_server::keys::SaleKeys::new(sale);
@@ -293,7 +293,9 @@ pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("cannot reach Redis at {url}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     let own: u64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?;
-    let shards: u64 = redis::cmd("EXISTS").arg(keys.shards(64)).query(&mut conn)?;
+    let shards: u64 = redis::cmd("EXISTS")
+        .arg(keys.shards(target_server::keys::MAX_SHARDS))
+        .query(&mut conn)?;
     Ok(own + shards)
 }
 

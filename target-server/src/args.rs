@@ -215,8 +215,8 @@ impl ServeArgs {
         if (self.init_only || self.overwrite) && self.init_total.is_none() {
             bail!("--init-only and --overwrite need --init-total N");
         }
-        if !(1..=64).contains(&self.shards) {
-            bail!("--shards must be between 1 and 64");
+        if !(1..=crate::keys::MAX_SHARDS).contains(&self.shards) {
+            bail!("--shards must be between 1 and {}", crate::keys::MAX_SHARDS);
         }
         if self.shards > 1 && self.init_total.is_none() {
             bail!("--shards K needs --init-total N (nodes read the shard count from Redis)");

@@ -40,6 +40,10 @@
 //! conservation check reports), or a claim not undone (a buyer without an order). The node
 //! answers such a buy 503, never sold out, so the client counts it indeterminate.
 
+/// The most stock shards a sale may have (`--shards`): also how far an existence check or a
+/// reset looks for a sale's shard keys.
+pub const MAX_SHARDS: u32 = 64;
+
 /// The names of one sale's keys, built once at start.
 #[derive(Debug, Clone)]
 pub struct SaleKeys {

@@ -299,14 +299,10 @@ impl Store {
         hold_ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        // The shard keys live in other slots than the sale's script can touch: they are checked
-        // first (refused like the sale's own keys), replaced after the sale is created. With
-        // --overwrite, the shards of the sale being replaced go too, however many it had.
-        let old: Option<u32> = self.bounded(conn.hget(&self.keys.inv, "shards")).await?;
-        let mut shard_keys = self.keys.shards(init.shards.max(old.unwrap_or(1)));
-        if init.shards <= 1 && old.is_none() {
-            shard_keys.clear();
-        }
+        // The shard keys live in other slots than the sale's script can touch: every key a shard
+        // of this sale may have (whatever its shard count was) is checked first, refused like
+        // the sale's own keys, and replaced after the sale is created.
+        let shard_keys = self.keys.shards(crate::keys::MAX_SHARDS);
         for key in &shard_keys {
             let exists: bool = self.bounded(conn.exists(key)).await?;
             if exists && !init.overwrite {
@@ -326,8 +322,11 @@ impl Store {
         if created != 1 {
             return Ok(false);
         }
-        for key in &shard_keys {
-            let _: redis::Value = self.bounded(conn.del(key)).await?;
+        // Without --overwrite none exists (checked above).
+        if init.overwrite {
+            for key in &shard_keys {
+                let _: redis::Value = self.bounded(conn.del(key)).await?;
+            }
         }
         if init.shards > 1 {
             for (k, total) in split(init.total, init.shards).into_iter().enumerate() {

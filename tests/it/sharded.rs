@@ -278,3 +278,80 @@ fn shards_in_a_scenario_are_validated_where_they_are_written() {
     };
     assert!(c.redis_cluster);
 }
+
+#[test]
+fn a_redis_of_yours_holding_a_shard_of_the_sale_is_refused_then_reset_with_its_keys_only() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let redis = grab_bench::sut::redis::RedisProcess::start().expect("redis-server starts");
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // A stale shard of an earlier run of this sale (with more shards than now), and a key of
+    // the user's own; the sale's other keys are gone.
+    let _: i64 = redis::cmd("HSET")
+        .arg("grab:{sharded#6}:stock")
+        .arg("total")
+        .arg(9)
+        .arg("sold")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("theirs")
+        .arg("precious")
+        .query(&mut conn)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(small_scenario(dir.path()))
+        .unwrap()
+        .replace("redis = \"cluster\"", &format!("redis = \"{}\"", redis.url));
+    let sc = dir.path().join("yours.toml");
+    std::fs::write(&sc, text).unwrap();
+    let mark = marker("sharded-yours");
+    let grab = |out: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+            .arg("run")
+            .arg(&sc)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(extra)
+            .env(MARK, &mark)
+            .output()
+            .expect("grab-bench runs")
+    };
+    let o = grab("refused", &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("already holds sale \"sharded\" (1 of its keys")
+            && stderr.contains("--reset-sale"),
+        "{stderr}"
+    );
+    let stale: Option<i64> = redis::cmd("HGET")
+        .arg("grab:{sharded#6}:stock")
+        .arg("total")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stale, Some(9), "nothing changed");
+    assert_nothing_left(&mark);
+
+    // Four shards on one redis-server: the same steps, the same audit.
+    let o = grab("reset", &["--reset-sale"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    assert_eq!(shards(&dir.path().join("reset")), vec![(500, 500); 4]);
+    let theirs: String = redis::cmd("GET").arg("theirs").query(&mut conn).unwrap();
+    assert_eq!(theirs, "precious");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(
+        !keys.contains(&"grab:{sharded#6}:stock".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter().all(|k| k == "theirs"
+            || k.starts_with("grab:{sharded}:")
+            || k.starts_with("grab:{sharded#")),
+        "{keys:?}"
+    );
+    assert_nothing_left(&mark);
+}
