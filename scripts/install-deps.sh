@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Installs what grab-bench needs and the machine lacks: redis-server and nginx (the system under
-# test), ab (apache2-utils) and wrk (the benchmark script compares against them), PostgreSQL and
-# MariaDB (the example shop's databases: sut::postgres and sut::mariadb start private servers),
-# and chromium (the browser test renders the report page in it headless; with a font, for its
+# Installs what grab-bench needs and the machine lacks: redis-server, redis-cli (redis-tools) and
+# nginx (the system under test), ab (apache2-utils) and wrk (the benchmark script compares against
+# them), PostgreSQL and MariaDB (the example shop's databases: sut::postgres and sut::mariadb
+# start private servers), and chromium (the browser test renders the report page in it headless; with a font, for its
 # screenshots).
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli joins the private Redis Cluster (`redis = "cluster"`); Debian ships it in redis-tools.
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)

@@ -20,12 +20,16 @@ use crate::scenario::{Balancer, Cluster, Scenario};
 use crate::sut::nginx::{NginxProcess, Route, Upstream};
 use crate::sut::node::{NodeProcess, NodeSpec};
 use crate::sut::redis::RedisProcess;
+use crate::sut::redis_cluster::RedisClusterProcess;
 use crate::system::System;
 
 /// The running cluster; every handle stops its process when dropped.
 pub struct Up {
-    /// The private Redis; `None` when `cluster.redis` names a Redis of yours.
+    /// The private Redis; `None` when `cluster.redis` names a Redis of yours, or with a Redis
+    /// Cluster.
     pub redis: Option<RedisProcess>,
+    /// The private Redis Cluster (`redis = "cluster"`); stopped after the nodes.
+    pub redis_cluster: Option<RedisClusterProcess>,
     /// The nodes, in scenario order (`n1`, `n2`, ...).
     pub nodes: Vec<NodeProcess>,
     /// Which nodes a fault killed (and did not restart): nothing to ask, nothing in flight.
@@ -142,15 +146,7 @@ pub fn bring_up(
         }
     }
     let phase = Instant::now();
-    let redis = match &cluster.redis {
-        Some(_) => None,
-        None => Some(RedisProcess::start()?),
-    };
-    let redis_url = match (&cluster.redis, &redis) {
-        (Some(url), _) => url.clone(),
-        (None, Some(own)) => own.url.clone(),
-        (None, None) => unreachable!("a private Redis is started when none is given"),
-    };
+    let (redis, redis_cluster, redis_url) = start_redis(sc, cluster, cancel)?;
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
     let mut records: Vec<NodeRecord> = Vec::new();
@@ -211,6 +207,7 @@ pub fn bring_up(
     cancel.check()?;
     Ok(Up {
         redis,
+        redis_cluster,
         down: vec![false; nodes.len()],
         nodes,
         nginx,
@@ -220,6 +217,44 @@ pub fn bring_up(
         settle: Settle::of(sc),
         records,
     })
+}
+
+/// The Redis the nodes use: the user's (`cluster.redis`), a private redis-server, or a private
+/// Redis Cluster (`redis = "cluster"`); returns the handle that owns it and its URL.
+fn start_redis(
+    sc: &Scenario,
+    cluster: &Cluster,
+    cancel: &Cancel,
+) -> Result<(Option<RedisProcess>, Option<RedisClusterProcess>, String), Error> {
+    if let Some(url) = &cluster.redis {
+        return Ok((None, None, url.clone()));
+    }
+    if cluster.redis_cluster {
+        eprintln!(
+            "run {}: starting a Redis Cluster ({} masters)",
+            sc.name,
+            crate::sut::redis_cluster::MASTERS
+        );
+        let own = RedisClusterProcess::start(cancel)?;
+        let url = own.url.clone();
+        return Ok((None, Some(own), url));
+    }
+    let own = RedisProcess::start()?;
+    let url = own.url.clone();
+    Ok((Some(own), None, url))
+}
+
+/// The flags that tell a node which Redis it uses and, for the node that sets the sale up
+/// (`init`), how many shards its stock is split into (`shards` > 1).
+pub fn backend_args(cluster: &Cluster, shards: u32, init: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if cluster.redis_cluster {
+        args.push("--redis-cluster".to_string());
+    }
+    if init && shards > 1 {
+        args.extend(["--shards".to_string(), shards.to_string()]);
+    }
+    args
 }
 
 /// How node `k` of item `i` is started: the item's first node sets its sale up.
@@ -237,6 +272,7 @@ fn node_spec(
     if let Some(n) = cluster.leak_after {
         extra.extend(["--leak-after".to_string(), n.to_string()]);
     }
+    extra.extend(backend_args(cluster, sc.sale.items[i].shards, k == 0));
     if k == 0 {
         extra.extend([
             "--init-total".into(),
@@ -273,7 +309,7 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
             Ok(())
         }
         Ok(n) => Err(Error::Refused(format!(
-            "Redis at {} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:*); \
+            "Redis at {} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:* and its stock shards grab:{{{sale}#K}}:stock); \
              nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
              is touched), or choose another [sale] id",
             crate::evidence::sql::redact(url)
@@ -285,14 +321,20 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
     }
 }
 
-/// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only).
+/// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only), counting
+/// every stock shard key a sale may have (`grab:{SALE#k}:stock`, k < MAX_SHARDS), whatever its shard
+/// count was.
 pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
     let keys = target_server::keys::SaleKeys::new(sale);
     let mut conn = redis::Client::open(url)?
         .get_connection_with_timeout(Duration::from_secs(2))
         .with_context(|| format!("cannot reach Redis at {url}"))?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    Ok(redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?)
+    let own: u64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query(&mut conn)?;
+    let shards: u64 = redis::cmd("EXISTS")
+        .arg(keys.shards(target_server::keys::MAX_SHARDS))
+        .query(&mut conn)?;
+    Ok(own + shards)
 }
 
 /// `GET /stats` of each node that answers.
@@ -306,19 +348,17 @@ pub fn node_stats(nodes: &[SocketAddr]) -> Vec<NodeStats> {
         .collect()
 }
 
-/// The sale's `held` counter, if Redis answers.
+/// The sale's `held` counter, if Redis (or the Redis Cluster) answers.
 fn held(url: &str, sale: &str) -> Option<i64> {
+    use crate::describe::routed::{Read, Routed};
     let keys = target_server::keys::SaleKeys::new(sale);
-    let mut conn = redis::Client::open(url)
+    let mut cmd = redis::cmd("HGET");
+    cmd.arg(&keys.inv).arg("held");
+    let answers = Routed::open(url)
         .ok()?
-        .get_connection_with_timeout(Duration::from_secs(2))
+        .read_all(vec![Read::on(keys.inv.clone(), cmd)])
         .ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let held: Option<i64> = redis::cmd("HGET")
-        .arg(&keys.inv)
-        .arg("held")
-        .query(&mut conn)
-        .ok()?;
+    let held: Option<i64> = redis::from_redis_value(answers.into_iter().next()?).ok()?;
     Some(held.unwrap_or(0))
 }
 
@@ -366,6 +406,9 @@ impl Up {
         }
         if let Some(mut redis) = self.redis.take() {
             redis.stop();
+        }
+        if let Some(mut cluster) = self.redis_cluster.take() {
+            cluster.stop();
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Conservation: available + held + paid = total; the orders by state match the counters; the
 //! buyers match the orders; a database's stock matches Redis' and the orders; the holds' expiry
-//! index matches the held orders; per-node sales stay within their quotas and add up to sold.
-//! Each comparison is made with the records this system keeps.
+//! index matches the held orders; per-node sales stay within their quotas and add up to sold;
+//! sharded stock adds up to the sale's total, sold and live orders. Each comparison is made with
+//! the records this system keeps.
 
 use std::collections::{HashMap, HashSet};
 
 use super::{Check, Facts, Status, Witness, thousands};
-use crate::evidence::{OrderState, Stock, Store};
+use crate::evidence::{OrderState, Part, Stock, Store};
 
 /// Runs the check.
 pub fn check(f: &Facts<'_>) -> Check {
@@ -31,6 +32,7 @@ pub fn check(f: &Facts<'_>) -> Check {
     c.fig("total", total);
     c.fig("sold", sold);
     bounds(&mut c, total, sold, tickets);
+    shards(f, &mut c, total, sold);
     // With holds the buyers count live tickets the orders already account for.
     if !f.has_orders() || stock.held.is_none() {
         buyers_against_sold(f, &mut c, sold);
@@ -186,6 +188,81 @@ fn buyers_against_orders(f: &Facts<'_>, c: &mut Check) {
             }
         };
         c.anomaly(user_witness("order_without_buyer", user, says));
+    }
+}
+
+/// Sharded stock: each shard 0 ≤ sold ≤ total, the shards' totals add up to the sale's, the
+/// tickets taken from them to its sold and (with orders) to its live orders. A shard sold with
+/// no grant recorded is the trace a failure between a sharded buy's steps leaves.
+fn shards(f: &Facts<'_>, c: &mut Check, total: i64, sold: i64) {
+    let shards = match &f.store.shards {
+        Part::Read(s) => s,
+        Part::Unreadable(why) => {
+            c.unknown(format!("the stock shards could not be read: {why}"));
+            return;
+        }
+        Part::NotKept(_) => return,
+    };
+    let n = shards.len();
+    let in_all: i64 = shards.iter().map(|s| s.total).sum();
+    let taken: i64 = shards.iter().map(|s| s.sold).sum();
+    c.fig(
+        "shards",
+        serde_json::json!(
+            shards
+                .iter()
+                .map(|s| serde_json::json!({"shard": s.index, "total": s.total, "sold": s.sold}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    c.fig("shards_sold", taken);
+    for s in shards {
+        if s.sold > s.total || s.sold < 0 {
+            c.anomaly(Witness::plain(
+                "shard_out_of_bounds",
+                format!(
+                    "shard {} of {n}: {} taken of its {} tickets",
+                    s.index,
+                    thousands(s.sold),
+                    thousands(s.total)
+                ),
+            ));
+        }
+    }
+    if in_all != total {
+        c.anomaly(Witness::plain(
+            "shards_total_disagrees",
+            format!(
+                "the {n} shards hold {} tickets in all, the sale's total is {}",
+                thousands(in_all),
+                thousands(total)
+            ),
+        ));
+    }
+    if taken != sold {
+        c.anomaly(Witness::plain(
+            "shards_sold_disagrees",
+            format!(
+                "the tickets taken from the {n} shards add up to {}, but Redis sold = {}: {} taken from a shard without a grant recorded, or recorded without one taken",
+                thousands(taken),
+                thousands(sold),
+                thousands((taken - sold).abs())
+            ),
+        ));
+    }
+    if f.has_orders() {
+        let live = f.orders().iter().filter(|o| o.is_live()).count() as i64;
+        if live != taken {
+            c.anomaly(Witness::plain(
+                "shards_disagree_with_orders",
+                format!(
+                    "the tickets taken from the {n} shards add up to {}, the live orders in {} to {}",
+                    thousands(taken),
+                    f.store.orders_where(),
+                    thousands(live)
+                ),
+            ));
+        }
     }
 }
 
@@ -504,6 +581,55 @@ mod tests {
             says.contains("3 tickets sold") && says.contains("account for 2"),
             "{says}"
         );
+    }
+
+    #[test]
+    fn shards_that_add_up_hold() {
+        let mut kit = Kit::new(4);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        kit.shards(&[(2, 1), (2, 1)]);
+        let c = kit.check(check);
+        assert_holds(&c);
+        assert_eq!(c.figures["shards_sold"], 2);
+    }
+
+    #[test]
+    fn a_shard_ticket_without_a_grant_is_caught() {
+        let mut kit = Kit::new(4);
+        kit.sell(1, 10);
+        kit.shards(&[(2, 1), (2, 1)]);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "shards_sold_disagrees");
+        assert!(
+            says.contains("from the 2 shards add up to 2, but Redis sold = 1"),
+            "{says}"
+        );
+        let says = assert_fails(&c, "shards_disagree_with_orders");
+        assert!(says.contains("live orders in Redis to 1"), "{says}");
+    }
+
+    #[test]
+    fn shards_holding_other_than_the_total_and_an_oversold_shard_are_caught() {
+        let mut kit = Kit::new(4);
+        kit.sell(1, 10);
+        kit.shards(&[(1, 2), (2, 0)]);
+        kit.bump(|s| {
+            s.sold = Some(2);
+            s.paid = Some(2);
+        });
+        let c = kit.check(check);
+        assert!(assert_fails(&c, "shards_total_disagrees").contains("hold 3 tickets in all"));
+        assert!(assert_fails(&c, "shard_out_of_bounds").contains("shard 0 of 2: 2 taken of its 1"));
+    }
+
+    #[test]
+    fn unreadable_shards_are_unknown() {
+        let mut kit = Kit::new(4);
+        kit.sell(1, 10);
+        kit.store.kept.shards = true;
+        kit.store.shards = Part::Unreadable("slot 5 did not answer".into());
+        assert_unknown(&kit.check(check), "stock shards could not be read");
     }
 
     #[test]

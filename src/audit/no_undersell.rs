@@ -2,7 +2,8 @@
 //! (a *false sold-out*); with tickets left after settling, no buyer who owns nothing was
 //! refused — by "sold out" or by an error — while a ticket was free during the whole request;
 //! errors the nodes counted are not dressed up as definite answers; and stranded stock is
-//! attributed (quota on dead or idle nodes, local stock burned, holds never released).
+//! attributed (quota on dead or idle nodes, local stock burned, holds never released); with
+//! sharded stock, no buyer told "sold out" while a shard still had tickets.
 
 mod stranded;
 mod timeline;
@@ -12,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use timeline::Timeline;
 
 use super::{Check, Facts, RETURN_SLACK_US, Status, Witness, secs, thousands};
-use crate::evidence::Order;
+use crate::evidence::{Order, Part};
 use crate::protocol::{Kind, Outcome, Reason};
 
 /// Runs the check.
@@ -34,6 +35,7 @@ pub fn check(f: &Facts<'_>) -> Check {
 
     false_sold_outs(f, &mut c);
     disguised_errors(f, &mut c);
+    stock_left_in_shards(f, &mut c);
 
     match remaining {
         None => c.unknown(format!(
@@ -69,6 +71,61 @@ pub fn check(f: &Facts<'_>) -> Check {
         (_, None) => "no false sold-out seen by the client; stock left unknown".into(),
     };
     c
+}
+
+/// Sharded stock: every shard with tickets after settling had them at every "sold out" (shard
+/// stock only shrinks; reservations, which return tickets, are not sharded), so a buyer who owns
+/// nothing and was told "sold out" was turned away from that shard's tickets, whichever shard
+/// the server asked. One witness per such shard, naming it and its leftover.
+fn stock_left_in_shards(f: &Facts<'_>, c: &mut Check) {
+    let Some(shards) = f.store.shards.read() else {
+        if let Part::Unreadable(why) = &f.store.shards
+            && !f.sold_outs.is_empty()
+        {
+            c.unknown(format!(
+                "the stock shards could not be read ({why}): whether a shard had tickets left at a sold-out cannot be told"
+            ));
+        }
+        return;
+    };
+    if f.sold_outs.is_empty() || f.reservations {
+        return;
+    }
+    // Buyers who own nothing: by the live orders when kept, else by the client's successes.
+    let owners: HashSet<u64> = if f.has_orders() {
+        f.orders()
+            .iter()
+            .filter(|o| o.is_live())
+            .filter_map(Order::user_id)
+            .collect()
+    } else {
+        f.ok_buys.iter().map(|&i| f.row(i).user).collect()
+    };
+    let refused: Vec<u32> = f
+        .sold_outs
+        .iter()
+        .map(|&(_, i)| i)
+        .filter(|&i| !owners.contains(&f.row(i).user))
+        .collect();
+    let Some(&first) = refused.iter().min_by_key(|&&i| f.row(i).end_us) else {
+        return;
+    };
+    let buyers: HashSet<u64> = refused.iter().map(|&i| f.row(i).user).collect();
+    let n = shards.len();
+    let left: i64 = shards.iter().map(|s| s.left().max(0)).sum();
+    if left > 0 {
+        c.fig("tickets_left_in_shards", left);
+    }
+    for s in shards.iter().filter(|s| s.left() > 0) {
+        let says = format!(
+            "shard {} of {n} still had {} tickets after settling, yet {} buyers who own nothing were told sold out (the first: {})",
+            s.index,
+            thousands(s.left()),
+            thousands(buyers.len() as u64),
+            f.describe(first)
+        );
+        c.anomaly(f.row_witness("sold_out_while_a_shard_had_stock", first, says));
+    }
 }
 
 /// Every buy whose Redis step failed must reach the client as an error (503) — or be lost in a
@@ -407,6 +464,58 @@ mod tests {
         kit.store.kept.sold = false;
         kit.sold_out(2, 20);
         assert_eq!(kit.check(check).status, crate::audit::Status::NotChecked);
+    }
+
+    #[test]
+    fn sold_out_with_every_shard_empty_holds() {
+        let mut kit = Kit::new(2);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        kit.sold_out(3, 30);
+        kit.shards(&[(1, 1), (1, 1)]);
+        assert_holds(&kit.check(check));
+    }
+
+    #[test]
+    fn sold_out_while_a_shard_had_stock_names_the_shard_and_its_leftover() {
+        let mut kit = Kit::new(40);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        kit.sold_out(3, 30);
+        kit.sold_out(4, 40);
+        kit.shards(&[(10, 1), (10, 10), (10, 1), (10, 0)]);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "sold_out_while_a_shard_had_stock");
+        assert!(
+            says.contains("shard 0 of 4 still had 9 tickets")
+                && says.contains("2 buyers who own nothing were told sold out")
+                && says.contains("user 3"),
+            "{says}"
+        );
+        assert_eq!(c.anomalies["sold_out_while_a_shard_had_stock"], 3);
+        assert_eq!(c.figures["tickets_left_in_shards"], 28);
+    }
+
+    #[test]
+    fn a_sold_out_to_a_buyer_who_owns_a_ticket_is_no_shard_undersell() {
+        // All tickets sold by the counters, one left in a shard, and the only sold-out went to
+        // a buyer who already has a ticket: nobody was turned away from it.
+        let mut kit = Kit::new(2);
+        kit.sell(1, 10);
+        kit.sold_out(1, 20);
+        kit.shards(&[(1, 1), (1, 0)]);
+        let c = kit.check(check);
+        assert!(!c.anomalies.contains_key("sold_out_while_a_shard_had_stock"));
+    }
+
+    #[test]
+    fn unreadable_shards_with_sold_outs_are_unknown() {
+        let mut kit = Kit::new(1);
+        kit.sell(1, 10);
+        kit.sold_out(2, 20);
+        kit.store.kept.shards = true;
+        kit.store.shards = Part::Unreadable("slot 5 did not answer".into());
+        assert_unknown(&kit.check(check), "stock shards could not be read");
     }
 
     #[test]

@@ -96,10 +96,12 @@ impl Kit {
                     orders: true,
                     holds: true,
                     nodes: true,
+                    shards: false,
                 },
                 orders_from: String::new(),
                 db_stock: Part::NotKept("the test keeps no database".into()),
                 settled: None,
+                shards: crate::evidence::not_kept_shards(),
             },
             node_stats: Part::NotKept("the test runs no nodes".into()),
             logs: Part::NotKept("the test keeps no stat logs".into()),
@@ -228,6 +230,22 @@ impl Kit {
         row.seq = id;
         row.order_id = id;
         id
+    }
+
+    /// Splits the stock into shards of `(total, sold)` each; the store then keeps them.
+    pub fn shards(&mut self, shards: &[(i64, i64)]) {
+        self.store.kept.shards = true;
+        self.store.shards = Part::Read(
+            shards
+                .iter()
+                .enumerate()
+                .map(|(i, &(total, sold))| crate::evidence::Shard {
+                    index: i as u32,
+                    total,
+                    sold,
+                })
+                .collect(),
+        );
     }
 
     /// The store's side of a sale only (no client row): the order, the counters, the buyer.

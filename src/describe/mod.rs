@@ -8,6 +8,7 @@
 
 pub mod answers;
 pub mod json;
+pub mod routed;
 pub mod store;
 pub mod template;
 pub mod users;

@@ -4,8 +4,10 @@
 //! A counter lives in a string key (`GET`) or a hash field (`HGET`); buyers in a set (each
 //! member one ticket) or a hash (user → tickets); orders in a hash of JSON records; the holds'
 //! expiry index in a sorted set; per-node counters in a hash whose fields name the node. Key
-//! names are templates over the sale and the item. Everything is read in one MULTI/EXEC, with
-//! the server's clock, and nothing is written: these are the user's keys.
+//! names are templates over the sale and the item; stock split into shards is a hash per shard,
+//! its key a template over the shard's index too. Everything is read in one MULTI/EXEC, with
+//! the server's clock (on a Redis Cluster, one per slot: [`super::routed`]), then the shards,
+//! whose count is one of the counters, and nothing is written: these are the user's keys.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,8 +15,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::json::{Pointer, Value};
+use super::routed::{Read, Routed};
 use super::template::{Template, Vars};
-use crate::evidence::{Kept, NodeCounters, Order, OrderState, Part, Stock, Store};
+use crate::evidence::{Kept, NodeCounters, Order, OrderState, Part, Shard, Stock, Store};
 
 /// Placeholders of a key name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub enum KeyVar {
     Sale,
     /// The item on sale.
     Item,
+    /// A stock shard's index (only in `[store.shards] key`).
+    Shard,
 }
 
 impl Vars for KeyVar {
@@ -30,11 +35,12 @@ impl Vars for KeyVar {
         match name {
             "sale" => Ok(KeyVar::Sale),
             "item" => Ok(KeyVar::Item),
-            _ => Err("a key name may use the sale and the item".into()),
+            "shard" => Ok(KeyVar::Shard),
+            _ => Err("a key name may use the sale, the item and (a shard's key) the shard".into()),
         }
     }
     fn known() -> String {
-        "sale, item".into()
+        "sale, item, shard".into()
     }
 }
 
@@ -112,6 +118,19 @@ pub struct Nodes {
     pub returns: Option<Template<NodeVar>>,
 }
 
+/// Stock split into shards: a hash per shard, and where the shard count is kept.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    /// A shard's hash, over `{shard}` (0..count), e.g. `grab:{{{sale}#{shard}}}:stock`.
+    pub key: Template<KeyVar>,
+    /// The shard count (absent: the stock is not sharded in this sale).
+    pub count: Counter,
+    /// The field of a shard's tickets.
+    pub total: String,
+    /// The field of the tickets taken from it.
+    pub sold: String,
+}
+
 /// A store layout: what is kept where. A part left `None` is not kept.
 #[derive(Debug, Clone, Default)]
 pub struct Layout {
@@ -141,6 +160,8 @@ pub struct Layout {
     pub holds: Option<Template<KeyVar>>,
     /// Per-node counters.
     pub nodes: Option<Nodes>,
+    /// Stock shards.
+    pub shards: Option<Shards>,
 }
 
 /// The sale and item a layout's key names are rendered for.
@@ -163,6 +184,7 @@ impl Layout {
             orders: self.orders.is_some(),
             holds: self.holds.is_some(),
             nodes: self.nodes.is_some(),
+            shards: self.shards.is_some(),
         }
     }
 
@@ -183,6 +205,7 @@ impl Layout {
         keys.extend(self.orders.as_ref().map(|o| key(&o.key, names)));
         keys.extend(self.holds.as_ref().map(|k| key(k, names)));
         keys.extend(self.nodes.as_ref().map(|n| key(&n.key, names)));
+        keys.extend(self.shards.as_ref().map(|s| key(&s.count.key, names)));
         keys.sort();
         keys.dedup();
         keys
@@ -211,6 +234,8 @@ impl Layout {
             })
     }
 
+    /// Long because the reads are queued in one order and their answers taken back in the same
+    /// order: split, the two halves could drift apart.
     fn try_read(
         &self,
         url: &str,
@@ -218,14 +243,14 @@ impl Layout {
         tickets: u64,
         source: &str,
     ) -> anyhow::Result<Store> {
-        let mut conn = connect(url)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("TIME");
+        let mut conn = Routed::open(url)?;
+        let mut reads = vec![Read::anywhere(redis::cmd("TIME"))];
+        let counter = |reads: &mut Vec<Read>, c: &Counter| match &c.field {
+            Some(f) => push(reads, key(&c.key, names), "HGET", &[f]),
+            None => push(reads, key(&c.key, names), "GET", &[]),
+        };
         for c in self.counters().into_iter().flatten() {
-            match &c.field {
-                Some(f) => pipe.cmd("HGET").arg(key(&c.key, names)).arg(f),
-                None => pipe.cmd("GET").arg(key(&c.key, names)),
-            };
+            counter(&mut reads, c);
         }
         if let Some((k, kind)) = &self.buyers {
             let cmd = if *kind == BuyersKind::Set {
@@ -233,23 +258,27 @@ impl Layout {
             } else {
                 "HGETALL"
             };
-            pipe.cmd(cmd).arg(key(k, names));
+            push(&mut reads, key(k, names), cmd, &[]);
         }
         if let Some(o) = &self.orders {
-            pipe.cmd("HGETALL").arg(key(&o.key, names));
+            push(&mut reads, key(&o.key, names), "HGETALL", &[]);
         }
         if let Some(k) = &self.holds {
-            pipe.cmd("ZRANGE")
-                .arg(key(k, names))
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES");
+            push(
+                &mut reads,
+                key(k, names),
+                "ZRANGE",
+                &["0", "-1", "WITHSCORES"],
+            );
         }
         if let Some(n) = &self.nodes {
-            pipe.cmd("HGETALL").arg(key(&n.key, names));
+            push(&mut reads, key(&n.key, names), "HGETALL", &[]);
         }
-        let answers: Vec<redis::Value> = pipe
-            .query(&mut conn)
+        if let Some(sh) = &self.shards {
+            counter(&mut reads, &sh.count);
+        }
+        let answers: Vec<redis::Value> = conn
+            .read_all(reads)
             .with_context(|| format!("reading {source}"))?;
         let mut answers = answers.into_iter();
         let mut next = || {
@@ -326,6 +355,15 @@ impl Layout {
                 Part::Read(layout.counters(&fields))
             }
         };
+        let shards = match &self.shards {
+            None => crate::evidence::not_kept_shards(),
+            Some(layout) => {
+                let count = number(next()?).with_context(|| counter_name(&layout.count, names))?;
+                // Read after the sale's own keys, each shard in its own slot: the sale is
+                // quiescent after settling (see `super::routed`).
+                layout.read(&mut conn, names, count, source)?
+            }
+        };
         Ok(Store {
             source: source.to_string(),
             taken_unix_ms: time.0 * 1000 + time.1 / 1000,
@@ -340,8 +378,19 @@ impl Layout {
                 "the system keeps no stock in a database (no SQL stock query)".into(),
             ),
             settled: None,
+            shards,
         })
     }
+}
+
+/// Adds the read `NAME KEY ARGS...`, routed by KEY.
+fn push(reads: &mut Vec<Read>, k: String, name: &str, args: &[&str]) {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(&k);
+    for a in args {
+        cmd.arg(*a);
+    }
+    reads.push(Read::on(k, cmd));
 }
 
 fn not_kept<T>(what: &str) -> Part<T> {
@@ -349,10 +398,68 @@ fn not_kept<T>(what: &str) -> Part<T> {
 }
 
 fn key(t: &Template<KeyVar>, names: &Names) -> String {
+    shard_key(t, names, 0)
+}
+
+/// A key name for shard `shard` (the validation keeps `{shard}` out of every other key).
+fn shard_key(t: &Template<KeyVar>, names: &Names, shard: u32) -> String {
     t.to_string_with(|v, out| match v {
         KeyVar::Sale => out.extend_from_slice(names.sale.as_bytes()),
         KeyVar::Item => out.extend_from_slice(names.item.as_bytes()),
+        KeyVar::Shard => out.extend_from_slice(shard.to_string().as_bytes()),
     })
+}
+
+impl Shards {
+    /// Reads `count` shards (none kept when the count is absent or at most 1: the sale's stock
+    /// is then not split, and its counters say all).
+    fn read(
+        &self,
+        conn: &mut Routed,
+        names: &Names,
+        count: Option<i64>,
+        source: &str,
+    ) -> anyhow::Result<Part<Vec<Shard>>> {
+        let count = match count {
+            Some(n) if n > 1 => n as u32,
+            _ => {
+                return Ok(Part::NotKept(
+                    "this sale's stock is not sharded (no shard count above 1)".into(),
+                ));
+            }
+        };
+        if count > 1024 {
+            bail!("{count} stock shards is not a plausible shard count");
+        }
+        let reads = (0..count)
+            .map(|k| {
+                let key = shard_key(&self.key, names, k);
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key).arg(&self.total).arg(&self.sold);
+                Read::on(key, cmd)
+            })
+            .collect();
+        let answers = conn
+            .read_all(reads)
+            .with_context(|| format!("reading the stock shards of {source}"))?;
+        let mut shards = Vec::with_capacity(count as usize);
+        for (k, v) in answers.into_iter().enumerate() {
+            let key = shard_key(&self.key, names, k as u32);
+            let (total, sold): (Option<String>, Option<String>) = redis::from_redis_value(v)?;
+            let parse = |t: Option<String>, field: &str| -> anyhow::Result<i64> {
+                let t = t.with_context(|| format!("shard {k}: {key} has no field {field}"))?;
+                t.trim().parse().with_context(|| {
+                    format!("shard {k}: {key} {field} = {t:?} is not a whole number")
+                })
+            };
+            shards.push(Shard {
+                index: k as u32,
+                total: parse(total, &self.total)?,
+                sold: parse(sold, &self.sold)?,
+            });
+        }
+        Ok(Part::Read(shards))
+    }
 }
 
 fn counter_name(c: &Counter, names: &Names) -> String {

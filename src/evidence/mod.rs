@@ -95,6 +95,33 @@ pub struct Store {
     /// How the order source settled before it was read (asynchronous orders only).
     #[serde(default)]
     pub settled: Option<Settled>,
+    /// The stock shards, when the sale's stock is split over several keys (each its own Redis
+    /// Cluster slot): the audit adds them up and looks for stock stranded in one of them.
+    #[serde(default = "not_kept_shards")]
+    pub shards: Part<Vec<Shard>>,
+}
+
+/// One stock shard as the store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Its index, 0..count.
+    pub index: u32,
+    /// Tickets put into it.
+    pub total: i64,
+    /// Tickets taken from it.
+    pub sold: i64,
+}
+
+impl Shard {
+    /// Tickets still in it.
+    pub fn left(&self) -> i64 {
+        self.total - self.sold
+    }
+}
+
+/// The shards of a store that keeps its stock in one place.
+pub fn not_kept_shards() -> Part<Vec<Shard>> {
+    Part::NotKept("the system keeps its stock unsharded".into())
 }
 
 fn not_kept_db_stock() -> Part<i64> {
@@ -146,6 +173,9 @@ pub struct Kept {
     pub holds: bool,
     /// Per-node counters.
     pub nodes: bool,
+    /// Stock shards (`[store.shards]`).
+    #[serde(default)]
+    pub shards: bool,
 }
 
 impl Store {
@@ -174,6 +204,11 @@ impl Store {
             orders_from: String::new(),
             db_stock: not_kept_db_stock(),
             settled: None,
+            shards: if kept.shards {
+                Part::Unreadable(why.to_string())
+            } else {
+                not_kept_shards()
+            },
         }
     }
 }

@@ -1042,6 +1042,14 @@ impl Validator<'_> {
                 ));
             }
         };
+        if let Some(ttl) = &raw.hold_ttl
+            && items.iter().any(|i| i.shards > 1)
+        {
+            return Err(self.err(
+                ttl,
+                "hold_ttl with shards: reservations are not supported on sharded stock (drop hold_ttl, or shards)",
+            ));
+        }
         Ok(Sale {
             id,
             item: items[0].id.clone(),

@@ -15,7 +15,7 @@ use toml::Spanned;
 use super::{ScenarioError, Validator};
 use crate::describe::answers::{self, Expect, Rule, Statuses, Test};
 use crate::describe::json::Pointer;
-use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders};
+use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders, Shards};
 use crate::describe::{
     Answers, Description, PRESETS, Poll, ReqVar, Request, Scope, SqlSpec, Step, Template,
 };
@@ -96,6 +96,21 @@ struct RawStore {
     orders: Option<Spanned<RawOrders>>,
     holds: Option<Spanned<RawKey>>,
     nodes: Option<Spanned<RawNodes>>,
+    shards: Option<Spanned<RawShards>>,
+}
+
+/// `[store.shards]`: stock split into a hash per shard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShards {
+    /// A shard's key, over `{shard}`.
+    key: Spanned<String>,
+    /// Where the shard count is.
+    count: Spanned<RawCounter>,
+    /// The field of a shard's tickets.
+    total: Option<String>,
+    /// The field of the tickets taken from a shard.
+    sold: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -814,13 +829,41 @@ fn layout(
             returns: field(&n.returns)?,
         });
     }
+    if let Some((sh, v)) = pick!(shards) {
+        let r = sh.get_ref();
+        let k = Template::<KeyVar>::compile(r.key.get_ref())
+            .map_err(|e| v.error_at(r.key.span().start + 1 + e.offset, e.message))?;
+        if !k.vars().any(|x| x == KeyVar::Shard) {
+            return Err(v.err(
+                &r.key,
+                "a shard's key names its shard: \"grab:{{{sale}#{shard}}}:stock\"",
+            ));
+        }
+        let c = r.count.get_ref();
+        l.shards = Some(Shards {
+            key: k,
+            count: Counter {
+                key: key(v, &c.key)?,
+                field: c.field.clone(),
+            },
+            total: r.total.clone().unwrap_or_else(|| "total".into()),
+            sold: r.sold.clone().unwrap_or_else(|| "sold".into()),
+        });
+    }
     Ok(l)
 }
 
-/// A key name template.
+/// A key name template (over the sale and the item; `{shard}` only in `[store.shards] key`).
 fn key(v: &Validator<'_>, k: &Spanned<String>) -> Result<Template<KeyVar>, ScenarioError> {
-    Template::<KeyVar>::compile(k.get_ref())
-        .map_err(|e| v.error_at(k.span().start + 1 + e.offset, e.message))
+    let t = Template::<KeyVar>::compile(k.get_ref())
+        .map_err(|e| v.error_at(k.span().start + 1 + e.offset, e.message))?;
+    if t.vars().any(|x| x == KeyVar::Shard) {
+        return Err(v.err(
+            k,
+            "{shard} names a stock shard: only [store.shards] key uses it",
+        ));
+    }
+    Ok(t)
 }
 
 /// `[audit] require = [...]`: checks that must be decided; a check whose evidence the

@@ -8,6 +8,7 @@ pub mod nginx;
 pub mod node;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
 pub mod service;
 
 use std::path::PathBuf;

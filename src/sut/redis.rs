@@ -142,7 +142,7 @@ impl RedisProcess {
 }
 
 /// True when a Redis on `port` answers PING with PONG.
-fn ping(port: u16) -> bool {
+pub(super) fn ping(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;

@@ -31,6 +31,9 @@ pub enum Flaw {
     DoubleRelease,
     /// Payment is accepted for a hold that already expired (and was released).
     PayAfterExpiry,
+    /// With sharded stock: "sold out" as soon as the first shard tried is empty, without
+    /// trying the others, so tickets in the other shards are never sold.
+    ShardNoFallback,
 }
 
 impl Flaw {
@@ -47,6 +50,7 @@ impl Flaw {
             Flaw::EarlyRelease => "early-release",
             Flaw::DoubleRelease => "double-release",
             Flaw::PayAfterExpiry => "pay-after-expiry",
+            Flaw::ShardNoFallback => "shard-no-fallback",
         }
     }
 }
@@ -66,9 +70,12 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0.
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0 (with --redis-cluster: any node of the cluster).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
     pub redis: String,
+    /// The Redis is a Redis Cluster: --redis names one node, the others are discovered.
+    #[arg(long)]
+    pub redis_cluster: bool,
     /// This node's id, written into orders, answers and the stat log.
     #[arg(long, default_value = "n1")]
     pub node_id: String,
@@ -96,6 +103,10 @@ pub struct ServeArgs {
     /// Tickets one user may hold at once (with --init-total).
     #[arg(long, default_value_t = 1)]
     pub per_user_limit: u64,
+    /// With --init-total: split the stock into this many shards, each its own key (and Redis
+    /// Cluster slot) `grab:{SALE#k}:stock`; 1 keeps the whole stock in the sale's inventory.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
     /// With --init-total: replace an existing sale's keys instead of refusing.
     #[arg(long)]
     pub overwrite: bool,
@@ -117,6 +128,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Redis URL.
     pub redis_url: String,
+    /// The Redis is a Redis Cluster (the URL is one of its nodes).
+    pub redis_cluster: bool,
     /// Node id (1-32 characters of `[A-Za-z0-9_.-]`).
     pub node_id: String,
     /// This node's quota: share plus buffer.
@@ -150,6 +163,8 @@ pub struct SaleInit {
     pub per_user_limit: u64,
     /// Replace an existing sale.
     pub overwrite: bool,
+    /// Stock shards (1 = unsharded): a hot sale's stock spread over several keys and slots.
+    pub shards: u32,
 }
 
 impl Config {
@@ -200,6 +215,27 @@ impl ServeArgs {
         if (self.init_only || self.overwrite) && self.init_total.is_none() {
             bail!("--init-only and --overwrite need --init-total N");
         }
+        if !(1..=crate::keys::MAX_SHARDS).contains(&self.shards) {
+            bail!("--shards must be between 1 and {}", crate::keys::MAX_SHARDS);
+        }
+        if self.shards > 1 && self.init_total.is_none() {
+            bail!("--shards K needs --init-total N (nodes read the shard count from Redis)");
+        }
+        if self.shards > 1 && self.hold_ttl.is_some() {
+            bail!("--shards with --hold-ttl: reservations are not supported on sharded stock");
+        }
+        if self.shards > 1 && self.flaws.contains(&Flaw::NonAtomic) {
+            bail!("--shards with --flaw non-atomic: that flaw rewrites the unsharded counters");
+        }
+        if let Some(total) = self.init_total
+            && self.shards > 1
+            && u64::from(self.shards) > total
+        {
+            bail!(
+                "--shards {} is more than the {total} tickets: some shard would be empty",
+                self.shards
+            );
+        }
         if self.flaws.contains(&Flaw::LeakConnections) && self.leak_after == 0 {
             bail!("--leak-after must be at least 1");
         }
@@ -207,6 +243,7 @@ impl ServeArgs {
             total,
             per_user_limit: self.per_user_limit,
             overwrite: self.overwrite,
+            shards: self.shards,
         });
         let mut flaws = self.flaws;
         flaws.sort_by_key(|f| f.name());
@@ -214,6 +251,7 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             redis_url: self.redis,
+            redis_cluster: self.redis_cluster,
             node_id: self.node_id,
             local_stock: self.local_stock,
             sale: self.sale,

@@ -48,7 +48,7 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<i32> {
                 eprintln!("target-server: {err}");
                 return Ok(match err {
                     StartError::SaleExists { .. } => EXIT_SALE_EXISTS,
-                    StartError::StatLog { .. } => EXIT_USAGE,
+                    StartError::StatLog { .. } | StartError::ShardedHolds { .. } => EXIT_USAGE,
                     _ => EXIT_REDIS,
                 });
             }

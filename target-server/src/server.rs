@@ -36,6 +36,11 @@ pub enum StartError {
     /// The node was started before the sale was set up.
     #[error("sale {sale:?} is not set up in Redis; start one node with --init-total N first")]
     NoSuchSale { sale: String },
+    /// A node in reservation mode was started on a sale whose stock is sharded.
+    #[error(
+        "sale {sale:?} keeps its stock in {shards} shards; reservations (--hold-ttl) are not supported on sharded stock"
+    )]
+    ShardedHolds { sale: String, shards: u32 },
     /// The stat log could not be opened.
     #[error("cannot open stat log {path}: {source}")]
     StatLog {
@@ -52,7 +57,7 @@ pub async fn start(config: Config) -> Result<Option<Arc<Node>>, StartError> {
         url: config.redis_url.clone(),
         source,
     };
-    let store = Store::open(&config).await.map_err(redis_err)?;
+    let mut store = Store::open(&config).await.map_err(redis_err)?;
     if let Some(init) = config.init {
         let created = store
             .init_sale(init, config.hold_ttl)
@@ -74,6 +79,12 @@ pub async fn start(config: Config) -> Result<Option<Arc<Node>>, StartError> {
         .ok_or_else(|| StartError::NoSuchSale {
             sale: config.sale.clone(),
         })?;
+    if store.shard_count() > 1 && config.hold_ttl.is_some() {
+        return Err(StartError::ShardedHolds {
+            sale: config.sale.clone(),
+            shards: store.shard_count(),
+        });
+    }
     let log = match &config.stat_log {
         Some(path) => Some(
             StatLog::open(

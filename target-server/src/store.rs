@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::Semaphore;
@@ -87,6 +89,14 @@ struct Scripts {
     register_node: Script,
     take_returns: Script,
     init_sale: Script,
+    /// Sharded stock: claim the buyer (slot `{SALE}`).
+    claim: Script,
+    /// Sharded stock: take a ticket from one shard (slot `{SALE#k}`).
+    take_shard: Script,
+    /// Sharded stock: record the grant (slot `{SALE}`).
+    record_grant: Script,
+    /// Sharded stock: undo a claim.
+    unclaim: Script,
 }
 
 impl Scripts {
@@ -98,6 +108,52 @@ impl Scripts {
             register_node: Script::new(include_str!("lua/register_node.lua")),
             take_returns: Script::new(include_str!("lua/take_returns.lua")),
             init_sale: Script::new(include_str!("lua/init_sale.lua")),
+            claim: Script::new(include_str!("lua/claim.lua")),
+            take_shard: Script::new(include_str!("lua/take_shard.lua")),
+            record_grant: Script::new(include_str!("lua/record_grant.lua")),
+            unclaim: Script::new(include_str!("lua/unclaim.lua")),
+        }
+    }
+}
+
+/// A connection to one Redis or to a Redis Cluster: both multiplexed, both reconnecting, so the
+/// steps below are written once. A cluster connection routes each command (each script) by the
+/// slot of its first key.
+#[derive(Clone)]
+pub enum Conn {
+    /// One Redis.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -105,7 +161,7 @@ impl Scripts {
 /// The server's handle on Redis: a reconnecting multiplexed connection plus the sale's keys.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Arc<SaleKeys>,
     scripts: Arc<Scripts>,
     timeout: Duration,
@@ -117,6 +173,12 @@ pub struct Store {
     release_flags: &'static str,
     /// Connection slots for the `leak-connections` flaw: each step takes one and never gives it back.
     leaky_pool: Option<Arc<Semaphore>>,
+    /// The sale's stock shard keys (empty when unsharded), learnt when the node registers.
+    shard_keys: Arc<[String]>,
+    /// The `shard-no-fallback` flaw: only the first shard tried is asked.
+    shard_no_fallback: bool,
+    /// Drives the choice of the first shard a buy tries (a SplitMix64 sequence).
+    shard_pick: Arc<AtomicU64>,
 }
 
 /// Opens a reconnecting connection to `url` with per-call timeouts.
@@ -138,10 +200,31 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, 
     }
 }
 
+/// Opens a connection to the Redis Cluster that the node at `url` belongs to, with per-call
+/// timeouts; the other nodes are discovered from it.
+pub async fn connect_cluster(
+    url: &str,
+    timeout: Duration,
+) -> Result<redis::cluster_async::ClusterConnection, StoreError> {
+    let client = redis::cluster::ClusterClientBuilder::new(vec![url])
+        .response_timeout(timeout)
+        .connection_timeout(timeout)
+        .retries(1)
+        .build()?;
+    match tokio::time::timeout(timeout * 3, client.get_async_connection()).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
+
 impl Store {
-    /// Connects to Redis for `config`'s sale and node.
+    /// Connects to Redis (or the Redis Cluster) for `config`'s sale and node.
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
-        let conn = connect(&config.redis_url, config.redis_timeout).await?;
+        let conn = if config.redis_cluster {
+            Conn::Cluster(connect_cluster(&config.redis_url, config.redis_timeout).await?)
+        } else {
+            Conn::Single(connect(&config.redis_url, config.redis_timeout).await?)
+        };
         let buy_flags = match (config.has(Flaw::OffByOne), config.has(Flaw::NoUserLimit)) {
             (true, true) => "ou",
             (true, false) => "o",
@@ -169,7 +252,15 @@ impl Store {
             leaky_pool: config
                 .has(Flaw::LeakConnections)
                 .then(|| Arc::new(Semaphore::new(config.leak_after as usize))),
+            shard_keys: Arc::from(Vec::new()),
+            shard_no_fallback: config.has(Flaw::ShardNoFallback),
+            shard_pick: Arc::new(AtomicU64::new(unix_ms() ^ u64::from(std::process::id()))),
         })
+    }
+
+    /// How many stock shards the sale has (1: unsharded), as learnt by [`Store::register_node`].
+    pub fn shard_count(&self) -> u32 {
+        (self.shard_keys.len() as u32).max(1)
     }
 
     /// The sale's keys.
@@ -208,6 +299,16 @@ impl Store {
         hold_ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
+        // The shard keys live in other slots than the sale's script can touch: every key a shard
+        // of this sale may have (whatever its shard count was) is checked first, refused like
+        // the sale's own keys, and replaced after the sale is created.
+        let shard_keys = self.keys.shards(crate::keys::MAX_SHARDS);
+        for key in &shard_keys {
+            let exists: bool = self.bounded(conn.exists(key)).await?;
+            if exists && !init.overwrite {
+                return Ok(false);
+            }
+        }
         let mut inv = self.scripts.init_sale.prepare_invoke();
         for k in self.keys.all() {
             inv.key(k);
@@ -215,16 +316,36 @@ impl Store {
         inv.arg(init.total)
             .arg(init.per_user_limit)
             .arg(hold_ttl.map_or(0, |d| d.as_millis() as u64))
-            .arg(if init.overwrite { "1" } else { "0" });
+            .arg(if init.overwrite { "1" } else { "0" })
+            .arg(init.shards);
         let created: i64 = self.bounded(inv.invoke_async(&mut conn)).await?;
-        Ok(created == 1)
+        if created != 1 {
+            return Ok(false);
+        }
+        // Without --overwrite none exists (checked above).
+        if init.overwrite {
+            for key in &shard_keys {
+                let _: redis::Value = self.bounded(conn.del(key)).await?;
+            }
+        }
+        if init.shards > 1 {
+            for (k, total) in split(init.total, init.shards).into_iter().enumerate() {
+                let _: redis::Value =
+                    self.bounded(conn.hset_multiple(
+                        self.keys.shard(k as u32),
+                        &[("total", total), ("sold", 0)],
+                    ))
+                    .await?;
+            }
+        }
+        Ok(true)
     }
 
     /// Registers this node's quota; returns how many tickets it may still sell, or `None` when
-    /// the sale does not exist.
-    pub async fn register_node(&self, quota: u64) -> Result<Option<u64>, StoreError> {
+    /// the sale does not exist. Learns the sale's stock shards.
+    pub async fn register_node(&mut self, quota: u64) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn.clone();
-        let (code, remaining): (i64, u64) = self
+        let (code, remaining, shards): (i64, u64, u32) = self
             .bounded(
                 self.scripts
                     .register_node
@@ -235,6 +356,9 @@ impl Store {
                     .invoke_async(&mut conn),
             )
             .await?;
+        if shards > 1 {
+            self.shard_keys = Arc::from(self.keys.shards(shards));
+        }
         Ok((code == 1).then_some(remaining))
     }
 
@@ -248,6 +372,9 @@ impl Store {
         self.leak_a_connection()?;
         if self.non_atomic {
             return self.buy_non_atomic(user, hold_ttl_ms).await;
+        }
+        if !self.shard_keys.is_empty() {
+            return self.buy_sharded(user, request_id).await;
         }
         let mut conn = self.conn.clone();
         let k = &self.keys;
@@ -270,6 +397,107 @@ impl Store {
             )
             .await?;
         decode_buy(code, seq, order_id, expires_ms)
+    }
+
+    /// A buy of sharded stock: claim, take from a shard, record (the steps and why their
+    /// interleaving is safe: [`crate::keys`]).
+    async fn buy_sharded(&self, user: &str, request_id: &str) -> Result<BuyDecision, StoreError> {
+        let mut conn = self.conn.clone();
+        let k = &self.keys;
+        let (code, seq, order_id, expires_ms): (i64, u64, String, u64) = self
+            .bounded(
+                self.scripts
+                    .claim
+                    .key(&k.inv)
+                    .key(&k.buyers)
+                    .key(&k.orders)
+                    .key(&k.reqs)
+                    .key(&k.nodes)
+                    .arg(user)
+                    .arg(request_id)
+                    .arg(&*self.node)
+                    .arg(self.buy_flags)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        if code != 0 {
+            return decode_buy(code, seq, order_id, expires_ms);
+        }
+        let shards = self.shard_keys.len();
+        let first =
+            (splitmix(self.shard_pick.fetch_add(1, Ordering::Relaxed)) % shards as u64) as usize;
+        let tries = if self.shard_no_fallback { 1 } else { shards };
+        let mut taken = None;
+        for i in 0..tries {
+            let shard = (first + i) % shards;
+            let took = self
+                .bounded(
+                    self.scripts
+                        .take_shard
+                        .key(&self.shard_keys[shard])
+                        .invoke_async::<i64>(&mut conn),
+                )
+                .await;
+            match took {
+                Ok(1) => {
+                    taken = Some(shard);
+                    break;
+                }
+                Ok(0) => {}
+                Ok(-9) => {
+                    self.unclaim(user).await;
+                    return Ok(BuyDecision::NoSuchSale);
+                }
+                Ok(other) => {
+                    self.unclaim(user).await;
+                    return Err(StoreError::Protocol(format!("take_shard returned {other}")));
+                }
+                Err(err) => {
+                    // Whether that shard's ticket was taken is unknown: the claim is undone
+                    // and the answer is an error, never "sold out".
+                    self.unclaim(user).await;
+                    return Err(err);
+                }
+            }
+        }
+        let Some(shard) = taken else {
+            self.unclaim(user).await;
+            return Ok(BuyDecision::SoldOut);
+        };
+        let (code, seq, order_id, expires_ms): (i64, u64, String, u64) = self
+            .bounded(
+                self.scripts
+                    .record_grant
+                    .key(&k.inv)
+                    .key(&k.orders)
+                    .key(&k.reqs)
+                    .key(&k.nodes)
+                    .arg(user)
+                    .arg(request_id)
+                    .arg(&*self.node)
+                    .arg(shard)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        decode_buy(code, seq, order_id, expires_ms)
+    }
+
+    /// Undoes a claim, best effort: a failure here leaves a buyer without an order, which the
+    /// audit reports; the buy is answered by what went wrong before it.
+    async fn unclaim(&self, user: &str) {
+        let mut conn = self.conn.clone();
+        let undone = self
+            .bounded(
+                self.scripts
+                    .unclaim
+                    .key(&self.keys.buyers)
+                    .arg(user)
+                    .invoke_async::<i64>(&mut conn),
+            )
+            .await;
+        if let Err(err) = undone {
+            tracing::warn!("undoing the claim of user {user:?} failed: {err}");
+        }
     }
 
     /// The `non-atomic` flaw: read the counters, decide in the application, write them back.
@@ -437,9 +665,47 @@ fn decode_buy(
     })
 }
 
+/// `total` tickets split into `shards` near-equal parts, the first ones one larger.
+pub fn split(total: u64, shards: u32) -> Vec<u64> {
+    let k = u64::from(shards.max(1));
+    (0..k)
+        .map(|i| total / k + u64::from(i < total % k))
+        .collect()
+}
+
+/// SplitMix64: a well-mixed number from a counter, for picking a shard without a lock.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_splits_into_near_equal_shards_that_add_up() {
+        assert_eq!(split(10, 4), vec![3, 3, 2, 2]);
+        assert_eq!(split(10_000, 4), vec![2500; 4]);
+        assert_eq!(split(5, 1), vec![5]);
+        assert_eq!(split(7, 3).iter().sum::<u64>(), 7);
+    }
+
+    #[test]
+    fn the_first_shard_is_spread_over_all_shards() {
+        let mut seen = [0u32; 4];
+        for i in 0..400 {
+            seen[(splitmix(i) % 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+    }
 }

@@ -23,6 +23,7 @@ mod segmented;
 mod serve_cli;
 mod server;
 mod server_bad_requests;
+mod sharded;
 mod shop;
 mod sql;
 mod tls;
