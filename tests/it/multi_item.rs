@@ -218,3 +218,62 @@ fn items_misused_are_refused_with_their_position() {
     let err = parse(&target);
     assert!(err.contains("built-in [cluster]"), "{err}");
 }
+
+/// The multi-item scenario with its hot item's stock in 4 shards on a private Redis Cluster.
+fn sharded_hot_item(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(shipped("multi-item.toml")).unwrap();
+    let sharded = text
+        .replace(
+            "id = \"phone\"\ntickets = 4000\n",
+            "id = \"phone\"\ntickets = 4000\nshards = 4\n",
+        )
+        .replace(
+            "balancer = \"nginx\"\n",
+            "balancer = \"nginx\"\nredis = \"cluster\"\n",
+        );
+    assert_ne!(sharded, text, "the shipped scenario changed shape");
+    let path = dir.join("sharded-items.toml");
+    std::fs::write(&path, sharded).unwrap();
+    path
+}
+
+#[test]
+fn a_hot_item_sharded_on_a_redis_cluster_is_proven_and_its_stranded_shard_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = sharded_hot_item(dir.path());
+    let mark = marker("multi-sharded");
+    let out = dir.path().join("ok");
+    let o = run_scenario(&scenario, &["--users", "6000"], &out, &mark);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let evidence = json(&out.join("evidence.json"));
+    let shards = evidence["store"]["shards"]["read"]
+        .as_array()
+        .expect("shards");
+    assert_eq!(shards.len(), 4, "{shards:?}");
+    assert_eq!(row(&json(&out.join("summary.json")), "phone")["sold"], 4000);
+    assert_nothing_left(&mark);
+
+    let out = dir.path().join("flaw");
+    let o = run_scenario(
+        &scenario,
+        &["--users", "6000", "--flaw", "shard-no-fallback"],
+        &out,
+        &mark,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    let c = check(&audit, "no_undersell");
+    assert_eq!(c["status"], "false", "{c}");
+    let says: Vec<&str> = c["witnesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["says"].as_str())
+        .collect();
+    assert!(
+        says.iter()
+            .any(|s| s.starts_with("item phone: shard ") && s.contains(" of 4 still had ")),
+        "{says:?}"
+    );
+    assert_nothing_left(&mark);
+}
