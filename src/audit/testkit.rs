@@ -46,6 +46,7 @@ impl Kit {
                     weight: 1,
                     addr: None,
                     stat_log: None,
+                    item: None,
                 }],
                 ..RunRecord::new(
                     "test",
@@ -55,6 +56,7 @@ impl Kit {
                         tickets,
                         per_user_limit: 1,
                         hold_ttl_ms: None,
+                        items: Vec::new(),
                     },
                 )
             },
