@@ -201,6 +201,7 @@ fn input_for(s: &Synth, r: &EngineResult) -> RunRecord {
                 weight: 1,
                 addr: None,
                 stat_log: None,
+                item: None,
             })
             .collect(),
         ..plain_record(
@@ -224,6 +225,7 @@ fn plain_record(
         tickets,
         per_user_limit: 1,
         hold_ttl_ms: hold_ttl.map(|d| d.as_millis() as u64),
+        items: Vec::new(),
     };
     RunRecord {
         started_unix_us: r.started_unix_us,
@@ -728,6 +730,7 @@ fn report_of_a_real_engine_run() {
         weight: 1,
         addr: None,
         stat_log: None,
+        item: None,
     };
     let input = RunRecord {
         nodes: vec![node("node-a", 270), node("node-b", 140)],
