@@ -12,8 +12,6 @@ pub mod store;
 pub mod template;
 pub mod users;
 
-use std::io::Write as _;
-
 pub use answers::Answers;
 pub use store::Layout;
 pub use template::Template;
@@ -347,7 +345,9 @@ impl Request {
             body.render(scratch, value);
         }
         if !scratch.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            let _ = write!(out, "content-length: {}\r\n", scratch.len());
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, scratch.len() as u64);
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(scratch);
@@ -374,18 +374,16 @@ impl Context {
     /// Writes variable `v` of attempt `a`.
     fn value(&self, v: ReqVar, a: &Attempt<'_>, out: &mut Vec<u8>) {
         match v {
-            ReqVar::User => {
-                let _ = write!(out, "{}", a.user);
-            }
+            ReqVar::User => push_decimal(out, a.user),
             ReqVar::Column(c) => out.extend_from_slice(self.users.cell(a.index, c as usize)),
             ReqVar::Item => out.extend_from_slice(self.item.as_bytes()),
             ReqVar::Sale => out.extend_from_slice(self.sale.as_bytes()),
             ReqVar::Request => {
-                let _ = write!(out, "{}-{}", a.user, a.attempt);
+                push_decimal(out, a.user);
+                out.push(b'-');
+                push_decimal(out, u64::from(a.attempt));
             }
-            ReqVar::Attempt => {
-                let _ = write!(out, "{}", a.attempt);
-            }
+            ReqVar::Attempt => push_decimal(out, u64::from(a.attempt)),
             ReqVar::Order => out.extend_from_slice(a.order),
             ReqVar::TargetPath => out.extend_from_slice(self.target_path.as_bytes()),
             ReqVar::Capture(i) => {
@@ -397,9 +395,35 @@ impl Context {
     }
 }
 
+/// Appends `n` in decimal, as `write!(out, "{n}")` does, without the formatting machinery
+/// (user and request ids are written into every request).
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 1_000_000, 4_294_967_295, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     fn scope<'a>(columns: &'a [String], pay: bool, captured: &'a [String]) -> Scope<'a> {
         Scope {
