@@ -7,6 +7,7 @@
 #   bash scripts/bench-speed.sh                      # this and scripts/bench-node.sh, both ratios
 #   DURATION=5 ROUNDS=5 bash scripts/bench-cluster.sh
 #   PERF=1 bash scripts/bench-cluster.sh             # also instructions per request (perf stat)
+#   GRAB=/tmp/grab-bench.old bash scripts/bench-cluster.sh   # another build of grab-bench
 #
 # Set-up, on 127.0.0.1 only, in a private temp directory: `grab-bench cluster up` with a
 # scenario shaped like scenarios/1m.toml (10,000 tickets, four nodes weighted 1:2:3:4 behind
@@ -35,7 +36,9 @@ CONNECTIONS="${CONNECTIONS:-100}"
 WARMUP="${WARMUP:-3}"
 PERF="${PERF:-0}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GRAB="${CARGO_TARGET_DIR:-$ROOT/target}/release/grab-bench"
+# GRAB=path runs that grab-bench binary (e.g. a copy of an older build, to compare) instead of
+# building this tree's.
+GRAB="${GRAB:-}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/grab-bench-cluster.XXXXXX")"
 BUILD_PID=""
 CLUSTER_PID=""
@@ -87,12 +90,16 @@ median() {
         END { printf f, (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "== building grab-bench (release)"
-# Own process group, waited for in the background, so that Ctrl-C stops cargo and rustc.
-(cd "$ROOT" && exec setsid cargo build --release --quiet --bin grab-bench) &
-BUILD_PID=$!
-wait "$BUILD_PID"
-BUILD_PID=""
+if [[ -z "$GRAB" ]]; then
+    GRAB="${CARGO_TARGET_DIR:-$ROOT/target}/release/grab-bench"
+    echo "== building grab-bench (release)"
+    # Own process group, waited for in the background, so that Ctrl-C stops cargo and rustc.
+    (cd "$ROOT" && exec setsid cargo build --release --quiet --bin grab-bench) &
+    BUILD_PID=$!
+    wait "$BUILD_PID"
+    BUILD_PID=""
+fi
+[[ -x "$GRAB" ]] || { echo "bench-cluster: $GRAB is not an executable" >&2; exit 4; }
 
 # The cluster's scenario, and per round the load's (closed loop, a million users whose ids
 # start after the round's offset; same sale, so `--attach` accepts it).
