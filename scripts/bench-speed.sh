@@ -9,9 +9,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROUNDS="${ROUNDS:-3}"
-# Each script's last line is its verdict; its whole output goes to stderr as it runs.
-node="$(bash "$ROOT/scripts/bench-node.sh" | tee /dev/stderr | tail -n 1)"
-cluster="$(bash "$ROOT/scripts/bench-cluster.sh" | tee /dev/stderr | tail -n 1)"
+OUT="$(mktemp "${TMPDIR:-/tmp}/grab-bench-speed.XXXXXX")"
+trap 'rm -f "$OUT"' EXIT
+# Each script's output is shown as it runs; its last line is its verdict.
+bash "$ROOT/scripts/bench-node.sh" | tee "$OUT"
+node="$(tail -n 1 "$OUT")"
+bash "$ROOT/scripts/bench-cluster.sh" | tee "$OUT"
+cluster="$(tail -n 1 "$OUT")"
 echo "== both ratios ($ROUNDS rounds each, medians)"
 echo "  $node"
 echo "  $cluster"
