@@ -1188,3 +1188,50 @@ async fn exchange(
         .await
         .unwrap_or(Err(Reason::Timeout))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// A future that completes `after` from now.
+    async fn answer_after(after: Duration) -> u8 {
+        tokio::time::sleep(after).await;
+        7
+    }
+
+    // `within` times out exactly at the deadline it is given, on a timer set for an earlier
+    // request; an answer that comes after that earlier deadline but before its own is not cut
+    // short. Paused time: nothing waits for real.
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_keeps_every_requests_deadline() {
+        let mut timer = None;
+        let start = Instant::now();
+        // The first request answers at once: the timer stays set for start + T.
+        assert_eq!(
+            within(&mut timer, start + T, answer_after(Duration::ZERO)).await,
+            Some(7)
+        );
+        // A second request sent 3 s later answers after 4 s: past the timer's start + T, within
+        // its own deadline start + 3 s + T.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, answer_after(Duration::from_secs(4))).await;
+        assert_eq!(got, Some(7));
+        assert_eq!(Instant::now() - sent, Duration::from_secs(4));
+        // A third request that is never answered times out at its own deadline, not before.
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
+        assert_eq!(got, None);
+        assert_eq!(Instant::now() - sent, T);
+        // And the timer, having fired, serves the next request too.
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
+        assert_eq!((got, Instant::now() - sent), (None, T));
+    }
+}
