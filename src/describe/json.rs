@@ -126,10 +126,27 @@ impl<'a> Value<'a> {
     /// The value as a number, when it is one.
     pub fn number(&self) -> Option<f64> {
         match self {
-            Value::Num(n) => std::str::from_utf8(n).ok()?.parse().ok(),
+            Value::Num(n) => small_integer(n).or_else(|| std::str::from_utf8(n).ok()?.parse().ok()),
             _ => None,
         }
     }
+}
+
+/// The value of `-?[0-9]{1,15}` without the float parser (answer codes such as `-1` are read
+/// from every answer): below 2^53 an integer is exactly an `f64`, so this is what `parse`
+/// gives; anything else (fractions, exponents, signs, more digits) is `None` and left to it.
+fn small_integer(n: &[u8]) -> Option<f64> {
+    let (negative, digits) = match n.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, n),
+    };
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = digits
+        .iter()
+        .fold(0u64, |v, d| v * 10 + u64::from(d - b'0')) as f64;
+    Some(if negative { -v } else { v })
 }
 
 /// Skips white space from `i`.
@@ -346,5 +363,41 @@ mod tests {
         assert_eq!(Value::of(b"[1]"), Value::Composite);
         assert!(unescape_eq(br"a\nb\u00e9", "a\nbé".as_bytes()));
         assert!(!unescape_eq(br"a\nb", b"anb"));
+    }
+
+    // The integer shortcut gives what the float parser gives, and leaves everything else to it.
+    #[test]
+    fn numbers_read_as_the_float_parser_reads_them() {
+        for n in [
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "007",
+            "500100",
+            "999999999999999",
+            "-999999999999999",
+            "9999999999999999",
+            "12345678901234567890",
+            "1.5",
+            "-2e3",
+            "1E2",
+            "+1",
+            "-",
+            "",
+            "1-",
+            "--1",
+            "0x10",
+            "inf",
+            "NaN",
+            " 1",
+        ] {
+            let parsed: Option<f64> = n.parse().ok();
+            assert_eq!(
+                Value::Num(n.as_bytes()).number().map(f64::to_bits),
+                parsed.map(f64::to_bits),
+                "{n:?}"
+            );
+        }
     }
 }

@@ -13,8 +13,6 @@ pub mod store;
 pub mod template;
 pub mod users;
 
-use std::io::Write as _;
-
 pub use answers::Answers;
 pub use store::Layout;
 pub use template::Template;
@@ -385,7 +383,9 @@ impl Request {
             body.render(scratch, value);
         }
         if !scratch.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            let _ = write!(out, "content-length: {}\r\n", scratch.len());
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, scratch.len() as u64);
+            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(scratch);
@@ -413,18 +413,16 @@ impl Context {
     fn value(&self, v: ReqVar, a: &Attempt<'_>, out: &mut Vec<u8>) {
         let item = &self.items[(a.item as usize).min(self.items.len() - 1)];
         match v {
-            ReqVar::User => {
-                let _ = write!(out, "{}", a.user);
-            }
+            ReqVar::User => push_decimal(out, a.user),
             ReqVar::Column(c) => out.extend_from_slice(self.users.cell(a.index, c as usize)),
             ReqVar::Item => out.extend_from_slice(item.id.as_bytes()),
             ReqVar::Sale => out.extend_from_slice(item.sale.as_bytes()),
             ReqVar::Request => {
-                let _ = write!(out, "{}-{}", a.user, a.attempt);
+                push_decimal(out, a.user);
+                out.push(b'-');
+                push_decimal(out, u64::from(a.attempt));
             }
-            ReqVar::Attempt => {
-                let _ = write!(out, "{}", a.attempt);
-            }
+            ReqVar::Attempt => push_decimal(out, u64::from(a.attempt)),
             ReqVar::Order => out.extend_from_slice(a.order),
             ReqVar::TargetPath => out.extend_from_slice(item.target_path.as_bytes()),
             ReqVar::Capture(i) => {
@@ -434,6 +432,23 @@ impl Context {
             }
         }
     }
+}
+
+/// Appends `n` in decimal, as `write!(out, "{n}")` does, without the formatting machinery
+/// (user and request ids are written into every request).
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -463,6 +478,15 @@ mod tests {
         assert!((share(1) - 0.1).abs() < 0.01, "{counts:?}");
         assert!((share(2) - 0.1).abs() < 0.01, "{counts:?}");
         assert_eq!(ctx.item_of(12345), ctx.item_of(12345));
+    }
+
+    #[test]
+    fn decimals_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 1_000_000, 4_294_967_295, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     fn scope<'a>(columns: &'a [String], pay: bool, captured: &'a [String]) -> Scope<'a> {

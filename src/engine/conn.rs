@@ -8,9 +8,11 @@
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, HOST, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Uri};
 use hyper_util::rt::TokioIo;
+use tokio::time::Sleep;
 
 use std::io::Write as _;
 
@@ -778,7 +781,8 @@ impl ThreadCtx {
         let Source::Buyers(b) = &s.plan.source else {
             return;
         };
-        if self.past_new(s.now_us()) {
+        // The attempt's end was just read from the clock: no second read for this.
+        if self.past_new(e.done_us) {
             return;
         }
         let mut next = Job {
@@ -840,11 +844,11 @@ enum Conn {
 
 impl Conn {
     /// Whether another request can go over this connection without being lost to a close the
-    /// server made while it was idle.
-    async fn usable(&mut self) -> bool {
+    /// server made while it was idle; `now` is the request's start.
+    async fn usable(&mut self, now: std::time::Instant) -> bool {
         match self {
             Conn::Hyper(sender) => sender.ready().await.is_ok(),
-            Conn::Raw(raw) => raw.usable(),
+            Conn::Raw(raw) => raw.usable_at(now),
         }
     }
 }
@@ -865,6 +869,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let mut buf: Vec<u8> = Vec::new();
     let mut wbuf: Vec<u8> = Vec::with_capacity(256);
     let mut scratch: Vec<u8> = Vec::with_capacity(64);
+    // The request timer of the raw client, made at the first request (see `within`).
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
     loop {
         let (job, claimed_at) = match ctx.next() {
             Next::Done => break,
@@ -901,7 +907,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         let mut connect_us = 0;
         if let Some(c) = conn.as_mut() {
             // An idle kept-alive connection the server has closed is replaced, not counted.
-            if !s.plan.keep_alive || !c.usable().await {
+            let now = s.start + std::time::Duration::from_micros(start_us);
+            if !s.plan.keep_alive || !c.usable(now).await {
                 conn = None;
             }
         }
@@ -943,16 +950,18 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     }
                 };
                 let work = raw.exchange(request, head_only, want_server, &mut buf);
-                match tokio::time::timeout(s.plan.request_timeout, work).await {
-                    Ok(Ok(r)) => Ok(Response {
+                // Sent now: at the start, or once connected (`connect_us` after it).
+                let deadline = s.at(start_us + connect_us) + s.plan.request_timeout;
+                match within(&mut timer, deadline, work).await {
+                    Some(Ok(r)) => Ok(Response {
                         status: r.status,
                         first: None,
                         head_us: r.head_at.saturating_duration_since(s.start).as_micros() as u64,
                         head_bytes: r.head_bytes,
                         server: r.server,
                     }),
-                    Ok(Err(reason)) => Err(reason),
-                    Err(_) => Err(Reason::Timeout),
+                    Some(Err(reason)) => Err(reason),
+                    None => Err(Reason::Timeout),
                 }
             }
         };
@@ -1006,6 +1015,38 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
             }
         }
     }
+}
+
+/// Runs `work` until it completes (`Some`) or `deadline` passes (`None`), as
+/// `tokio::time::timeout` does, but over the connection task's one `timer`: a timeout per
+/// request inserted a timer into tokio's wheel and removed it again for every request. The
+/// timer is set when made and moved on only when it fires: set for an earlier request's
+/// deadline (never a later one: deadlines grow with the requests' start), it is reset to this
+/// one's and polled again, so the timeout still falls exactly at `deadline`, and while answers
+/// come in time the timer is touched about once per request timeout instead of twice per
+/// request. A firing meant for an earlier request that comes while the task waits elsewhere
+/// only polls the task once more.
+async fn within<F: Future>(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: tokio::time::Instant,
+    work: F,
+) -> Option<F::Output> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(v) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        // Bounded: after a reset the timer's deadline is `deadline`, so a second firing ends it.
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= deadline {
+                return Poll::Ready(None);
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The header lines of `headers`, serialised once.
@@ -1153,4 +1194,51 @@ async fn exchange(
     tokio::time::timeout(s.plan.request_timeout, work)
         .await
         .unwrap_or(Err(Reason::Timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(5);
+
+    /// A future that completes `after` from now.
+    async fn answer_after(after: Duration) -> u8 {
+        tokio::time::sleep(after).await;
+        7
+    }
+
+    // `within` times out exactly at the deadline it is given, on a timer set for an earlier
+    // request; an answer that comes after that earlier deadline but before its own is not cut
+    // short. Paused time: nothing waits for real.
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_keeps_every_requests_deadline() {
+        let mut timer = None;
+        let start = Instant::now();
+        // The first request answers at once: the timer stays set for start + T.
+        assert_eq!(
+            within(&mut timer, start + T, answer_after(Duration::ZERO)).await,
+            Some(7)
+        );
+        // A second request sent 3 s later answers after 4 s: past the timer's start + T, within
+        // its own deadline start + 3 s + T.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, answer_after(Duration::from_secs(4))).await;
+        assert_eq!(got, Some(7));
+        assert_eq!(Instant::now() - sent, Duration::from_secs(4));
+        // A third request that is never answered times out at its own deadline, not before.
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
+        assert_eq!(got, None);
+        assert_eq!(Instant::now() - sent, T);
+        // And the timer, having fired, serves the next request too.
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
+        assert_eq!((got, Instant::now() - sent), (None, T));
+    }
 }

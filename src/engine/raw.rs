@@ -168,7 +168,8 @@ pub(crate) struct RawConn {
     rbuf: Vec<u8>,
     /// The connection must not be reused (server said close, or a body ran to EOF).
     closed: bool,
-    /// When the last exchange finished, to decide whether an idle check is worth a syscall.
+    /// When the last exchange's answer arrived, to decide whether an idle check is worth a
+    /// syscall.
     last_used: Instant,
 }
 
@@ -229,11 +230,18 @@ impl RawConn {
 
     /// Whether the connection can carry another request. After an idle spell, a non-blocking
     /// read detects a server that closed it meanwhile, so that is not counted as a failure.
+    #[cfg(test)]
     pub fn usable(&mut self) -> bool {
+        self.usable_at(Instant::now())
+    }
+
+    /// [`RawConn::usable`] at `now`, a time the caller has already read (the engine's connection
+    /// task knows when its request starts: no clock read per request here).
+    pub fn usable_at(&mut self, now: Instant) -> bool {
         if self.closed {
             return false;
         }
-        if self.last_used.elapsed().as_millis() < 200 {
+        if now.saturating_duration_since(self.last_used).as_millis() < 200 {
             return true;
         }
         self.stream.idle_and_open()
@@ -257,6 +265,10 @@ impl RawConn {
             tls.flush().await.map_err(|_| Reason::IoError)?;
         }
         let head = loop {
+            if self.rbuf.is_empty() {
+                // The usual case after a request: nothing buffered, nothing to parse yet.
+                self.fill().await?;
+            }
             match parse_head(&self.rbuf, want_server)? {
                 // An interim 1xx (103 Early Hints, an unasked 100 Continue) is not the answer:
                 // RFC 9110 §15.2 has clients accept them even unasked. Returned as the answer,
@@ -269,6 +281,9 @@ impl RawConn {
                 None => self.fill().await?,
             }
         };
+        // One clock read per exchange: when the head arrived, which is also when the connection
+        // was last used (the body of a small answer comes with its head; a large one makes the
+        // idle check in `usable_at` only come sooner).
         let head_at = Instant::now();
         let framing = if head_only || head.status == 204 || head.status == 304 || head.status < 200
         {
@@ -308,7 +323,7 @@ impl RawConn {
         };
         self.rbuf.drain(..consumed);
         self.closed |= head.close;
-        self.last_used = Instant::now();
+        self.last_used = head_at;
         Ok(RawResponse {
             status: head.status,
             head_bytes: head.len as u64,
@@ -339,9 +354,16 @@ impl RawConn {
 
 /// Parses a response head at the start of `buf`; `None` when more bytes are needed.
 fn parse_head(buf: &[u8], want_server: bool) -> Result<Option<Head>, Reason> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // Uninitialised header slots: `Response::new` over `[EMPTY_HEADER; 64]` wrote 2 KiB per
+    // answer before parsing it; httparse fills only the slots it uses.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Reason::Garbled),
