@@ -256,7 +256,9 @@ fn a_hot_item_sharded_on_a_redis_cluster_is_proven_and_its_stranded_shard_named(
     let out = dir.path().join("flaw");
     let o = run_scenario(
         &scenario,
-        &["--users", "6000", "--flaw", "shard-no-fallback"],
+        // Four buyers for every ticket of the hot item: its shards empty at different
+        // moments, and the flaw refuses buyers whose first shard is empty while others are not.
+        &["--users", "20000", "--flaw", "shard-no-fallback"],
         &out,
         &mark,
     );
