@@ -445,14 +445,6 @@ pub fn engine_plan(sc: &Scenario, target: &Target) -> Result<EnginePlan, Error> 
     plan.connections = sc.load.connections;
     plan.request_timeout = sc.timeouts.request;
     plan.max_duration = sc.timeouts.max_duration;
-    // A loopback target (the built-in cluster always is one) runs on this machine and needs
-    // cores too: the generator takes half of them, as `ab` does (src/commands/ab.rs, --threads).
-    // Fewer engine threads, each with more connections, also find more answers per wake-up:
-    // on 2 cores, one thread with all 100 connections used about a fifth less CPU per request
-    // than two (scripts/bench-cluster.sh).
-    if plan.target.ip().is_loopback() {
-        plan.threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
-    }
     Ok(plan)
 }
 
