@@ -129,7 +129,7 @@ fn audit_and_report(
     collected: &Collected,
 ) -> Result<(Audit, Option<Summary>), Error> {
     let logs = read_logs(dir, &collected.logs);
-    let audit = if record.sale.items.len() > 1 {
+    let mut audit = if record.sale.items.len() > 1 {
         audit_items(record, ledger, collected, &logs)
     } else {
         audit::audit(&Evidence {
@@ -144,6 +144,10 @@ fn audit_and_report(
             },
         })
     };
+    // A sale of one item that the record lists (its stock is sharded) still gets its row.
+    if let [item] = record.sale.items.as_slice() {
+        audit.items = vec![audit::item_line(&item.id, &audit)];
+    }
     dir.save_audit(&audit)?;
     if !dir.has(LATENCY_HLOG) {
         return Ok((audit, None));

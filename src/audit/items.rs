@@ -53,8 +53,9 @@ pub fn combine(items: Vec<(String, Audit)>) -> Audit {
     }
 }
 
-/// An item's line, from its audit's figures.
-fn line(id: &str, a: &Audit) -> ItemAudit {
+/// An item's line, from its audit's figures (also the one line of a sale of one item that
+/// the run record lists, e.g. one whose stock is sharded).
+pub fn line(id: &str, a: &Audit) -> ItemAudit {
     let figure = |check: &str, key: &str| {
         a.check(check)
             .and_then(|c| c.figures.get(key))

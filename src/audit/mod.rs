@@ -29,7 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub use facts::Facts;
-pub use items::{ItemAudit, combine};
+pub use items::{ItemAudit, combine, line as item_line};
 
 use crate::evidence::Evidence;
 

@@ -79,6 +79,12 @@ fn a_sharded_sale_on_a_redis_cluster_is_proven_with_every_shard_sold() {
         check(&audit, "conservation")["figures"]["shards_sold"],
         2000
     );
+    // The sharded item has its row, like each item of a sale of several.
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["items"][0]["item"], "sharded", "{}", s["items"]);
+    assert_eq!(s["items"][0]["sold"], 2000);
+    assert_eq!(s["items"][0]["refused_while_stock_left"], 0);
+    assert!(text.contains("| sharded | 2000 | 2000 |"), "{text}");
 }
 
 #[test]
@@ -120,6 +126,10 @@ fn shard_no_fallback_is_an_undersell_naming_the_shard_and_its_leftover() {
     }
     // Conservation still holds: the flaw strands stock, it does not lose count of it.
     assert_eq!(check(&audit, "conservation")["status"], "true");
+    let s = json(&out.join("summary.json"));
+    let stranded: i64 = left.iter().map(|(_, n)| n).sum();
+    assert_eq!(s["items"][0]["sold"], 2000 - stranded, "{}", s["items"]);
+    assert_eq!(s["items"][0]["verdict"], "false");
 }
 
 #[test]
