@@ -5,6 +5,7 @@
 #   bash scripts/bench-generator.sh            # 10 s per tool
 #   DURATION=5 CONNECTIONS=50 bash scripts/bench-generator.sh
 #   ROUNDS=3 bash scripts/bench-generator.sh   # interleave the tools 3 times, report medians
+#   BENCH_DESCRIBED=1 bash scripts/bench-generator.sh   # also a described system (examples/seckill)
 #
 # The machine is shared by the generator and nginx (and anything else running): compare
 # figures from one run only, and prefer ROUNDS=3 on a machine that is not otherwise idle.
@@ -101,7 +102,7 @@ summarise() {
     done
     if ((ROUNDS > 1)); then
         echo "== medians over $ROUNDS rounds"
-        for tool in wrk ab oha grab-bench grab-hyper; do
+        for tool in wrk ab oha grab-bench grab-hyper described-wrk described-grab; do
             [[ -n "${RPS[$tool]:-}" ]] && printf '  %-12s %12.0f requests/s\n' "$tool" "${RPS[$tool]}"
         done
     fi
@@ -202,7 +203,67 @@ bench_cluster() {
 }
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# Part 3: a described system (examples/seckill, the service of scenarios/described.toml) after its
+# sale has sold out. `grab-bench ab -k --system scenarios/described.toml` sends the described
+# request (bearer token per user, JSON body with a request id) and classifies every answer by the
+# description's rules (JSON envelope `code`); wrk sends one user's request of the same shape. Both
+# drive the same service in the same run. Runs only with BENCH_DESCRIBED=1.
+SECKILL_PID=""
+stop_described() {
+    [[ -n "$SECKILL_PID" ]] && kill "$SECKILL_PID" 2>/dev/null && wait "$SECKILL_PID" 2>/dev/null
+    [[ -n "$REDIS_PID" ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
+    SECKILL_PID=""
+    REDIS_PID=""
+    return 0
+}
+bench_described() {
+    need redis-server
+    trap 'stop_described; cleanup' EXIT
+    (cd "$ROOT" && cargo build --release --quiet -p example-seckill)
+    local rport sport base out token round
+    rport="$(free_port)"
+    mkdir -p "$WORK/redis-d"
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis-d" \
+        --logfile "$WORK/redis-d/redis.log" &
+    REDIS_PID=$!
+    wait_port "$rport"
+    sport="$(free_port)"
+    "$ROOT/target/release/seckill" --listen "127.0.0.1:$sport" --redis "redis://127.0.0.1:$rport/0" \
+        --users "$ROOT/examples/seckill/users.csv" --item item1=200 >/dev/null &
+    SECKILL_PID=$!
+    wait_port "$sport"
+    base="http://127.0.0.1:$sport/"
+    # Sell the 200 tickets out first, through the description.
+    "$GRAB" ab -k -c 10 -n 1000 --system "$ROOT/scenarios/described.toml" "$base" >/dev/null 2>&1
+    token="$(awk -F, 'NR == 2 { print $2 }' "$ROOT/examples/seckill/users.csv")"
+    cat >"$WORK/described.lua" <<LUA
+wrk.method = "POST"
+wrk.path = "/api/seckill/item1"
+wrk.headers["Authorization"] = "Bearer $token"
+wrk.headers["content-type"] = "application/json"
+wrk.body = '{"requestId":"1-1"}'
+LUA
+    echo "== described seckill (sold out) on $base: ${DURATION}s per tool, $CONNECTIONS connections"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        ((ROUNDS > 1)) && echo "-- round $round"
+        out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base")"
+        record described-wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+        out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 \
+            --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null)"
+        record described-grab "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+    done
+    summarise
+    echo "== ratio"
+    ratio described-grab described-wrk
+    stop_described
+}
+# ---------------------------------------------------------------------------------------------
+
 bench_static_nginx
 if [[ "${BENCH_CLUSTER:-0}" == 1 ]]; then
     bench_cluster
+fi
+if [[ "${BENCH_DESCRIBED:-0}" == 1 ]]; then
+    bench_described
 fi
