@@ -143,6 +143,13 @@ impl Ledger {
         }
     }
 
+    /// The rows of item `id` (every row when the ledger has no item table).
+    pub fn rows_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Row> + 'a {
+        self.rows
+            .iter()
+            .filter(move |r| self.items.is_empty() || self.item_name(r.item) == id)
+    }
+
     /// Id of item index `i` (empty when the ledger has no item table).
     pub fn item_name(&self, i: u8) -> &str {
         self.items.get(i as usize).map_or("", String::as_str)

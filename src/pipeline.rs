@@ -185,12 +185,7 @@ fn audit_items(
             let run = record.for_item(i);
             let node = |n: &str| run.nodes.iter().any(|r| r.name == n);
             let client = Ledger {
-                rows: ledger
-                    .rows
-                    .iter()
-                    .filter(|r| ledger.item_name(r.item) == item.id)
-                    .copied()
-                    .collect(),
+                rows: ledger.rows_of(&item.id).copied().collect(),
                 ..ledger.clone_tables()
             };
             let store = match i {

@@ -180,15 +180,6 @@ impl RunRecord {
         r
     }
 
-    /// The items' ids (one, the sale's, for a sale of one item).
-    pub fn item_ids(&self) -> Vec<String> {
-        if self.sale.items.is_empty() {
-            vec![self.sale.id.clone()]
-        } else {
-            self.sale.items.iter().map(|i| i.id.clone()).collect()
-        }
-    }
-
     /// Nodes that were killed during the run (a SIGKILL loses the unflushed tail of their log).
     pub fn crashed_nodes(&self) -> Vec<&str> {
         self.faults

@@ -413,7 +413,7 @@ pub fn context(sc: &Scenario, target_path: &str) -> Context {
                 },
             })
             .collect(),
-        pick: sc.users.pick.cumulative.clone(),
+        pick: sc.users.pick.clone(),
     }
 }
 

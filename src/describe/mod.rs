@@ -307,8 +307,8 @@ pub struct Context {
     pub users: std::sync::Arc<Users>,
     /// The items on sale, in the ledger's item order (one for a sale of one item).
     pub items: Vec<ItemContext>,
-    /// How an attempt picks its item: cumulative probabilities, one per item (the last 1).
-    pub pick: Vec<f64>,
+    /// How an attempt picks its item among [`Context::items`].
+    pub pick: crate::scenario::ItemPick,
 }
 
 /// What a request for one item uses.
@@ -334,7 +334,7 @@ impl Context {
                 sale: sale.to_string(),
                 target_path: target_path.to_string(),
             }],
-            pick: vec![1.0],
+            pick: crate::scenario::ItemPick::from_weights(&[1.0]),
         }
     }
 
@@ -342,14 +342,11 @@ impl Context {
     /// user id, so that the same user wants the same item on every run (and in every
     /// segment), and its retries, payment and extra buys stay with it.
     pub fn item_of(&self, user: u64) -> u8 {
-        if self.pick.len() < 2 {
+        if self.items.len() < 2 {
             return 0;
         }
-        let u = crate::engine::unit_hash(user ^ 0x6A09_E667_F3BC_C908);
         self.pick
-            .iter()
-            .position(|&c| u < c)
-            .unwrap_or(self.pick.len() - 1) as u8
+            .pick(crate::engine::unit_hash(user ^ 0x6A09_E667_F3BC_C908)) as u8
     }
 }
 
@@ -467,7 +464,7 @@ mod tests {
                 target_path: "/".into(),
             });
         }
-        ctx.pick = vec![0.8, 0.9, 1.0];
+        ctx.pick = crate::scenario::ItemPick::from_weights(&[8.0, 1.0, 1.0]);
         let mut counts = [0u64; 3];
         for user in 1..=100_000 {
             counts[ctx.item_of(user) as usize] += 1;

@@ -394,12 +394,7 @@ fn item_lines(audit: &Audit, ledger: &Ledger) -> Vec<ItemLine> {
         .items
         .iter()
         .map(|it| {
-            let rows: Vec<crate::ledger::Row> = ledger
-                .rows
-                .iter()
-                .filter(|r| ledger.item_name(r.item) == it.item)
-                .copied()
-                .collect();
+            let rows: Vec<crate::ledger::Row> = ledger.rows_of(&it.item).copied().collect();
             let mut ends: Vec<u32> = rows
                 .iter()
                 .filter(|r| r.kind() == Kind::Buy && r.outcome() == Outcome::Ok)

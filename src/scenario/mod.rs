@@ -401,21 +401,8 @@ impl ItemPick {
             .unwrap_or(self.cumulative.len() - 1)
     }
 
-    /// Each item's share of the demand.
-    pub fn shares(&self) -> Vec<f64> {
-        let mut prev = 0.0;
-        self.cumulative
-            .iter()
-            .map(|&c| {
-                let s = c - prev;
-                prev = c;
-                s
-            })
-            .collect()
-    }
-
     /// From weights (not all zero).
-    fn from_weights(w: &[f64]) -> ItemPick {
+    pub fn from_weights(w: &[f64]) -> ItemPick {
         let total: f64 = w.iter().sum();
         let mut acc = 0.0;
         let mut cumulative: Vec<f64> = w
