@@ -208,7 +208,9 @@ bench_cluster() {
 # sale has sold out. `grab-bench ab -k --system scenarios/described.toml` sends the described
 # request (bearer token per user, JSON body with a request id) and classifies every answer by the
 # description's rules (JSON envelope `code`); wrk sends one user's request of the same shape. Both
-# drive the same service in the same run. Runs only with BENCH_DESCRIBED=1.
+# drive the same service in the same run, each with two threads and $CONNECTIONS connections (wrk
+# -t2, grab-bench --threads 2: ab's default of half the cores suits a one-worker nginx, not a
+# service whose runtime has a worker per core). Runs only with BENCH_DESCRIBED=1.
 SECKILL_PID=""
 stop_described() {
     [[ -n "$SECKILL_PID" ]] && kill "$SECKILL_PID" 2>/dev/null && wait "$SECKILL_PID" 2>/dev/null
@@ -249,7 +251,7 @@ LUA
         ((ROUNDS > 1)) && echo "-- round $round"
         out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base")"
         record described-wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
-        out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 \
+        out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
             --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null)"
         record described-grab "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
     done
