@@ -6,6 +6,7 @@
 #   DURATION=5 CONNECTIONS=50 bash scripts/bench-generator.sh
 #   ROUNDS=3 bash scripts/bench-generator.sh   # interleave the tools 3 times, report medians
 #   BENCH_DESCRIBED=1 bash scripts/bench-generator.sh   # also a described system (examples/seckill)
+#   BENCH_STATIC=0 BENCH_DESCRIBED=1 ROUNDS=3 bash scripts/bench-generator.sh   # only that one
 #
 # The machine is shared by the generator and nginx (and anything else running): compare
 # figures from one run only, and prefer ROUNDS=3 on a machine that is not otherwise idle.
@@ -246,15 +247,33 @@ wrk.headers["Authorization"] = "Bearer $token"
 wrk.headers["content-type"] = "application/json"
 wrk.body = '{"requestId":"1-1"}'
 LUA
+    described_wrk() {
+        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
+            awk '/^Requests\/sec:/ { print $2 }'
+    }
+    described_grab() {
+        "$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
+            --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null |
+            awk '/^Requests per second:/ { print $4 }'
+    }
     echo "== described seckill (sold out) on $base: ${DURATION}s per tool, $CONNECTIONS connections"
+    local w g ratios=""
     for ((round = 1; round <= ROUNDS; round++)); do
         ((ROUNDS > 1)) && echo "-- round $round"
-        out="$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base")"
-        record described-wrk "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
-        out="$("$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
-            --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null)"
-        record described-grab "$(awk '/^Requests per second:/ { print $4 }' <<<"$out")"
+        # Odd rounds start with wrk, even rounds with grab-bench, so that a machine getting
+        # slower or faster during the run does not favour the tool that always goes first.
+        if ((round % 2)); then
+            w="$(described_wrk)"
+            g="$(described_grab)"
+        else
+            g="$(described_grab)"
+            w="$(described_wrk)"
+        fi
+        record described-wrk "$w"
+        record described-grab "$g"
+        ratios="$ratios $(awk -v a="$g" -v b="$w" 'BEGIN { printf "%.3f", a / b }')"
     done
+    echo "== described-grab / described-wrk per round:$ratios"
     summarise
     echo "== ratio"
     ratio described-grab described-wrk
@@ -262,7 +281,9 @@ LUA
 }
 # ---------------------------------------------------------------------------------------------
 
-bench_static_nginx
+if [[ "${BENCH_STATIC:-1}" == 1 ]]; then
+    bench_static_nginx
+fi
 if [[ "${BENCH_CLUSTER:-0}" == 1 ]]; then
     bench_cluster
 fi
