@@ -224,7 +224,7 @@ bench_described() {
     need redis-server
     trap 'stop_described; cleanup' EXIT
     (cd "$ROOT" && cargo build --release --quiet -p example-seckill)
-    local rport sport base out token round
+    local rport sport base token round w g ratios=""
     rport="$(free_port)"
     mkdir -p "$WORK/redis-d"
     redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis-d" \
@@ -257,7 +257,6 @@ LUA
             awk '/^Requests per second:/ { print $4 }'
     }
     echo "== described seckill (sold out) on $base: ${DURATION}s per tool, $CONNECTIONS connections"
-    local w g ratios=""
     for ((round = 1; round <= ROUNDS; round++)); do
         ((ROUNDS > 1)) && echo "-- round $round"
         # Odd rounds start with wrk, even rounds with grab-bench, so that a machine getting
