@@ -327,7 +327,7 @@ pub fn report(target: &Target, concurrency: usize, r: &EngineResult) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "Connection Times (ms)");
     let _ = writeln!(o, "              min  mean[+/-sd] median   max");
-    o.push_str(&times_row("Connect:", &t.connect));
+    o.push_str(&times_row("Connect:", &t.connect_all()));
     o.push_str(&times_row("Processing:", &t.processing));
     o.push_str(&times_row("Waiting:", &t.waiting));
     o.push_str(&times_row("Total:", &r.raw));

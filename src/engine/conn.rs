@@ -967,7 +967,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     Some(Ok(r)) => Ok(Response {
                         status: r.status,
                         first: None,
-                        head_us: r.head_at.saturating_duration_since(s.start).as_micros() as u64,
+                        head_us: s.us_at(r.head_at),
+                        done_us: Some(s.us_at(r.done_at)),
                         head_bytes: r.head_bytes,
                         server: r.server,
                     }),
@@ -976,7 +977,12 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 }
             }
         };
-        let end_us = s.now_us();
+        let end_us = match &outcome {
+            Ok(Response {
+                done_us: Some(us), ..
+            }) => *us,
+            _ => s.now_us(),
+        };
         ctx.inflight.borrow_mut()[slot] = None;
         match outcome {
             Ok(resp) => {
@@ -1001,7 +1007,11 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                         t.keep_alive += 1;
                     }
                     let total = end_us - start_us;
-                    let _ = t.connect.record(connect_us.max(1));
+                    if connect_us == 0 {
+                        t.reused += 1;
+                    } else {
+                        let _ = t.connect.record(connect_us);
+                    }
                     // ab's "Waiting": request sent (connection up) until the response head.
                     let waiting = resp.head_us.saturating_sub(start_us + connect_us);
                     t.waiting.saturating_record(waiting.max(1));
@@ -1139,6 +1149,9 @@ struct Response {
     first: Option<Bytes>,
     /// When the response head arrived, µs since start.
     head_us: u64,
+    /// When the whole response was in, µs since start, if the client knows it without reading
+    /// the clock again (the raw client, for an answer whose body came with its head).
+    done_us: Option<u64>,
     /// Size of the status line and headers (exact for the raw client, reconstructed for hyper).
     head_bytes: u64,
     /// `Server` header, captured only for the ab report.
@@ -1199,6 +1212,7 @@ async fn exchange(
             status: parts.status.as_u16(),
             first,
             head_us,
+            done_us: None,
             head_bytes,
             server,
         })

@@ -374,6 +374,11 @@ impl Shared {
         self.start.elapsed().as_micros() as u64
     }
 
+    /// `at` as µs since the run start (0 before it).
+    pub fn us_at(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_micros() as u64
+    }
+
     /// The tokio instant `us` µs after the run start.
     pub fn at(&self, us: u64) -> tokio::time::Instant {
         tokio::time::Instant::from_std(self.start + Duration::from_micros(us))

@@ -181,6 +181,9 @@ pub(crate) struct RawResponse {
     pub head_bytes: u64,
     /// When the head was complete.
     pub head_at: Instant,
+    /// When the whole answer was in: `head_at` when the body came with the head (a small
+    /// answer, the usual case: no second clock read), else read once the body was complete.
+    pub done_at: Instant,
     /// `Server` header, when asked for.
     pub server: Option<String>,
 }
@@ -292,12 +295,15 @@ impl RawConn {
             head.body
         };
         body.clear();
+        // Whether the body needed more reads after the head (then `done_at` is read anew).
+        let mut more = false;
         let consumed = match framing {
             Framing::Length(n) => {
                 // `n` is the server's word: near usize::MAX, `head.len + n` overflowed (a panic
                 // in debug builds, a wrapped bound and an out-of-range slice in release).
                 let end = head.len.checked_add(n).ok_or(Reason::Garbled)?;
                 while self.rbuf.len() < end {
+                    more = true;
                     self.fill().await?;
                 }
                 body.extend_from_slice(&self.rbuf[head.len..end]);
@@ -306,10 +312,14 @@ impl RawConn {
             Framing::Chunked => loop {
                 match decode_chunked(&self.rbuf[head.len..], body)? {
                     Some(n) => break head.len + n,
-                    None => self.fill().await?,
+                    None => {
+                        more = true;
+                        self.fill().await?;
+                    }
                 }
             },
             Framing::UntilClose => {
+                more = true;
                 self.closed = true;
                 loop {
                     let before = self.rbuf.len();
@@ -328,6 +338,7 @@ impl RawConn {
             status: head.status,
             head_bytes: head.len as u64,
             head_at,
+            done_at: if more { Instant::now() } else { head_at },
             server: head.server,
         })
     }

@@ -160,8 +160,12 @@ pub struct Transfer {
     pub receive_errors: u64,
     /// Other failures (e.g. an unparsable response).
     pub exceptions: u64,
-    /// Time to establish the TCP connection, µs (0 when reused).
+    /// Time to establish the TCP connection, µs, of the requests that connected.
     pub connect: Histogram<u64>,
+    /// Requests whose connect time was 0 µs, in practice those sent on a connection already
+    /// up (shown as 1 µs, the histogram's floor, as before). Counted on the hot path and added to `connect` once, by
+    /// [`Transfer::connect_all`], instead of one histogram record per request.
+    pub reused: u64,
     /// Time from the connection being up to the response head, µs.
     pub waiting: Histogram<u64>,
     /// Time from connection established to completion, µs.
@@ -182,9 +186,21 @@ impl Transfer {
             receive_errors: 0,
             exceptions: 0,
             connect: new_histogram(),
+            reused: 0,
             waiting: new_histogram(),
             processing: new_histogram(),
         }
+    }
+
+    /// The connect times of every request: those that connected and the reused connections'
+    /// zeros (as 1 µs, as ab shows them).
+    pub fn connect_all(&self) -> Histogram<u64> {
+        let mut h = self.connect.clone();
+        if self.reused > 0 {
+            h.record_n(1, self.reused)
+                .expect("1 µs is within the bounds");
+        }
+        h
     }
 
     /// Adds another thread's figures; the first document length and server name win.
@@ -210,6 +226,7 @@ impl Transfer {
         self.receive_errors += o.receive_errors;
         self.exceptions += o.exceptions;
         self.connect.add(&o.connect).expect("same bounds");
+        self.reused += o.reused;
         self.waiting.add(&o.waiting).expect("same bounds");
         self.processing.add(&o.processing).expect("same bounds");
     }
@@ -345,8 +362,13 @@ impl Recorder {
         iv.counts.0[reason as usize] += 1;
     }
 
-    /// Records one request of step number `step`.
+    /// Records one request of step number `step`. An attempt of one step (the buy alone) is
+    /// not recorded here: every request is then a whole attempt, so the step's figures are
+    /// the run's service times, which [`record`](Self::record) keeps and [`merge`] copies.
     pub fn record_step(&mut self, step: usize, start_us: u64, end_us: u64) {
+        if self.steps.len() == 1 {
+            return;
+        }
         if let Some(s) = self.steps.get_mut(step) {
             s.requests += 1;
             s.hist
@@ -475,7 +497,65 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         m.raw.add(&iv.raw).expect("same bounds");
         m.totals.add(&iv.counts);
     }
+    // One step: its requests are the run's, its service times the raw ones (see
+    // `Recorder::record_step`).
+    if let [only] = &mut m.steps[..] {
+        only.requests = m.totals.total();
+        only.hist.clone_from(&m.raw);
+    }
     m.rows
         .sort_unstable_by_key(|r| (r.start_us, r.user, r.attempt));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A one-step run records no step histogram on the hot path; the merge gives the step the
+    // run's requests and service times, exactly what recording each request twice gave.
+    #[test]
+    fn a_single_step_gets_the_runs_service_times_at_the_merge() {
+        let names = vec!["buy".to_string()];
+        let mut a = Recorder::new(false, &names);
+        let mut b = Recorder::new(false, &names);
+        for (second, start, end) in [(false, 10, 250), (false, 20, 2_000_100), (true, 5, 905)] {
+            let rec = if second { &mut b } else { &mut a };
+            rec.record(start, start, end, Reason::SoldOut);
+            rec.record_step(0, start, end);
+        }
+        let m = merge(vec![a, b]);
+        let mut want = new_histogram();
+        for v in [240, 2_000_080, 900] {
+            want.record(v).unwrap();
+        }
+        assert_eq!(m.steps[0].requests, 3);
+        assert_eq!(m.steps[0].hist, want);
+    }
+
+    // With several steps, each step keeps its own requests.
+    #[test]
+    fn several_steps_are_recorded_per_request() {
+        let names = vec!["login".to_string(), "buy".to_string()];
+        let mut a = Recorder::new(false, &names);
+        a.record_step(0, 0, 100);
+        a.record_step(1, 100, 400);
+        a.record(0, 0, 400, Reason::SoldOut);
+        let m = merge(vec![a]);
+        assert_eq!((m.steps[0].requests, m.steps[1].requests), (1, 1));
+        assert_eq!((m.steps[0].hist.max(), m.steps[1].hist.max()), (100, 300));
+    }
+
+    // Reused connections are counted, not recorded, and still show as 1 µs connects.
+    #[test]
+    fn reused_connections_show_as_one_microsecond_connects() {
+        let mut t = Transfer::new();
+        t.reused = 3;
+        t.connect.record(500).unwrap();
+        let mut other = Transfer::new();
+        other.reused = 2;
+        t.add(&other);
+        let all = t.connect_all();
+        assert_eq!((all.len(), all.count_at(1), all.max()), (6, 5, 500));
+    }
 }
