@@ -1053,11 +1053,24 @@ async fn within<F: Future>(
     deadline: tokio::time::Instant,
     work: F,
 ) -> Option<F::Output> {
+    let mut fresh = timer.is_none();
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(move |cx| {
+        if std::mem::take(&mut fresh) {
+            // A new timer is polled first, whatever the work does, to register the task's
+            // waker with it (if that finds it fired, `is_elapsed` below says so).
+            let _ = timer.as_mut().poll(cx);
+        }
         if let Poll::Ready(v) = work.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
+        }
+        // The timer keeps the waker it was last polled with (when made, above, or after its
+        // last reset, below) until it fires, across requests: only this connection task ever
+        // polls it, so that waker still wakes the task. Until it fires, a poll only looks
+        // whether it has (an atomic load) instead of registering the same waker again.
+        if !timer.is_elapsed() {
+            return Poll::Pending;
         }
         // Bounded: after a reset the timer's deadline is `deadline`, so a second firing ends it.
         while timer.as_mut().poll(cx).is_ready() {
@@ -1263,6 +1276,28 @@ mod tests {
         assert_eq!(got, None);
         assert_eq!(Instant::now() - sent, T);
         // And the timer, having fired, serves the next request too.
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
+        assert_eq!((got, Instant::now() - sent), (None, T));
+    }
+
+    // The timer is polled only when it is new, reset or fired: a new timer whose first request
+    // is answered at the first poll is still registered, so the requests after it end on
+    // time: one answered too late times out at its deadline, one in time is answered, one
+    // never answered times out.
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_whose_first_answer_was_at_once_still_fires() {
+        let mut timer = None;
+        let start = Instant::now();
+        assert_eq!(
+            within(&mut timer, start + T, std::future::ready(7)).await,
+            Some(7)
+        );
+        let got = within(&mut timer, start + T, answer_after(T + T / 2)).await;
+        assert_eq!((got, Instant::now() - start), (None, T));
+        let sent = Instant::now();
+        let got = within(&mut timer, sent + T, answer_after(T / 2)).await;
+        assert_eq!((got, Instant::now() - sent), (Some(7), T / 2));
         let sent = Instant::now();
         let got = within(&mut timer, sent + T, std::future::pending::<u8>()).await;
         assert_eq!((got, Instant::now() - sent), (None, T));
