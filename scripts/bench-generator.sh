@@ -38,6 +38,7 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "bench-generator: $1 is not i
 need nginx
 need wrk
 need ab
+need chrt
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -103,7 +104,7 @@ summarise() {
     done
     if ((ROUNDS > 1)); then
         echo "== medians over $ROUNDS rounds"
-        for tool in wrk ab oha grab-bench grab-hyper described-wrk described-grab; do
+        for tool in wrk ab oha grab-bench grab-hyper described-wrk described-grab described-wrk-batch; do
             [[ -n "${RPS[$tool]:-}" ]] && printf '  %-12s %12.0f requests/s\n' "$tool" "${RPS[$tool]}"
         done
     fi
@@ -224,7 +225,7 @@ bench_described() {
     need redis-server
     trap 'stop_described; cleanup' EXIT
     (cd "$ROOT" && cargo build --release --quiet -p example-seckill)
-    local rport sport base token round w g ratios=""
+    local rport sport base token round w g b ratios="" batch_ratios=""
     rport="$(free_port)"
     mkdir -p "$WORK/redis-d"
     redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK/redis-d" \
@@ -251,6 +252,12 @@ LUA
         wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
             awk '/^Requests\/sec:/ { print $2 }'
     }
+    # wrk as a batch thread too (`chrt -b 0`, what grab-bench's engine threads are in a closed
+    # loop): shows how much of grab-bench's lead is its scheduling policy and how much its code.
+    described_wrk_batch() {
+        chrt -b 0 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
+            awk '/^Requests\/sec:/ { print $2 }'
+    }
     described_grab() {
         "$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
             --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null |
@@ -264,18 +271,24 @@ LUA
         if ((round % 2)); then
             w="$(described_wrk)"
             g="$(described_grab)"
+            b="$(described_wrk_batch)"
         else
+            b="$(described_wrk_batch)"
             g="$(described_grab)"
             w="$(described_wrk)"
         fi
         record described-wrk "$w"
         record described-grab "$g"
+        record described-wrk-batch "$b"
         ratios="$ratios $(awk -v a="$g" -v b="$w" 'BEGIN { printf "%.3f", a / b }')"
+        batch_ratios="$batch_ratios $(awk -v a="$g" -v b="$b" 'BEGIN { printf "%.3f", a / b }')"
     done
     echo "== described-grab / described-wrk per round:$ratios"
+    echo "== described-grab / described-wrk-batch per round:$batch_ratios"
     summarise
     echo "== ratio"
     ratio described-grab described-wrk
+    ratio described-grab described-wrk-batch
     stop_described
 }
 # ---------------------------------------------------------------------------------------------

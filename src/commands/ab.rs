@@ -61,6 +61,11 @@ pub struct AbArgs {
     /// Use hyper's HTTP/1.1 client instead of the built-in minimal one (to compare them).
     #[arg(long)]
     pub hyper: bool,
+    /// How the engine threads share the CPU with a server on this machine: `batch` (Linux
+    /// SCHED_BATCH: an answer that wakes a thread does not preempt the server) or `normal`.
+    #[arg(long, value_name = "POLICY", default_value = "batch",
+          value_parser = ["batch", "normal"])]
+    pub sched: String,
     /// Send the buy request of the system a scenario describes (its [system]: templates, users,
     /// answer rules) instead of a fixed one: users in turn, answers read by its rules and
     /// counted by outcome. The URL gives where; `-m`, `-H`, `-p` do not apply.
@@ -164,6 +169,11 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
             engine::Client::Hyper
         } else {
             engine::Client::Raw
+        },
+        scheduling: if args.sched == "normal" {
+            engine::Scheduling::Normal
+        } else {
+            engine::Scheduling::Batch
         },
         segment: Default::default(),
     };

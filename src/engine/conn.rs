@@ -285,6 +285,7 @@ impl Pending {
 
 /// Runs one engine thread with `conns` connection tasks; returns its recorder.
 pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<Recorder> {
+    shared.plan.scheduling.apply_to_this_thread();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

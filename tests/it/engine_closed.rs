@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::fixture::{Reply, query, start};
 
 fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Source) -> EnginePlan {
+    let scheduling = engine::Scheduling::for_load(&load);
     EnginePlan {
         target: addr,
         host_header: addr.to_string(),
@@ -29,6 +30,7 @@ fn plan(addr: std::net::SocketAddr, connections: usize, load: Load, source: Sour
         record_ledger: true,
         transfer: false,
         client: Default::default(),
+        scheduling,
         segment: Default::default(),
     }
 }

@@ -24,6 +24,7 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
         record_ledger: true,
         transfer: false,
         client: Default::default(),
+        scheduling: Default::default(),
         segment: Default::default(),
     }
 }
