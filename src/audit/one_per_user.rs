@@ -103,7 +103,11 @@ fn client_over_limit(f: &Facts<'_>, c: &mut Check, limit: u64) {
                     .ledger
                     .node_name(r.node)
                     .map_or(String::new(), |n| format!(" (node {n})"));
-                format!("order {} at {:.3} s{node}", r.order_id, secs(r.end_us))
+                format!(
+                    "order {} at {:.3} s{node}",
+                    f.ledger.order_name(r.order_id),
+                    secs(r.end_us)
+                )
             })
             .collect();
         let says = format!(
@@ -208,6 +212,20 @@ mod tests {
         assert_fails(&c, "redis_user_over_limit");
         let says = assert_fails(&c, "orders_over_limit");
         assert!(says.contains(&second.to_string()), "{says}");
+    }
+
+    #[test]
+    fn an_order_id_that_is_not_a_number_is_named_as_the_server_wrote_it() {
+        let mut kit = Kit::counters_only(3);
+        for (at_ms, name) in [(10, "item1-1"), (20, "item1-2")] {
+            let key = crate::ledger::order_key(name.as_bytes());
+            kit.ledger.order_names.insert(key, name.to_string());
+            kit.row(1, 1, at_ms, crate::protocol::Reason::Grabbed)
+                .order_id = key;
+        }
+        let says = assert_fails(&kit.check(check), "client_user_over_limit");
+        assert!(says.contains("order item1-1 at 0.010 s"), "{says}");
+        assert!(says.contains("order item1-2 at 0.020 s"), "{says}");
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn successes_to_orders(f: &Facts<'_>, c: &mut Check, t: &mut Tally) -> HashMap<u
                 let says = format!(
                     "{} was told success (order {}, seq {}), but {store} has no such order",
                     f.describe(i),
-                    r.order_id,
+                    f.ledger.order_name(r.order_id),
                     r.seq
                 );
                 c.anomaly(f.row_witness("phantom_success", i, says));
@@ -341,7 +341,7 @@ fn payments(f: &Facts<'_>, c: &mut Check) {
             let says = format!(
                 "{} was told its payment of order {} was accepted, but {} has it {}",
                 f.describe(i),
-                r.order_id,
+                f.ledger.order_name(r.order_id),
                 f.store.orders_where(),
                 order.map_or("missing".to_string(), |o| format!(
                     "in state {}",
