@@ -394,7 +394,20 @@ impl ThreadCtx {
                 return Next::Run(job, now);
             }
         }
-        if s.next.load(Ordering::Relaxed) < s.claim_limit {
+        let unclaimed = s.next.load(Ordering::Relaxed);
+        if unclaimed < s.claim_limit {
+            // A follow-up due before the next arrival goes first. Claimed now, that arrival would
+            // keep this connection asleep until its time, and the follow-up would wait for some
+            // connection to come free although this one was (a lateness that is the generator's,
+            // not the server's). The queue's head is not due yet: that was handled above.
+            if let (Some(sched), Some(Reverse(j))) = (&s.schedule, self.queue.borrow().peek()) {
+                let arrival_us = sched
+                    .intended_us(s.plan.segment.unit(unclaimed))
+                    .unwrap_or(now);
+                if j.due_us < arrival_us {
+                    return Next::Wait(j.due_us);
+                }
+            }
             let local = s.next.fetch_add(1, Ordering::Relaxed);
             if local < s.claim_limit {
                 let k = s.plan.segment.unit(local);
@@ -874,6 +887,9 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let mut timer: Option<Pin<Box<Sleep>>> = None;
     // Whether this connection has just had an answer (see the yield below).
     let mut answered = false;
+    // Whether this connection has just slept, free, for a job coming due (`Next::Wait`): any
+    // lateness of the job it then takes is the generator's (lag), not a busy connection's.
+    let mut waited = false;
     loop {
         if std::mem::take(&mut answered) {
             // Read phase, then write phase, as wrk's event loop does: the thread reads every
@@ -888,12 +904,15 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
             Next::Done => break,
             Next::Wait(due) => {
                 tokio::time::sleep_until(s.at(due)).await;
+                waited = true;
                 continue;
             }
             Next::Run(job, claimed_at) => (job, claimed_at),
         };
         let mut start_us = claimed_at;
-        if job.due_us > claimed_at {
+        if std::mem::take(&mut waited) && job.due_us <= claimed_at {
+            ctx.rec.borrow_mut().record_lag(claimed_at - job.due_us);
+        } else if job.due_us > claimed_at {
             // A free connection waits for the intended time; waking late is generator lag.
             tokio::time::sleep_until(s.at(job.due_us)).await;
             start_us = s.now_us();
