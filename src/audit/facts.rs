@@ -189,7 +189,7 @@ impl<'a> Facts<'a> {
             at_s: Some(secs(r.end_us)),
             node: self.ledger.node_name(r.node).map(str::to_string),
             seq: (r.seq != 0).then_some(r.seq),
-            order_id: (r.order_id != 0).then_some(r.order_id),
+            order_id: (r.order_id != 0).then(|| self.ledger.order_name(r.order_id)),
             item: None,
             says,
         }
@@ -204,7 +204,7 @@ impl<'a> Facts<'a> {
             at_s: Some(self.run.run_secs(o.created_ms)),
             node: (!o.node.is_empty()).then(|| o.node.clone()),
             seq: (o.seq != 0).then_some(o.seq),
-            order_id: Some(o.id),
+            order_id: Some(o.id.to_string()),
             item: None,
             says,
         }

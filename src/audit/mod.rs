@@ -90,14 +90,33 @@ pub struct Witness {
     /// Sale sequence number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    /// Order id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_id: Option<u64>,
+    /// Order id, as the system wrote it (a name like `item1-17` stays a name). Run folders
+    /// written before it was a string hold a number here, which still reads.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "order_id_text"
+    )]
+    pub order_id: Option<String>,
     /// The item, in a sale of several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<String>,
     /// The anomaly in plain words, for the audit in words.
     pub says: String,
+}
+
+/// Reads a witness's order id written as a string or, by older run folders, as a number.
+fn order_id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(t) => t,
+        Id::Number(n) => n.to_string(),
+    }))
 }
 
 impl Witness {
@@ -329,4 +348,19 @@ fn ordinal(n: usize) -> String {
 /// Ledger µs as seconds.
 fn secs(us: u32) -> f64 {
     f64::from(us) / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_witness_order_id_reads_as_a_name_or_as_an_older_folders_number() {
+        let read = |json: &str| serde_json::from_str::<Witness>(json).expect("a witness");
+        let w = read(r#"{"kind":"k","order_id":"item1-2","says":"s"}"#);
+        assert_eq!(w.order_id.as_deref(), Some("item1-2"));
+        let w = read(r#"{"kind":"k","order_id":42,"says":"s"}"#);
+        assert_eq!(w.order_id.as_deref(), Some("42"));
+        assert_eq!(read(r#"{"kind":"k","says":"s"}"#).order_id, None);
+    }
 }

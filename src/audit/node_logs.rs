@@ -311,7 +311,7 @@ fn orders_in_logs(f: &Facts<'_>, c: &mut Check, kills: &Kills) {
                 c.anomaly(Witness {
                     kind: "logged_sale_without_order".into(),
                     node: Some(log.node.clone()),
-                    order_id: Some(id),
+                    order_id: Some(id.to_string()),
                     says: format!(
                         "node {} logged a sale of order {id}, which Redis does not have",
                         log.node

@@ -223,9 +223,16 @@ mod tests {
             kit.row(1, 1, at_ms, crate::protocol::Reason::Grabbed)
                 .order_id = key;
         }
-        let says = assert_fails(&kit.check(check), "client_user_over_limit");
+        let c = kit.check(check);
+        let says = assert_fails(&c, "client_user_over_limit");
         assert!(says.contains("order item1-1 at 0.010 s"), "{says}");
         assert!(says.contains("order item1-2 at 0.020 s"), "{says}");
+        // The witness's own order field (audit.json, witnesses.csv) names it the same way.
+        assert_eq!(
+            c.witnesses[0].order_id.as_deref(),
+            Some("item1-2"),
+            "{c:#?}"
+        );
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn released_twice(f: &Facts<'_>, c: &mut Check, released: u64) {
             ),
             None => Witness {
                 kind: "released_twice".into(),
-                order_id: Some(*id),
+                order_id: Some(id.to_string()),
                 says: format!("order {id} was released {n} times (stat logs)"),
                 ..Witness::default()
             },

@@ -303,7 +303,7 @@ fn failing_audit() -> Audit {
             at_s: Some(2.5),
             node: Some("n2".into()),
             seq: Some(user - 105),
-            order_id: Some(user - 105),
+            order_id: Some((user - 105).to_string()),
             item: None,
             says: format!("user {user} was told success & more than 900 <tickets> were sold"),
         });
