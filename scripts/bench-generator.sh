@@ -104,7 +104,7 @@ summarise() {
     done
     if ((ROUNDS > 1)); then
         echo "== medians over $ROUNDS rounds"
-        for tool in wrk ab oha grab-bench grab-hyper described-wrk described-grab described-wrk-batch; do
+        for tool in wrk ab oha grab-bench grab-hyper described-wrk described-grab described-wrk-batch described-oha; do
             [[ -n "${RPS[$tool]:-}" ]] && printf '  %-12s %12.0f requests/s\n' "$tool" "${RPS[$tool]}"
         done
     fi
@@ -258,6 +258,13 @@ LUA
         chrt -b 0 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
             awk '/^Requests\/sec:/ { print $2 }'
     }
+    # oha (when installed) sends the same one user's request, as wrk does.
+    described_oha() {
+        oha -z "${DURATION}s" -c "$CONNECTIONS" --no-tui -m POST \
+            -H "Authorization: Bearer $token" -H "content-type: application/json" \
+            -d '{"requestId":"1-1"}' "${base}api/seckill/item1" |
+            awk '/Requests\/sec:/ { print $2 }'
+    }
     described_grab() {
         "$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
             --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null |
@@ -280,6 +287,9 @@ LUA
         record described-wrk "$w"
         record described-grab "$g"
         record described-wrk-batch "$b"
+        if command -v oha >/dev/null 2>&1; then
+            record described-oha "$(described_oha)"
+        fi
         ratios="$ratios $(awk -v a="$g" -v b="$w" 'BEGIN { printf "%.3f", a / b }')"
         batch_ratios="$batch_ratios $(awk -v a="$g" -v b="$b" 'BEGIN { printf "%.3f", a / b }')"
     done
@@ -289,6 +299,7 @@ LUA
     echo "== ratio"
     ratio described-grab described-wrk
     ratio described-grab described-wrk-batch
+    ratio described-grab described-oha
     stop_described
 }
 # ---------------------------------------------------------------------------------------------
