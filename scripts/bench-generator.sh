@@ -248,14 +248,11 @@ wrk.headers["Authorization"] = "Bearer $token"
 wrk.headers["content-type"] = "application/json"
 wrk.body = '{"requestId":"1-1"}'
 LUA
+    # wrk, after an optional prefix: `described_wrk chrt -b 0` runs it as a batch thread (what
+    # grab-bench's engine threads are in a closed loop), which shows how much of grab-bench's
+    # lead is its scheduling policy and how much its code.
     described_wrk() {
-        wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
-            awk '/^Requests\/sec:/ { print $2 }'
-    }
-    # wrk as a batch thread too (`chrt -b 0`, what grab-bench's engine threads are in a closed
-    # loop): shows how much of grab-bench's lead is its scheduling policy and how much its code.
-    described_wrk_batch() {
-        chrt -b 0 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
+        "$@" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$WORK/described.lua" "$base" |
             awk '/^Requests\/sec:/ { print $2 }'
     }
     # oha (when installed) sends the same one user's request, as wrk does.
@@ -265,6 +262,7 @@ LUA
             -d '{"requestId":"1-1"}' "${base}api/seckill/item1" |
             awk '/Requests\/sec:/ { print $2 }'
     }
+    over() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
     described_grab() {
         "$GRAB" ab -k -c "$CONNECTIONS" -t "$DURATION" -n 2000000000 --threads 2 \
             --system "$ROOT/scenarios/described.toml" "$base" 2>/dev/null |
@@ -278,9 +276,9 @@ LUA
         if ((round % 2)); then
             w="$(described_wrk)"
             g="$(described_grab)"
-            b="$(described_wrk_batch)"
+            b="$(described_wrk chrt -b 0)"
         else
-            b="$(described_wrk_batch)"
+            b="$(described_wrk chrt -b 0)"
             g="$(described_grab)"
             w="$(described_wrk)"
         fi
@@ -290,8 +288,8 @@ LUA
         if command -v oha >/dev/null 2>&1; then
             record described-oha "$(described_oha)"
         fi
-        ratios="$ratios $(awk -v a="$g" -v b="$w" 'BEGIN { printf "%.3f", a / b }')"
-        batch_ratios="$batch_ratios $(awk -v a="$g" -v b="$b" 'BEGIN { printf "%.3f", a / b }')"
+        ratios="$ratios $(over "$g" "$w")"
+        batch_ratios="$batch_ratios $(over "$g" "$b")"
     done
     echo "== described-grab / described-wrk per round:$ratios"
     echo "== described-grab / described-wrk-batch per round:$batch_ratios"

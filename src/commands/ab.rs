@@ -63,9 +63,8 @@ pub struct AbArgs {
     pub hyper: bool,
     /// How the engine threads share the CPU with a server on this machine: `batch` (Linux
     /// SCHED_BATCH: an answer that wakes a thread does not preempt the server) or `normal`.
-    #[arg(long, value_name = "POLICY", default_value = "batch",
-          value_parser = ["batch", "normal"])]
-    pub sched: String,
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = engine::Scheduling::Batch)]
+    pub sched: engine::Scheduling,
     /// Send the buy request of the system a scenario describes (its [system]: templates, users,
     /// answer rules) instead of a fixed one: users in turn, answers read by its rules and
     /// counted by outcome. The URL gives where; `-m`, `-H`, `-p` do not apply.
@@ -170,11 +169,7 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         } else {
             engine::Client::Raw
         },
-        scheduling: if args.sched == "normal" {
-            engine::Scheduling::Normal
-        } else {
-            engine::Scheduling::Batch
-        },
+        scheduling: args.sched,
         segment: Default::default(),
     };
     Ok((plan, target))

@@ -147,7 +147,7 @@ pub enum Client {
 /// system managed ~10 % fewer requests per second than with the engine threads as batch threads.
 /// An open loop keeps the default: its threads must wake on time for the schedule's sends (a late
 /// wake-up is generator lag, and counts against the latency it reports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Scheduling {
     /// The operating system's default policy (`SCHED_OTHER`).
     #[default]
