@@ -219,10 +219,15 @@ fn items_misused_are_refused_with_their_position() {
     assert!(err.contains("built-in [cluster]"), "{err}");
 }
 
-/// The multi-item scenario with its hot item's stock in 4 shards on a private Redis Cluster.
+/// The multi-item scenario with its hot item's stock in 4 shards on a private Redis Cluster, and
+/// 32 connections instead of 256. The `shard-no-fallback` flaw strands the few dozen tickets the
+/// other shards still hold when the first one empties — unless more requests than that are
+/// already in flight then, which is what 256 connections on a machine overloaded by the rest of
+/// the test suite made happen once (every ticket sold, nothing left for the audit to find).
 fn sharded_hot_item(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(shipped("multi-item.toml")).unwrap();
     let sharded = text
+        .replace("connections = 256", "connections = 32")
         .replace(
             "id = \"phone\"\ntickets = 4000\n",
             "id = \"phone\"\ntickets = 4000\nshards = 4\n",
