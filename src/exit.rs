@@ -2,6 +2,8 @@
 //! process's exit code, and [`TABLE`] is what the README's "Exit codes" table says (a test holds
 //! the README to it).
 
+use serde::{Deserialize, Serialize};
+
 use crate::audit::Status;
 use crate::error::Error;
 
@@ -41,15 +43,76 @@ pub enum Done {
     Interrupted,
 }
 
-/// What decides a verdict's exit code.
+/// What decides a verdict's exit code and its word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Judgement {
     /// The audit's verdict: the worst check.
     pub verdict: Status,
-    /// The run is not a valid measurement (generator lag, load cut short).
+    /// The run is not a valid measurement (generator lag, load cut short, the load never
+    /// reached the sale).
     pub invalid: bool,
     /// A threshold of the scenario was missed.
     pub thresholds_missed: bool,
+    /// The run was stopped by Ctrl-C or SIGTERM: whatever the checks say, it is a partial run.
+    pub interrupted: bool,
+}
+
+/// The verdict words, the one table every output uses (terminal, `summary.json`'s
+/// `verdict_word`, `summary.md`, `junit.xml`, `index.html`, `compare`). The word follows the
+/// exit code: [`Judgement::word`] and [`code`] decide from the same facts in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Word {
+    /// Both core claims (no oversell, no undersell) hold on evidence and no check is false or
+    /// undecided (exit 0; 2 when a threshold was missed).
+    Proven,
+    /// A check is false: its witnesses show where (exit 1).
+    Failed,
+    /// A check could not be decided, or a core claim was not checked (exit 3).
+    Unknown,
+    /// The run proves nothing as a measurement: generator lag, the load cut short, or the
+    /// load never reached the sale (exit 3).
+    Invalid,
+    /// Stopped by Ctrl-C or SIGTERM (exit 130).
+    Interrupted,
+}
+
+impl Word {
+    /// The word as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Word::Proven => "PROVEN",
+            Word::Failed => "FAILED",
+            Word::Unknown => "UNKNOWN",
+            Word::Invalid => "INVALID",
+            Word::Interrupted => "INTERRUPTED",
+        }
+    }
+
+    /// The page's CSS class for the word (only PROVEN is green).
+    pub fn class(self) -> &'static str {
+        match self {
+            Word::Proven => "proven",
+            Word::Failed => "failed",
+            Word::Unknown => "unknown",
+            Word::Invalid => "invalid",
+            Word::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl Judgement {
+    /// The verdict word: interrupted first (a partial run), then a false check (its witnesses
+    /// stand however the load went), then an invalid run, then undecided, then proven.
+    pub fn word(&self) -> Word {
+        match (self.interrupted, self.verdict, self.invalid) {
+            (true, _, _) => Word::Interrupted,
+            (false, Status::False, _) => Word::Failed,
+            (false, _, true) => Word::Invalid,
+            (false, Status::Unknown, false) => Word::Unknown,
+            (false, Status::True | Status::NotChecked, false) => Word::Proven,
+        }
+    }
 }
 
 /// The process exit code of a command's result: the one place it is decided.
@@ -61,6 +124,7 @@ pub fn code(result: &Result<Done, Error>) -> i32 {
         Ok(Done::Ok) => OK,
         Ok(Done::Regression) => THRESHOLD,
         Ok(Done::Interrupted) | Err(Error::Interrupted) => INTERRUPTED,
+        Ok(Done::Verdict(j)) if j.interrupted => INTERRUPTED,
         Ok(Done::Verdict(j)) => match (j.verdict, j.invalid, j.thresholds_missed) {
             (Status::False, _, _) => CORRECTNESS,
             (_, true, _) => UNKNOWN_OR_INVALID,
@@ -81,6 +145,7 @@ mod tests {
             verdict,
             invalid,
             thresholds_missed,
+            interrupted: false,
         })))
     }
 
@@ -94,6 +159,42 @@ mod tests {
         assert_eq!(verdict(Status::True, false, false), OK);
         assert_eq!(code(&Err(Error::Interrupted)), INTERRUPTED);
         assert_eq!(code(&Err(Error::Usage("x".into()))), USAGE);
+    }
+
+    /// The word and the code are decided from the same facts in the same order.
+    #[test]
+    fn the_word_follows_the_code() {
+        let j = |verdict, invalid, thresholds_missed, interrupted| Judgement {
+            verdict,
+            invalid,
+            thresholds_missed,
+            interrupted,
+        };
+        for verdict in [
+            Status::True,
+            Status::NotChecked,
+            Status::Unknown,
+            Status::False,
+        ] {
+            for bits in 0..8u8 {
+                let judgement = j(verdict, bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+                let code = code(&Ok(Done::Verdict(judgement)));
+                let want = match judgement.word() {
+                    Word::Interrupted => vec![INTERRUPTED],
+                    Word::Failed => vec![CORRECTNESS],
+                    Word::Invalid => vec![UNKNOWN_OR_INVALID],
+                    // A missed threshold outranks an undecided check, as the table says.
+                    Word::Unknown => vec![UNKNOWN_OR_INVALID, THRESHOLD],
+                    Word::Proven => vec![OK, THRESHOLD],
+                };
+                assert!(want.contains(&code), "{judgement:?}: code {code}");
+            }
+        }
+        assert_eq!(j(Status::True, false, true, false).word(), Word::Proven);
+        assert_eq!(
+            j(Status::True, false, false, true).word(),
+            Word::Interrupted
+        );
     }
 
     /// The README's exit-code table says what [`TABLE`] says, code by code.

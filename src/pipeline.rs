@@ -38,6 +38,7 @@ pub fn conclude(
     eprintln!("run {name}: settling");
     system.settle(cancel);
     let collected = system.collect(dir, cancel);
+    let record = &interrupted(record, cancel);
     persist(dir, record, result, &collected)?;
     eprintln!("run {name}: auditing");
     // The printed summary is completed below; it exists now so that the index page links it.
@@ -72,6 +73,7 @@ pub fn conclude_live(
 ) -> Result<Done, Error> {
     system.settle(cancel);
     let collected = system.collect(dir, cancel);
+    let record = &interrupted(record, cancel);
     dir.save_record(record)?;
     dir.save_ledger(ledger)?;
     dir.save_collected(&collected)?;
@@ -94,6 +96,15 @@ pub fn reaudit(dir: &RunDir, cancel: &Cancel) -> Result<Done, Error> {
     );
     print!("{}", verdict_text(&audit, summary.as_ref()));
     Ok(outcome(dir, &audit, summary.as_ref(), cancel))
+}
+
+/// The run record as saved: it says whether Ctrl-C or SIGTERM stopped the command, so that the
+/// audit, the summary and the page say INTERRUPTED as the exit code does.
+fn interrupted(record: &RunRecord, cancel: &Cancel) -> RunRecord {
+    RunRecord {
+        interrupted: record.interrupted || cancel.is_cancelled(),
+        ..record.clone()
+    }
 }
 
 /// Saves what the load and the collection produced: the run record, the ledger, the latency
@@ -259,11 +270,7 @@ fn outcome(dir: &RunDir, audit: &Audit, summary: Option<&Summary>, cancel: &Canc
     }
     Done::Verdict(match summary {
         Some(s) => s.judgement(),
-        None => crate::exit::Judgement {
-            verdict: audit.verdict,
-            invalid: audit.invalid_run.is_some(),
-            thresholds_missed: false,
-        },
+        None => audit.judgement(false),
     })
 }
 
@@ -275,15 +282,20 @@ fn verdict_text(audit: &Audit, summary: Option<&Summary>) -> String {
             text,
             "  {:<17} {:<11} {}",
             c.name,
-            c.status.as_str(),
+            c.status.word(),
             c.summary
         );
     }
-    if let Some(s) = summary {
-        text += &report::summary::threshold_lines(s);
-        text += &report::summary::item_table(s);
-    }
-    let _ = writeln!(text, "{}", audit::write::verdict_line(audit));
+    text += &audit::write::evidence_lines(audit);
+    let missed = match summary {
+        Some(s) => {
+            text += &report::summary::threshold_lines(s);
+            text += &report::summary::item_table(s);
+            s.missed()
+        }
+        None => Vec::new(),
+    };
+    let _ = writeln!(text, "{}", audit::write::verdict_line(audit, &missed));
     text
 }
 

@@ -29,6 +29,10 @@ pub struct RunRecord {
     pub elapsed_s: f64,
     /// The load was stopped early (Ctrl-C or `timeouts.max_duration`): not the scenario's load.
     pub cancelled: bool,
+    /// The command was stopped by Ctrl-C or SIGTERM (not by its own time limit): the verdict
+    /// word is INTERRUPTED. Absent from records written before it existed.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Generator lag p99 and the limit it must stay under, ms (ARCHITECTURE.md, "Measuring").
     pub lag_p99_ms: f64,
     /// See `lag_p99_ms`; 0 = no limit.
@@ -152,6 +156,7 @@ impl RunRecord {
             started_unix_us: 0,
             elapsed_s: 0.0,
             cancelled: false,
+            interrupted: false,
             lag_p99_ms: 0.0,
             lag_limit_ms: 0.0,
             nodes: Vec::new(),

@@ -59,6 +59,29 @@ pub enum Status {
 }
 
 impl Status {
+    /// The word every output shows for a check's answer (the table of words with
+    /// [`crate::exit::Word`]): `hold`, `false`, `unknown`, `not checked`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::NotChecked => "not checked",
+            Status::True => "hold",
+            Status::Unknown => "unknown",
+            Status::False => "false",
+        }
+    }
+
+    /// The saved name read back; `None` for a name this version does not know.
+    pub fn parse(s: &str) -> Option<Status> {
+        [
+            Status::NotChecked,
+            Status::True,
+            Status::Unknown,
+            Status::False,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     /// Lowercase name, as saved.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -260,6 +283,10 @@ pub struct Audit {
     pub tickets: u64,
     /// Whether the run is invalid as a measurement (generator lag); the checks still stand.
     pub invalid_run: Option<String>,
+    /// The run was stopped by Ctrl-C or SIGTERM (the run record says so): its verdict word is
+    /// INTERRUPTED whatever the checks say.
+    #[serde(default)]
+    pub interrupted: bool,
     /// Every check, in the order of ARCHITECTURE.md's table.
     pub checks: Vec<Check>,
     /// How long the audit itself took, ms.
@@ -270,6 +297,17 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// What decides the exit code and the verdict word, given whether a threshold was missed
+    /// (the report judges thresholds; the audit does not).
+    pub fn judgement(&self, thresholds_missed: bool) -> crate::exit::Judgement {
+        crate::exit::Judgement {
+            verdict: self.verdict,
+            invalid: self.invalid_run.is_some(),
+            thresholds_missed,
+            interrupted: self.interrupted,
+        }
+    }
+
     /// The check named `name`.
     pub fn check(&self, name: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.name == name)
@@ -290,14 +328,40 @@ pub fn checks(f: &Facts<'_>) -> Vec<Check> {
     ]
 }
 
-/// The worst answer of the checks that were checked (unknown when none was).
+/// The two claims a run exists to decide: PROVEN needs both to hold on evidence. "Not checked"
+/// keeps its meaning (not a finding) for every other check only.
+pub const CORE: [&str; 2] = ["no_oversell", "no_undersell"];
+
+/// The worst answer of the checks that were checked — but never true while a core claim
+/// ([`CORE`]) is not proven: a core check that was not checked (or is absent) makes the verdict
+/// unknown, as an undecided one does. A false check still wins.
 pub fn verdict(checks: &[Check]) -> Status {
-    checks
+    let worst = checks
         .iter()
         .map(|c| c.status)
         .filter(|s| *s != Status::NotChecked)
         .max()
-        .unwrap_or(Status::Unknown)
+        .unwrap_or(Status::Unknown);
+    if worst != Status::False && !core_gaps(checks).is_empty() {
+        return Status::Unknown;
+    }
+    worst
+}
+
+/// The core claims not proven, each with why: "no_undersell not checked (the system keeps no
+/// stock counters)". Empty when both hold.
+pub fn core_gaps(checks: &[Check]) -> Vec<String> {
+    CORE.iter()
+        .filter_map(|&name| match checks.iter().find(|c| c.name == name) {
+            None => Some(format!("{name} was not run")),
+            Some(c) if c.status == Status::True => None,
+            Some(c) if c.status == Status::NotChecked => Some(format!(
+                "{name} not checked ({})",
+                c.not_checked.as_deref().unwrap_or("no evidence")
+            )),
+            Some(c) => Some(format!("{name} {}", c.status.word())),
+        })
+        .collect()
 }
 
 /// Runs every check on the evidence.
@@ -313,6 +377,7 @@ pub fn audit(evidence: &Evidence<'_>) -> Audit {
         profile: run.profile.clone(),
         tickets: run.sale.tickets,
         invalid_run: run.invalid_because(),
+        interrupted: run.interrupted,
         checks,
         audit_ms: started.elapsed().as_secs_f64() * 1000.0,
         items: Vec::new(),
@@ -353,6 +418,43 @@ fn secs(us: u32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(name: &str, status: Status) -> Check {
+        let mut c = Check::new(name, "t");
+        c.status = status;
+        c
+    }
+
+    #[test]
+    fn proven_needs_both_core_claims_decided() {
+        use Status::*;
+        let v = |o, u, other| {
+            verdict(&[
+                check("no_oversell", o),
+                check("no_undersell", u),
+                check("one_per_user", other),
+            ])
+        };
+        assert_eq!(v(True, True, NotChecked), True);
+        assert_eq!(v(True, True, True), True);
+        // A core claim not checked makes the verdict unknown, whatever else holds.
+        assert_eq!(v(True, NotChecked, True), Unknown);
+        assert_eq!(v(NotChecked, True, True), Unknown);
+        assert_eq!(v(True, Unknown, True), Unknown);
+        // A false check still wins.
+        assert_eq!(v(True, NotChecked, False), False);
+        assert_eq!(v(False, NotChecked, True), False);
+        // An absent core check is a gap too.
+        assert_eq!(verdict(&[check("no_oversell", True)]), Unknown);
+        let gaps = core_gaps(&[
+            check("no_oversell", True),
+            Check {
+                not_checked: Some("no stock counters".into()),
+                ..check("no_undersell", NotChecked)
+            },
+        ]);
+        assert_eq!(gaps, ["no_undersell not checked (no stock counters)"]);
+    }
 
     #[test]
     fn a_witness_order_id_reads_as_a_name_or_as_an_older_folders_number() {

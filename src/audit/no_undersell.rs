@@ -23,8 +23,8 @@ pub fn check(f: &Facts<'_>) -> Check {
         "No undersell: no buyer refused while tickets remained, no false sold-out",
     );
     let tickets = f.tickets() as i64;
-    if let Some(super::facts::Missing::NotKept(why)) = f.stock_missing() {
-        return c.not_checked(why, "not checked: the system keeps no stock counters");
+    if let Some(super::facts::Missing::NotKept(_)) = f.stock_missing() {
+        return from_the_client(f, c);
     }
     let remaining = f.counter(|s| s.sold).map(|s| tickets - s);
     if let Some(r) = remaining {
@@ -240,6 +240,7 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
     // Per user without a ticket: the first refusal given while a ticket was free; a "sold out"
     // is kept over an error.
     let mut refused: HashMap<u64, (u32, bool)> = HashMap::new();
+    let mut other_refusals = Refusals::default();
     let mut errors_in_faults = 0u64;
     for (i, r) in f.ledger.rows.iter().enumerate() {
         if r.kind() != Kind::Buy || owners.contains(&r.user) {
@@ -247,11 +248,16 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
         }
         let sold_out = r.reason() == Reason::SoldOut;
         let error = r.outcome() == Outcome::Info && r.reason() != Reason::Cancelled;
-        if !(sold_out || error) {
+        let refusal = r.outcome() == Outcome::Fail && !sold_out;
+        if !(sold_out || error || refusal) {
             continue;
         }
         let (from, to) = (i64::from(r.start_us), i64::from(r.end_us));
         if timeline.max_taken(from, to) >= tickets {
+            continue;
+        }
+        if refusal {
+            other_refusals.add(i as u32, r.user, r.reason(), r.status);
             continue;
         }
         // An error during a fault the scenario injected is the fault, not the server's choice.
@@ -271,8 +277,12 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
             thousands(errors_in_faults)
         ));
     }
-    let mut list: Vec<(u64, u32, bool)> =
-        refused.into_iter().map(|(u, (i, s))| (u, i, s)).collect();
+    other_refusals.report(f, c, left, |u| refused.get(&u).is_some_and(|&(_, s)| s));
+    let mut list: Vec<(u64, u32, bool)> = refused
+        .into_iter()
+        .filter(|(u, (_, s))| *s || !other_refusals.users.contains_key(u))
+        .map(|(u, (i, s))| (u, i, s))
+        .collect();
     list.sort_unstable_by_key(|&(u, _, _)| u);
     c.fig("buyers_refused_while_a_ticket_was_free", list.len() as u64);
     for (_, i, was_sold_out) in list {
@@ -305,12 +315,15 @@ fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
     let mut errored: HashMap<u64, u32> = HashMap::new();
     let mut by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut errors_in_faults = 0u64;
+    let mut refusals = Refusals::default();
     for (i, r) in f.ledger.rows.iter().enumerate() {
         if r.kind() != Kind::Buy || ok_users.contains(&r.user) {
             continue;
         }
         if r.reason() == Reason::SoldOut {
             sold_out.entry(r.user).or_insert(i as u32);
+        } else if r.outcome() == Outcome::Fail {
+            refusals.add(i as u32, r.user, r.reason(), r.status);
         } else if r.outcome() == Outcome::Info && r.reason() != Reason::Cancelled {
             if f.during_fault(i64::from(r.start_us), i64::from(r.end_us)) {
                 errors_in_faults += 1;
@@ -320,7 +333,8 @@ fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
             *by_reason.entry(r.reason().as_str()).or_default() += 1;
         }
     }
-    errored.retain(|u, _| !sold_out.contains_key(u));
+    refusals.report(f, c, left, |u| sold_out.contains_key(&u));
+    errored.retain(|u, _| !sold_out.contains_key(u) && !refusals.users.contains_key(u));
     if let Some(&i) = sold_out.values().min() {
         let says = format!(
             "{} was told sold out (the first of {} buyers told so who own nothing), yet {} tickets were never sold",
@@ -381,6 +395,136 @@ fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
             thousands(unseen)
         ));
     }
+}
+
+/// Definite refusals other than "sold out" (rejected, rate-limited, already bought, bad
+/// request, not found, connection refused …) of buyers who own nothing: each is a buyer turned
+/// away while tickets were left, whatever the answer said. Grouped by how the answer read
+/// (the outcome the description's rule gave, and the HTTP status), so a witness says which
+/// answer turned them away.
+#[derive(Default)]
+struct Refusals {
+    /// Per user: the first such refusal's row.
+    users: HashMap<u64, u32>,
+    /// Per (reason, HTTP status): refusals and the first row.
+    groups: BTreeMap<(&'static str, u16), (u64, u32)>,
+}
+
+impl Refusals {
+    /// Counts one refusal.
+    fn add(&mut self, row: u32, user: u64, reason: Reason, status: u16) {
+        self.users.entry(user).or_insert(row);
+        let g = self
+            .groups
+            .entry((reason.as_str(), status))
+            .or_insert((0, row));
+        g.0 += 1;
+    }
+
+    /// One anomaly per refused buyer (not already counted as told sold out, by `counted`), a
+    /// witness per answer group.
+    fn report(&self, f: &Facts<'_>, c: &mut Check, left: i64, counted: impl Fn(u64) -> bool) {
+        let buyers = self.users.keys().filter(|&&u| !counted(u)).count() as u64;
+        if buyers == 0 {
+            return;
+        }
+        c.fig("buyers_refused_while_tickets_left", buyers);
+        let mut first = true;
+        for (&(reason, status), &(n, row)) in &self.groups {
+            let answer = if status == 0 {
+                format!("`{reason}` (no answer)")
+            } else {
+                format!("`{reason}` (HTTP {status})")
+            };
+            let says = format!(
+                "{} refusals answered {answer} while {} tickets were left, to buyers who own nothing; the first: {}",
+                thousands(n),
+                thousands(left),
+                f.describe(row)
+            );
+            // The anomalies count buyers once, on the first group; every group gets a witness.
+            let w = f.row_witness("refused_while_tickets_left", row, says);
+            if first {
+                c.anomalies_n(w, buyers);
+                first = false;
+            } else {
+                c.keep_witness(w);
+            }
+        }
+    }
+}
+
+/// No stock counters: what the client saw decides. At most ok + info tickets can have gone;
+/// below the stock, every buyer definitely refused was turned away while tickets were left.
+/// At or above it, whether tickets remained cannot be told (unknown) unless the successes
+/// alone reach the stock (every ticket sold: holds).
+fn from_the_client(f: &Facts<'_>, mut c: Check) -> Check {
+    let tickets = f.tickets() as i64;
+    let ok = f.ok_buys.len() as i64;
+    let info = f.info_buys as i64;
+    c.fig("client_successes", ok);
+    c.fig("client_indeterminate_buys", info);
+    c.notes.push(
+        "the system keeps no stock counters: decided from what the client saw (at most ok + info tickets can have gone)"
+            .into(),
+    );
+    if ok >= tickets {
+        c.summary = format!(
+            "the client saw all {} tickets sold; no false sold-out",
+            thousands(tickets)
+        );
+        false_sold_outs(f, &mut c);
+        return c;
+    }
+    false_sold_outs(f, &mut c);
+    let owners: HashSet<u64> = f.ok_buys.iter().map(|&i| f.row(i).user).collect();
+    let left = tickets - ok - info;
+    let mut refusals = Refusals::default();
+    let mut errored: HashSet<u64> = HashSet::new();
+    for (i, r) in f.ledger.rows.iter().enumerate() {
+        if r.kind() != Kind::Buy || owners.contains(&r.user) {
+            continue;
+        }
+        match r.outcome() {
+            Outcome::Fail => refusals.add(i as u32, r.user, r.reason(), r.status),
+            Outcome::Info if r.reason() != Reason::Cancelled => {
+                errored.insert(r.user);
+            }
+            _ => {}
+        }
+    }
+    if left > 0 && !refusals.users.is_empty() {
+        c.fig("tickets_left_at_least", left);
+        refusals.report(f, &mut c, left, |_| false);
+        c.summary = format!(
+            "UNDERSOLD: at least {} of {} tickets left (the client saw {} successes and {} indeterminate answers) while {} buyers were refused",
+            thousands(left),
+            thousands(tickets),
+            thousands(ok),
+            thousands(info),
+            thousands(refusals.users.len() as u64)
+        );
+        return c;
+    }
+    if left > 0 && errored.is_empty() {
+        if c.status != Status::False {
+            c.summary = format!(
+                "{} tickets left by the client's count, and no buyer was refused",
+                thousands(left)
+            );
+        }
+        return c;
+    }
+    c.unknown(format!(
+        "the system keeps no stock counters, and {} of {} tickets may have gone to {} indeterminate answers: whether buyers were refused while tickets remained cannot be told",
+        thousands(ok + info),
+        thousands(tickets),
+        thousands(info)
+    ));
+    if c.status != Status::False {
+        c.summary = "no stock counters: whether tickets remained cannot be told".into();
+    }
+    c
 }
 
 #[cfg(test)]
@@ -457,13 +601,60 @@ mod tests {
         assert_unknown(&kit.check(check), "cannot be told");
     }
 
-    #[test]
-    fn a_store_without_stock_counters_is_not_checked() {
-        let mut kit = Kit::counters_only(3);
+    fn no_counters(tickets: u64) -> Kit {
+        let mut kit = Kit::counters_only(tickets);
         kit.store.stock = crate::evidence::Part::NotKept("none".into());
         kit.store.kept.sold = false;
+        kit
+    }
+
+    #[test]
+    fn without_counters_a_refusal_below_the_stock_the_client_saw_is_an_undersell() {
+        let mut kit = no_counters(3);
+        kit.sell(1, 10);
         kit.sold_out(2, 20);
-        assert_eq!(kit.check(check).status, crate::audit::Status::NotChecked);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "refused_while_tickets_left");
+        assert!(
+            says.contains("`sold_out`") && says.contains("user 2"),
+            "{says}"
+        );
+        assert!(
+            c.summary.contains("at least 2 of 3 tickets left"),
+            "{}",
+            c.summary
+        );
+    }
+
+    #[test]
+    fn without_counters_indeterminate_answers_that_may_cover_the_stock_are_unknown() {
+        let mut kit = no_counters(2);
+        kit.sell(1, 10);
+        kit.row(2, 1, 15, Reason::Timeout);
+        kit.sold_out(3, 20);
+        assert_unknown(&kit.check(check), "no stock counters");
+    }
+
+    #[test]
+    fn without_counters_every_ticket_seen_sold_holds() {
+        let mut kit = no_counters(2);
+        kit.sell(1, 10);
+        kit.sell(2, 20);
+        kit.sold_out(3, 30);
+        assert_holds(&kit.check(check));
+    }
+
+    #[test]
+    fn a_rejection_while_tickets_were_left_is_an_undersell_named_by_its_answer() {
+        // A rate limit mapped to `rejected` while stock is left: a refusal like any other.
+        let mut kit = Kit::counters_only(5);
+        kit.sell(1, 10);
+        kit.row(2, 1, 20, Reason::Rejected);
+        kit.row(3, 1, 30, Reason::Rejected);
+        let c = kit.check(check);
+        let says = assert_fails(&c, "refused_while_tickets_left");
+        assert!(says.contains("2 refusals answered `rejected`"), "{says}");
+        assert_eq!(c.anomalies["refused_while_tickets_left"], 2);
     }
 
     #[test]

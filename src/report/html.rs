@@ -43,6 +43,7 @@ h1 { font-size: 1.4em; overflow-wrap: anywhere; }
 .verdict a { color: white; }
 .proven { background: #2c8c2c; } .failed { background: #c62828; }
 .unknown { background: #b86e00; } .invalid { background: #8e4ab0; }
+.interrupted { background: #555555; } .missed { background: #9a6a00; }
 .not-checked, .other { background: #666; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
@@ -154,7 +155,7 @@ pub(super) fn verdict_word(verdict: &str, invalid: bool) -> (String, &'static st
 /// A check's status as the page says it, and its CSS class.
 fn status_word(status: &str) -> (&str, &'static str) {
     match status {
-        "true" => ("pass", "pass"),
+        "true" => ("hold", "pass"),
         "false" => ("false", "false"),
         "unknown" => ("unknown", "unknown"),
         "not_checked" => ("not checked", "not-checked"),
@@ -185,10 +186,36 @@ fn verdict_box(h: &mut String, audit: &AuditFile, summary: Option<&Value>) {
             format!("{AUDIT_JSON} cannot be read: {why}"),
         ),
         AuditFile::Read(a) => {
-            let verdict = text(a.get("verdict"));
-            let invalid = !a.get("invalid_run").is_none_or(Value::is_null);
-            let (word, class) = verdict_word(&verdict, invalid);
-            (word, class, verdict_line(a, &verdict))
+            // The run's word and line are the summary's (thresholds and Ctrl-C are the
+            // run's, not the audit's); a folder without one shows the audit's.
+            let saved = summary
+                .and_then(|s| s.get("verdict_word"))
+                .and_then(|w| serde_json::from_value::<crate::exit::Word>(w.clone()).ok());
+            let line = summary
+                .and_then(|s| s.get("verdict_line"))
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty());
+            match (saved, line) {
+                (Some(word), Some(line)) => {
+                    let met = summary
+                        .and_then(|s| s.get("thresholds_met"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true);
+                    // PROVEN with a missed threshold is not a green banner.
+                    let class = if word == crate::exit::Word::Proven && !met {
+                        "missed"
+                    } else {
+                        word.class()
+                    };
+                    (word.as_str().to_string(), class, line.to_string())
+                }
+                _ => {
+                    let verdict = text(a.get("verdict"));
+                    let invalid = !a.get("invalid_run").is_none_or(Value::is_null);
+                    let (word, class) = verdict_word(&verdict, invalid);
+                    (word, class, verdict_line(a, &verdict))
+                }
+            }
         }
     };
     let _ = writeln!(
@@ -225,7 +252,7 @@ fn verdict_box(h: &mut String, audit: &AuditFile, summary: Option<&Value>) {
 /// as its own type (a newer one), a line built from the JSON that still names the statuses.
 fn verdict_line(a: &Value, verdict: &str) -> String {
     if let Ok(audit) = serde_json::from_value::<Audit>(a.clone()) {
-        return crate::audit::write::verdict_line(&audit);
+        return crate::audit::write::verdict_line(&audit, &[]);
     }
     let checks = checks_of(a);
     let mut counts: Vec<(String, usize)> = Vec::new();
@@ -643,7 +670,7 @@ mod tests {
 
     #[test]
     fn statuses_read_as_words_and_unknown_ones_as_written() {
-        assert_eq!(status_word("true"), ("pass", "pass"));
+        assert_eq!(status_word("true"), ("hold", "pass"));
         assert_eq!(status_word("not_checked"), ("not checked", "not-checked"));
         assert_eq!(status_word("sideways"), ("sideways", "other"));
     }

@@ -10,8 +10,11 @@
 //! | `schema` | `"grab-bench/summary/v1"` |
 //! | `scenario`, `profile` | scenario name; `reference` or `seed` |
 //! | `started_unix_us`, `elapsed_s` | load start (Unix µs) and length of the load phase (s) |
-//! | `verdict` | the audit's verdict: `"true"`, `"false"` or `"unknown"` |
-//! | `exit_code` | what `run` exits with: 1 a check false, else 3 an invalid run, else 2 a threshold missed, else 3 a check unknown, else 0 (130 on Ctrl-C is the process's, not recorded here) |
+//! | `verdict` | the audit's worst check: `"true"`, `"false"` or `"unknown"` (not the run's verdict: see `verdict_word`) |
+//! | `verdict_word` | the run's verdict, as every output says it: `PROVEN`, `FAILED`, `UNKNOWN`, `INVALID` or `INTERRUPTED` (README, "The verdict") |
+//! | `verdict_line` | the one-line verdict the terminal printed |
+//! | `thresholds_met` | every threshold the scenario sets was met (true when it sets none) |
+//! | `exit_code` | what `run` exits with: 130 interrupted, else 1 a check false, else 3 an invalid run, else 2 a threshold missed, else 3 a check unknown, else 0 |
 //! | `invalid_run` | why the run is not a valid measurement (generator lag), or null |
 //! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `users` (distinct), `rps` |
 //! | `latency_ms` | `intended` and `raw`, each `p50`, `p90`, `p99`, `p99_9`, `max` (ms) |
@@ -38,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use super::fairness::{self, Fairness};
 use super::latency_log::Totals;
 use crate::audit::{Audit, Status};
-use crate::exit::{self, Done, Judgement};
+use crate::exit::{self, Done, Judgement, Word};
 use crate::ledger::Ledger;
 use crate::protocol::{Kind, Outcome, Reason};
 use crate::record::RunRecord;
@@ -60,8 +63,21 @@ pub struct Summary {
     pub started_unix_us: u64,
     /// Load phase, s.
     pub elapsed_s: f64,
-    /// The audit's verdict.
+    /// The audit's verdict: its worst check.
     pub verdict: Status,
+    /// The run's verdict word (the one the exit code follows). Summaries written before it
+    /// existed read as `None`.
+    #[serde(default)]
+    pub verdict_word: Option<Word>,
+    /// The one-line verdict, as the terminal printed it.
+    #[serde(default)]
+    pub verdict_line: String,
+    /// Every threshold the scenario sets was met.
+    #[serde(default = "yes")]
+    pub thresholds_met: bool,
+    /// The run was stopped by Ctrl-C or SIGTERM.
+    #[serde(default)]
+    pub interrupted: bool,
     /// The exit code of the run.
     pub exit_code: i32,
     /// Why the run is not a valid measurement, if it is not.
@@ -99,6 +115,10 @@ pub struct Summary {
     /// A sale of several items: one row per item.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemLine>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One item of a sale of several, as the summary shows it.
@@ -229,7 +249,22 @@ impl Summary {
             verdict: self.verdict,
             invalid: self.invalid_run.is_some(),
             thresholds_missed: self.thresholds.iter().any(|t| !t.passed),
+            interrupted: self.interrupted,
         }
+    }
+
+    /// The run's verdict word (computed for a summary written before it was saved).
+    pub fn word(&self) -> Word {
+        self.verdict_word.unwrap_or_else(|| self.judgement().word())
+    }
+
+    /// The names of the thresholds the run missed.
+    pub fn missed(&self) -> Vec<String> {
+        self.thresholds
+            .iter()
+            .filter(|t| !t.passed)
+            .map(|t| t.name.clone())
+            .collect()
     }
 }
 
@@ -318,11 +353,13 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
         Some(inversions as f64),
         true,
     );
-    let exit_code = exit::code(&Ok(Done::Verdict(Judgement {
-        verdict: audit.verdict,
-        invalid: audit.invalid_run.is_some(),
-        thresholds_missed: thresholds.iter().any(|t| !t.passed),
-    })));
+    let missed: Vec<String> = thresholds
+        .iter()
+        .filter(|t| !t.passed)
+        .map(|t| t.name.clone())
+        .collect();
+    let judgement = audit.judgement(!missed.is_empty());
+    let exit_code = exit::code(&Ok(Done::Verdict(judgement)));
     Summary {
         schema: SCHEMA.into(),
         scenario: meta.scenario.clone(),
@@ -330,6 +367,10 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
         started_unix_us: meta.started_unix_us,
         elapsed_s: meta.elapsed_s,
         verdict: audit.verdict,
+        verdict_word: Some(judgement.word()),
+        verdict_line: crate::audit::write::verdict_line(audit, &missed),
+        thresholds_met: missed.is_empty(),
+        interrupted: audit.interrupted,
         exit_code,
         invalid_run: audit.invalid_run.clone(),
         requests: Requests {
@@ -442,7 +483,7 @@ pub fn item_table(s: &Summary) -> String {
             i.fairness
                 .first_n_share
                 .map_or("-".into(), |x| format!("{:.1} %", x * 100.0)),
-            i.verdict.as_str()
+            i.verdict.word()
         );
     }
     t
@@ -478,12 +519,13 @@ fn markdown(s: &Summary) -> String {
     let _ = writeln!(md, "# Run `{}`\n", s.scenario);
     let _ = writeln!(
         md,
-        "**verdict: {}** · exit code {}{}\n",
-        s.verdict.as_str(),
-        s.exit_code,
-        s.invalid_run
-            .as_ref()
-            .map_or(String::new(), |w| format!(" · INVALID RUN: {w}"))
+        "**{}** · exit code {}\n",
+        if s.verdict_line.is_empty() {
+            format!("verdict: {}", s.word().as_str())
+        } else {
+            s.verdict_line.clone()
+        },
+        s.exit_code
     );
     let r = &s.requests;
     let sent: u64 = s.steps.iter().map(|st| st.requests).sum();
@@ -564,7 +606,7 @@ fn markdown(s: &Summary) -> String {
     );
     let _ = writeln!(md, "| check | answer | summary |\n|---|---|---|");
     for c in &s.checks {
-        let _ = writeln!(md, "| {} | {} | {} |", c.name, c.status.as_str(), c.summary);
+        let _ = writeln!(md, "| {} | {} | {} |", c.name, c.status.word(), c.summary);
     }
     if !s.thresholds.is_empty() {
         let _ = writeln!(
@@ -611,7 +653,15 @@ fn junit(s: &Summary) -> String {
         .iter()
         .filter(|c| c.status == Status::NotChecked)
         .count();
-    let tests = s.checks.len() + s.thresholds.len();
+    // The run's verdict is a test case of its own: a run can have no false check and still not
+    // be PROVEN (a core claim not checked, an invalid or interrupted run).
+    let word = s.word();
+    let (failures, errors) = match word {
+        Word::Proven => (failures, errors),
+        Word::Failed => (failures + 1, errors),
+        _ => (failures, errors + 1),
+    };
+    let tests = 1 + s.checks.len() + s.thresholds.len();
     let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         x,
@@ -623,6 +673,33 @@ fn junit(s: &Summary) -> String {
         xml_escape(&s.scenario),
         s.elapsed_s
     );
+    let _ = writeln!(
+        x,
+        "    <properties><property name=\"verdict\" value=\"{}\"/></properties>",
+        word.as_str()
+    );
+    let _ = write!(
+        x,
+        "    <testcase classname=\"verdict\" name=\"{}\"",
+        word.as_str()
+    );
+    let line = xml_escape(&s.verdict_line);
+    match word {
+        Word::Proven => x.push_str("/>\n"),
+        Word::Failed => {
+            let _ = writeln!(
+                x,
+                ">\n      <failure message=\"{line}\" type=\"FAILED\"/>\n    </testcase>"
+            );
+        }
+        other => {
+            let _ = writeln!(
+                x,
+                ">\n      <error message=\"{line}\" type=\"{}\"/>\n    </testcase>",
+                other.as_str()
+            );
+        }
+    }
     for c in &s.checks {
         let _ = write!(
             x,

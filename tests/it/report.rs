@@ -321,6 +321,7 @@ fn failing_audit() -> Audit {
         profile: "reference".into(),
         tickets: 900,
         invalid_run: None,
+        interrupted: false,
         checks: vec![
             oversell,
             check(
@@ -353,21 +354,21 @@ fn assert_failing_audit_shown(index: &str, audit: &Audit) {
         "verdict box"
     );
     assert!(index.contains("<p class=\"word\">FAILED</p>"));
-    let line = grab_bench::audit::write::verdict_line(audit);
+    let line = grab_bench::audit::write::verdict_line(audit, &[]);
     assert!(index.contains(&esc(&line)), "the terminal's line: {line}");
     let verdict_at = index.find("FAILED").unwrap();
     let checks_at = index.find("id=\"checks\"").expect("a check table");
     assert!(verdict_at < checks_at, "the verdict opens the page");
-    for (name, status) in [
-        ("no_oversell", "false"),
-        ("counter_bounds", "pass"),
-        ("node_logs", "unknown"),
+    for (name, class, word) in [
+        ("no_oversell", "false", "false"),
+        ("counter_bounds", "pass", "hold"),
+        ("node_logs", "unknown", "unknown"),
     ] {
         assert!(
             index.contains(&format!(
-                "<code>{name}</code></td><td data-label=\"status\"><span class=\"status {status}\">{status}</span>"
+                "<code>{name}</code></td><td data-label=\"status\"><span class=\"status {class}\">{word}</span>"
             )),
-            "{name} {status}"
+            "{name} {word}"
         );
     }
     assert!(index.contains("OVERSOLD: 900 tickets"));
