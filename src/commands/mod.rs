@@ -8,3 +8,4 @@ pub mod cluster;
 pub mod merge;
 pub mod report;
 pub mod run;
+pub mod validate;

@@ -27,3 +27,4 @@ mod sharded;
 mod shop;
 mod sql;
 mod tls;
+mod validate;
