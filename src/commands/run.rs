@@ -35,6 +35,17 @@ pub struct RunArgs {
     /// Override users.count.
     #[arg(long)]
     pub users: Option<u64>,
+    /// Override the load's length (e.g. `30s`): a closed loop stops starting requests then; an
+    /// open loop at one fixed rate runs that long. With a staged schedule, give `--rate` too.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Replace the load by a fixed-rate open loop of RATE arrivals per second, for `--duration`
+    /// or the scenario's own schedule length.
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Override load.connections.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
     /// Add a deliberate flaw to every node of the built-in cluster, or to each started process
     /// that lists it (repeatable).
     #[arg(long = "flaw")]
@@ -108,6 +119,7 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
     if let Some(users) = args.users {
         set_users(&mut sc, users)?;
     }
+    set_load(&mut sc, args.duration, args.rate, args.connections)?;
     let modes: Vec<&String> = match &sc.system {
         Sut::External(ext) => ext
             .start
@@ -158,6 +170,80 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
         ));
     }
     Ok(sc)
+}
+
+/// `--duration`, `--rate` and `--connections`: the load the command line asks for instead of the
+/// scenario's; the hard bound on the load phase grows to hold a longer run.
+fn set_load(
+    sc: &mut Scenario,
+    duration: Option<std::time::Duration>,
+    rate: Option<f64>,
+    connections: Option<usize>,
+) -> Result<(), Error> {
+    use crate::engine::{Load, Stage};
+    if let Some(c) = connections {
+        if c == 0 {
+            return Err(Error::Usage("--connections must be at least 1".into()));
+        }
+        sc.load.connections = c;
+    }
+    if duration.is_some_and(|d| d.is_zero()) {
+        return Err(Error::Usage("--duration must be longer than zero".into()));
+    }
+    let load = &mut sc.load.load;
+    match (rate, duration) {
+        (None, None) => return Ok(()),
+        (Some(rps), _) if !(rps > 0.0 && rps.is_finite()) => {
+            return Err(Error::Usage(
+                "--rate must be a positive number of arrivals per second".into(),
+            ));
+        }
+        (Some(rps), d) => {
+            let duration = match (d, &*load) {
+                (Some(d), _) => d,
+                (None, Load::Open { stages }) => stages.iter().map(stage_length).sum(),
+                (
+                    None,
+                    Load::Closed {
+                        duration: Some(d), ..
+                    },
+                ) => *d,
+                (None, Load::Closed { duration: None, .. }) => {
+                    return Err(Error::Usage(
+                        "--rate needs --duration: the scenario's closed loop has no length".into(),
+                    ));
+                }
+            };
+            *load = Load::Open {
+                stages: vec![Stage::Constant { rps, duration }],
+            };
+        }
+        (None, Some(d)) => match load {
+            Load::Closed { duration, .. } => *duration = Some(d),
+            Load::Open { stages } => match stages.as_mut_slice() {
+                [Stage::Constant { duration, .. }] => *duration = d,
+                _ => {
+                    return Err(Error::Usage(
+                        "--duration on a staged schedule needs --rate (one fixed rate)".into(),
+                    ));
+                }
+            },
+        },
+    }
+    if let Some(d) = duration {
+        let needed = d + sc.timeouts.request;
+        sc.timeouts.max_duration = sc.timeouts.max_duration.max(needed);
+    }
+    Ok(())
+}
+
+/// How long one stage of a schedule lasts.
+fn stage_length(stage: &crate::engine::Stage) -> std::time::Duration {
+    use crate::engine::Stage;
+    match stage {
+        Stage::Burst { within, .. } => *within,
+        Stage::Ramp { duration, .. } | Stage::Constant { duration, .. } => *duration,
+    }
 }
 
 /// `--users N`: the first N users of the users file, or N generated ids.
@@ -511,5 +597,82 @@ pub fn record(
         faults,
         thresholds: sc.thresholds.clone(),
         ..RunRecord::new(&sc.name, &sc.description.name, sale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Load, Stage};
+    use clap::Parser;
+
+    /// Wraps `RunArgs` so the tests parse real command lines.
+    #[derive(Parser)]
+    struct Cmd {
+        /// The flags under test.
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn resolved(line: &[&str]) -> Result<Scenario, Error> {
+        let cmd = Cmd::try_parse_from(std::iter::once("run").chain(line.iter().copied())).unwrap();
+        resolve(&cmd.run)
+    }
+
+    fn shipped(name: &str) -> String {
+        format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn duration_rate_and_connections_override_the_load() {
+        let sc = resolved(&[
+            &shipped("smoke.toml"),
+            "--connections",
+            "8",
+            "--duration",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(sc.load.connections, 8);
+        assert!(
+            matches!(sc.load.load, Load::Closed { duration: Some(d), .. }
+            if d == std::time::Duration::from_secs(120))
+        );
+        assert!(sc.timeouts.max_duration >= std::time::Duration::from_secs(120));
+
+        let sc = resolved(&[&shipped("1m.toml"), "--rate", "500", "--duration", "3s"]).unwrap();
+        let Load::Open { stages } = &sc.load.load else {
+            panic!("--rate is an open loop")
+        };
+        assert!(
+            matches!(stages.as_slice(), [Stage::Constant { rps, duration }]
+            if *rps == 500.0 && *duration == std::time::Duration::from_secs(3))
+        );
+        // --rate alone keeps the schedule's length (the 1m burst's 40 s).
+        let sc = resolved(&[&shipped("1m.toml"), "--rate", "10"]).unwrap();
+        let Load::Open { stages } = &sc.load.load else {
+            panic!("--rate is an open loop")
+        };
+        assert_eq!(stage_length(&stages[0]), std::time::Duration::from_secs(40));
+
+        for bad in [
+            vec!["--connections", "0"],
+            vec!["--rate", "0", "--duration", "1s"],
+            vec!["--duration", "0s"],
+            vec!["--rate", "10"],
+        ] {
+            let mut line = vec![shipped("smoke.toml")];
+            line.extend(bad.iter().map(|s| s.to_string()));
+            let line: Vec<&str> = line.iter().map(String::as_str).collect();
+            assert!(
+                matches!(resolved(&line), Err(Error::Usage(_))),
+                "{bad:?} is refused"
+            );
+        }
+        // A staged schedule's length cannot be set alone.
+        assert!(matches!(
+            resolved(&[&shipped("1m.toml"), "--duration", "5s"]),
+            Err(Error::Usage(_))
+        ));
     }
 }
