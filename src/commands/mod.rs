@@ -5,6 +5,7 @@
 pub mod ab;
 pub mod audit;
 pub mod cluster;
+pub mod json_out;
 pub mod merge;
 pub mod report;
 pub mod run;

@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// Override load.connections.
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Print the run's summary document (summary.json) on stdout; the human text goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Add a deliberate flaw to every node of the built-in cluster, or to each started process
     /// that lists it (repeatable).
     #[arg(long = "flaw")]
@@ -74,12 +77,22 @@ pub struct RunArgs {
     pub allow_remote: bool,
 }
 
-/// Runs a scenario.
+/// Runs a scenario; with `--json`, its summary document is then the one thing on stdout.
 pub fn run(args: RunArgs) -> Result<Done, Error> {
     let sc = resolve(&args)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-{}", sc.name, crate::util::unix_secs()))
     });
+    let json = super::json_out::JsonStdout::begin(args.json);
+    let done = run_to(&args, &sc, &out);
+    if let (Some(json), Ok(_)) = (json, &done) {
+        json.emit(&out);
+    }
+    done
+}
+
+/// [`run`] into the run folder `out`.
+fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, Error> {
     let dir = RunDir::create(&out, "run folder", "--out")?;
     // What was run, for whoever reads the folder later; never a secret.
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
