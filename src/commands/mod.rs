@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cluster;
 pub mod json_out;
 pub mod merge;
+pub mod new;
 pub mod report;
 pub mod run;
 pub mod validate;
