@@ -93,7 +93,7 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
 
 /// [`run`] into the run folder `out`.
 fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, Error> {
-    let dir = RunDir::create(&out, "run folder", "--out")?;
+    let dir = RunDir::create(out, "run folder", "--out")?;
     // What was run, for whoever reads the folder later; never a secret.
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
         dir.write(
@@ -103,21 +103,21 @@ fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, 
     }
     let cancel = Cancel::on_signals();
     if let Some(segment) = args.segment {
-        return agent(&sc, &args, segment, &dir, &cancel);
+        return agent(sc, args, segment, &dir, &cancel);
     }
     if let Some(cluster_dir) = &args.attach {
-        return attached(&sc, cluster_dir, args.start_at, &dir, &cancel);
+        return attached(sc, cluster_dir, args.start_at, &dir, &cancel);
     }
     match &sc.system {
-        Sut::Cluster(cluster) => built_in(&sc, cluster, args.reset_sale, &dir, &cancel),
+        Sut::Cluster(cluster) => built_in(sc, cluster, args.reset_sale, &dir, &cancel),
         Sut::External(ext) => {
             let options = StartOptions {
                 flaws: args.flaws.clone(),
                 modes: args.modes.clone(),
             };
-            let (mut system, target) = External::bring_up(&sc, ext, &dir, &options, &cancel)?;
-            let result = load(&sc, &target, Segment::default(), &cancel)?;
-            let record = record(&sc, &result, Vec::new(), Vec::new());
+            let (mut system, target) = External::bring_up(sc, ext, &dir, &options, &cancel)?;
+            let result = load(sc, &target, Segment::default(), &cancel)?;
+            let record = record(sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
         }
     }
