@@ -33,6 +33,10 @@ enum Command {
     Report(crate::commands::report::ReportArgs),
     /// Compare two run folders; with --max-regression, a CI regression gate (exit 2).
     Compare(crate::report::CompareArgs),
+    /// Check scenario files without running them (no side effects): exit 0, or 4 with file:line.
+    Validate(crate::commands::validate::ValidateArgs),
+    /// Write a commented starting scenario for a described sale (`validate` accepts it).
+    New(crate::commands::new::NewArgs),
     /// Run the reference spike server (same flags as the `target-server` binary).
     Serve(target_server::ServeArgs),
 }
@@ -58,6 +62,8 @@ pub fn main() -> i32 {
         Command::Cluster(args) => crate::commands::cluster::main(args),
         Command::Merge(args) => crate::commands::merge::main(args),
         Command::Compare(args) => crate::report::compare(args),
+        Command::Validate(args) => crate::commands::validate::run(args),
+        Command::New(args) => crate::commands::new::run(args),
         // The reference server is a program of its own with its own exit codes (5, 6, 7).
         Command::Serve(args) => {
             return target_server::cli::serve_main(args).unwrap_or_else(|err| {

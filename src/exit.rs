@@ -39,6 +39,9 @@ pub enum Done {
     Verdict(Judgement),
     /// `compare --max-regression`: the new run is worse than the baseline.
     Regression,
+    /// `ab`: the load ran, but no request succeeded (every answer an error or not 2xx): a
+    /// measurement of nothing, so not exit 0.
+    NothingSucceeded,
     /// Ctrl-C after the command had begun: what it had was written (a partial run folder).
     Interrupted,
 }
@@ -123,6 +126,7 @@ pub fn code(result: &Result<Done, Error>) -> i32 {
     match result {
         Ok(Done::Ok) => OK,
         Ok(Done::Regression) => THRESHOLD,
+        Ok(Done::NothingSucceeded) => UNKNOWN_OR_INVALID,
         Ok(Done::Interrupted) | Err(Error::Interrupted) => INTERRUPTED,
         Ok(Done::Verdict(j)) if j.interrupted => INTERRUPTED,
         Ok(Done::Verdict(j)) => match (j.verdict, j.invalid, j.thresholds_missed) {

@@ -50,7 +50,11 @@ impl Target {
     /// Parses `url`: `http://` or `https://`; the host may be a name, an IPv4 or a bracketed
     /// IPv6. Nothing is resolved and nothing is connected to.
     pub fn parse(url: &str) -> anyhow::Result<Target> {
-        let (rest, https) = match url.split_once("://") {
+        // Schemes are case-insensitive (RFC 3986 3.1): `HTTP://` is `http://`.
+        let split = url
+            .split_once("://")
+            .map(|(scheme, rest)| (scheme.to_ascii_lowercase(), rest));
+        let (rest, https) = match split.as_ref().map(|(s, r)| (s.as_str(), *r)) {
             Some(("http", rest)) => (rest, false),
             Some(("https", rest)) => (rest, true),
             Some((other, _)) => {
@@ -207,6 +211,8 @@ mod tests {
             ("[::1]", 9, "/a")
         );
         assert_eq!(Target::parse("http://h?q=1").unwrap().path, "/?q=1");
+        assert!(!Target::parse("HTTP://127.0.0.1:9/").unwrap().https);
+        assert!(Target::parse("HttpS://127.0.0.1:9/").unwrap().https);
     }
 
     #[test]

@@ -77,6 +77,22 @@ pub struct AbArgs {
     /// A CA certificate file (PEM) to trust for an https:// URL, besides the system's roots.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<std::path::PathBuf>,
+    /// oha's `-z`: run for this long (e.g. `2s`, `500ms`); like `-t`, it implies no request
+    /// count unless `-n` is given.
+    #[arg(short = 'z', value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "time_limit")]
+    pub duration: Option<Duration>,
+    /// oha's `-q`: a fixed-rate open loop of RATE requests per second overall, sent on schedule
+    /// whatever the server does; latency is measured from each request's intended send time
+    /// (no coordinated omission). Needs `-z`, `-t` or `-n` to end.
+    #[arg(short = 'q', value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Print one JSON document (the figures of the text report) on stdout; the text goes to
+    /// stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// ab's `-e`: write a CSV of the response time at each percentage from 0 to 100.
+    #[arg(short = 'e', value_name = "CSVFILE")]
+    pub csv: Option<std::path::PathBuf>,
     /// Target URL: http:// or https:// on a loopback address (any host with --allow-remote).
     pub url: String,
 }
@@ -97,17 +113,19 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
     let target = Target::parse_for_load(&args.url, args.reach())?;
     let tls = tls(args, &target)?;
     anyhow::ensure!(args.concurrency >= 1, "-c must be at least 1");
-    let requests = args.requests.unwrap_or(if args.time_limit.is_some() {
+    let duration = match (args.time_limit, args.duration) {
+        (Some(t), _) if t > 0.0 && t.is_finite() => Some(Duration::from_secs_f64(t)),
+        (Some(_), _) => bail!("-t must be a positive number of seconds"),
+        (None, Some(d)) if d.is_zero() => bail!("-z must be longer than zero"),
+        (None, d) => d,
+    };
+    let requests = args.requests.unwrap_or(if duration.is_some() {
         TIME_LIMIT_REQUESTS
     } else {
         1
     });
     anyhow::ensure!(requests >= 1, "-n must be at least 1");
-    let duration = match args.time_limit {
-        Some(t) if t > 0.0 && t.is_finite() => Some(Duration::from_secs_f64(t)),
-        Some(_) => bail!("-t must be a positive number of seconds"),
-        None => None,
-    };
+    let load = load(args.rate, args.requests, requests, duration)?;
     anyhow::ensure!(
         args.timeout > 0.0 && args.timeout.is_finite(),
         "-s must be positive"
@@ -147,10 +165,7 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
             std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
         }),
         keep_alive: args.keep_alive,
-        load: Load::Closed {
-            requests: Some(requests),
-            duration,
-        },
+        load,
         source: match &args.system {
             None => Source::Template(RequestTemplate {
                 method,
@@ -173,6 +188,38 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
         segment: Default::default(),
     };
     Ok((plan, target))
+}
+
+/// The load shape: ab's closed loop, or with `-q` oha's fixed-rate open loop for the run's
+/// length (`-z`/`-t`, or `-n` requests at that rate).
+fn load(
+    rate: Option<f64>,
+    explicit_requests: Option<u64>,
+    requests: u64,
+    duration: Option<Duration>,
+) -> anyhow::Result<Load> {
+    let Some(rps) = rate else {
+        return Ok(Load::Closed {
+            requests: Some(requests),
+            duration,
+        });
+    };
+    anyhow::ensure!(
+        rps > 0.0 && rps.is_finite(),
+        "-q must be a positive number of requests per second"
+    );
+    let duration = match (duration, explicit_requests) {
+        (Some(d), _) => d,
+        (None, Some(n)) => Duration::from_secs_f64(n as f64 / rps),
+        (None, None) => bail!("-q needs -z DURATION, -t SECONDS or -n REQUESTS to end"),
+    };
+    // With -n as well, the run ends at whichever comes first: n arrivals or the duration.
+    let duration = match explicit_requests {
+        Some(n) => duration.min(Duration::from_secs_f64(n as f64 / rps)),
+        None => duration,
+    };
+    let stages = vec![engine::Stage::Constant { rps, duration }];
+    Ok(Load::Open { stages })
 }
 
 /// TLS for an https:// URL: the system's roots plus `--cacert`'s.
@@ -214,6 +261,7 @@ pub fn run(args: AbArgs) -> Result<Done, Error> {
         })
     })?;
     let concurrency = plan.connections;
+    let open_loop = matches!(plan.load, Load::Open { .. });
     let cancel = Cancel::on_signals();
     eprintln!("Benchmarking {} (be patient)", target.host);
     let result = engine::run_with_progress(plan, cancel.token().clone(), "ab", None)?;
@@ -223,11 +271,119 @@ pub fn run(args: AbArgs) -> Result<Done, Error> {
             "every connection to {addr} was refused ({completed} attempts)"
         )));
     }
-    print!("{}", report(&target, concurrency, &result));
+    // An open loop's latency counts from when each request was due, not when it went out.
+    let latency = if open_loop {
+        &result.intended
+    } else {
+        &result.raw
+    };
+    let text = report_with(&target, concurrency, &result, latency);
+    if args.json {
+        eprint!("{text}");
+        let doc = json(&target, concurrency, &result, latency);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Usage(e.to_string()))?
+        );
+    } else {
+        print!("{text}");
+    }
+    if let Some(path) = &args.csv {
+        std::fs::write(path, percentile_csv(latency))
+            .map_err(|e| Error::Usage(format!("writing {}: {e}", path.display())))?;
+    }
     Ok(if result.cancelled {
         Done::Interrupted
+    } else if succeeded(&result) == 0 {
+        eprintln!("grab-bench: no request succeeded (no 2xx answer)");
+        Done::NothingSucceeded
     } else {
         Done::Ok
+    })
+}
+
+/// Requests answered with a 2xx status (for a described system: answers its rules call success
+/// or a definite sold out, which are the system working).
+pub fn succeeded(r: &EngineResult) -> u64 {
+    match &r.transfer {
+        Some(t) => r
+            .totals
+            .total()
+            .saturating_sub(t.connect_errors + t.receive_errors + t.exceptions + t.non_2xx),
+        None => r.reason(Reason::Success) + r.reason(Reason::SoldOut),
+    }
+}
+
+/// ab's `-e` CSV: "Percentage served,Time in ms", one row per percent from 0 to 100.
+pub fn percentile_csv(latency: &Histogram<u64>) -> String {
+    let mut o = String::from("Percentage served,Time in ms\n");
+    for p in 0..=100u32 {
+        let v = if p == 0 {
+            latency.min()
+        } else {
+            latency.value_at_quantile(f64::from(p) / 100.0)
+        };
+        let _ = writeln!(o, "{p},{:.3}", v as f64 / 1000.0);
+    }
+    o
+}
+
+/// The `--json` document: the text report's figures, in ms and per second.
+pub fn json(
+    target: &Target,
+    concurrency: usize,
+    r: &EngineResult,
+    latency: &Histogram<u64>,
+) -> serde_json::Value {
+    let t = r.transfer.clone().unwrap_or_else(engine::Transfer::new);
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let completed = r.totals.total();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let outcomes: serde_json::Map<String, serde_json::Value> = Reason::ALL
+        .iter()
+        .filter(|&&reason| r.reason(reason) > 0)
+        .map(|&reason| (reason.as_str().to_string(), r.reason(reason).into()))
+        .collect();
+    let percentiles: serde_json::Map<String, serde_json::Value> =
+        [50, 66, 75, 80, 90, 95, 98, 99, 100]
+            .iter()
+            .map(|&q| {
+                (
+                    format!("p{q}"),
+                    ms(latency.value_at_quantile(f64::from(q) / 100.0)).into(),
+                )
+            })
+            .collect();
+    serde_json::json!({
+        "url": format!("{}://{}{}", if target.https { "https" } else { "http" }, target.authority(), target.path),
+        "concurrency": concurrency,
+        "seconds": secs,
+        "complete": completed,
+        "succeeded": succeeded(r),
+        "failed": {
+            "connect": t.connect_errors,
+            "receive": t.receive_errors,
+            "exceptions": t.exceptions,
+        },
+        "non_2xx": t.non_2xx,
+        "length_differs": t.length_differs,
+        "outcomes": outcomes,
+        "requests_per_second": completed as f64 / secs,
+        "total_bytes": t.total_bytes,
+        "body_bytes": t.body_bytes,
+        "interrupted": r.cancelled,
+        "latency_ms": {
+            "min": ms(latency.min()),
+            "mean": latency.mean() / 1000.0,
+            "stdev": latency.stdev() / 1000.0,
+            "max": ms(latency.max()),
+            "percentiles": percentiles,
+        },
+        "generator": {
+            "late_sends": r.lag.late_sends,
+            "backpressured": r.lag.backpressured,
+            "max_lag_ms": ms(r.lag.hist.max()),
+        },
     })
 }
 
@@ -248,6 +404,17 @@ fn times_row(name: &str, h: &Histogram<u64>) -> String {
 ///
 /// Long because it is ab's report, line for line, in ab's order: one template, read top to bottom like the output it prints.
 pub fn report(target: &Target, concurrency: usize, r: &EngineResult) -> String {
+    report_with(target, concurrency, r, &r.raw)
+}
+
+/// [`report`] with the latency histogram of the "Total" row and the percentiles chosen: service
+/// time in ab's closed loop, time from the intended send in `-q`'s open loop.
+pub fn report_with(
+    target: &Target,
+    concurrency: usize,
+    r: &EngineResult,
+    latency: &Histogram<u64>,
+) -> String {
     let t = r.transfer.clone().unwrap_or_else(engine::Transfer::new);
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let completed = r.totals.total();
@@ -335,20 +502,20 @@ pub fn report(target: &Target, concurrency: usize, r: &EngineResult) -> String {
     o.push_str(&times_row("Connect:", &t.connect_all()));
     o.push_str(&times_row("Processing:", &t.processing));
     o.push_str(&times_row("Waiting:", &t.waiting));
-    o.push_str(&times_row("Total:", &r.raw));
+    o.push_str(&times_row("Total:", latency));
     let _ = writeln!(o);
     let _ = writeln!(
         o,
         "Percentage of the requests served within a certain time (ms)"
     );
     for q in [50, 66, 75, 80, 90, 95, 98, 99] {
-        let v = r.raw.value_at_quantile(q as f64 / 100.0) as f64 / 1000.0;
+        let v = latency.value_at_quantile(q as f64 / 100.0) as f64 / 1000.0;
         let _ = writeln!(o, "  {q:>3}% {v:>7.1}");
     }
     let _ = writeln!(
         o,
         "  100% {:>7.1} (longest request)",
-        r.raw.max() as f64 / 1000.0
+        latency.max() as f64 / 1000.0
     );
     o
 }

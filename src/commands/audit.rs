@@ -21,6 +21,10 @@ pub struct AuditArgs {
     /// A run folder written by `grab-bench run`: audits its saved ledger, evidence and stat logs
     /// again and rewrites its audit. Leave out to audit a live system (--redis).
     pub run_dir: Option<PathBuf>,
+    /// With a run folder: print its summary document (summary.json) on stdout after the audit;
+    /// the human text goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Audit a live system: its Redis URL. The snapshot is taken now, so let the system settle
     /// first.
     #[arg(long, conflicts_with = "run_dir", requires = "ledger")]
@@ -82,7 +86,12 @@ pub fn run(args: AuditArgs) -> Result<Done, Error> {
                     dir.display()
                 ))
             })?;
-            crate::pipeline::reaudit(&dir, &cancel)
+            let json = super::json_out::JsonStdout::begin(args.json);
+            let done = crate::pipeline::reaudit(&dir, &cancel);
+            if let (Some(json), Ok(_)) = (json, &done) {
+                json.emit(dir.path());
+            }
+            done
         }
         (None, Some(url)) => live(&args, url, &cancel),
         _ => Err(Error::Usage(

@@ -5,6 +5,9 @@
 pub mod ab;
 pub mod audit;
 pub mod cluster;
+pub mod json_out;
 pub mod merge;
+pub mod new;
 pub mod report;
 pub mod run;
+pub mod validate;

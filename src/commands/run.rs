@@ -35,6 +35,20 @@ pub struct RunArgs {
     /// Override users.count.
     #[arg(long)]
     pub users: Option<u64>,
+    /// Override the load's length (e.g. `30s`): a closed loop stops starting requests then; an
+    /// open loop at one fixed rate runs that long. With a staged schedule, give `--rate` too.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Replace the load by a fixed-rate open loop of RATE arrivals per second, for `--duration`
+    /// or the scenario's own schedule length.
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<f64>,
+    /// Override load.connections.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Print the run's summary document (summary.json) on stdout; the human text goes to stderr.
+    #[arg(long)]
+    pub json: bool,
     /// Add a deliberate flaw to every node of the built-in cluster, or to each started process
     /// that lists it (repeatable).
     #[arg(long = "flaw")]
@@ -63,13 +77,23 @@ pub struct RunArgs {
     pub allow_remote: bool,
 }
 
-/// Runs a scenario.
+/// Runs a scenario; with `--json`, its summary document is then the one thing on stdout.
 pub fn run(args: RunArgs) -> Result<Done, Error> {
     let sc = resolve(&args)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-{}", sc.name, crate::util::unix_secs()))
     });
-    let dir = RunDir::create(&out, "run folder", "--out")?;
+    let json = super::json_out::JsonStdout::begin(args.json);
+    let done = run_to(&args, &sc, &out);
+    if let (Some(json), Ok(_)) = (json, &done) {
+        json.emit(&out);
+    }
+    done
+}
+
+/// [`run`] into the run folder `out`.
+fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, Error> {
+    let dir = RunDir::create(out, "run folder", "--out")?;
     // What was run, for whoever reads the folder later; never a secret.
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
         dir.write(
@@ -79,21 +103,21 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
     }
     let cancel = Cancel::on_signals();
     if let Some(segment) = args.segment {
-        return agent(&sc, &args, segment, &dir, &cancel);
+        return agent(sc, args, segment, &dir, &cancel);
     }
     if let Some(cluster_dir) = &args.attach {
-        return attached(&sc, cluster_dir, args.start_at, &dir, &cancel);
+        return attached(sc, cluster_dir, args.start_at, &dir, &cancel);
     }
     match &sc.system {
-        Sut::Cluster(cluster) => built_in(&sc, cluster, args.reset_sale, &dir, &cancel),
+        Sut::Cluster(cluster) => built_in(sc, cluster, args.reset_sale, &dir, &cancel),
         Sut::External(ext) => {
             let options = StartOptions {
                 flaws: args.flaws.clone(),
                 modes: args.modes.clone(),
             };
-            let (mut system, target) = External::bring_up(&sc, ext, &dir, &options, &cancel)?;
-            let result = load(&sc, &target, Segment::default(), &cancel)?;
-            let record = record(&sc, &result, Vec::new(), Vec::new());
+            let (mut system, target) = External::bring_up(sc, ext, &dir, &options, &cancel)?;
+            let result = load(sc, &target, Segment::default(), &cancel)?;
+            let record = record(sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
         }
     }
@@ -108,6 +132,7 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
     if let Some(users) = args.users {
         set_users(&mut sc, users)?;
     }
+    set_load(&mut sc, args.duration, args.rate, args.connections)?;
     let modes: Vec<&String> = match &sc.system {
         Sut::External(ext) => ext
             .start
@@ -158,6 +183,80 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
         ));
     }
     Ok(sc)
+}
+
+/// `--duration`, `--rate` and `--connections`: the load the command line asks for instead of the
+/// scenario's; the hard bound on the load phase grows to hold a longer run.
+fn set_load(
+    sc: &mut Scenario,
+    duration: Option<std::time::Duration>,
+    rate: Option<f64>,
+    connections: Option<usize>,
+) -> Result<(), Error> {
+    use crate::engine::{Load, Stage};
+    if let Some(c) = connections {
+        if c == 0 {
+            return Err(Error::Usage("--connections must be at least 1".into()));
+        }
+        sc.load.connections = c;
+    }
+    if duration.is_some_and(|d| d.is_zero()) {
+        return Err(Error::Usage("--duration must be longer than zero".into()));
+    }
+    let load = &mut sc.load.load;
+    match (rate, duration) {
+        (None, None) => return Ok(()),
+        (Some(rps), _) if !(rps > 0.0 && rps.is_finite()) => {
+            return Err(Error::Usage(
+                "--rate must be a positive number of arrivals per second".into(),
+            ));
+        }
+        (Some(rps), d) => {
+            let duration = match (d, &*load) {
+                (Some(d), _) => d,
+                (None, Load::Open { stages }) => stages.iter().map(stage_length).sum(),
+                (
+                    None,
+                    Load::Closed {
+                        duration: Some(d), ..
+                    },
+                ) => *d,
+                (None, Load::Closed { duration: None, .. }) => {
+                    return Err(Error::Usage(
+                        "--rate needs --duration: the scenario's closed loop has no length".into(),
+                    ));
+                }
+            };
+            *load = Load::Open {
+                stages: vec![Stage::Constant { rps, duration }],
+            };
+        }
+        (None, Some(d)) => match load {
+            Load::Closed { duration, .. } => *duration = Some(d),
+            Load::Open { stages } => match stages.as_mut_slice() {
+                [Stage::Constant { duration, .. }] => *duration = d,
+                _ => {
+                    return Err(Error::Usage(
+                        "--duration on a staged schedule needs --rate (one fixed rate)".into(),
+                    ));
+                }
+            },
+        },
+    }
+    if let Some(d) = duration {
+        let needed = d + sc.timeouts.request;
+        sc.timeouts.max_duration = sc.timeouts.max_duration.max(needed);
+    }
+    Ok(())
+}
+
+/// How long one stage of a schedule lasts.
+fn stage_length(stage: &crate::engine::Stage) -> std::time::Duration {
+    use crate::engine::Stage;
+    match stage {
+        Stage::Burst { within, .. } => *within,
+        Stage::Ramp { duration, .. } | Stage::Constant { duration, .. } => *duration,
+    }
 }
 
 /// `--users N`: the first N users of the users file, or N generated ids.
@@ -511,5 +610,82 @@ pub fn record(
         faults,
         thresholds: sc.thresholds.clone(),
         ..RunRecord::new(&sc.name, &sc.description.name, sale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Load, Stage};
+    use clap::Parser;
+
+    /// Wraps `RunArgs` so the tests parse real command lines.
+    #[derive(Parser)]
+    struct Cmd {
+        /// The flags under test.
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn resolved(line: &[&str]) -> Result<Scenario, Error> {
+        let cmd = Cmd::try_parse_from(std::iter::once("run").chain(line.iter().copied())).unwrap();
+        resolve(&cmd.run)
+    }
+
+    fn shipped(name: &str) -> String {
+        format!("{}/scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn duration_rate_and_connections_override_the_load() {
+        let sc = resolved(&[
+            &shipped("smoke.toml"),
+            "--connections",
+            "8",
+            "--duration",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(sc.load.connections, 8);
+        assert!(
+            matches!(sc.load.load, Load::Closed { duration: Some(d), .. }
+            if d == std::time::Duration::from_secs(120))
+        );
+        assert!(sc.timeouts.max_duration >= std::time::Duration::from_secs(120));
+
+        let sc = resolved(&[&shipped("1m.toml"), "--rate", "500", "--duration", "3s"]).unwrap();
+        let Load::Open { stages } = &sc.load.load else {
+            panic!("--rate is an open loop")
+        };
+        assert!(
+            matches!(stages.as_slice(), [Stage::Constant { rps, duration }]
+            if *rps == 500.0 && *duration == std::time::Duration::from_secs(3))
+        );
+        // --rate alone keeps the schedule's length (the 1m burst's 40 s).
+        let sc = resolved(&[&shipped("1m.toml"), "--rate", "10"]).unwrap();
+        let Load::Open { stages } = &sc.load.load else {
+            panic!("--rate is an open loop")
+        };
+        assert_eq!(stage_length(&stages[0]), std::time::Duration::from_secs(40));
+
+        for bad in [
+            vec!["--connections", "0"],
+            vec!["--rate", "0", "--duration", "1s"],
+            vec!["--duration", "0s"],
+            vec!["--rate", "10"],
+        ] {
+            let mut line = vec![shipped("smoke.toml")];
+            line.extend(bad.iter().map(|s| s.to_string()));
+            let line: Vec<&str> = line.iter().map(String::as_str).collect();
+            assert!(
+                matches!(resolved(&line), Err(Error::Usage(_))),
+                "{bad:?} is refused"
+            );
+        }
+        // A staged schedule's length cannot be set alone.
+        assert!(matches!(
+            resolved(&[&shipped("1m.toml"), "--duration", "5s"]),
+            Err(Error::Usage(_))
+        ));
     }
 }

@@ -94,7 +94,18 @@ pub fn run_with_progress(
     tickets: Option<u64>,
 ) -> anyhow::Result<EngineResult> {
     let live = Arc::new(Live::default());
-    let total = expected_total(&plan);
+    // A closed loop with a time limit (ab -t, -z) ends on time, long before its request cap:
+    // the bar then counts milliseconds, so its ETA is the time left, not the cap's.
+    let time_limit = match &plan.load {
+        Load::Closed {
+            duration: Some(d), ..
+        } => Some(*d),
+        _ => None,
+    };
+    let total = match time_limit {
+        Some(d) => Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => expected_total(&plan),
+    };
     let is_buyers = matches!(plan.source, Source::Buyers(_));
     let worker = {
         let live = live.clone();
@@ -131,7 +142,11 @@ pub fn run_with_progress(
         if dt >= 1.0 {
             last = (now, p.done());
         }
-        let pos = if is_buyers { p.users } else { p.done() };
+        let pos = match time_limit {
+            Some(_) => u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            None if is_buyers => p.users,
+            None => p.done(),
+        };
         let mut msg = format!(
             "{rps:.0} req/s ok {} sold out {} fail {} info {}",
             p.ok, p.sold_out, p.fail, p.info

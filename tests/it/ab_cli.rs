@@ -106,3 +106,89 @@ fn refuses_remote_and_unreachable_targets() {
     let err = ab::run(args(&["-n", "3", &format!("http://{addr}/")])).unwrap_err();
     assert!(format!("{err:#}").contains("cannot connect"), "{err:#}");
 }
+
+/// oha's `-z` and `-q`: a fixed-rate open loop for the duration (or `-n` at that rate), with
+/// latency counted from each request's intended send; `-q` alone has no end and is refused.
+#[test]
+fn fixed_rate_open_loop_flags() {
+    let a = args(&["-z", "2s", "-q", "200", "http://127.0.0.1:9/"]);
+    let (plan, _) = ab::plan(&a).unwrap();
+    let engine::Load::Open { stages } = &plan.load else {
+        panic!("-q is an open loop");
+    };
+    let total = engine::Schedule::new(stages).unwrap().total();
+    assert_eq!(total, 400, "200/s for 2 s");
+    let a = args(&["-n", "50", "-q", "100", "http://127.0.0.1:9/"]);
+    let (plan, _) = ab::plan(&a).unwrap();
+    let engine::Load::Open { stages } = &plan.load else {
+        panic!("-q is an open loop");
+    };
+    assert_eq!(engine::Schedule::new(stages).unwrap().total(), 50);
+    let a = args(&["-z", "500ms", "http://127.0.0.1:9/"]);
+    let (plan, _) = ab::plan(&a).unwrap();
+    assert!(matches!(
+        plan.load,
+        engine::Load::Closed { duration: Some(d), requests: Some(50_000) }
+            if d == std::time::Duration::from_millis(500)
+    ));
+    let err = ab::plan(&args(&["-q", "10", "http://127.0.0.1:9/"])).unwrap_err();
+    assert!(format!("{err:#}").contains("-q needs"), "{err:#}");
+    assert!(ab::plan(&args(&["-q", "0", "-n", "5", "http://127.0.0.1:9/"])).is_err());
+}
+
+/// A real fixed-rate run: about rate × duration requests, the `--json` document and the `-e`
+/// CSV say the same figures, and the latency is from the intended send time.
+#[test]
+fn json_and_percentile_csv_of_a_fixed_rate_run() {
+    let server = start(|_| Reply::ok(r#"{"code":1}"#));
+    let url = format!("http://{}/buy/ticket", server.addr);
+    let a = args(&["-z", "500ms", "-q", "100", "-c", "4", "-k", &url]);
+    let open_loop = matches!(ab::plan(&a).unwrap().0.load, engine::Load::Open { .. });
+    assert!(open_loop);
+    let (plan, target) = ab::plan(&a).unwrap();
+    let r = engine::run(plan, CancellationToken::new()).unwrap();
+    assert_eq!(r.totals.total(), 50, "100/s for 0.5 s");
+    let doc = ab::json(&target, 4, &r, &r.intended);
+    assert_eq!(doc["complete"], 50);
+    assert_eq!(doc["succeeded"], 50);
+    assert!(doc["latency_ms"]["percentiles"]["p99"].as_f64().unwrap() > 0.0);
+    let csv = ab::percentile_csv(&r.intended);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "Percentage served,Time in ms");
+    assert_eq!(lines.len(), 102, "0..=100 and a header");
+    assert!(lines[101].starts_with("100,"));
+
+    // Through the entry point: the CSV file is written, exit code 0.
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("p.csv");
+    let done = ab::run(args(&[
+        "-n",
+        "5",
+        "--json",
+        "-e",
+        csv_path.to_str().unwrap(),
+        &url,
+    ]));
+    assert_eq!(grab_bench::exit::code(&done), 0);
+    assert!(
+        std::fs::read_to_string(&csv_path)
+            .unwrap()
+            .starts_with("Percentage served")
+    );
+}
+
+/// issue 28: when no request succeeded (every answer a 500), ab does not exit 0.
+#[test]
+fn no_success_is_not_exit_zero() {
+    let server = start(|_| Reply {
+        status: 500,
+        body: "{}".into(),
+        delay: std::time::Duration::ZERO,
+    });
+    let url = format!("http://{}/", server.addr);
+    let done = ab::run(args(&["-n", "4", "-k", &url]));
+    assert_eq!(
+        grab_bench::exit::code(&done),
+        grab_bench::exit::UNKNOWN_OR_INVALID
+    );
+}

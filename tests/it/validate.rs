@@ -1,0 +1,75 @@
+//! `grab-bench validate`: scenario files checked with no side effects; exit 0, or 4 with
+//! file:line.
+
+use std::process::Command;
+
+use crate::support::cli::{describe, shipped};
+
+#[test]
+fn shipped_scenarios_pass_and_a_bad_one_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[target]\nurl = \"http://127.0.0.1:9/\"\n[load\n").unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    let ok = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("validate")
+        .arg(shipped("1m.toml"))
+        .arg(shipped("described.toml"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", describe(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("1m.toml: ok"));
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("validate")
+        .arg(shipped("1m.toml"))
+        .arg(&bad)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:3:", bad.display())),
+        "{}",
+        describe(&o)
+    );
+    // No side effects: nothing written next to the files or in the working directory.
+    let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len());
+}
+
+/// `grab-bench new` writes a scenario `validate` accepts, for the sale its flags describe, and
+/// refuses to overwrite a file.
+#[test]
+fn new_writes_what_validate_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("my-sale.toml");
+    let new = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+            .arg("new")
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    for nodes in ["1", "3"] {
+        let _ = std::fs::remove_file(&file);
+        let o = new(&["--tickets", "300", "--users", "3000", "--nodes", nodes]);
+        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("tickets = 300"), "{text}");
+        assert!(text.contains("count = 3000"), "{text}");
+        assert!(text.contains("\n# ") || text.starts_with("# "), "commented");
+        let v = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+            .arg("validate")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(v.status.code(), Some(0), "{}\n{text}", describe(&v));
+    }
+    let before = std::fs::read_to_string(&file).unwrap();
+    let o = new(&["--tickets", "1"]);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+}
