@@ -22,7 +22,7 @@ pub const INTERRUPTED: i32 = 130;
 
 /// The exit codes and what they mean, in the README's words (its table is checked against this).
 pub const TABLE: [(i32, &str); 6] = [
-    (OK, "every check proven (verdict PROVEN)"),
+    (OK, "every check proven (verdict PROVEN"),
     (CORRECTNESS, "a correctness check failed (verdict FAILED"),
     (THRESHOLD, "a threshold of the scenario was missed"),
     (UNKNOWN_OR_INVALID, "the run is invalid"),

@@ -33,6 +33,11 @@ pub struct RunRecord {
     /// word is INTERRUPTED. Absent from records written before it existed.
     #[serde(default)]
     pub interrupted: bool,
+    /// Requests per step of the attempts (a flow's steps before the buy, `buy`, `poll`,
+    /// `pay`), in order: whether the load reached the sale ([`RunRecord::invalid_because`]).
+    /// Empty for attempts of one request, and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepCount>,
     /// Generator lag p99 and the limit it must stay under, ms (ARCHITECTURE.md, "Measuring").
     pub lag_p99_ms: f64,
     /// See `lag_p99_ms`; 0 = no limit.
@@ -48,6 +53,18 @@ pub struct RunRecord {
     /// For an agent attached to `cluster up --dir DIR`: that folder (`merge` finds it there).
     pub cluster_dir: Option<PathBuf>,
 }
+
+/// One step of the attempts and how many requests it made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepCount {
+    /// The step's name (`login`, `buy`, …).
+    pub name: String,
+    /// Requests it made.
+    pub requests: u64,
+}
+
+/// The name of the buy step among [`RunRecord::steps`].
+pub const BUY_STEP: &str = "buy";
 
 /// What the sale promises: the audit checks the system against these, not against what the
 /// system says about itself.
@@ -144,6 +161,32 @@ pub struct FaultRecord {
 }
 
 impl RunRecord {
+    /// Why the load did not reach the sale, if it did not: with steps before the buy (login,
+    /// path, captcha), fewer buys were sent than half the attempts begun. Such a run proves
+    /// nothing about the sale, so it is never PROVEN.
+    pub fn sale_not_reached(&self) -> Option<String> {
+        let buy_at = self.steps.iter().position(|s| s.name == BUY_STEP)?;
+        if buy_at == 0 {
+            return None;
+        }
+        let begun = self.steps[0].requests;
+        let buys = self.steps[buy_at].requests;
+        if begun == 0 || buys * 2 >= begun {
+            return None;
+        }
+        // The step that stopped them: the last before the buy that was still sent often.
+        let stopper = self.steps[..buy_at]
+            .iter()
+            .rev()
+            .find(|s| s.requests * 2 >= begun)
+            .unwrap_or(&self.steps[0]);
+        Some(format!(
+            "the load did not reach the sale: {begun} attempts began, but only {buys} buys were sent; step `{}` stopped {} attempts (see its answers: a refusal, or a capture that found nothing)",
+            stopper.name,
+            begun - buys
+        ))
+    }
+
     /// The record of a run of `scenario` under `sale`'s terms with nothing known yet of the load:
     /// no start time (client and store clocks cannot be aligned), no nodes, no faults. The
     /// command that ran the load fills in the rest.
@@ -157,6 +200,7 @@ impl RunRecord {
             elapsed_s: 0.0,
             cancelled: false,
             interrupted: false,
+            steps: Vec::new(),
             lag_p99_ms: 0.0,
             lag_limit_ms: 0.0,
             nodes: Vec::new(),
@@ -228,6 +272,8 @@ impl RunRecord {
                 "generator lag p99 {:.1} ms exceeds {:.1} ms: the latency figures are not a result",
                 self.lag_p99_ms, self.lag_limit_ms
             ))
+        } else if let Some(why) = self.sale_not_reached() {
+            Some(why)
         } else if self.cancelled {
             Some(
                 "the load was cut short (Ctrl-C or timeouts.max_duration): not the scenario's load"

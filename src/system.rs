@@ -331,6 +331,26 @@ struct Known<'a> {
     users_csv: String,
 }
 
+/// Pre-flight of a Redis the scenario names: it accepts a connection, authenticates and answers
+/// PING within a few seconds. Read-only: PING is all it sends.
+fn redis_answers(url: &str) -> Result<(), Error> {
+    let shown = crate::evidence::sql::redact(url);
+    let fail = |why: String| {
+        Error::Unreachable(format!(
+            "the Redis {shown} ([target] redis) does not answer: {why}; no load was sent"
+        ))
+    };
+    let client = redis::Client::open(url).map_err(|e| fail(e.to_string()))?;
+    let mut conn = client
+        .get_connection_with_timeout(std::time::Duration::from_secs(3))
+        .map_err(|e| fail(e.to_string()))?;
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(())
+}
+
 impl External {
     /// The system of `sc`'s `[target]`, started when the scenario says so: a private Redis
     /// first, then each process with its arguments rendered, `flaws` passed to those that take
@@ -344,7 +364,17 @@ impl External {
     ) -> Result<(External, Target), Error> {
         let mut started = Started::default();
         let redis = match &spec.redis {
-            Some(RedisSpec::Url(url)) => Some(url.clone()),
+            Some(RedisSpec::Url(url)) => {
+                // Pre-flight: the store the audit reads must answer before any load is sent,
+                // not be found unreachable after it.
+                eprintln!(
+                    "run {}: checking the Redis {}",
+                    sc.name,
+                    crate::evidence::sql::redact(url)
+                );
+                redis_answers(url)?;
+                Some(url.clone())
+            }
             Some(RedisSpec::Spawn) => {
                 let r = RedisProcess::start()?;
                 let url = r.url.clone();

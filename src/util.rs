@@ -18,3 +18,20 @@ pub fn unix_secs_f64() -> f64 {
 pub fn unix_secs() -> u64 {
     unix_us() / 1_000_000
 }
+
+/// Raises this process's soft open-file limit to its hard limit, so that the connections a
+/// scenario may ask for (`scenario::max_connections`, from the hard limit) can be opened.
+/// Children inherit it. Best effort: a failure leaves the limit as it was.
+pub fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

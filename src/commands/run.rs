@@ -91,9 +91,29 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
     done
 }
 
-/// [`run`] into the run folder `out`.
+/// [`run`] into the run folder `out`. A set-up that fails before the load leaves `out` as it
+/// found it (absent, or empty), so the obvious retry works.
 fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, Error> {
+    let existed = out.exists();
     let dir = RunDir::create(out, "run folder", "--out")?;
+    let done = run_in(args, sc, &dir);
+    if done.is_err() && !dir.file(crate::run_dir::LEDGER_CSV).exists() {
+        if existed {
+            if let Ok(entries) = std::fs::read_dir(out) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path())
+                        .or_else(|_| std::fs::remove_file(e.path()));
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(out);
+        }
+    }
+    done
+}
+
+/// [`run_to`] once its folder exists.
+fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
     // What was run, for whoever reads the folder later; never a secret.
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
         dir.write(
@@ -103,22 +123,22 @@ fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, 
     }
     let cancel = Cancel::on_signals();
     if let Some(segment) = args.segment {
-        return agent(sc, args, segment, &dir, &cancel);
+        return agent(sc, args, segment, dir, &cancel);
     }
     if let Some(cluster_dir) = &args.attach {
-        return attached(sc, cluster_dir, args.start_at, &dir, &cancel);
+        return attached(sc, cluster_dir, args.start_at, dir, &cancel);
     }
     match &sc.system {
-        Sut::Cluster(cluster) => built_in(sc, cluster, args.reset_sale, &dir, &cancel),
+        Sut::Cluster(cluster) => built_in(sc, cluster, args.reset_sale, dir, &cancel),
         Sut::External(ext) => {
             let options = StartOptions {
                 flaws: args.flaws.clone(),
                 modes: args.modes.clone(),
             };
-            let (mut system, target) = External::bring_up(sc, ext, &dir, &options, &cancel)?;
+            let (mut system, target) = External::bring_up(sc, ext, dir, &options, &cancel)?;
             let result = load(sc, &target, Segment::default(), &cancel)?;
             let record = record(sc, &result, Vec::new(), Vec::new());
-            crate::pipeline::conclude(&dir, &record, &result, &mut system, &cancel)
+            crate::pipeline::conclude(dir, &record, &result, &mut system, &cancel)
         }
     }
 }
@@ -457,18 +477,14 @@ fn load(
     if let Some(warning) = target.remote_warning(reach(sc)) {
         eprintln!("{warning}");
     }
-    if plan.tls.is_some() {
-        // A certificate this machine does not trust fails every connection alike: said once,
-        // before the load, rather than as a run of refused connections. (A port that refuses
-        // is left to the load, as over plain HTTP: the ledger records it.)
-        if let Err(crate::engine::ConnectError::Tls(why)) =
-            crate::engine::probe(&plan, std::time::Duration::from_secs(2))
-        {
-            return Err(Error::Unreachable(format!(
-                "cannot connect to {}: {why}",
-                target.authority()
-            )));
-        }
+    // Pre-flight: a target that refuses connections, does not answer in time, or offers a
+    // certificate this machine does not trust fails every request alike. It is said once,
+    // before any load, rather than loaded for the whole run and judged.
+    if let Err(why) = crate::engine::probe(&plan, std::time::Duration::from_secs(2)) {
+        return Err(Error::Unreachable(format!(
+            "cannot connect to the target {}: {why}; no load was sent",
+            target.authority()
+        )));
     }
     // Buyers' ok count is tickets sold only when no payments are mixed in (no reservations).
     let tickets = (sc.sale.hold_ttl.is_none() && segment.count == 1).then_some(sc.sale.tickets);
@@ -609,6 +625,17 @@ pub fn record(
         nodes,
         faults,
         thresholds: sc.thresholds.clone(),
+        steps: if r.steps.len() > 1 {
+            r.steps
+                .iter()
+                .map(|s| crate::record::StepCount {
+                    name: s.name.clone(),
+                    requests: s.requests,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         ..RunRecord::new(&sc.name, &sc.description.name, sale)
     }
 }

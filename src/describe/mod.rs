@@ -392,16 +392,22 @@ impl Request {
 impl Request {
     /// Keeps the values this request captures from `body` in `captured` (grown to `n` values,
     /// one per capture number); a value the answer lacks is left as it was.
-    pub fn capture(&self, body: &[u8], captured: &mut Vec<Box<[u8]>>, n: usize) {
+    ///
+    /// Returns whether every capture found its value: a step whose answer was read as ok but
+    /// lacks the value the next request needs (a login without its token) cannot be followed.
+    pub fn capture(&self, body: &[u8], captured: &mut Vec<Box<[u8]>>, n: usize) -> bool {
         if self.captures.is_empty() {
-            return;
+            return true;
         }
         captured.resize(n, Box::default());
+        let mut all = true;
         for (slot, pointer) in &self.captures {
-            if let Some(text) = pointer.find(body).and_then(|v| json::Value::of(v).text()) {
-                captured[*slot as usize] = text.into();
+            match pointer.find(body).and_then(|v| json::Value::of(v).text()) {
+                Some(text) => captured[*slot as usize] = text.into(),
+                None => all = false,
             }
         }
+        all
     }
 }
 

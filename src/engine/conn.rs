@@ -626,16 +626,23 @@ impl ThreadCtx {
             c,
             fallback: (0, 0, 0),
         };
+        let unfollowed = Classified::bare(Reason::Unmatched);
         if job.step < n {
             if c.outcome() == Outcome::Ok && !cancelled {
-                p.before[job.step as usize]
-                    .request
-                    .capture(body, &mut f.captured, p.captures);
-                drop(flows);
-                self.queue
-                    .borrow_mut()
-                    .push(Reverse(next(job.step + 1, end_us)));
-                return;
+                let found =
+                    p.before[job.step as usize]
+                        .request
+                        .capture(body, &mut f.captured, p.captures);
+                if found {
+                    drop(flows);
+                    self.queue
+                        .borrow_mut()
+                        .push(Reverse(next(job.step + 1, end_us)));
+                    return;
+                }
+                // A capture found nothing: the next request cannot be made as described, so
+                // the attempt ends here, unread (never a buy sent without its token).
+                ending.c = &unfollowed;
             }
             // It ends before its buy was sent.
         } else if job.step == n {
@@ -644,7 +651,7 @@ impl ThreadCtx {
                 && !cancelled
                 && let Some(poll) = &p.poll
             {
-                p.buy.capture(body, &mut f.captured, p.captures);
+                let _ = p.buy.capture(body, &mut f.captured, p.captures);
                 let mut rec = self.rec.borrow_mut();
                 f.buy_order = c.order.map_or(0, |o| rec.order_key(o));
                 f.buy_seq = c.seq;

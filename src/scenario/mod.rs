@@ -51,6 +51,33 @@ impl std::error::Error for ScenarioError {}
 
 // ---- raw: exactly what the file says --------------------------------------------------------
 
+/// Most tickets a sale may have (README, "Scenario ranges"). The sum of a sale of several
+/// items may be larger.
+pub const MAX_TICKETS: u64 = 1_000_000_000;
+/// Most generated users a scenario may have: each costs a 56-byte ledger row.
+pub const MAX_USERS: u64 = 100_000_000;
+/// Highest user id: 2^53, the largest integer a JSON number read as a double keeps exactly.
+pub const MAX_USER_ID: u64 = 1 << 53;
+/// File descriptors kept for the harness itself (logs, children, stores) beside connections.
+pub const FD_RESERVE: usize = 256;
+
+/// The most connections this process can open: the hard open-file limit (which the engine may
+/// raise its soft limit to) less [`FD_RESERVE`], and never above a million.
+pub fn max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_max
+    } else {
+        1024
+    };
+    let hard = usize::try_from(hard).unwrap_or(usize::MAX);
+    hard.saturating_sub(FD_RESERVE).clamp(1, 1_000_000)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
@@ -179,8 +206,7 @@ struct RawProcess {
 struct RawUsers {
     count: Option<Spanned<u64>>,
     csv: Option<Spanned<String>>,
-    #[serde(default)]
-    id_offset: u64,
+    id_offset: Option<Spanned<u64>>,
     #[serde(default)]
     retries: u16,
     #[serde(default)]
@@ -1012,7 +1038,7 @@ impl Validator<'_> {
         let items = match (&raw.tickets, &raw.items) {
             (Some(t), None) => vec![SaleItem {
                 id: item.clone(),
-                tickets: *t.get_ref(),
+                tickets: self.tickets(t)?,
                 shards: self.shards(raw.shards.as_ref(), *t.get_ref())?,
             }],
             (None, Some(list)) => self.items(list, raw.item.as_ref())?,
@@ -1045,6 +1071,48 @@ impl Validator<'_> {
             per_user_limit,
             hold_ttl,
         })
+    }
+
+    /// `tickets = N`: 1 to [`MAX_TICKETS`].
+    fn tickets(&self, t: &Spanned<u64>) -> Result<u64, ScenarioError> {
+        match *t.get_ref() {
+            0 => Err(self.err(t, "tickets must be at least 1")),
+            n if n > MAX_TICKETS => Err(self.err(
+                t,
+                format!("tickets = {n} is out of range: 1 to {MAX_TICKETS}"),
+            )),
+            n => Ok(n),
+        }
+    }
+
+    /// Generated users: `count` 1 to [`MAX_USERS`], and every id (`id_offset` + 1 …
+    /// `id_offset` + count) at most [`MAX_USER_ID`], so that ids neither wrap nor lose
+    /// precision in a server that reads JSON numbers as doubles.
+    fn users_in_range(
+        &self,
+        count: &Spanned<u64>,
+        offset: Option<&Spanned<u64>>,
+    ) -> Result<(), ScenarioError> {
+        let n = *count.get_ref();
+        if n > MAX_USERS {
+            return Err(self.err(
+                count,
+                format!("users.count = {n} is out of range: 1 to {MAX_USERS}"),
+            ));
+        }
+        if let Some(o) = offset {
+            let last = o.get_ref().checked_add(n);
+            if last.is_none_or(|l| l > MAX_USER_ID) {
+                return Err(self.err(
+                    o,
+                    format!(
+                        "id_offset = {} with {n} users gives ids past {MAX_USER_ID} (2^53): id_offset + count must be at most that",
+                        o.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `shards = K`: 1 to 64, and no more than the tickets (no shard empty from the start).
@@ -1089,7 +1157,7 @@ impl Validator<'_> {
             let shards = self.shards(r.shards.as_ref(), *r.tickets.get_ref())?;
             items.push(SaleItem {
                 id: r.id.get_ref().clone(),
-                tickets: *r.tickets.get_ref(),
+                tickets: self.tickets(&r.tickets)?,
                 shards,
             });
         }
@@ -1360,6 +1428,7 @@ impl Validator<'_> {
 
     fn users(&self, raw: &RawUsers, items: usize) -> Result<Users, ScenarioError> {
         let pick = self.pick(raw.pick.as_ref(), items)?;
+        let id_offset = raw.id_offset.as_ref().map_or(0, |o| *o.get_ref());
         let mut table = match &raw.csv {
             Some(csv) => {
                 let path = self
@@ -1375,7 +1444,8 @@ impl Validator<'_> {
                         self.error_at(0, "[users] needs count = N, or csv = \"users.csv\"".into())
                     );
                 };
-                UserTable::generated(*count.get_ref(), raw.id_offset)
+                self.users_in_range(count, raw.id_offset.as_ref())?;
+                UserTable::generated(*count.get_ref(), id_offset)
             }
         };
         let count = match &raw.count {
@@ -1395,7 +1465,7 @@ impl Validator<'_> {
             Some(c) => *c.get_ref(),
             None => table.len(),
         };
-        if raw.csv.is_some() && raw.id_offset != 0 {
+        if raw.csv.is_some() && id_offset != 0 {
             return Err(self.error_at(
                 0,
                 "id_offset goes with generated ids, not a users file".into(),
@@ -1415,7 +1485,7 @@ impl Validator<'_> {
         Ok(Users {
             count,
             table: Arc::new(table),
-            id_offset: raw.id_offset,
+            id_offset,
             retries: raw.retries,
             retry_sold_out: raw.retry_sold_out,
             extra_buys: raw.extra_buys,
@@ -1527,6 +1597,15 @@ impl Validator<'_> {
         let connections = *raw.connections.get_ref() as usize;
         if connections == 0 {
             return Err(self.err(&raw.connections, "connections must be at least 1"));
+        }
+        let most = max_connections();
+        if connections > most {
+            return Err(self.err(
+                &raw.connections,
+                format!(
+                    "connections = {connections} is more than this machine can open: at most {most} (the open-file limit, `ulimit -Hn`, less {FD_RESERVE} kept for the harness)"
+                ),
+            ));
         }
         let load = match raw.mode.get_ref().as_str() {
             "closed" => {

@@ -29,3 +29,4 @@ mod shop;
 mod sql;
 mod tls;
 mod validate;
+mod verdict;

@@ -1,0 +1,348 @@
+//! What PROVEN means (README, "The verdict"): runs that proved nothing are never PROVEN. Each
+//! case is a small server written for it (`support::fixture`) and a described system aimed at
+//! it: a closed port and an unreachable Redis are refused before any load (exit 4); refusals
+//! while tickets are left are FAILED naming the answer; a login the client cannot follow is
+//! INVALID naming the step; a missed threshold says so in the verdict line and the banner; a
+//! Ctrl-C is INTERRUPTED in the exit code and the saved summary alike; numbers out of range are
+//! refused with file:line.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::cli::{MARK, assert_nothing_left, check, describe, json, marker};
+use crate::support::fixture::{self, Reply};
+
+/// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out)
+/// or 429 (rejected); `extra` is appended (more tables, or overrides of none of these).
+fn scenario(dir: &Path, addr: &str, tickets: u64, users: u64, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "verdict"
+[sale]
+tickets = {tickets}
+[target]
+url = "http://{addr}/"
+[users]
+count = {users}
+[load]
+mode = "closed"
+connections = 4
+[timeouts]
+request = "2s"
+settle = "0s"
+max_duration = "30s"
+[system.buy]
+method = "GET"
+path = "/buy?user={{user}}"
+[[system.buy.answers]]
+status = 200
+pointer = "/code"
+equals = 0
+outcome = "ok"
+[[system.buy.answers]]
+status = 200
+pointer = "/code"
+equals = -1
+outcome = "sold_out"
+[[system.buy.answers]]
+status = 429
+outcome = "rejected"
+{extra}"#
+    );
+    let path = dir.join("verdict.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `grab-bench run SCENARIO --out OUT` with its processes marked; asserts none survives.
+fn run(scenario: &Path, out: &Path) -> Output {
+    let mark = marker(&format!("verdict-{}", out.display()));
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    o
+}
+
+/// A shop with `tickets` tickets that sells each once and then answers sold out.
+fn honest_shop(tickets: u64) -> fixture::Server {
+    let sold = Arc::new(AtomicU64::new(0));
+    fixture::start(move |_| {
+        if sold.fetch_add(1, Ordering::SeqCst) < tickets {
+            Reply::ok(r#"{"code":0}"#)
+        } else {
+            Reply::ok(r#"{"code":-1}"#)
+        }
+    })
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_closed_port_is_refused_before_any_load_and_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &format!("127.0.0.1:{}", closed_port()),
+        50,
+        100,
+        "",
+    );
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let o = run(&sc, &out);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        stderr(&o).contains("cannot connect to the target")
+            && stderr(&o).contains("no load was sent"),
+        "{}",
+        describe(&o)
+    );
+    assert!(!stdout(&o).contains("PROVEN"));
+    assert!(!out.exists(), "the failed set-up left {}", out.display());
+}
+
+#[test]
+fn an_unreachable_redis_is_refused_before_any_load() {
+    let shop = honest_shop(50);
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        50,
+        100,
+        "[system.store]\nremaining = { key = \"stock\" }\n",
+    );
+    // The store is named in [target]: insert it there.
+    let text = std::fs::read_to_string(&sc).unwrap().replace(
+        "[users]",
+        &format!("redis = \"redis://127.0.0.1:{}/0\"\n[users]", closed_port()),
+    );
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("does not answer"), "{}", describe(&o));
+    assert_eq!(
+        shop.requests.load(Ordering::SeqCst),
+        0,
+        "no request reached the shop"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn refusals_while_tickets_are_left_are_failed_naming_the_answer() {
+    // Five buyers get a ticket; every later one is rate-limited (429 → rejected) while 295 of
+    // 300 tickets are left.
+    let granted = Arc::new(AtomicU64::new(0));
+    let shop = fixture::start(move |_| {
+        if granted.fetch_add(1, Ordering::SeqCst) < 5 {
+            Reply::ok(r#"{"code":0}"#)
+        } else {
+            Reply {
+                status: 429,
+                ..Reply::ok("{}")
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), &shop.addr.to_string(), 300, 100, "");
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    let undersell = check(&audit, "no_undersell");
+    assert_eq!(undersell["status"], "false", "{}", describe(&o));
+    let says = undersell["witnesses"][0]["says"].as_str().unwrap();
+    assert!(
+        says.contains("95 refusals answered `rejected` (HTTP 429)") && says.contains("295 tickets"),
+        "{says}"
+    );
+    // The terminal shows the evidence and the word.
+    assert!(
+        stdout(&o).contains("false no_undersell: 95 refusals"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("verdict: FAILED"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_login_the_client_cannot_follow_is_invalid_naming_the_step() {
+    // The login answers ok but carries no token: no buy can be made as described.
+    let shop = fixture::start(|r| {
+        if r.target.starts_with("/login") {
+            Reply::ok(r#"{"code":0,"data":{}}"#)
+        } else {
+            Reply::ok(r#"{"code":0}"#)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        300,
+        100,
+        r#"[[system.before]]
+name = "login"
+method = "GET"
+path = "/login?user={user}"
+capture = { token = "/data/token" }
+[[system.before.answers]]
+status = 200
+outcome = "ok"
+"#,
+    );
+    let text = std::fs::read_to_string(&sc).unwrap().replace(
+        "path = \"/buy?user={user}\"",
+        "path = \"/buy?token={capture.token}\"",
+    );
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("verdict: INVALID") && text.contains("step `login` stopped 100 attempts"),
+        "{}",
+        describe(&o)
+    );
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["verdict_word"], "INVALID");
+}
+
+#[test]
+fn a_missed_threshold_says_so_in_the_verdict_line_and_the_banner() {
+    let shop = honest_shop(20);
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        20,
+        60,
+        "[thresholds]\nmin_rps = 1000000000\n",
+    );
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    assert!(
+        stdout(&o).contains("verdict: PROVEN · 1 threshold missed: min_rps"),
+        "{}",
+        describe(&o)
+    );
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["verdict_word"], "PROVEN");
+    assert_eq!(summary["thresholds_met"], false);
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        index.contains("<section class=\"verdict missed\""),
+        "not a green banner"
+    );
+    assert!(index.contains("1 threshold missed: min_rps"));
+    let junit = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("name=\"verdict\" value=\"PROVEN\""),
+        "{junit}"
+    );
+}
+
+#[test]
+fn an_interrupted_run_is_interrupted_everywhere() {
+    // A slow shop, so the load is still going when Ctrl-C comes.
+    let shop = fixture::start(|_| Reply {
+        delay: Duration::from_millis(20),
+        ..Reply::ok(r#"{"code":-1}"#)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), &shop.addr.to_string(), 10, 100_000, "");
+    let out = dir.path().join("out");
+    let mark = marker("verdict-interrupted");
+    let child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(&sc)
+        .arg("--out")
+        .arg(&out)
+        .env(MARK, &mark)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Ready: the load has begun when the shop has answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shop.requests.load(Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "the load never began");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill sends a signal to the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_nothing_left(&mark);
+    assert_eq!(o.status.code(), Some(130), "{}", describe(&o));
+    assert!(
+        stdout(&o).contains("verdict: INTERRUPTED"),
+        "{}",
+        describe(&o)
+    );
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["verdict_word"], "INTERRUPTED");
+    assert_eq!(summary["exit_code"], 130);
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = "127.0.0.1:9";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tickets = 50",
+            "tickets = 9223372036854775808",
+            "verdict.toml:3:",
+        ),
+        (
+            "connections = 4",
+            "connections = 1000000000",
+            "verdict.toml:10:",
+        ),
+        (
+            "count = 100",
+            "count = 100\nid_offset = 9007199254740990",
+            "verdict.toml:8:",
+        ),
+        ("count = 100", "count = 1000000000000", "verdict.toml:7:"),
+    ];
+    for (from, to, place) in cases {
+        let sc = scenario(dir.path(), addr, 50, 100, "");
+        let text = std::fs::read_to_string(&sc).unwrap().replacen(from, to, 1);
+        std::fs::write(&sc, &text).unwrap();
+        let out = dir.path().join("out");
+        let o = run(&sc, &out);
+        assert_eq!(o.status.code(), Some(4), "{to}: {}", describe(&o));
+        assert!(stderr(&o).contains(place), "{to}: {}", describe(&o));
+        assert!(!out.exists(), "{to}");
+    }
+}
