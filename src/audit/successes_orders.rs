@@ -75,6 +75,13 @@ pub fn check(f: &Facts<'_>) -> Check {
             "; order lag p50 {p50} ms, p99 {p99} ms"
         ))
     );
+    if let Some(note) = c
+        .notes
+        .iter()
+        .find(|n| n.starts_with("likely a description error"))
+    {
+        c.summary = format!("{}; {note}", c.summary);
+    }
     c
 }
 
@@ -101,7 +108,34 @@ fn order_lag(f: &Facts<'_>, c: &mut Check, claims: &HashMap<u64, Vec<u32>>) -> O
         "order_lag_ms",
         serde_json::json!({"n": lags.len(), "p50": p50, "p90": p90, "p99": p99, "max": max}),
     );
+    if let Some(why) = implausible_lag(lags[0], p50, f.run.elapsed_s) {
+        c.notes.push(why);
+    }
     Some((p50, p99))
+}
+
+/// An order lag no system has: orders created more than a second before their answer, or a
+/// median lag longer than the whole run. Both are the mark of timestamps read in the wrong time
+/// zone (an SQL `DATETIME` written in +08:00 and read as UTC is 8 h off), not of the system.
+fn implausible_lag(min_ms: i64, p50_ms: i64, run_s: f64) -> Option<String> {
+    let run_ms = (run_s * 1000.0).max(1000.0) as i64;
+    let hours = |ms: i64| ms as f64 / 3_600_000.0;
+    if min_ms < -1000 {
+        Some(format!(
+            "likely a description error: an order was created {:.0} ms ({:.1} h) before its answer; are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none)?",
+            -min_ms as f64,
+            hours(-min_ms)
+        ))
+    } else if p50_ms > run_ms {
+        Some(format!(
+            "likely a description error: the median order lag, {} ms ({:.1} h), is longer than the whole run ({} ms); are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none)?",
+            super::thousands(p50_ms),
+            hours(p50_ms),
+            super::thousands(run_ms)
+        ))
+    } else {
+        None
+    }
 }
 
 /// Each ok must name an order of its user, or — when it named none — its user must have an
@@ -350,6 +384,24 @@ fn payments(f: &Facts<'_>, c: &mut Check) {
             );
             c.anomaly(f.row_witness("phantom_payment", i, says));
         }
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    use super::implausible_lag;
+
+    #[test]
+    fn a_lag_of_hours_or_a_negative_one_is_called_a_description_error() {
+        assert_eq!(implausible_lag(5, 120, 3.0), None);
+        let eight_hours = 8 * 3_600_000;
+        let says = implausible_lag(eight_hours - 50, eight_hours, 3.0).unwrap();
+        assert!(
+            says.contains("(8.0 h)") && says.contains("time zone"),
+            "{says}"
+        );
+        let says = implausible_lag(-eight_hours, 10, 3.0).unwrap();
+        assert!(says.contains("before its answer"), "{says}");
     }
 }
 

@@ -1073,13 +1073,13 @@ impl Validator<'_> {
         })
     }
 
-    /// `tickets = N`: 1 to [`MAX_TICKETS`].
+    /// `tickets = N`: 0 (a sale with nothing to sell: every buyer must be told sold out) to
+    /// [`MAX_TICKETS`].
     fn tickets(&self, t: &Spanned<u64>) -> Result<u64, ScenarioError> {
         match *t.get_ref() {
-            0 => Err(self.err(t, "tickets must be at least 1")),
             n if n > MAX_TICKETS => Err(self.err(
                 t,
-                format!("tickets = {n} is out of range: 1 to {MAX_TICKETS}"),
+                format!("tickets = {n} is out of range: 0 to {MAX_TICKETS}"),
             )),
             n => Ok(n),
         }

@@ -152,7 +152,8 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
-    assert_eq!(cases.len(), 14);
+    // 8 checks, 6 thresholds and the verdict's own case.
+    assert_eq!(cases.len(), 15);
     // Passing cases are empty; a check not checked (reservations: this sale has no holds) is
     // skipped; nothing fails.
     for c in &cases {
@@ -301,7 +302,10 @@ fn a_missed_threshold_exits_2_and_a_failed_check_still_wins() {
     assert_eq!(json(&flawed.join("summary.json"))["exit_code"], 1);
     let index = std::fs::read_to_string(flawed.join("index.html")).unwrap();
     assert!(index.contains("<p class=\"word\">FAILED</p>"));
-    assert!(index.contains("verdict: FAILED — 2 of 8 checks false: no_oversell, conservation"));
+    // The verdict line names the missed threshold beside the word, then the false checks.
+    assert!(index.contains(
+        "verdict: FAILED · 1 threshold missed: p99_ms — 2 of 8 checks false: no_oversell, conservation"
+    ));
     assert!(index.contains("OVERSOLD"));
     assert!(index.contains("<span class=\"status false\">MISSED</span>"));
     let witnesses = std::fs::read_to_string(flawed.join("witnesses.csv")).unwrap();

@@ -294,7 +294,10 @@ fn run_audits_a_reference_server_over_https() {
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
-    assert!(stderr.contains("cannot connect to localhost:"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the target localhost:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("certificate"), "{stderr}");
 }
 
