@@ -79,10 +79,13 @@ pub enum Reason {
     /// order later, but the client never saw the final result (no poll step, or polling gave
     /// up while the answer still said queued). A success claim: the order must appear.
     Queued,
+    /// The answer's body ran past the client's body limit (`engine::raw::BODY_LIMIT`): the
+    /// connection was closed unread, so what the server did cannot be told.
+    BodyOverLimit,
 }
 
 /// Number of [`Reason`] variants; sizes the per-reason counter arrays.
-pub const REASON_COUNT: usize = 20;
+pub const REASON_COUNT: usize = 21;
 
 impl Reason {
     /// Every reason, in discriminant order (index = `reason as usize`).
@@ -107,6 +110,7 @@ impl Reason {
         Reason::Indeterminate,
         Reason::Unmatched,
         Reason::Queued,
+        Reason::BodyOverLimit,
     ];
 
     /// The outcome this reason implies.
@@ -117,7 +121,7 @@ impl Reason {
             SoldOut | AlreadyBought | BadRequest | HoldExpired | NotFound | ConnectRefused
             | Rejected => Outcome::Fail,
             Unavailable | ServerError | Timeout | IoError | Garbled | OtherStatus | Cancelled
-            | Indeterminate | Unmatched => Outcome::Info,
+            | Indeterminate | Unmatched | BodyOverLimit => Outcome::Info,
         }
     }
 
@@ -145,6 +149,7 @@ impl Reason {
             Indeterminate => "indeterminate",
             Unmatched => "unmatched",
             Queued => "queued",
+            BodyOverLimit => "body_over_limit",
         }
     }
 

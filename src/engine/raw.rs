@@ -20,8 +20,26 @@ use tokio_rustls::client::TlsStream;
 use super::tls::Tls;
 use crate::protocol::Reason;
 
-/// Most headers a response may have.
+/// Most headers a response may have (more is [`Reason::Garbled`]).
 const MAX_HEADERS: usize = 64;
+
+/// Most bytes a response head (status line and headers, interim 1xx heads each) may take. A
+/// server that sends an endless header line or endless headers is cut off here and the answer
+/// is [`Reason::Garbled`], not a buffer that grows until the machine runs out of memory.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Default most body bytes an answer may carry ([`RawConn::with_body_limit`] changes it). Past
+/// it the connection is closed without reading the rest and the answer is
+/// [`Reason::BodyOverLimit`] (indeterminate: the server's word on the buy was never read).
+///
+/// Memory per connection is therefore bounded: the read buffer holds at most
+/// `MAX_HEAD_BYTES + body limit + READ_SLACK` bytes (~136 KiB by default) and the caller's body
+/// buffer at most the body limit, whatever the server sends.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Room kept free in the read buffer for one read; also the most a single read may overshoot a
+/// limit by before it is noticed.
+const READ_SLACK: usize = 8192;
 
 /// A connection's byte stream: plain TCP, or TLS over TCP.
 ///
@@ -171,6 +189,8 @@ pub(crate) struct RawConn {
     /// When the last exchange's answer arrived, to decide whether an idle check is worth a
     /// syscall.
     last_used: Instant,
+    /// Most body bytes an answer may carry ([`BODY_LIMIT`] unless set otherwise).
+    body_limit: usize,
 }
 
 /// What one exchange produced; the body is copied into the caller's buffer.
@@ -225,10 +245,25 @@ impl RawConn {
     pub fn new(stream: Stream) -> RawConn {
         RawConn {
             stream,
-            rbuf: Vec::with_capacity(8192),
+            rbuf: Vec::with_capacity(READ_SLACK),
             closed: false,
             last_used: Instant::now(),
+            body_limit: BODY_LIMIT,
         }
+    }
+
+    /// The same connection with another body limit (see [`BODY_LIMIT`]).
+    #[allow(dead_code)]
+    pub fn with_body_limit(mut self, limit: usize) -> RawConn {
+        self.body_limit = limit;
+        self
+    }
+
+    /// Gives up on the connection: it is closed (never reused) and `reason` is the answer.
+    fn give_up(&mut self, reason: Reason) -> Reason {
+        self.closed = true;
+        self.rbuf = Vec::new();
+        reason
     }
 
     /// Whether the connection can carry another request. After an idle spell, a non-blocking
@@ -272,7 +307,8 @@ impl RawConn {
                 // The usual case after a request: nothing buffered, nothing to parse yet.
                 self.fill().await?;
             }
-            match parse_head(&self.rbuf, want_server)? {
+            let parsed = parse_head(&self.rbuf, want_server);
+            match parsed.map_err(|r| self.give_up(r))? {
                 // An interim 1xx (103 Early Hints, an unasked 100 Continue) is not the answer:
                 // RFC 9110 §15.2 has clients accept them even unasked. Returned as the answer,
                 // it left the real one buffered for the next request, a step out of sync. (101
@@ -281,6 +317,9 @@ impl RawConn {
                     self.rbuf.drain(..h.len);
                 }
                 Some(h) => break h,
+                None if self.rbuf.len() > MAX_HEAD_BYTES => {
+                    return Err(self.give_up(Reason::Garbled));
+                }
                 None => self.fill().await?,
             }
         };
@@ -302,6 +341,11 @@ impl RawConn {
                 // `n` is the server's word: near usize::MAX, `head.len + n` overflowed (a panic
                 // in debug builds, a wrapped bound and an out-of-range slice in release).
                 let end = head.len.checked_add(n).ok_or(Reason::Garbled)?;
+                if n > self.body_limit {
+                    // Said up front: nothing of it is read (a huge length then a hang costs
+                    // neither memory nor the request timeout).
+                    return Err(self.give_up(Reason::BodyOverLimit));
+                }
                 while self.rbuf.len() < end {
                     more = true;
                     self.fill().await?;
@@ -311,7 +355,16 @@ impl RawConn {
             }
             Framing::Chunked => loop {
                 match decode_chunked(&self.rbuf[head.len..], body)? {
+                    Some(_) if body.len() > self.body_limit => {
+                        body.clear();
+                        return Err(self.give_up(Reason::BodyOverLimit));
+                    }
                     Some(n) => break head.len + n,
+                    // The encoded bytes bound the decoded ones: past the limit plus framing room
+                    // (sizes, extensions, trailers) it cannot end within it.
+                    None if self.rbuf.len() - head.len > self.body_limit + READ_SLACK => {
+                        return Err(self.give_up(Reason::BodyOverLimit));
+                    }
                     None => {
                         more = true;
                         self.fill().await?;
@@ -325,6 +378,9 @@ impl RawConn {
                     let before = self.rbuf.len();
                     if self.fill_or_eof().await? == 0 && self.rbuf.len() == before {
                         break;
+                    }
+                    if self.rbuf.len() - head.len > self.body_limit {
+                        return Err(self.give_up(Reason::BodyOverLimit));
                     }
                 }
                 body.extend_from_slice(&self.rbuf[head.len..]);
@@ -354,7 +410,7 @@ impl RawConn {
     /// Reads more bytes, returning how many (0 at EOF).
     async fn fill_or_eof(&mut self) -> Result<usize, Reason> {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-            self.rbuf.reserve(8192);
+            self.rbuf.reserve(READ_SLACK);
         }
         self.stream
             .read_buf(&mut self.rbuf)
@@ -747,6 +803,129 @@ mod tests {
             let (got, mut conn) = get_then_close(&[head, b"first ", b"second"]).await;
             assert_eq!(got, ok(200, b"first second"));
             assert!(!conn.usable());
+        }
+    }
+
+    /// Sends one request to a server that answers with `head`, then writes `filler` without
+    /// end; the client's result (the server is dropped once the client gives up).
+    async fn endless(
+        conn: &mut RawConn,
+        srv: &mut TcpStream,
+        head: &[u8],
+        filler: &[u8],
+    ) -> Reason {
+        let server = async {
+            expect_request(srv).await;
+            if srv.write_all(head).await.is_ok() {
+                while srv.write_all(filler).await.is_ok() {}
+            }
+            std::future::pending::<()>().await
+        };
+        let mut body = Vec::new();
+        let work = tokio::time::timeout(HANG, conn.exchange(REQ, false, false, &mut body));
+        tokio::select! {
+            r = work => {
+                assert!(body.len() <= BODY_LIMIT);
+                r.expect("exchange hung").err().expect("an endless answer is no answer")
+            }
+            () = server => unreachable!(),
+        }
+    }
+
+    // An endless header line, endless headers: cut off at MAX_HEAD_BYTES as Garbled, closed.
+    #[tokio::test]
+    async fn endless_head_is_garbled_and_closed() {
+        for (head, filler) in [
+            (&b"HTTP/1.1 200 OK\r\nX-Long: "[..], &[b'a'; 4096][..]),
+            (
+                b"HTTP/1.1 200 OK\r\n",
+                &b"X-Many: header\r\n".repeat(256)[..],
+            ),
+        ] {
+            let (mut conn, mut srv) = pair().await;
+            let got = endless(&mut conn, &mut srv, head, filler).await;
+            assert_eq!(got, Reason::Garbled);
+            assert!(!conn.usable());
+            assert_eq!(conn.rbuf.capacity(), 0, "buffer released");
+        }
+    }
+
+    // Endless bodies, read-until-close and chunked: cut off past the body limit, closed, and
+    // the buffer never held much more than head + limit + one read.
+    #[tokio::test]
+    async fn endless_body_is_over_limit_and_bounded() {
+        let chunk = b"1000\r\n"
+            .iter()
+            .chain(&[b'b'; 4096])
+            .chain(b"\r\n")
+            .copied();
+        let chunk: &'static [u8] = Vec::leak(chunk.collect());
+        for (head, filler) in [
+            (&b"HTTP/1.1 200 OK\r\n\r\n"[..], &[b'b'; 4096][..]),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                chunk,
+            ),
+        ] {
+            let (mut conn, mut srv) = pair().await;
+            let got = endless(&mut conn, &mut srv, head, filler).await;
+            assert_eq!(got, Reason::BodyOverLimit);
+            assert!(!conn.usable());
+        }
+    }
+
+    // A huge Content-Length then silence: over the limit at once, nothing waited for.
+    #[tokio::test]
+    async fn huge_content_length_is_over_limit_at_once() {
+        let (mut conn, mut srv) = pair().await;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = async {
+            answer(
+                &mut srv,
+                &[b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\nab"],
+            )
+            .await;
+            // Hang (keep the connection open) until the client is done.
+            let _ = done_rx.await;
+        };
+        let client = async {
+            let mut body = Vec::new();
+            let r = tokio::time::timeout(HANG, conn.exchange(REQ, false, false, &mut body)).await;
+            let _ = done_tx.send(());
+            r.expect("exchange hung").map(|r| r.status)
+        };
+        let (got, ()) = tokio::join!(client, server);
+        assert_eq!(got.err(), Some(Reason::BodyOverLimit));
+    }
+
+    // A body of exactly the limit is kept whole, whatever its framing; one byte more is not.
+    #[tokio::test]
+    async fn body_at_the_limit_is_kept() {
+        let limit = 1000;
+        for n in [limit, limit + 1] {
+            let body = vec![b'x'; n];
+            let length = [
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes(),
+                body.clone(),
+            ]
+            .concat();
+            let chunked = [
+                format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n")
+                    .into_bytes(),
+                body.clone(),
+                b"\r\n0\r\n\r\n".to_vec(),
+            ]
+            .concat();
+            for resp in [length, chunked] {
+                let (conn, mut srv) = pair().await;
+                let mut conn = conn.with_body_limit(limit);
+                let got = get(&mut conn, &mut srv, &[&resp]).await;
+                if n == limit {
+                    assert_eq!(got, ok(200, &body));
+                } else {
+                    assert_eq!(got, Err(Reason::BodyOverLimit));
+                }
+            }
         }
     }
 
