@@ -346,3 +346,49 @@ fn numbers_out_of_range_are_refused_with_their_place() {
         assert!(!out.exists(), "{to}");
     }
 }
+
+#[test]
+fn a_shop_that_answers_503_to_every_buy_is_an_undersell() {
+    // The stock is a Redis string the test sets (the shop never touches it): every buyer got
+    // only an error, and the counter shows none of those errors took a ticket.
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("SET")
+        .arg("stock")
+        .arg(50)
+        .query::<()>(&mut conn)
+        .unwrap();
+    let shop = fixture::start(|_| Reply {
+        status: 503,
+        ..Reply::ok("{}")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        50,
+        80,
+        "[system.store]\nremaining = { key = \"stock\" }\n",
+    );
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace("[users]", &format!("redis = \"{}\"\n[users]", redis.url));
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    let undersell = check(&audit, "no_undersell");
+    assert_eq!(undersell["status"], "false", "{}", describe(&o));
+    assert!(
+        undersell["summary"]
+            .as_str()
+            .unwrap()
+            .contains("UNDERSOLD: 50 of 50 tickets left"),
+        "{undersell:#}"
+    );
+    // Read only: the stock is as the test left it.
+    let left: i64 = redis::cmd("GET").arg("stock").query(&mut conn).unwrap();
+    assert_eq!(left, 50);
+}
