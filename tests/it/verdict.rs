@@ -16,15 +16,30 @@ use crate::support::cli::{MARK, assert_nothing_left, check, describe, json, mark
 use crate::support::fixture::{self, Reply};
 
 /// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out)
-/// or 429 (rejected); `extra` is appended (more tables, or overrides of none of these).
-fn scenario(dir: &Path, addr: &str, tickets: u64, users: u64, extra: &str) -> std::path::PathBuf {
+/// or 429 (rejected); with `redis`, its stock is the string `stock` there. `extra` is appended
+/// (more tables, or overrides of none of these).
+fn scenario(
+    dir: &Path,
+    addr: &str,
+    tickets: u64,
+    users: u64,
+    redis: Option<&str>,
+    extra: &str,
+) -> std::path::PathBuf {
+    let (redis, store) = match redis {
+        Some(url) => (
+            format!("redis = \"{url}\"\n"),
+            "[system.store]\nremaining = { key = \"stock\" }\n",
+        ),
+        None => (String::new(), ""),
+    };
     let text = format!(
         r#"name = "verdict"
 [sale]
 tickets = {tickets}
 [target]
 url = "http://{addr}/"
-[users]
+{redis}[users]
 count = {users}
 [load]
 mode = "closed"
@@ -49,7 +64,7 @@ outcome = "sold_out"
 [[system.buy.answers]]
 status = 429
 outcome = "rejected"
-{extra}"#
+{store}{extra}"#
     );
     let path = dir.join("verdict.toml");
     std::fs::write(&path, text).unwrap();
@@ -108,6 +123,7 @@ fn a_closed_port_is_refused_before_any_load_and_leaves_no_folder() {
         &format!("127.0.0.1:{}", closed_port()),
         50,
         100,
+        None,
         "",
     );
     let out = dir.path().join("out");
@@ -135,14 +151,9 @@ fn an_unreachable_redis_is_refused_before_any_load() {
         &shop.addr.to_string(),
         50,
         100,
-        "[system.store]\nremaining = { key = \"stock\" }\n",
+        Some(&format!("redis://127.0.0.1:{}/0", closed_port())),
+        "",
     );
-    // The store is named in [target]: insert it there.
-    let text = std::fs::read_to_string(&sc).unwrap().replace(
-        "[users]",
-        &format!("redis = \"redis://127.0.0.1:{}/0\"\n[users]", closed_port()),
-    );
-    std::fs::write(&sc, text).unwrap();
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
@@ -171,7 +182,7 @@ fn refusals_while_tickets_are_left_are_failed_naming_the_answer() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let sc = scenario(dir.path(), &shop.addr.to_string(), 300, 100, "");
+    let sc = scenario(dir.path(), &shop.addr.to_string(), 300, 100, None, "");
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
@@ -208,6 +219,7 @@ fn a_login_the_client_cannot_follow_is_invalid_naming_the_step() {
         &shop.addr.to_string(),
         300,
         100,
+        None,
         r#"[[system.before]]
 name = "login"
 method = "GET"
@@ -245,6 +257,7 @@ fn a_missed_threshold_says_so_in_the_verdict_line_and_the_banner() {
         &shop.addr.to_string(),
         20,
         60,
+        None,
         "[thresholds]\nmin_rps = 1000000000\n",
     );
     let out = dir.path().join("out");
@@ -279,7 +292,7 @@ fn an_interrupted_run_is_interrupted_everywhere() {
         ..Reply::ok(r#"{"code":-1}"#)
     });
     let dir = tempfile::tempdir().unwrap();
-    let sc = scenario(dir.path(), &shop.addr.to_string(), 10, 100_000, "");
+    let sc = scenario(dir.path(), &shop.addr.to_string(), 10, 100_000, None, "");
     let out = dir.path().join("out");
     let mark = marker("verdict-interrupted");
     let child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
@@ -336,7 +349,7 @@ fn numbers_out_of_range_are_refused_with_their_place() {
         ("count = 100", "count = 1000000000000", "verdict.toml:7:"),
     ];
     for (from, to, place) in cases {
-        let sc = scenario(dir.path(), addr, 50, 100, "");
+        let sc = scenario(dir.path(), addr, 50, 100, None, "");
         let text = std::fs::read_to_string(&sc).unwrap().replacen(from, to, 1);
         std::fs::write(&sc, &text).unwrap();
         let out = dir.path().join("out");
@@ -369,12 +382,9 @@ fn a_shop_that_answers_503_to_every_buy_is_an_undersell() {
         &shop.addr.to_string(),
         50,
         80,
-        "[system.store]\nremaining = { key = \"stock\" }\n",
+        Some(&redis.url),
+        "",
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace("[users]", &format!("redis = \"{}\"\n[users]", redis.url));
-    std::fs::write(&sc, text).unwrap();
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
