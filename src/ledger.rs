@@ -2,7 +2,9 @@
 //!
 //! Rows are 56 bytes so a million-user run costs ~56 MB. Workers fill their own `Vec<Row>`; the
 //! engine merges them (sorted by start time) into one [`Ledger`]. Saved as the run folder's ledger plus a
-//! node table `ledger.nodes.csv` beside it (index → node name; index 0 means "no node").
+//! node table `ledger.nodes.csv` beside it (index → node name; index 0 means "no node") and,
+//! for a described system, the rule table `ledger.rules.csv` (rule number → the answer rule in
+//! words), so a witness can say which rule classified an answer.
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -33,7 +35,11 @@ pub fn order_key(name: &[u8]) -> u64 {
 }
 
 /// The CSV header of the ledger; part of the report format.
-pub const HEADER: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls,item";
+pub const HEADER: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls,item,rule";
+
+/// The header before rows named the answer rule that classified them; such ledgers still load
+/// (no row then has a rule).
+const HEADER_V3: &str = "user,request_id,kind,intended_us,start_us,end_us,outcome,reason,status,seq,order_id,node,first_us,done_us,polls,item";
 
 /// The header before sales of several items had their `item` column; such ledgers still load
 /// (every row then is for the one item).
@@ -72,7 +78,9 @@ pub struct Row {
     pub status: u16,
     /// Index into the ledger's node table, 0 = none.
     pub node: u16,
-    /// [`Kind`] as u8 (buy or pay).
+    /// [`Kind`] as u8 (buy or pay) in the low bit, and in the seven bits above it the number of
+    /// the answer rule that classified the final answer (0 = none): see [`Row::pack_kind`].
+    /// Packed, because a row stays 56 bytes.
     pub kind: u8,
     /// The item the attempt was for: an index into the ledger's item table (0 for a sale of
     /// one item; a sale has at most 64).
@@ -86,9 +94,22 @@ pub struct Row {
 const _: () = assert!(std::mem::size_of::<Row>() <= 56);
 
 impl Row {
+    /// The `kind` byte of an attempt of `kind` whose final answer rule `rule` classified
+    /// (0 = none; at most [`crate::describe::answers::MAX_RULES`]).
+    pub fn pack_kind(kind: Kind, rule: u8) -> u8 {
+        debug_assert!(usize::from(rule) <= crate::describe::answers::MAX_RULES);
+        (kind as u8 & 1) | (rule << 1)
+    }
+
+    /// The number of the answer rule that classified the attempt's final answer, 0 when none
+    /// did (no answer, or none matched): an index into [`Ledger::rules`] from 1.
+    pub fn rule(&self) -> u8 {
+        self.kind >> 1
+    }
+
     /// The request kind.
     pub fn kind(&self) -> Kind {
-        if self.kind == Kind::Pay as u8 {
+        if self.kind & 1 == Kind::Pay as u8 {
             Kind::Pay
         } else {
             Kind::Buy
@@ -122,6 +143,8 @@ pub struct Ledger {
     pub order_names: std::collections::BTreeMap<u64, String>,
     /// Item ids; `items[i]` is the id of item index `i` (empty: rows carry no item, e.g. ab).
     pub items: Vec<String>,
+    /// The answer rules' labels: rule `n` of a row ([`Row::rule`]) is `rules[n - 1]`.
+    pub rules: Vec<String>,
 }
 
 impl Ledger {
@@ -140,7 +163,21 @@ impl Ledger {
             nodes: self.nodes.clone(),
             order_names: self.order_names.clone(),
             items: self.items.clone(),
+            rules: self.rules.clone(),
         }
+    }
+
+    /// The label of the answer rule that classified `row`'s final answer, if one did.
+    pub fn rule_of(&self, row: &Row) -> Option<&str> {
+        match row.rule() {
+            0 => None,
+            n => self.rules.get(usize::from(n) - 1).map(String::as_str),
+        }
+    }
+
+    /// Where the rule table of `ledger_path` lives (`NAME.csv` → `NAME.rules.csv`).
+    pub fn rules_path(ledger_path: &Path) -> PathBuf {
+        ledger_path.with_extension("rules.csv")
     }
 
     /// The rows of item `id` (every row when the ledger has no item table).
@@ -180,7 +217,7 @@ impl Ledger {
             line.clear();
             let _ = writeln!(
                 line,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 r.user,
                 r.attempt,
                 r.kind().as_str(),
@@ -196,21 +233,16 @@ impl Ledger {
                 r.first_us,
                 r.done_us,
                 r.polls,
-                self.item_name(r.item)
+                self.item_name(r.item),
+                r.rule()
             );
             w.write_all(line.as_bytes())?;
         }
         w.flush()?;
-        let nodes_path = Self::nodes_path(path);
-        let mut n = BufWriter::new(
-            std::fs::File::create(&nodes_path)
-                .with_context(|| format!("creating {}", nodes_path.display()))?,
-        );
-        writeln!(n, "index,name")?;
-        for (i, name) in self.nodes.iter().enumerate() {
-            writeln!(n, "{},{}", i + 1, name)?;
+        write_table(&Self::nodes_path(path), "index,name", &self.nodes)?;
+        if !self.rules.is_empty() {
+            write_table(&Self::rules_path(path), "rule,label", &self.rules)?;
         }
-        n.flush()?;
         Ok(())
     }
 
@@ -220,7 +252,8 @@ impl Ledger {
         let mut lines = data.split(|&b| b == b'\n');
         let header = trim_cr(lines.next().unwrap_or_default());
         let version = match header {
-            h if h == HEADER.as_bytes() => 3,
+            h if h == HEADER.as_bytes() => 4,
+            h if h == HEADER_V3.as_bytes() => 3,
             h if h == HEADER_V2.as_bytes() => 2,
             h if h == HEADER_V1.as_bytes() => 1,
             _ => bail!("{}: unexpected header", path.display()),
@@ -238,21 +271,24 @@ impl Ledger {
                     .with_context(|| format!("{}: bad row at line {}", path.display(), n + 2))?,
             );
         }
-        let nodes_path = Self::nodes_path(path);
-        let mut nodes = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&nodes_path) {
-            for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
-                let (_, name) = line
-                    .split_once(',')
-                    .with_context(|| format!("{}: bad line", nodes_path.display()))?;
-                nodes.push(name.to_string());
-            }
+        let nodes = read_table(&Self::nodes_path(path))?;
+        let rules_path = Self::rules_path(path);
+        let rules = read_table(&rules_path)?;
+        if let Some(r) = rows.iter().find(|r| usize::from(r.rule()) > rules.len()) {
+            bail!(
+                "{}: a row names answer rule {}, but {} lists {} rules",
+                path.display(),
+                r.rule(),
+                rules_path.display(),
+                rules.len()
+            );
         }
         Ok(Ledger {
             rows,
             nodes,
             order_names,
             items,
+            rules,
         })
     }
 }
@@ -270,11 +306,43 @@ impl std::fmt::Display for OrderName<'_> {
     }
 }
 
+/// Writes a table beside the ledger: `header`, then `N,VALUE` per value from 1 (a value is
+/// kept on one line).
+fn write_table(path: &Path, header: &str, values: &[String]) -> anyhow::Result<()> {
+    let mut t = BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(t, "{header}")?;
+    for (i, value) in values.iter().enumerate() {
+        writeln!(t, "{},{}", i + 1, value.replace(['\n', '\r'], " "))?;
+    }
+    t.flush()?;
+    Ok(())
+}
+
+/// Reads a table [`write_table`] wrote, its values in order; none when the file is absent
+/// (older folders, or a table with nothing in it).
+fn read_table(path: &Path) -> anyhow::Result<Vec<String>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (_, value) = line
+                .split_once(',')
+                .with_context(|| format!("{}: bad line", path.display()))?;
+            Ok(value.to_string())
+        })
+        .collect()
+}
+
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// One row of a ledger of header `version` (1, 2 or 3); item ids are numbered in the order
+/// One row of a ledger of header `version` (1 to 4); item ids are numbered in the order
 /// they first appear (the record's item order, since every item's first attempt is early).
 fn parse_row(
     line: &[u8],
@@ -343,10 +411,19 @@ fn parse_row(
     } else {
         0
     };
+    let rule = if version >= 4 {
+        let n = num(next()?)?;
+        if n > crate::describe::answers::MAX_RULES as u64 {
+            bail!("rule {n} is out of range");
+        }
+        n as u8
+    } else {
+        0
+    };
     Ok(Row {
         user,
         attempt,
-        kind: kind as u8,
+        kind: Row::pack_kind(kind, rule),
         intended_us,
         start_us,
         end_us,
@@ -410,11 +487,21 @@ mod tests {
             nodes: vec!["n1".into()],
             order_names: [(order_key(b"i1-7"), "i1-7".to_string())].into(),
             items: vec!["tickets".into()],
+            rules: vec!["buy rule 1 (status 200 → ok)".into()],
         };
         let mut ledger = ledger;
+        ledger.rows[0].kind = Row::pack_kind(Kind::Buy, 1);
         ledger.rows[1].order_id = order_key(b"i1-7");
         ledger.save(&path).unwrap();
-        assert_eq!(Ledger::load(&path).unwrap(), ledger);
+        let loaded = Ledger::load(&path).unwrap();
+        assert_eq!(loaded, ledger);
+        assert_eq!(loaded.rows[0].rule(), 1);
+        assert_eq!(loaded.rows[0].kind(), Kind::Buy);
+        assert_eq!(
+            loaded.rule_of(&loaded.rows[0]),
+            Some("buy rule 1 (status 200 → ok)")
+        );
+        assert_eq!(loaded.rule_of(&loaded.rows[1]), None);
         assert_eq!(ledger.rows[1].request_id(), "8-2");
     }
 
@@ -441,7 +528,7 @@ mod tests {
             format!("{user},1,buy,10,11,99,fail,sold_out,200,0,0,0,11,99,0,{item}\n")
         };
         let text = format!(
-            "{HEADER}\n{}{}{}",
+            "{HEADER_V3}\n{}{}{}",
             row(1, "hot"),
             row(2, "cold"),
             row(3, "hot")

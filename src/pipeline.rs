@@ -140,6 +140,8 @@ fn audit_and_report(
     collected: &Collected,
 ) -> Result<(Audit, Option<Summary>), Error> {
     let logs = read_logs(dir, &collected.logs);
+    // The audit is a pure function of the folder, so its files carry no timing: this is the one.
+    let began = Instant::now();
     let mut audit = if record.sale.items.len() > 1 {
         audit_items(record, ledger, collected, &logs)
     } else {
@@ -159,6 +161,11 @@ fn audit_and_report(
     if let [item] = record.sale.items.as_slice() {
         audit.items = vec![audit::item_line(&item.id, &audit)];
     }
+    eprintln!(
+        "run {}: audited in {:.0} ms",
+        record.scenario,
+        began.elapsed().as_secs_f64() * 1000.0
+    );
     dir.save_audit(&audit)?;
     if !dir.has(LATENCY_HLOG) {
         return Ok((audit, None));

@@ -199,6 +199,9 @@ impl Kind {
 pub struct Classified<'a> {
     /// Why the request ended this way (implies the outcome).
     pub reason: Reason,
+    /// The number of the answer rule that classified it ([`crate::describe::answers::Rule::number`]),
+    /// 0 when no rule did (no answer, or none matched).
+    pub rule: u8,
     /// Sale sequence number the answer gave, 0 when none.
     pub seq: u64,
     /// The order id the answer gave, as written.
@@ -217,6 +220,7 @@ impl Classified<'_> {
     pub fn bare(reason: Reason) -> Classified<'static> {
         Classified {
             reason,
+            rule: 0,
             seq: 0,
             order: None,
             node: None,

@@ -5,7 +5,7 @@
 //! | file | written by | what |
 //! |---|---|---|
 //! | `run.json` | the command that ran the load | [`RunRecord`]: the sale's terms, the load's facts, the nodes, the faults |
-//! | `ledger.csv` (+ `ledger.nodes.csv`) | same | one row per request ([`Ledger`]) |
+//! | `ledger.csv` (+ `ledger.nodes.csv`, `ledger.rules.csv`) | same | one row per request ([`Ledger`]) |
 //! | `latency.hlog` | same | per-second HDR histograms |
 //! | `faults.csv` | same, with `[[faults]]` | the injected faults on the ledger's clock |
 //! | `stat-<node>.log` | the nodes, or a copy of the system's logs | one line per request |

@@ -460,7 +460,29 @@ impl External {
             sql.preflight()?;
             system.sql = Some(sql);
         }
+        system.stock_is_seeded()?;
         Ok((system, target))
+    }
+
+    /// Pre-flight, once the system is up: the stock counters the audit reads exist in its
+    /// Redis (exit 4 naming the missing ones, before any load, when not).
+    fn stock_is_seeded(&self) -> Result<(), Error> {
+        let Some(url) = &self.redis else {
+            return Ok(());
+        };
+        let shown = crate::evidence::sql::redact(url);
+        let missing = self.layout.unseeded(url, &self.names).map_err(|e| {
+            Error::Unreachable(format!(
+                "reading the stock keys in the Redis {shown}: {e:#}; no load was sent"
+            ))
+        })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Refused(format!(
+            "{} does not exist in the Redis {shown}: seed the sale's stock before the run, or name the right key in [system.store]; no load was sent",
+            missing.join(" and ")
+        )))
     }
 
     /// Reads the store now.

@@ -24,7 +24,6 @@ mod testkit;
 pub mod write;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -289,8 +288,6 @@ pub struct Audit {
     pub interrupted: bool,
     /// Every check, in the order of ARCHITECTURE.md's table.
     pub checks: Vec<Check>,
-    /// How long the audit itself took, ms.
-    pub audit_ms: f64,
     /// A sale of several items: one line per item ([`combine`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemAudit>,
@@ -366,7 +363,6 @@ pub fn core_gaps(checks: &[Check]) -> Vec<String> {
 
 /// Runs every check on the evidence.
 pub fn audit(evidence: &Evidence<'_>) -> Audit {
-    let started = Instant::now();
     let facts = Facts::new(evidence);
     let checks = checks(&facts);
     let verdict = verdict(&checks);
@@ -379,7 +375,6 @@ pub fn audit(evidence: &Evidence<'_>) -> Audit {
         invalid_run: run.invalid_because(),
         interrupted: run.interrupted,
         checks,
-        audit_ms: started.elapsed().as_secs_f64() * 1000.0,
         items: Vec::new(),
     }
 }

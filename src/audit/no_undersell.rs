@@ -14,6 +14,7 @@ use timeline::Timeline;
 
 use super::{Check, Facts, RETURN_SLACK_US, Status, Witness, secs, thousands};
 use crate::evidence::{Order, Part};
+use crate::ledger::Row;
 use crate::protocol::{Kind, Outcome, Reason};
 
 /// Runs the check.
@@ -257,7 +258,7 @@ fn refused_while_available(f: &Facts<'_>, c: &mut Check, left: i64) {
             continue;
         }
         if refusal {
-            other_refusals.add(i as u32, r.user, r.reason(), r.status);
+            other_refusals.add(i as u32, r);
             continue;
         }
         // An error during a fault the scenario injected is the fault, not the server's choice.
@@ -323,7 +324,7 @@ fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
         if r.reason() == Reason::SoldOut {
             sold_out.entry(r.user).or_insert(i as u32);
         } else if r.outcome() == Outcome::Fail {
-            refusals.add(i as u32, r.user, r.reason(), r.status);
+            refusals.add(i as u32, r);
         } else if r.outcome() == Outcome::Info && r.reason() != Reason::Cancelled {
             if f.during_fault(i64::from(r.start_us), i64::from(r.end_us)) {
                 errors_in_faults += 1;
@@ -399,24 +400,24 @@ fn refused_by_end_state(f: &Facts<'_>, c: &mut Check, left: i64) {
 
 /// Definite refusals other than "sold out" (rejected, rate-limited, already bought, bad
 /// request, not found, connection refused …) of buyers who own nothing: each is a buyer turned
-/// away while tickets were left, whatever the answer said. Grouped by how the answer read
-/// (the outcome the description's rule gave, and the HTTP status), so a witness says which
-/// answer turned them away.
+/// away while tickets were left, whatever the answer said. Grouped by the answer rule of the
+/// description that classified them (and the outcome and HTTP status), so a witness names the
+/// rule that turned them away.
 #[derive(Default)]
 struct Refusals {
     /// Per user: the first such refusal's row.
     users: HashMap<u64, u32>,
-    /// Per (reason, HTTP status): refusals and the first row.
-    groups: BTreeMap<(&'static str, u16), (u64, u32)>,
+    /// Per (rule number, reason, HTTP status): refusals and the first row.
+    groups: BTreeMap<(u8, &'static str, u16), (u64, u32)>,
 }
 
 impl Refusals {
-    /// Counts one refusal.
-    fn add(&mut self, row: u32, user: u64, reason: Reason, status: u16) {
-        self.users.entry(user).or_insert(row);
+    /// Counts one refusal, `r` at ledger row `row`.
+    fn add(&mut self, row: u32, r: &Row) {
+        self.users.entry(r.user).or_insert(row);
         let g = self
             .groups
-            .entry((reason.as_str(), status))
+            .entry((r.rule(), r.reason().as_str(), r.status))
             .or_insert((0, row));
         g.0 += 1;
     }
@@ -430,15 +431,16 @@ impl Refusals {
         }
         c.fig("buyers_refused_while_tickets_left", buyers);
         let mut first = true;
-        for (&(reason, status), &(n, row)) in &self.groups {
-            let answer = if status == 0 {
-                format!("`{reason}` (no answer)")
-            } else {
-                format!("`{reason}` (HTTP {status})")
+        for (&(_, reason, status), &(n, row)) in &self.groups {
+            let answer = match (f.ledger.rule_of(f.row(row)), status) {
+                (Some(rule), _) => format!("by {rule}, `{reason}` (HTTP {status}),"),
+                (None, 0) => format!("without an answer (`{reason}`)"),
+                (None, _) => format!("answered `{reason}` (HTTP {status}, no answer rule)"),
             };
             let says = format!(
-                "{} refusals answered {answer} while {} tickets were left, to buyers who own nothing; the first: {}",
+                "{} refusal{} {answer} while {} tickets were left, to buyers who own nothing; the first: {}",
                 thousands(n),
+                if n == 1 { "" } else { "s" },
                 thousands(left),
                 f.describe(row)
             );
@@ -486,7 +488,7 @@ fn from_the_client(f: &Facts<'_>, mut c: Check) -> Check {
             continue;
         }
         match r.outcome() {
-            Outcome::Fail => refusals.add(i as u32, r.user, r.reason(), r.status),
+            Outcome::Fail => refusals.add(i as u32, r),
             Outcome::Info if r.reason() != Reason::Cancelled => {
                 errored.insert(r.user);
             }
@@ -653,8 +655,44 @@ mod tests {
         kit.row(3, 1, 30, Reason::Rejected);
         let c = kit.check(check);
         let says = assert_fails(&c, "refused_while_tickets_left");
-        assert!(says.contains("2 refusals answered `rejected`"), "{says}");
+        assert!(
+            says.contains("2 refusals answered `rejected` (HTTP 200, no answer rule)"),
+            "{says}"
+        );
         assert_eq!(c.anomalies["refused_while_tickets_left"], 2);
+    }
+
+    #[test]
+    fn refusals_are_grouped_by_the_answer_rule_that_classified_them() {
+        let mut kit = Kit::counters_only(5);
+        kit.ledger.rules = vec![
+            "buy rule 1 (status 200, /code = 0 → ok)".into(),
+            "buy rule 2 (`rate limited`)".into(),
+            "buy rule 3 (status 200, /code = 500100 → rejected)".into(),
+        ];
+        kit.sell(1, 10);
+        for user in 2..5 {
+            kit.row(user, 1, 20 + user, Reason::Rejected).kind = Row::pack_kind(Kind::Buy, 2);
+        }
+        kit.row(9, 1, 40, Reason::Rejected).kind = Row::pack_kind(Kind::Buy, 3);
+        let c = kit.check(check);
+        assert_eq!(c.anomalies["refused_while_tickets_left"], 4);
+        let says: Vec<&str> = c
+            .witnesses
+            .iter()
+            .filter(|w| w.kind == "refused_while_tickets_left")
+            .map(|w| w.says.as_str())
+            .collect();
+        assert_eq!(says.len(), 2, "{says:?}");
+        assert!(
+            says[0].starts_with("3 refusals by buy rule 2 (`rate limited`), `rejected` (HTTP 200)"),
+            "{says:?}"
+        );
+        assert!(says[0].contains("user 2"), "{says:?}");
+        assert!(
+            says[1].starts_with("1 refusal by buy rule 3 (status 200, /code = 500100 → rejected)"),
+            "{says:?}"
+        );
     }
 
     #[test]

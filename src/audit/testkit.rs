@@ -65,6 +65,7 @@ impl Kit {
                 nodes: vec!["n1".into()],
                 order_names: Default::default(),
                 items: Vec::new(),
+                rules: Vec::new(),
             },
             store: Store {
                 source: "the test's store".into(),

@@ -198,6 +198,5 @@ pub fn markdown(audit: &Audit) -> String {
             let _ = writeln!(md, "- Note: {note}.");
         }
     }
-    let _ = writeln!(md, "\n(audit took {:.0} ms)", audit.audit_ms);
     md
 }

@@ -199,11 +199,18 @@ fn combine_ledgers(agents: &[Agent], base: u64) -> Ledger {
         .map(|a| a.ledger.items.clone())
         .max_by_key(Vec::len)
         .unwrap_or_default();
+    // And the same description, so the same rule table.
+    let rules = agents
+        .iter()
+        .map(|a| a.ledger.rules.clone())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
     Ledger {
         rows,
         nodes,
         order_names,
         items,
+        rules,
     }
 }
 

@@ -176,7 +176,24 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
         }));
     }
     match &mut sc.system {
-        Sut::Cluster(c) => c.flaws.extend(args.flaws.iter().cloned()),
+        Sut::Cluster(c) => {
+            use clap::ValueEnum;
+            if let Some(f) = args
+                .flaws
+                .iter()
+                .find(|f| target_server::Flaw::from_str(f, false).is_err())
+            {
+                let known: Vec<&str> = target_server::Flaw::value_variants()
+                    .iter()
+                    .map(|f| f.name())
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "--flaw {f}: unknown; the reference server's flaws are {}",
+                    known.join(", ")
+                )));
+            }
+            c.flaws.extend(args.flaws.iter().cloned());
+        }
         Sut::External(ext) => {
             let known: Vec<&String> = ext.start.iter().flat_map(|p| &p.flaws).collect();
             if let Some(f) = args.flaws.iter().find(|f| !known.contains(f)) {

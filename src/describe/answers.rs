@@ -110,7 +110,17 @@ pub struct Rule {
     pub seq: Option<usize>,
     /// Pointer number of the node name to capture.
     pub node: Option<usize>,
+    /// What the rule tests, in words (`status 200, /code = 500504`), for the witnesses of the
+    /// answers it classified; the rule's `name` instead when the description gives one.
+    pub label: String,
+    /// The rule's number in its description (from 1, see [`Answers::number`]), which the ledger
+    /// keeps per attempt; 0 until numbered.
+    pub number: u8,
 }
+
+/// A description has at most this many answer rules: the ledger keeps a rule's number in
+/// seven bits of a row.
+pub const MAX_RULES: usize = 127;
 
 /// The compiled rules of one request kind.
 #[derive(Debug, Clone, Default)]
@@ -177,6 +187,8 @@ impl Answers {
             order_id: None,
             seq: None,
             node: None,
+            label: "status 200-299".into(),
+            number: 0,
         });
         a
     }
@@ -189,6 +201,22 @@ impl Answers {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// Numbers the rules from `next` on, adding each one's label (prefixed by `request`, the
+    /// request's name) to `labels`, so that rule `n` is `labels[n - 1]`; `Err` past
+    /// [`MAX_RULES`].
+    pub fn number(&mut self, request: &str, labels: &mut Vec<String>) -> Result<(), String> {
+        for (k, rule) in self.rules.iter_mut().enumerate() {
+            if labels.len() >= MAX_RULES {
+                return Err(format!(
+                    "a description has at most {MAX_RULES} answer rules (the ledger keeps each attempt's rule number in 7 bits)"
+                ));
+            }
+            labels.push(format!("{request} rule {} ({})", k + 1, rule.label));
+            rule.number = labels.len() as u8;
+        }
+        Ok(())
     }
 
     /// Whether some rule gives `reason`.
@@ -231,6 +259,7 @@ impl Answers {
             };
             return Classified {
                 reason,
+                rule: rule.number,
                 seq: text(rule.seq, &mut at)
                     .and_then(crate::protocol::parse_u64)
                     .unwrap_or(0),
@@ -266,6 +295,8 @@ mod tests {
             order_id,
             seq: None,
             node: None,
+            label: format!("status {status}"),
+            number: 0,
         });
     }
 

@@ -45,6 +45,9 @@ pub struct Description {
     pub sql: Option<SqlSpec>,
     /// The names of the values captured from answers (`{capture.NAME}`), by number.
     pub captures: Vec<String>,
+    /// Every answer rule's label, by number (rule `n` is `rules[n - 1]`), numbered over the
+    /// steps, the buy, the poll and the pay in that order: the ledger's rule table.
+    pub rules: Vec<String>,
 }
 
 /// Where a system keeps its orders in SQL, and how long they may take to appear: read with
@@ -111,6 +114,8 @@ pub struct Protocol {
     pub pay: Option<Request>,
     /// How many values an attempt captures.
     pub captures: usize,
+    /// The answer rules' labels, by number ([`Description::rules`]).
+    pub rules: Vec<String>,
     /// The run-wide values the requests use.
     pub ctx: Context,
 }
@@ -125,6 +130,7 @@ impl Protocol {
             poll: description.poll.clone(),
             pay: description.pay.clone(),
             captures: description.captures.len(),
+            rules: description.rules.clone(),
             ctx,
         }
     }

@@ -234,6 +234,38 @@ impl Layout {
             })
     }
 
+    /// Before the load: which of the stock counters a sale must have seeded (`total` and
+    /// `remaining`, and the shard count) are missing, in words (`the key seckill:{1}:stock`).
+    /// Missing, the run would be audited against nothing: the stock is not seeded, or the
+    /// description names the wrong key. Counters that a sale creates as it sells (`sold`,
+    /// `grants` …) may be absent. Read-only: EXISTS and HEXISTS.
+    pub fn unseeded(&self, url: &str, names: &Names) -> anyhow::Result<Vec<String>> {
+        let seeded: Vec<&Counter> = [self.total.as_ref(), self.remaining.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(self.shards.as_ref().map(|s| &s.count))
+            .collect();
+        if seeded.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = Routed::open(url)?;
+        let mut reads = Vec::new();
+        for c in &seeded {
+            match &c.field {
+                Some(f) => push(&mut reads, key(&c.key, names), "HEXISTS", &[f]),
+                None => push(&mut reads, key(&c.key, names), "EXISTS", &[]),
+            }
+        }
+        let answers = conn.read_all(reads)?;
+        let mut missing = Vec::new();
+        for (c, v) in seeded.iter().zip(answers) {
+            if redis::from_redis_value::<i64>(v)? == 0 {
+                missing.push(counter_name(c, names));
+            }
+        }
+        Ok(missing)
+    }
+
     /// Long because the reads are queued in one order and their answers taken back in the same
     /// order: split, the two halves could drift apart.
     fn try_read(

@@ -792,7 +792,8 @@ impl ThreadCtx {
                 attempt: job.attempt,
                 status: e.status,
                 node,
-                kind: job.kind,
+                // The kind's bit and the rule's number, as `Row::pack_kind` packs them.
+                kind: (job.kind & 1) | (c.rule << 1),
                 item: job.item,
                 reason: c.reason as u8,
                 polls: e.polls.min(255) as u8,

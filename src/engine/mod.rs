@@ -539,9 +539,12 @@ pub fn run_with_live(
     let elapsed = shared.start.elapsed();
     let cancelled = shared.cancel.is_cancelled();
     let m = record::merge(recorders);
-    let items = match &shared.plan.source {
-        Source::Buyers(b) => b.protocol.ctx.items.iter().map(|i| i.id.clone()).collect(),
-        Source::Template(_) => Vec::new(),
+    let (items, rules) = match &shared.plan.source {
+        Source::Buyers(b) => (
+            b.protocol.ctx.items.iter().map(|i| i.id.clone()).collect(),
+            b.protocol.rules.clone(),
+        ),
+        Source::Template(_) => (Vec::new(), Vec::new()),
     };
     Ok(EngineResult {
         started_unix_us,
@@ -556,6 +559,7 @@ pub fn run_with_live(
             nodes: m.nodes,
             order_names: m.order_names,
             items,
+            rules,
         },
         transfer: m.transfer,
         cancelled,

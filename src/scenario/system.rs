@@ -67,6 +67,8 @@ struct RawRequest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    /// What the rule is called in witnesses ("rate limited"); without one, its test in words.
+    name: Option<Spanned<String>>,
     status: Option<Spanned<toml::Value>>,
     pointer: Option<Spanned<String>>,
     equals: Option<Spanned<toml::Value>>,
@@ -318,6 +320,21 @@ pub(super) fn description(
         (Some((n, _)), true) => format!("{n} (overridden)"),
         (None, _) => "described".into(),
     };
+    let (mut before, mut buy, mut poll, mut pay) = (before, buy, poll, pay);
+    let mut rules = Vec::new();
+    let numbered = before
+        .iter_mut()
+        .try_for_each(|s| s.request.answers.number(&s.name, &mut rules))
+        .and_then(|()| buy.answers.number("buy", &mut rules))
+        .and_then(|()| match &mut poll {
+            Some(p) => p.request.answers.number("poll", &mut rules),
+            None => Ok(()),
+        })
+        .and_then(|()| match &mut pay {
+            Some(p) => p.answers.number("pay", &mut rules),
+            None => Ok(()),
+        });
+    numbered.map_err(|e| v.error_at(raw.map_or(0, |r| r.span().start), e))?;
     Ok(Description {
         name,
         before,
@@ -327,6 +344,7 @@ pub(super) fn description(
         store,
         sql,
         captures: captured,
+        rules,
     })
 }
 
@@ -688,6 +706,13 @@ fn rule(
     let order_id = capture(&raw.order_id)?;
     let seq = capture(&raw.seq)?;
     let node = capture(&raw.node)?;
+    let label = match &raw.name {
+        Some(n) if n.get_ref().trim().is_empty() => {
+            return Err(v.err(n, "a rule's name cannot be empty"));
+        }
+        Some(n) => format!("`{}`", one_line(n.get_ref())),
+        None => rule_in_words(raw),
+    };
     answers.push(Rule {
         status,
         test,
@@ -695,8 +720,56 @@ fn rule(
         order_id,
         seq,
         node,
+        label,
+        number: 0,
     });
     Ok(())
+}
+
+/// What a rule without a name tests, as witnesses quote it: `status 200, /code = 500504 →
+/// rejected`.
+fn rule_in_words(raw: &RawRule) -> String {
+    let value = |x: &toml::Value| match x {
+        toml::Value::String(t) => format!("{t:?}"),
+        other => other.to_string(),
+    };
+    let mut parts = Vec::new();
+    if let Some(s) = &raw.status {
+        parts.push(match s.get_ref() {
+            toml::Value::Array(list) => {
+                let codes: Vec<String> = list
+                    .iter()
+                    .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
+                    .collect();
+                format!("status {}", codes.join(" or "))
+            }
+            toml::Value::String(t) => format!("status {t}"),
+            other => format!("status {other}"),
+        });
+    }
+    if let Some(p) = &raw.pointer {
+        let p = p.get_ref();
+        parts.push(match (&raw.equals, &raw.one_of) {
+            (Some(e), _) => format!("{p} = {}", value(e.get_ref())),
+            (None, Some(list)) => {
+                let values: Vec<String> = list.get_ref().iter().map(value).collect();
+                format!("{p} in [{}]", values.join(", "))
+            }
+            (None, None) => format!("{p} present"),
+        });
+    }
+    if let Some(re) = &raw.regex {
+        parts.push(format!("body matches {:?}", re.get_ref()));
+    }
+    if parts.is_empty() {
+        parts.push("any answer".into());
+    }
+    one_line(&format!("{} → {}", parts.join(", "), raw.outcome.get_ref()))
+}
+
+/// `text` on one line (labels go into one-line CSV tables and messages).
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
 }
 
 /// `status = 200`, `"400-499"` or a list of them.

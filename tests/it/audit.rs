@@ -219,14 +219,36 @@ fn a_saved_run_folder_audits_again_to_the_same_verdict() {
     );
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let first = audit_json(dir.path());
+    let files = ["audit.json", "audit.md"];
+    let bytes = || files.map(|f| std::fs::read(dir.path().join(f)).unwrap());
+    let of_the_run = bytes();
     std::fs::remove_file(dir.path().join("audit.json")).unwrap();
-    let again = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("audit")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    let audit_again = || {
+        let again = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+            .arg("audit")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    };
+    audit_again();
     let second = audit_json(dir.path());
+    // The audit is a pure function of the folder: the same bytes every time, and the same as
+    // the run's own.
+    let re_audited = bytes();
+    audit_again();
+    assert!(
+        re_audited == bytes(),
+        "re-auditing twice gave different bytes"
+    );
+    for (f, (a, b)) in files.iter().zip(of_the_run.iter().zip(&re_audited)) {
+        assert!(
+            a == b,
+            "{f} of the run differs from the re-audit:\n{}\n---\n{}",
+            String::from_utf8_lossy(a),
+            String::from_utf8_lossy(b)
+        );
+    }
     for c in first["checks"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         let d = check(&second, name);

@@ -274,6 +274,35 @@ fn an_unwritable_run_folder_is_refused_before_anything_starts() {
     assert_nothing_left(&mark);
 }
 
+#[test]
+fn an_unknown_flaw_is_refused_before_anything_starts_listing_the_flaws() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("flaw");
+    let sc = write(dir.path(), "small.toml", SMALL);
+    let out = dir.path().join("out");
+    let o = grab(
+        &mark,
+        &[
+            "run",
+            sc.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--flaw",
+            "off-by-on",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--flaw off-by-on: unknown") && err.contains("off-by-one, non-atomic"),
+        "{err}"
+    );
+    assert!(!err.contains("starting"), "nothing was started: {err}");
+    assert!(!out.exists(), "no run folder");
+    assert_nothing_left(&mark);
+}
+
 /// Starts a run of a scenario that lasts a few seconds, sends SIGINT when stderr shows `phase`,
 /// and asserts exit 130 and no process left.
 fn ctrl_c_during(phase: &str, scenario_text: &str) {

@@ -49,6 +49,7 @@ fn large_ledger_round_trip() {
         nodes: vec!["n1".into(), "n2".into(), "n3".into()],
         order_names: Default::default(),
         items: Vec::new(),
+        rules: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.csv");

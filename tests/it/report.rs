@@ -173,6 +173,7 @@ fn synthetic(s: &Synth) -> EngineResult {
             nodes: (1..=s.quotas.len()).map(|i| format!("n{i}")).collect(),
             order_names: Default::default(),
             items: Vec::new(),
+            rules: Vec::new(),
         },
         transfer: None,
         cancelled: false,
@@ -331,7 +332,6 @@ fn failing_audit() -> Audit {
             ),
             logs,
         ],
-        audit_ms: 1.0,
         items: Vec::new(),
     }
 }

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use crate::support::cli::{MARK, assert_nothing_left, check, describe, json, marker};
 use crate::support::fixture::{self, Reply};
 
-/// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out)
-/// or 429 (rejected); with `redis`, its stock is the string `stock` there. `extra` is appended
+/// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out),
+/// `{"code":500504}` (the rule `rate limited`: rejected) or 429 (rejected); with `redis`, its
+/// stock is the string `stock` there. `extra` is appended
 /// (more tables, or overrides of none of these).
 fn scenario(
     dir: &Path,
@@ -61,6 +62,12 @@ status = 200
 pointer = "/code"
 equals = -1
 outcome = "sold_out"
+[[system.buy.answers]]
+name = "rate limited"
+status = 200
+pointer = "/code"
+equals = 500504
+outcome = "rejected"
 [[system.buy.answers]]
 status = 429
 outcome = "rejected"
@@ -167,18 +174,15 @@ fn an_unreachable_redis_is_refused_before_any_load() {
 }
 
 #[test]
-fn refusals_while_tickets_are_left_are_failed_naming_the_answer() {
-    // Five buyers get a ticket; every later one is rate-limited (429 → rejected) while 295 of
-    // 300 tickets are left.
+fn refusals_while_tickets_are_left_are_failed_naming_the_rule() {
+    // Five buyers get a ticket; every later one is rate-limited (code 500504, the rule `rate
+    // limited` → rejected) while 295 of 300 tickets are left.
     let granted = Arc::new(AtomicU64::new(0));
     let shop = fixture::start(move |_| {
         if granted.fetch_add(1, Ordering::SeqCst) < 5 {
             Reply::ok(r#"{"code":0}"#)
         } else {
-            Reply {
-                status: 429,
-                ..Reply::ok("{}")
-            }
+            Reply::ok(r#"{"code":500504}"#)
         }
     });
     let dir = tempfile::tempdir().unwrap();
@@ -191,7 +195,8 @@ fn refusals_while_tickets_are_left_are_failed_naming_the_answer() {
     assert_eq!(undersell["status"], "false", "{}", describe(&o));
     let says = undersell["witnesses"][0]["says"].as_str().unwrap();
     assert!(
-        says.contains("95 refusals answered `rejected` (HTTP 429)") && says.contains("295 tickets"),
+        says.contains("95 refusals by buy rule 3 (`rate limited`), `rejected` (HTTP 200)")
+            && says.contains("295 tickets"),
         "{says}"
     );
     // The terminal shows the evidence and the word.
@@ -401,4 +406,38 @@ fn a_shop_that_answers_503_to_every_buy_is_an_undersell() {
     // Read only: the stock is as the test left it.
     let left: i64 = redis::cmd("GET").arg("stock").query(&mut conn).unwrap();
     assert_eq!(left, 50);
+}
+
+#[test]
+fn a_stock_key_that_does_not_exist_is_refused_before_any_load() {
+    // The description reads the stock from `stock`, which nobody seeded (or whose name is
+    // wrong): the run would be audited against nothing. Exit 4 naming the key, no load sent,
+    // and the Redis is as it was (nothing written).
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let shop = fixture::start(|_| Reply::ok(r#"{"code":0}"#));
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        50,
+        80,
+        Some(&redis.url),
+        "",
+    );
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("the key stock does not exist") && stderr(&o).contains("no load"),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(shop.requests.load(Ordering::SeqCst), 0, "no buy was sent");
+    assert!(!out.exists());
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
 }
