@@ -118,7 +118,8 @@ impl SqlOrders {
             url => url.to_string(),
         };
         let source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
-            .map_err(Error::Usage)?;
+            .map_err(Error::Usage)?
+            .with_time_zone(spec.time_zone);
         Ok(SqlOrders {
             source,
             vars: Vars {

@@ -122,13 +122,13 @@ fn implausible_lag(min_ms: i64, p50_ms: i64, run_s: f64) -> Option<String> {
     let hours = |ms: i64| ms as f64 / 3_600_000.0;
     if min_ms < -1000 {
         Some(format!(
-            "likely a description error: an order was created {:.0} ms ({:.1} h) before its answer; are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none)?",
+            "likely a description error: an order was created {:.0} ms ({:.1} h) before its answer; are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none: declare [system.sql] time_zone)?",
             -min_ms as f64,
             hours(-min_ms)
         ))
     } else if p50_ms > run_ms {
         Some(format!(
-            "likely a description error: the median order lag, {} ms ({:.1} h), is longer than the whole run ({} ms); are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none)?",
+            "likely a description error: the median order lag, {} ms ({:.1} h), is longer than the whole run ({} ms); are the orders' timestamps in another time zone than they are read in (an SQL DATETIME has none: declare [system.sql] time_zone)?",
             super::thousands(p50_ms),
             hours(p50_ms),
             super::thousands(run_ms)

@@ -67,6 +67,10 @@ pub struct SqlSpec {
     pub stable_for: std::time::Duration,
     /// Wait at most this long (from the end of the load) for them to settle.
     pub settle_within: std::time::Duration,
+    /// The zone the creation times were written in when their column keeps none (`timestamp`,
+    /// `DATETIME`), seconds east of UTC (`time_zone = "+08:00"`); `None`: MySQL's server zone,
+    /// PostgreSQL UTC.
+    pub time_zone: Option<i32>,
 }
 
 impl Description {

@@ -41,6 +41,8 @@ struct RawSql {
     stock: Option<Spanned<String>>,
     orders: Option<Spanned<String>>,
     released_states: Option<Vec<String>>,
+    /// The zone creation times without one were written in: "UTC" or "+08:00".
+    time_zone: Option<Spanned<String>>,
     stable_for: Option<Spanned<String>>,
     settle_within: Option<Spanned<String>>,
 }
@@ -417,6 +419,18 @@ fn sql(
         .and_then(|o| o.get_ref().released_states.clone())
         .or_else(|| base.and_then(|b| b.get_ref().released_states.clone()))
         .unwrap_or_default();
+    let time_zone = match pick!(time_zone) {
+        None => None,
+        Some((z, zv)) => Some(parse_zone(z.get_ref()).ok_or_else(|| {
+            zv.err(
+                z,
+                format!(
+                    "{:?} is not a time zone: give \"UTC\" or an offset such as \"+08:00\" or \"-05:30\"",
+                    z.get_ref()
+                ),
+            )
+        })?),
+    };
     Ok(SqlSpec {
         url: url.clone(),
         stock: stock.map(|(s, _)| s.get_ref().clone()),
@@ -424,7 +438,30 @@ fn sql(
         released_states: released,
         stable_for,
         settle_within,
+        time_zone,
     })
+}
+
+/// `"UTC"` / `"Z"` or `"±HH:MM"` (at most ±14:00) as seconds east of UTC.
+fn parse_zone(text: &str) -> Option<i32> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("utc") || t == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match t.as_bytes().first()? {
+        b'+' => (1, &t[1..]),
+        b'-' => (-1, &t[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (i32, i32) = (h.parse().ok()?, m.parse().ok()?);
+    if h > 14 || m > 59 || (h == 14 && m > 0) {
+        return None;
+    }
+    Some(sign * (h * 3600 + m * 60))
 }
 
 /// Adds the names `r` captures to `captured`, refusing a name taken twice.
@@ -993,4 +1030,21 @@ pub(super) fn require(
         out.push(n.get_ref().clone());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zones_are_utc_or_an_offset() {
+        assert_eq!(parse_zone("UTC"), Some(0));
+        assert_eq!(parse_zone("Z"), Some(0));
+        assert_eq!(parse_zone("+08:00"), Some(8 * 3600));
+        assert_eq!(parse_zone("-05:30"), Some(-(5 * 3600 + 30 * 60)));
+        assert_eq!(parse_zone("+14:00"), Some(14 * 3600));
+        for bad in ["Asia/Shanghai", "+8", "+08", "0800", "+15:00", "+08:60", ""] {
+            assert_eq!(parse_zone(bad), None, "{bad}");
+        }
+    }
 }

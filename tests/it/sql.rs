@@ -790,3 +790,87 @@ async fn mariadb_a_wrong_password_is_a_login_error_that_never_shows_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_without_a_zone_are_read_in_the_zone_they_were_written_in() {
+    bounded(async {
+        // MariaDB: the server's zone is +08:00 and the shop writes NOW() into a DATETIME. Read
+        // without a declared zone, the server's own is used; a declared zone wins.
+        let db = mariadb().await;
+        let root = format!(
+            "mysql://root@localhost/grab?socket={}",
+            db.socket.display()
+        );
+        my_setup(&root, &["SET GLOBAL time_zone = '+08:00'"]).await;
+        my_setup(
+            &db.url,
+            &[
+                "CREATE TABLE orders (id int PRIMARY KEY, user_id int, item varchar(8), \
+                 state varchar(8), created_at datetime(6))",
+                // As the shop's own client writes: in the server's zone (sqlx sets +00:00).
+                "SET time_zone = @@global.time_zone",
+                "INSERT INTO orders VALUES (1, 101, '7', 'paid', NOW(6))",
+            ],
+        )
+        .await;
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        let sql = "SELECT id, user_id, item, state, created_at FROM orders";
+        let read = |zone: Option<i32>| {
+            let source = SqlSource::new(&db.url, None, Some(sql))
+                .unwrap()
+                .with_time_zone(zone);
+            async move {
+                let mut conn = source.connect(CONNECT).await.unwrap();
+                conn.orders(&vars("7", "spring")).await.unwrap()[0].created_unix_us
+            }
+        };
+        let server = read(None).await;
+        assert!(
+            (server - now_us).abs() < 60_000_000,
+            "read in the server's zone: {} s from now",
+            (server - now_us) / 1_000_000
+        );
+        let declared_utc = read(Some(0)).await;
+        assert_eq!(declared_utc - server, 8 * 3600 * 1_000_000);
+
+        // PostgreSQL: a `timestamp` column written in +08:00, declared so.
+        let pg = postgres().await;
+        pg_setup(
+            &pg.url,
+            &[
+                "CREATE TABLE orders (id int, user_id int, item text, state text, created_at timestamp(6))",
+                "INSERT INTO orders VALUES (1, 101, '7', 'paid', '2025-01-02 11:04:05.123456')",
+            ],
+        )
+        .await;
+        let source = SqlSource::new(&pg.url, None, Some(sql))
+            .unwrap()
+            .with_time_zone(Some(8 * 3600));
+        let mut conn = source.connect(CONNECT).await.unwrap();
+        let got = conn.orders(&vars("7", "spring")).await.unwrap();
+        assert_eq!(got[0].created_unix_us, T0_US);
+        // A timestamptz carries its zone: a declared zone does not move it.
+        pg_setup(
+            &pg.url,
+            &[
+                "CREATE TABLE zoned (id int, user_id int, item text, state text, created_at timestamptz)",
+                "INSERT INTO zoned VALUES (1, 101, '7', 'paid', '2025-01-02 11:04:05.123456+08')",
+            ],
+        )
+        .await;
+        let source = SqlSource::new(
+            &pg.url,
+            None,
+            Some("SELECT id, user_id, item, state, created_at FROM zoned"),
+        )
+        .unwrap()
+        .with_time_zone(Some(8 * 3600));
+        let mut conn = source.connect(CONNECT).await.unwrap();
+        let got = conn.orders(&vars("7", "spring")).await.unwrap();
+        assert_eq!(got[0].created_unix_us, T0_US);
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
 //! Reading the columns of the queries' rows, forgivingly, because every team's schema differs:
-//! ids as integers, numerics, text or uuids; the creation time as a timestamp (without zone:
-//! taken as UTC) or an epoch number. Each column's decoder is chosen once per result from its
+//! ids as integers, numerics, text or uuids; the creation time as a timestamp or an epoch
+//! number. A timestamp without a zone (`timestamp`, `DATETIME`) is decoded as if it were UTC;
+//! the reader then shifts it by the zone it was written in ([`Kind::zoneless`]). Each column's decoder is chosen once per result from its
 //! type (`TypeInfo::name()`), not by trying types on every row; a column no decoder fits is a
 //! shape error naming it, its type and what was expected.
 //!
@@ -39,6 +40,9 @@ impl Role {
 pub(crate) trait Kind: Copy {
     /// Whether a column of this kind can be read for `role`.
     fn fits(self, role: Role) -> bool;
+
+    /// Whether its times are wall-clock readings without a zone (decoded as if UTC).
+    fn zoneless(self) -> bool;
 }
 
 /// What the plan needs to know of a column.
@@ -111,8 +115,11 @@ pub(crate) enum PgKind {
     Bpchar,
     /// `uuid`: 16 bytes, written as 8-4-4-4-12 lower-case hex.
     Uuid,
-    /// `timestamp` (taken as UTC) and `timestamptz`: µs since 2000-01-01 UTC.
+    /// `timestamp` (without a zone: a wall-clock reading, decoded as if UTC): µs since
+    /// 2000-01-01.
     Timestamp,
+    /// `timestamptz`: µs since 2000-01-01 UTC.
+    TimestampTz,
 }
 
 impl Kind for PgKind {
@@ -125,10 +132,14 @@ impl Kind for PgKind {
             ),
             Role::Time => matches!(
                 self,
-                Int2 | Int4 | Int8 | Float4 | Float8 | Numeric | Timestamp
+                Int2 | Int4 | Int8 | Float4 | Float8 | Numeric | Timestamp | TimestampTz
             ),
             Role::Count(_) => matches!(self, Int2 | Int4 | Int8 | Oid | Numeric),
         }
+    }
+
+    fn zoneless(self) -> bool {
+        self == PgKind::Timestamp
     }
 }
 
@@ -145,7 +156,8 @@ pub(crate) fn pg_kind(ty: &PgTypeInfo) -> Option<PgKind> {
         "TEXT" | "VARCHAR" | "NAME" | "\"CHAR\"" | "UNKNOWN" => PgKind::Text,
         "CHAR" => PgKind::Bpchar, // sqlx's name for bpchar, char(n)
         "UUID" => PgKind::Uuid,
-        "TIMESTAMP" | "TIMESTAMPTZ" => PgKind::Timestamp,
+        "TIMESTAMP" => PgKind::Timestamp,
+        "TIMESTAMPTZ" => PgKind::TimestampTz,
         name if name.eq_ignore_ascii_case("citext") => PgKind::Text,
         _ if matches!(ty.kind(), PgTypeKind::Enum(_)) => PgKind::Text,
         _ => return None,
@@ -218,7 +230,7 @@ pub(crate) fn pg_time(row: &PgRow, i: usize, kind: PgKind) -> Result<Option<i64>
         return Ok(None);
     };
     let us = match kind {
-        PgKind::Timestamp => {
+        PgKind::Timestamp | PgKind::TimestampTz => {
             let since_2000 = i64::from_be_bytes(be(b)?);
             if since_2000 == i64::MAX || since_2000 == i64::MIN {
                 return Err("an infinite timestamp".into());
@@ -393,8 +405,10 @@ pub(crate) enum MyKind {
     Text,
     /// BINARY, VARBINARY, the BLOBs (text with a binary collation comes as these): UTF-8 bytes.
     Bytes,
-    /// DATETIME (taken as UTC) and TIMESTAMP (UTC: sqlx sets the session's time zone to +00:00).
+    /// DATETIME: a wall-clock reading without a zone (decoded as if UTC).
     DateTime,
+    /// TIMESTAMP: UTC, because sqlx sets the session's time zone to +00:00.
+    Timestamp,
 }
 
 impl Kind for MyKind {
@@ -402,9 +416,13 @@ impl Kind for MyKind {
         use MyKind::*;
         match role {
             Role::Key(_) => matches!(self, Int | Uint | Decimal | Text | Bytes),
-            Role::Time => matches!(self, Int | Uint | Float | Decimal | DateTime),
+            Role::Time => matches!(self, Int | Uint | Float | Decimal | DateTime | Timestamp),
             Role::Count(_) => matches!(self, Int | Uint | Decimal),
         }
+    }
+
+    fn zoneless(self) -> bool {
+        self == MyKind::DateTime
     }
 }
 
@@ -420,7 +438,8 @@ pub(crate) fn my_kind(ty: &MySqlTypeInfo) -> Option<MyKind> {
             MyKind::Text
         }
         "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => MyKind::Bytes,
-        "DATETIME" | "TIMESTAMP" => MyKind::DateTime,
+        "DATETIME" => MyKind::DateTime,
+        "TIMESTAMP" => MyKind::Timestamp,
         _ => return None,
     })
 }
@@ -466,10 +485,12 @@ pub(crate) fn my_key(row: &MySqlRow, i: usize, kind: MyKind) -> Result<Option<St
 /// date, which sqlx reads as NULL).
 pub(crate) fn my_time(row: &MySqlRow, i: usize, kind: MyKind) -> Result<Option<i64>, String> {
     let us = match kind {
-        MyKind::DateTime => match my_get::<sqlx::types::time::PrimitiveDateTime>(row, i)? {
-            Some(t) => i64::try_from(t.assume_utc().unix_timestamp_nanos() / 1000).ok(),
-            None => return Ok(None),
-        },
+        MyKind::DateTime | MyKind::Timestamp => {
+            match my_get::<sqlx::types::time::PrimitiveDateTime>(row, i)? {
+                Some(t) => i64::try_from(t.assume_utc().unix_timestamp_nanos() / 1000).ok(),
+                None => return Ok(None),
+            }
+        }
         MyKind::Int => match my_get::<i64>(row, i)? {
             Some(v) => epoch_int_us(v),
             None => return Ok(None),
@@ -625,12 +646,12 @@ mod tests {
             "orders",
             &[
                 col("id", "INT8", Some(PgKind::Int8)),
-                col("t", "TIMESTAMPTZ", Some(PgKind::Timestamp)),
+                col("t", "TIMESTAMPTZ", Some(PgKind::TimestampTz)),
             ],
             &roles,
             "id, time",
         );
-        assert_eq!(ok, Ok(vec![PgKind::Int8, PgKind::Timestamp]));
+        assert_eq!(ok, Ok(vec![PgKind::Int8, PgKind::TimestampTz]));
         let e = plan(
             "orders",
             &[col("id", "INT8", Some(PgKind::Int8))],

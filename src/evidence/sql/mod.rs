@@ -65,6 +65,9 @@ pub struct SqlSource {
     orders: Option<Prepared>,
     /// `SELECT count(*) FROM (<orders>) AS grab_orders`: what settling polls.
     count: Option<Prepared>,
+    /// The zone (seconds east of UTC) the creation times are in when their column keeps none
+    /// (`timestamp`, `DATETIME`); `None`: MySQL's server zone is read, PostgreSQL's are UTC.
+    time_zone: Option<i32>,
 }
 
 impl fmt::Debug for SqlSource {
@@ -129,7 +132,15 @@ impl SqlSource {
             stock,
             orders,
             count,
+            time_zone: None,
         }
+    }
+
+    /// The source with the zone its timestamps without one were written in (seconds east of
+    /// UTC: `[system.sql] time_zone`).
+    pub fn with_time_zone(mut self, east_s: Option<i32>) -> SqlSource {
+        self.time_zone = east_s;
+        self
     }
 
     /// `PostgreSQL shop@127.0.0.1:5432/shop` (the URL's parts as written, `${NAME}` unexpanded),
@@ -369,7 +380,12 @@ impl SqlConn {
     pub async fn orders(&mut self, vars: &Vars) -> Result<Vec<SqlOrder>, SqlError> {
         let source = Arc::clone(&self.source);
         let q = Self::query(&source.orders, "orders")?;
-        match self.read(&[Want::Orders(q)], vars, false).await?.pop() {
+        let zone = source.time_zone;
+        match self
+            .read(&[Want::Orders(q, zone)], vars, false)
+            .await?
+            .pop()
+        {
             Some(Got::Orders(v)) => Ok(v),
             _ => unreachable!("Orders wanted, Orders read"),
         }
@@ -384,7 +400,7 @@ impl SqlConn {
             wants.push(Want::Int(q, STOCK));
         }
         if let Some(q) = &source.orders {
-            wants.push(Want::Orders(q));
+            wants.push(Want::Orders(q, source.time_zone));
         }
         let mut snapshot = SqlSnapshot {
             stock: None,

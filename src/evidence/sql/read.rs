@@ -79,8 +79,9 @@ impl Conn {
 pub(crate) enum Want<'a> {
     /// One row of one integer column; the label names it in messages ("the tickets left").
     Int(&'a Prepared, &'static str),
-    /// The orders: rows of five columns.
-    Orders(&'a Prepared),
+    /// The orders: rows of five columns, and the zone their creation times were written in
+    /// when the column keeps none (seconds east of UTC; `None`: see [`zone_shift`]).
+    Orders(&'a Prepared, Option<i32>),
 }
 
 /// What one [`Want`] read.
@@ -141,9 +142,13 @@ pub(crate) async fn read(
     for (i, want) in wants.iter().enumerate() {
         let one = match (&mut *conn, want) {
             (Conn::Pg(c), Want::Int(q, label)) => pg_int(c, q, vars, label).await.map(Got::Int),
-            (Conn::Pg(c), Want::Orders(q)) => pg_orders(c, q, vars).await.map(Got::Orders),
+            (Conn::Pg(c), Want::Orders(q, zone)) => {
+                pg_orders(c, q, vars, *zone).await.map(Got::Orders)
+            }
             (Conn::My(c), Want::Int(q, label)) => my_int(c, q, vars, label).await.map(Got::Int),
-            (Conn::My(c), Want::Orders(q)) => my_orders(c, q, vars).await.map(Got::Orders),
+            (Conn::My(c), Want::Orders(q, zone)) => {
+                my_orders(c, q, vars, *zone).await.map(Got::Orders)
+            }
         };
         match one {
             Ok(g) => got.push(g),
@@ -280,10 +285,36 @@ async fn pg_int(
 }
 
 /// The orders, streamed row by row (PostgreSQL).
-async fn pg_orders(c: &mut PgConnection, q: &Prepared, vars: &Vars) -> Result<Vec<SqlOrder>, Fail> {
+/// How far (µs) to move the creation times of a column of `kind` decoded as if UTC: none for a
+/// column with a zone; else back by the declared zone, or by `server` (the server's own zone,
+/// read only when needed), or not at all (UTC) when neither is known.
+async fn zone_shift<K: Kind, F: std::future::Future<Output = Result<Option<i64>, Fail>>>(
+    kind: K,
+    declared: Option<i32>,
+    server: impl FnOnce() -> F,
+) -> Result<i64, Fail> {
+    if !kind.zoneless() {
+        return Ok(0);
+    }
+    let east_s = match declared {
+        Some(z) => i64::from(z),
+        None => server().await?.unwrap_or(0),
+    };
+    Ok(east_s * 1_000_000)
+}
+
+async fn pg_orders(
+    c: &mut PgConnection,
+    q: &Prepared,
+    vars: &Vars,
+    zone: Option<i32>,
+) -> Result<Vec<SqlOrder>, Fail> {
     let (stmt, args) = pg_prepare(c, q, vars).await?;
     let cols = decode::pg_columns(stmt.columns());
     let plan = decode::plan("orders", &cols, &ORDER_ROLES, ORDER_COLUMNS).map_err(Fail::Shape)?;
+    // sqlx sets the session to UTC, so the server's own zone is not the session's: without a
+    // declared zone, a `timestamp` column is read as UTC.
+    let shift = zone_shift(plan[4], zone, || async { Ok(None) }).await?;
     let mut rows = sqlx::query_with(&q.sql, args).fetch(&mut *c);
     let mut orders = Vec::new();
     while let Some(row) = rows.try_next().await? {
@@ -294,7 +325,9 @@ async fn pg_orders(c: &mut PgConnection, q: &Prepared, vars: &Vars) -> Result<Ve
             decode::pg_key,
             decode::pg_time,
         );
-        orders.push(order.map_err(Fail::Shape)?);
+        let mut order = order.map_err(Fail::Shape)?;
+        order.created_unix_us -= shift;
+        orders.push(order);
     }
     Ok(orders)
 }
@@ -334,9 +367,24 @@ async fn my_orders(
     c: &mut MySqlConnection,
     q: &Prepared,
     vars: &Vars,
+    zone: Option<i32>,
 ) -> Result<Vec<SqlOrder>, Fail> {
     let stmt = c.prepare_with(&q.sql, &[]).await?;
     let stmt_cols = decode::my_columns(stmt.columns());
+    // A DATETIME is written in the zone of the session that wrote it, which is the server's
+    // (`@@global.time_zone`) unless the application changed it: read that when no zone is
+    // declared (NULL — a named zone without the server's zone tables — leaves UTC).
+    let shift = match decode::plan("orders", &stmt_cols, &ORDER_ROLES, ORDER_COLUMNS) {
+        Ok(p) => {
+            zone_shift(p[4], zone, || async {
+                let sql = "SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', @@global.time_zone))";
+                let east: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut *c).await?;
+                Ok(east)
+            })
+            .await?
+        }
+        Err(_) => 0,
+    };
     let mut rows = sqlx::query_with(&q.sql, my_args(q, vars)?).fetch(&mut *c);
     let mut plan = None;
     let mut orders = Vec::new();
@@ -356,7 +404,9 @@ async fn my_orders(
             decode::my_key,
             decode::my_time,
         );
-        orders.push(order.map_err(Fail::Shape)?);
+        let mut order = order.map_err(Fail::Shape)?;
+        order.created_unix_us -= shift;
+        orders.push(order);
     }
     if plan.is_none() {
         // No row: the shape is still checked, on the statement's columns.
