@@ -155,7 +155,7 @@ pub fn bring_up(
         for (k, (&quota, &weight)) in quotas.iter().zip(&cluster.weights).enumerate() {
             cancel.check()?;
             let spec = node_spec(sc, cluster, dir, (i, k), quota, &redis_url, reset_sale);
-            let node = NodeProcess::start(&program, true, spec)?;
+            let node = NodeProcess::start_until(&program, true, spec, cancel)?;
             records.push(NodeRecord {
                 name: node.spec.id.clone(),
                 quota,
@@ -239,7 +239,7 @@ fn start_redis(
         let url = own.url.clone();
         return Ok((None, Some(own), url));
     }
-    let own = RedisProcess::start()?;
+    let own = RedisProcess::start_until(cancel)?;
     let url = own.url.clone();
     Ok((Some(own), None, url))
 }

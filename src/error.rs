@@ -16,7 +16,7 @@ pub enum Error {
     Scenario(#[from] ScenarioError),
     /// The system under test could not be started (a missing program, a process not ready).
     #[error(transparent)]
-    Setup(#[from] SutError),
+    Setup(SutError),
     /// Going on would touch something of the user's (a folder that is not empty, a sale that
     /// exists); nothing was changed.
     #[error("{0}")]
@@ -30,6 +30,16 @@ pub enum Error {
     /// Anything else (writing the run folder, a corrupt file): the chain of causes.
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+}
+
+impl From<SutError> for Error {
+    /// A start cut short by Ctrl-C is an interruption (exit 130), not a set-up failure.
+    fn from(err: SutError) -> Error {
+        match err {
+            SutError::Interrupted { .. } => Error::Interrupted,
+            other => Error::Setup(other),
+        }
+    }
 }
 
 impl From<Cancelled> for Error {

@@ -377,7 +377,8 @@ impl External {
                 Some(url.clone())
             }
             Some(RedisSpec::Spawn) => {
-                let r = RedisProcess::start()?;
+                eprintln!("run {}: starting a private redis-server", sc.name);
+                let r = RedisProcess::start_until(cancel)?;
                 let url = r.url.clone();
                 started.redis = Some(r);
                 Some(url)
@@ -388,8 +389,10 @@ impl External {
             cancel.check()?;
             eprintln!("run {}: starting a private {}", sc.name, db.name());
             match db {
-                Database::Postgres => started.postgres = Some(PostgresProcess::start()?),
-                Database::MariaDb => started.mariadb = Some(MariaDbProcess::start()?),
+                Database::Postgres => {
+                    started.postgres = Some(PostgresProcess::start_until(cancel)?);
+                }
+                Database::MariaDb => started.mariadb = Some(MariaDbProcess::start_until(cancel)?),
             }
         }
         let users_csv = users_file(sc, spec, &mut started)?;
@@ -420,7 +423,8 @@ impl External {
                 p.name,
                 program.display()
             );
-            let service = Supervised::start(&p.name, &program, &args, &p.ready, p.restarts)?;
+            let service =
+                Supervised::start(&p.name, &program, &args, &p.ready, p.restarts, cancel)?;
             if i == 0 && spec.url.uses(UrlVar::Addr) && service.addr().is_none() {
                 return Err(Error::Usage(format!(
                     "{} printed no address in its ready line ({:?}), so {{addr}} in the target URL cannot be known",

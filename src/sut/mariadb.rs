@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use super::child::ChildGuard;
 use super::postgres::{log_tail, run_once};
-use super::{SutError, find_program, free_port};
+use super::{Attempt, SutError, find_program, free_port, pause};
+use crate::cancel::Cancel;
 
 /// What to install when a MariaDB program is missing.
 const INSTALL: &str = "sudo apt-get install -y mariadb-server";
@@ -59,6 +60,11 @@ impl MariaDbProcess {
     /// Creates a data directory, starts `mariadbd` on a free port (another port when it loses
     /// the race for one) and waits for its greeting.
     pub fn start() -> Result<Self, SutError> {
+        Self::start_until(&Cancel::new())
+    }
+
+    /// [`MariaDbProcess::start`], its waits (the install, the greeting) cut short by `cancel`.
+    pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
         let server = find_program("mariadbd", INSTALL)?;
         let install_db = find_program("mariadb-install-db", INSTALL)?;
         let dir = tempfile::Builder::new()
@@ -88,6 +94,7 @@ impl MariaDbProcess {
             install,
             &dir.path().join("install-db.log"),
             INSTALL_BOUND,
+            cancel,
         )?;
         let init_file = dir.path().join("init.sql");
         std::fs::write(&init_file, INIT_SQL).map_err(|source| io("writing init.sql", source))?;
@@ -130,7 +137,7 @@ impl MariaDbProcess {
             }
             let mut child = ChildGuard::spawn("mariadbd", cmd)
                 .map_err(|source| io("starting mariadbd", source))?;
-            match wait_ready(&mut child, port, &log_path) {
+            match wait_ready(&mut child, port, &log_path, cancel) {
                 Ok(()) => {
                     return Ok(MariaDbProcess {
                         url: format!("mysql://{USER}@127.0.0.1:{port}/{DATABASE}"),
@@ -141,9 +148,15 @@ impl MariaDbProcess {
                         dir,
                     });
                 }
-                Err(detail) => {
+                Err(Attempt::Failed(detail)) => {
                     child.stop();
                     last_error = detail;
+                }
+                Err(Attempt::Cancelled) => {
+                    child.kill_now();
+                    return Err(SutError::Interrupted {
+                        what: "mariadbd".into(),
+                    });
                 }
             }
         }
@@ -178,19 +191,21 @@ impl Drop for MariaDbProcess {
 
 /// Waits, bounded, until the server on `port` greets (it ran the init file by then); an early
 /// exit (a lost port race: "Address already in use") is an error with the log's tail.
-fn wait_ready(child: &mut ChildGuard, port: u16, log: &Path) -> Result<(), String> {
+fn wait_ready(
+    child: &mut ChildGuard,
+    port: u16,
+    log: &Path,
+    cancel: &Cancel,
+) -> Result<(), Attempt> {
     let deadline = Instant::now() + READY_BOUND;
     loop {
         if let Some(status) = child.try_wait() {
-            return Err(format!(
-                "exited with {status} on port {port}: {}",
-                log_tail(log)
-            ));
+            return Err(format!("exited with {status} on port {port}: {}", log_tail(log)).into());
         }
         match greeting(port) {
             Greeting::Ready => return Ok(()),
             Greeting::Refused(message) => {
-                return Err(format!("refused on port {port}: {message}"));
+                return Err(format!("refused on port {port}: {message}").into());
             }
             Greeting::NotYet => {}
         }
@@ -198,9 +213,10 @@ fn wait_ready(child: &mut ChildGuard, port: u16, log: &Path) -> Result<(), Strin
             return Err(format!(
                 "no greeting on port {port} within {READY_BOUND:?}: {}",
                 log_tail(log)
-            ));
+            )
+            .into());
         }
-        std::thread::sleep(Duration::from_millis(10));
+        pause(cancel)?;
     }
 }
 

@@ -34,6 +34,32 @@ pub enum SutError {
         #[source]
         source: std::io::Error,
     },
+    /// Ctrl-C (or the owner) cancelled the wait for it; what was started is stopped.
+    #[error("interrupted while {what} started")]
+    Interrupted { what: String },
+}
+
+/// Why one start attempt failed: the detail of a [`SutError::NotReady`] (the next attempt may
+/// take another port), or a cancel (no next attempt).
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Not ready, with the detail.
+    Failed(String),
+    /// The cancel fired while waiting.
+    Cancelled,
+}
+
+impl From<String> for Attempt {
+    fn from(detail: String) -> Attempt {
+        Attempt::Failed(detail)
+    }
+}
+
+/// One pause of a readiness poll (10 ms), cut short by `cancel`.
+pub(crate) fn pause(cancel: &crate::cancel::Cancel) -> Result<(), Attempt> {
+    cancel
+        .sleep(std::time::Duration::from_millis(10))
+        .map_err(|_| Attempt::Cancelled)
 }
 
 /// Finds `program`: the path in `GRAB_BENCH_<PROGRAM>` when set (e.g. `GRAB_BENCH_NGINX` for a

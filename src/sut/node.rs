@@ -1,6 +1,7 @@
 //! A reference node as a separate process (`grab-bench serve ...`), listening on a port the OS
 //! picks; the node prints its bound address, which is how we learn it without a port race.
 
+use crate::cancel::Cancel;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,6 +47,16 @@ impl NodeProcess {
     /// `program` is the grab-bench binary (or `target-server`, which takes the same flags
     /// without the `serve` word: pass `serve_word = false`).
     pub fn start(program: &Path, serve_word: bool, spec: NodeSpec) -> Result<Self, SutError> {
+        Self::start_until(program, serve_word, spec, &Cancel::new())
+    }
+
+    /// [`NodeProcess::start`], the wait for its ready line cut short by `cancel`.
+    pub fn start_until(
+        program: &Path,
+        serve_word: bool,
+        spec: NodeSpec,
+        cancel: &Cancel,
+    ) -> Result<Self, SutError> {
         let mut args: Vec<String> = Vec::new();
         if serve_word {
             args.push("serve".into());
@@ -71,7 +82,8 @@ impl NodeProcess {
         }
         args.extend(spec.extra_args.iter().cloned());
         let what = format!("node {}", spec.id);
-        let service = ServiceProcess::start(&what, program, &args, "listening on http://")?;
+        let service =
+            ServiceProcess::start_until(&what, program, &args, "listening on http://", cancel)?;
         let addr = service.addr.ok_or_else(|| SutError::NotReady {
             what: what.clone(),
             detail: "its ready line has no address".into(),

@@ -22,7 +22,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::child::ChildGuard;
-use super::{SutError, find_program, free_port};
+use super::{Attempt, SutError, find_program, free_port, pause};
+use crate::cancel::Cancel;
 
 /// What to install when a PostgreSQL program is missing.
 const INSTALL: &str = "sudo apt-get install -y postgresql";
@@ -63,18 +64,23 @@ impl PostgresProcess {
     /// Creates a cluster, starts it on a free port (another port when it loses the race for one)
     /// and waits until it accepts a login and has created the database `grab`.
     pub fn start() -> Result<Self, SutError> {
-        Self::start_with(None)
+        Self::start_with(None, &Cancel::new())
+    }
+
+    /// [`PostgresProcess::start`], its waits (initdb, the first login) cut short by `cancel`.
+    pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
+        Self::start_with(None, cancel)
     }
 
     /// [`PostgresProcess::start`], but logins over TCP need `password` (SCRAM-SHA-256, the
     /// superuser `grab`'s, set by `initdb --pwfile`). Logins over the Unix socket in its
     /// directory stay trusted: the readiness probe logs in there.
     pub fn start_with_password(password: &str) -> Result<Self, SutError> {
-        Self::start_with(Some(password))
+        Self::start_with(Some(password), &Cancel::new())
     }
 
     /// Both starts: TCP logins trusted (`None`) or with a password.
-    fn start_with(password: Option<&str>) -> Result<Self, SutError> {
+    fn start_with(password: Option<&str>, cancel: &Cancel) -> Result<Self, SutError> {
         let initdb = find_postgres_program("initdb", None)?;
         let postgres = find_postgres_program("postgres", initdb.parent())?;
         let dir = tempfile::Builder::new()
@@ -109,6 +115,7 @@ impl PostgresProcess {
             initdb_cmd,
             &dir.path().join("initdb.log"),
             INITDB_BOUND,
+            cancel,
         );
         let _ = std::fs::remove_file(&pwfile);
         initdb_result?;
@@ -124,7 +131,7 @@ impl PostgresProcess {
                 ProbeVia::Tcp(port)
             };
             let paths = (dir.path(), data.as_path(), log_path.as_path());
-            match Self::try_start(&postgres, &runs_as, paths, port, &via) {
+            match Self::try_start(&postgres, &runs_as, paths, port, &via, cancel) {
                 Ok(child) => {
                     return Ok(PostgresProcess {
                         url: format!("postgres://{USER}@127.0.0.1:{port}/{DATABASE}"),
@@ -134,7 +141,12 @@ impl PostgresProcess {
                         dir,
                     });
                 }
-                Err(detail) => last_error = detail,
+                Err(Attempt::Failed(detail)) => last_error = detail,
+                Err(Attempt::Cancelled) => {
+                    return Err(SutError::Interrupted {
+                        what: "postgres".into(),
+                    });
+                }
             }
         }
         Err(SutError::NotReady {
@@ -152,7 +164,8 @@ impl PostgresProcess {
         (dir, data, log_path): (&Path, &Path, &Path),
         port: u16,
         via: &ProbeVia,
-    ) -> Result<ChildGuard, String> {
+        cancel: &Cancel,
+    ) -> Result<ChildGuard, Attempt> {
         let log = std::fs::File::create(log_path).map_err(|e| format!("{log_path:?}: {e}"))?;
         let mut cmd = Command::new(program);
         cmd.arg("-D")
@@ -180,7 +193,8 @@ impl PostgresProcess {
                 return Err(format!(
                     "exited with {status} on port {port}: {}",
                     log_tail(log_path)
-                ));
+                )
+                .into());
             }
             match startup(via, "postgres") {
                 Ok(mut session) => {
@@ -190,14 +204,14 @@ impl PostgresProcess {
                         Ok(()) => Ok(child),
                         Err(e) => {
                             stop(&mut child);
-                            Err(format!("{sql}: {e}"))
+                            Err(format!("{sql}: {e}").into())
                         }
                     };
                 }
                 Err(Probe::NotYet) => {}
                 Err(Probe::Refused(e)) => {
                     stop(&mut child);
-                    return Err(format!("login refused on port {port}: {e}"));
+                    return Err(format!("login refused on port {port}: {e}").into());
                 }
             }
             if Instant::now() > deadline {
@@ -205,9 +219,13 @@ impl PostgresProcess {
                 return Err(format!(
                     "no login on port {port} within {READY_BOUND:?}: {}",
                     log_tail(log_path)
-                ));
+                )
+                .into());
             }
-            std::thread::sleep(Duration::from_millis(10));
+            if let Err(cancelled) = pause(cancel) {
+                stop(&mut child);
+                return Err(cancelled);
+            }
         }
     }
 
@@ -363,12 +381,13 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
 }
 
 /// Runs a set-up program (`initdb`, `mariadb-install-db`) to its end, its output in `log`,
-/// bounded by `bound` (then killed). Also used by `sut::mariadb`.
+/// bounded by `bound` and by `cancel` (then killed). Also used by `sut::mariadb`.
 pub(crate) fn run_once(
     what: &str,
     mut cmd: Command,
     log: &Path,
     bound: Duration,
+    cancel: &Cancel,
 ) -> Result<(), SutError> {
     let file = std::fs::File::create(log).map_err(|source| io(&format!("{log:?}"), source))?;
     let err_file = file
@@ -389,7 +408,10 @@ pub(crate) fn run_once(
                 detail: format!("did not finish within {bound:?}: {}", log_tail(log)),
             });
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if pause(cancel).is_err() {
+            child.kill_now();
+            return Err(SutError::Interrupted { what: what.into() });
+        }
     };
     if status.success() {
         Ok(())

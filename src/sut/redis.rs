@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::child::ChildGuard;
-use super::{SutError, find_program, free_port};
+use super::{Attempt, SutError, find_program, free_port, pause};
+use crate::cancel::Cancel;
 
 /// A running private Redis. Dropping it stops the server and removes its directory.
 #[derive(Debug)]
@@ -25,6 +26,11 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts `redis-server` on a free port and waits until it answers PING.
     pub fn start() -> Result<Self, SutError> {
+        Self::start_until(&Cancel::new())
+    }
+
+    /// [`RedisProcess::start`], its wait cut short by `cancel` (Ctrl-C).
+    pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
         let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
         let dir = tempfile::Builder::new()
             .prefix("grab-bench-redis-")
@@ -39,7 +45,7 @@ impl RedisProcess {
                 what: "finding a free port".into(),
                 source,
             })?;
-            match Self::try_start(&program, dir.path(), port) {
+            match Self::try_start(&program, dir.path(), port, cancel) {
                 Ok(child) => {
                     return Ok(RedisProcess {
                         url: format!("redis://127.0.0.1:{port}/0"),
@@ -49,7 +55,12 @@ impl RedisProcess {
                         _dir: dir,
                     });
                 }
-                Err(detail) => last_error = detail,
+                Err(Attempt::Failed(detail)) => last_error = detail,
+                Err(Attempt::Cancelled) => {
+                    return Err(SutError::Interrupted {
+                        what: "redis-server".into(),
+                    });
+                }
             }
         }
         Err(SutError::NotReady {
@@ -58,7 +69,12 @@ impl RedisProcess {
         })
     }
 
-    fn try_start(program: &Path, dir: &Path, port: u16) -> Result<ChildGuard, String> {
+    fn try_start(
+        program: &Path,
+        dir: &Path,
+        port: u16,
+        cancel: &Cancel,
+    ) -> Result<ChildGuard, Attempt> {
         let conf = format!(
             "port {port}\nbind 127.0.0.1\nprotected-mode yes\ndir {dir}\nsave \"\"\nappendonly no\n\
              daemonize no\nlogfile {dir}/redis.log\nmaxclients 10000\n",
@@ -77,18 +93,17 @@ impl RedisProcess {
             if let Some(status) = child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();
-                return Err(format!(
-                    "exited with {status} on port {port}: {}",
-                    tail.join(" | ")
-                ));
+                return Err(
+                    format!("exited with {status} on port {port}: {}", tail.join(" | ")).into(),
+                );
             }
             if ping(port) {
                 return Ok(child);
             }
-            std::thread::sleep(Duration::from_millis(10));
+            pause(cancel)?;
         }
         child.stop();
-        Err(format!("no answer to PING on port {port} within 10 s"))
+        Err(format!("no answer to PING on port {port} within 10 s").into())
     }
 
     /// The process id (for fault injection).
@@ -125,12 +140,16 @@ impl RedisProcess {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let child = Self::try_start(&program, self._dir.path(), self.port).map_err(|detail| {
-            SutError::NotReady {
-                what: "redis-server (restart)".into(),
-                detail,
-            }
-        })?;
+        let child = Self::try_start(&program, self._dir.path(), self.port, &Cancel::new())
+            .map_err(|a| match a {
+                Attempt::Failed(detail) => SutError::NotReady {
+                    what: "redis-server (restart)".into(),
+                    detail,
+                },
+                Attempt::Cancelled => SutError::Interrupted {
+                    what: "redis-server (restart)".into(),
+                },
+            })?;
         self.child = child;
         Ok(())
     }

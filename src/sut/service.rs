@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::SutError;
 use super::child::ChildGuard;
+use crate::cancel::Cancel;
 
 /// How long a service may take to say it is ready.
 const READY_WITHIN: Duration = Duration::from_secs(15);
@@ -34,6 +35,17 @@ impl ServiceProcess {
         program: &Path,
         args: &[String],
         ready: &str,
+    ) -> Result<ServiceProcess, SutError> {
+        Self::start_until(name, program, args, ready, &Cancel::new())
+    }
+
+    /// [`ServiceProcess::start`], the wait for its ready line cut short by `cancel`.
+    pub fn start_until(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        ready: &str,
+        cancel: &Cancel,
     ) -> Result<ServiceProcess, SutError> {
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -87,6 +99,12 @@ impl ServiceProcess {
                     return Err(SutError::NotReady {
                         what: name.to_string(),
                         detail: format!("no line with {ready:?} within {READY_WITHIN:?}"),
+                    });
+                }
+                Err(_) if cancel.is_cancelled() => {
+                    child.stop();
+                    return Err(SutError::Interrupted {
+                        what: name.to_string(),
                     });
                 }
                 Err(_) => {
@@ -159,15 +177,16 @@ struct Recipe {
 }
 
 impl Supervised {
-    /// Starts `program args…` like [`ServiceProcess::start`], then watches it.
+    /// Starts `program args…` like [`ServiceProcess::start_until`], then watches it.
     pub fn start(
         name: &str,
         program: &Path,
         args: &[String],
         ready: &str,
         restarts: u32,
+        cancel: &Cancel,
     ) -> Result<Supervised, SutError> {
-        let first = ServiceProcess::start(name, program, args, ready)?;
+        let first = ServiceProcess::start_until(name, program, args, ready, cancel)?;
         let process = std::sync::Arc::new(std::sync::Mutex::new(first));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let recipe = Recipe {

@@ -304,8 +304,8 @@ fn an_unknown_flaw_is_refused_before_anything_starts_listing_the_flaws() {
 }
 
 /// Starts a run of a scenario that lasts a few seconds, sends SIGINT when stderr shows `phase`,
-/// and asserts exit 130 and no process left.
-fn ctrl_c_during(phase: &str, scenario_text: &str) {
+/// and asserts exit 130 and no process left; returns how long the run took to end.
+fn ctrl_c_during(phase: &str, scenario_text: &str) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker(&phase.replace(' ', "-"));
     let sc = write(dir.path(), "slow.toml", scenario_text);
@@ -368,6 +368,7 @@ fn ctrl_c_during(phase: &str, scenario_text: &str) {
         "Ctrl-C during {phase} took {took:?} to end the run"
     );
     eprintln!("Ctrl-C during {phase}: ended in {took:?}");
+    took
 }
 
 #[test]
@@ -385,5 +386,53 @@ fn ctrl_c_in_every_phase_exits_130_and_leaves_nothing_running() {
         "writing the report",
     ] {
         ctrl_c_during(phase, slow);
+    }
+}
+
+#[test]
+fn ctrl_c_while_each_kind_of_child_starts_exits_130_within_a_second() {
+    // A described system whose harness starts a private Redis, PostgreSQL and MariaDB, then a
+    // process that never prints its ready line: Ctrl-C during each start must not wait out
+    // that start's bound (initdb, the install, 15 s for a ready line).
+    let text = r#"name = "starts"
+[sale]
+tickets = 10
+[target]
+url = "http://{addr}"
+redis = "spawn"
+postgres = "spawn"
+mariadb = "spawn"
+[[target.start]]
+name = "never-ready"
+program = "/bin/sleep"
+args = ["30"]
+ready = "listening on"
+[users]
+count = 10
+[load]
+mode = "closed"
+connections = 2
+[timeouts]
+max_duration = "30s"
+[system.buy]
+method = "GET"
+path = "/buy?user={user}"
+[[system.buy.answers]]
+status = 200
+outcome = "ok"
+[system.store]
+remaining = { key = "stock" }
+"#;
+    for phase in [
+        "starting a private redis-server",
+        "starting a private PostgreSQL",
+        "starting a private MariaDB",
+        "starting never-ready",
+    ] {
+        let took = ctrl_c_during(phase, text);
+        assert!(
+            took < Duration::from_secs(1),
+            "Ctrl-C while {phase:?} took {took:?}"
+        );
     }
 }
