@@ -235,15 +235,14 @@ impl Layout {
     }
 
     /// Before the load: which of the stock counters a sale must have seeded (`total` and
-    /// `remaining`, and the shard count) are missing, in words (`the key seckill:{1}:stock`).
-    /// Missing, the run would be audited against nothing: the stock is not seeded, or the
-    /// description names the wrong key. Counters that a sale creates as it sells (`sold`,
-    /// `grants` …) may be absent. Read-only: EXISTS and HEXISTS.
+    /// `remaining`) are missing, in words (`the key seckill:{1}:stock`). Missing, the run would
+    /// be audited against nothing: the stock is not seeded, or the description names the wrong
+    /// key. Counters that a sale creates as it sells (`sold`, `grants` …) and the shard count (a
+    /// sale that is not sharded has none) may be absent. Read-only: EXISTS and HEXISTS.
     pub fn unseeded(&self, url: &str, names: &Names) -> anyhow::Result<Vec<String>> {
         let seeded: Vec<&Counter> = [self.total.as_ref(), self.remaining.as_ref()]
             .into_iter()
             .flatten()
-            .chain(self.shards.as_ref().map(|s| &s.count))
             .collect();
         if seeded.is_empty() {
             return Ok(Vec::new());
