@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+/// The exit code of a second Ctrl-C, which ends the process at once: the interrupted code of
+/// `exit`'s table, which takes it from here.
+pub const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+
 /// A wait that ended because the cancel fired (Ctrl-C, SIGTERM, or the owner said stop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancelled;
@@ -93,7 +97,7 @@ impl Cancel {
                         }
                         if n > 0 {
                             eprintln!("grab-bench: interrupted twice; exiting now");
-                            std::process::exit(crate::exit::INTERRUPTED);
+                            std::process::exit(EXIT_ON_SECOND_SIGNAL);
                         }
                         eprintln!(
                             "grab-bench: interrupted; winding down (Ctrl-C again to exit at once)"

@@ -2,8 +2,6 @@
 //! process's exit code, and [`TABLE`] is what the README's "Exit codes" table says (a test holds
 //! the README to it).
 
-use serde::{Deserialize, Serialize};
-
 use crate::audit::Status;
 use crate::error::Error;
 
@@ -18,7 +16,7 @@ pub const UNKNOWN_OR_INVALID: i32 = 3;
 /// Bad usage, a bad scenario, or the system under test could not be set up or reached.
 pub const USAGE: i32 = 4;
 /// Interrupted by the user (Ctrl-C, SIGTERM).
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = crate::cancel::EXIT_ON_SECOND_SIGNAL;
 
 /// The exit codes and what they mean, in the README's words (its table is checked against this).
 pub const TABLE: [(i32, &str); 6] = [
@@ -60,49 +58,9 @@ pub struct Judgement {
     pub interrupted: bool,
 }
 
-/// The verdict words, the one table every output uses (terminal, `summary.json`'s
-/// `verdict_word`, `summary.md`, `junit.xml`, `index.html`, `compare`). The word follows the
-/// exit code: [`Judgement::word`] and [`code`] decide from the same facts in the same order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Word {
-    /// Both core claims (no oversell, no undersell) hold on evidence and no check is false or
-    /// undecided (exit 0; 2 when a threshold was missed).
-    Proven,
-    /// A check is false: its witnesses show where (exit 1).
-    Failed,
-    /// A check could not be decided, or a core claim was not checked (exit 3).
-    Unknown,
-    /// The run proves nothing as a measurement: generator lag, the load cut short, or the
-    /// load never reached the sale (exit 3).
-    Invalid,
-    /// Stopped by Ctrl-C or SIGTERM (exit 130).
-    Interrupted,
-}
-
-impl Word {
-    /// The word as printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Word::Proven => "PROVEN",
-            Word::Failed => "FAILED",
-            Word::Unknown => "UNKNOWN",
-            Word::Invalid => "INVALID",
-            Word::Interrupted => "INTERRUPTED",
-        }
-    }
-
-    /// The page's CSS class for the word (only PROVEN is green).
-    pub fn class(self) -> &'static str {
-        match self {
-            Word::Proven => "proven",
-            Word::Failed => "failed",
-            Word::Unknown => "unknown",
-            Word::Invalid => "invalid",
-            Word::Interrupted => "interrupted",
-        }
-    }
-}
+/// The verdict words: the audit's vocabulary ([`crate::audit::Word`]), named here beside the
+/// codes they follow.
+pub use crate::audit::Word;
 
 impl Judgement {
     /// The verdict word: interrupted first (a partial run), then a false check (its witnesses

@@ -18,6 +18,10 @@ use crate::protocol::{Kind, Outcome, Reason};
 /// keeps their names).
 pub const NAMED_ORDER: u64 = 1 << 63;
 
+/// A row keeps the number of the answer rule that classified it in seven bits: a description
+/// has at most this many rules.
+pub const MAX_RULES: usize = 127;
+
 /// The ledger's key of an order id as a server wrote it: the number itself when it is a plain
 /// decimal below [`NAMED_ORDER`], else a 64-bit FNV-1a hash with the top bit set (collisions
 /// are negligible at a sale's size). The store readers use the same key, so client and store
@@ -95,9 +99,9 @@ const _: () = assert!(std::mem::size_of::<Row>() <= 56);
 
 impl Row {
     /// The `kind` byte of an attempt of `kind` whose final answer rule `rule` classified
-    /// (0 = none; at most [`crate::describe::answers::MAX_RULES`]).
+    /// (0 = none; at most [`MAX_RULES`]).
     pub fn pack_kind(kind: Kind, rule: u8) -> u8 {
-        debug_assert!(usize::from(rule) <= crate::describe::answers::MAX_RULES);
+        debug_assert!(usize::from(rule) <= MAX_RULES);
         (kind as u8 & 1) | (rule << 1)
     }
 
@@ -413,7 +417,7 @@ fn parse_row(
     };
     let rule = if version >= 4 {
         let n = num(next()?)?;
-        if n > crate::describe::answers::MAX_RULES as u64 {
+        if n > MAX_RULES as u64 {
             bail!("rule {n} is out of range");
         }
         n as u8

@@ -17,7 +17,9 @@
 //! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
 //! | [`scenario`], [`target`] | scenario files, and target URLs |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
-//! | [`cancel`], [`error`], [`util`] | cancellation passed down, the one error type, the clock |
+//! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
+//!
+//! No top-level module imports one that imports it back (`tests/it/structure.rs`).
 
 pub mod audit;
 pub mod cancel;
@@ -37,6 +39,7 @@ pub mod record;
 pub mod report;
 pub mod run_dir;
 pub mod scenario;
+pub mod segment;
 pub mod sut;
 pub mod system;
 pub mod target;

@@ -49,7 +49,7 @@ pub struct RunRecord {
     /// The scenario's thresholds; the report judges them, the audit does not.
     pub thresholds: Thresholds,
     /// For one agent of a segmented run: its slice (`merge` combines the agents).
-    pub segment: Option<crate::engine::Segment>,
+    pub segment: Option<crate::segment::Segment>,
     /// For an agent attached to `cluster up --dir DIR`: that folder (`merge` finds it there).
     pub cluster_dir: Option<PathBuf>,
 }

@@ -35,3 +35,13 @@ pub fn raise_open_file_limit() {
         }
     }
 }
+
+/// Deterministic pseudo-random number in [0, 1) from a user id (SplitMix64), so that whether a
+/// user pays is the same on every run.
+pub fn unit_hash(user: u64) -> f64 {
+    let mut z = user.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -325,6 +325,51 @@ pub fn checks(f: &Facts<'_>) -> Vec<Check> {
     ]
 }
 
+/// The verdict words, the one table every output uses (terminal, `summary.json`'s
+/// `verdict_word`, `summary.md`, `junit.xml`, `index.html`, `compare`). The word follows the
+/// exit code: [`crate::exit::Judgement::word`] and [`crate::exit::code`] decide from the same
+/// facts in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Word {
+    /// Both core claims (no oversell, no undersell) hold on evidence and no check is false or
+    /// undecided (exit 0; 2 when a threshold was missed).
+    Proven,
+    /// A check is false: its witnesses show where (exit 1).
+    Failed,
+    /// A check could not be decided, or a core claim was not checked (exit 3).
+    Unknown,
+    /// The run proves nothing as a measurement: generator lag, the load cut short, or the
+    /// load never reached the sale (exit 3).
+    Invalid,
+    /// Stopped by Ctrl-C or SIGTERM (exit 130).
+    Interrupted,
+}
+
+impl Word {
+    /// The word as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Word::Proven => "PROVEN",
+            Word::Failed => "FAILED",
+            Word::Unknown => "UNKNOWN",
+            Word::Invalid => "INVALID",
+            Word::Interrupted => "INTERRUPTED",
+        }
+    }
+
+    /// The page's CSS class for the word (only PROVEN is green).
+    pub fn class(self) -> &'static str {
+        match self {
+            Word::Proven => "proven",
+            Word::Failed => "failed",
+            Word::Unknown => "unknown",
+            Word::Invalid => "invalid",
+            Word::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// The two claims a run exists to decide: PROVEN needs both to hold on evidence. "Not checked"
 /// keeps its meaning (not a finding) for every other check only.
 pub const CORE: [&str; 2] = ["no_oversell", "no_undersell"];

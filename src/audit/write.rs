@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::Word;
 use super::{Audit, Status};
-use crate::exit::Word;
 
 /// The one-line verdict, e.g. `verdict: PROVEN — 5 checks hold; 3 not checked (no order
 /// records; no stat logs; no reservations in this sale)`, `verdict: FAILED — 1 of 8 checks

@@ -118,9 +118,9 @@ pub struct Rule {
     pub number: u8,
 }
 
-/// A description has at most this many answer rules: the ledger keeps a rule's number in
-/// seven bits of a row.
-pub const MAX_RULES: usize = 127;
+/// A description has at most this many answer rules (the ledger keeps a rule's number in seven
+/// bits of a row).
+pub use crate::ledger::MAX_RULES;
 
 /// The compiled rules of one request kind.
 #[derive(Debug, Clone, Default)]

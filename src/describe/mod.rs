@@ -25,6 +25,40 @@ pub const PRESETS: [(&str, &str); 3] = [
     ("shop", include_str!("presets/shop.toml")),
 ];
 
+/// How each attempt picks its item: cumulative probabilities over the sale's items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemPick {
+    /// `cumulative[i]` = P(item ≤ i); the last is 1.
+    pub cumulative: Vec<f64>,
+}
+
+impl ItemPick {
+    /// The item of a uniform draw `u` in [0, 1).
+    pub fn pick(&self, u: f64) -> usize {
+        self.cumulative
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.cumulative.len() - 1)
+    }
+
+    /// From weights (not all zero).
+    pub fn from_weights(w: &[f64]) -> ItemPick {
+        let total: f64 = w.iter().sum();
+        let mut acc = 0.0;
+        let mut cumulative: Vec<f64> = w
+            .iter()
+            .map(|x| {
+                acc += x / total;
+                acc
+            })
+            .collect();
+        if let Some(last) = cumulative.last_mut() {
+            *last = 1.0;
+        }
+        ItemPick { cumulative }
+    }
+}
+
 /// A described system.
 #[derive(Debug, Clone)]
 pub struct Description {
@@ -156,18 +190,6 @@ impl Protocol {
             names.push("pay".into());
         }
         names
-    }
-
-    /// The built-in preset `name` for `users` buying at `target_path` (the built-in cluster,
-    /// and tests). Panics only if a built-in preset does not compile, which a unit test rules
-    /// out.
-    pub fn preset(name: &str, users: Users, target_path: &str) -> Protocol {
-        let d = crate::scenario::preset(name, &users.columns)
-            .unwrap_or_else(|e| panic!("the built-in preset {name} does not compile: {e}"));
-        Protocol::new(
-            &d,
-            Context::one(std::sync::Arc::new(users), "item", "sale", target_path),
-        )
     }
 }
 
@@ -318,7 +340,7 @@ pub struct Context {
     /// The items on sale, in the ledger's item order (one for a sale of one item).
     pub items: Vec<ItemContext>,
     /// How an attempt picks its item among [`Context::items`].
-    pub pick: crate::scenario::ItemPick,
+    pub pick: ItemPick,
 }
 
 /// What a request for one item uses.
@@ -344,7 +366,7 @@ impl Context {
                 sale: sale.to_string(),
                 target_path: target_path.to_string(),
             }],
-            pick: crate::scenario::ItemPick::from_weights(&[1.0]),
+            pick: ItemPick::from_weights(&[1.0]),
         }
     }
 
@@ -356,7 +378,7 @@ impl Context {
             return 0;
         }
         self.pick
-            .pick(crate::engine::unit_hash(user ^ 0x6A09_E667_F3BC_C908)) as u8
+            .pick(crate::util::unit_hash(user ^ 0x6A09_E667_F3BC_C908)) as u8
     }
 }
 
@@ -480,7 +502,7 @@ mod tests {
                 target_path: "/".into(),
             });
         }
-        ctx.pick = crate::scenario::ItemPick::from_weights(&[8.0, 1.0, 1.0]);
+        ctx.pick = ItemPick::from_weights(&[8.0, 1.0, 1.0]);
         let mut counts = [0u64; 3];
         for user in 1..=100_000 {
             counts[ctx.item_of(user) as usize] += 1;

@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
-use crate::describe::{Protocol, Users};
+use crate::describe::Protocol;
 use crate::ledger::Ledger;
 use crate::protocol::{Outcome, Reason};
 
@@ -74,55 +74,7 @@ pub struct EnginePlan {
     pub segment: Segment,
 }
 
-/// A slice of a scenario's work for one of `count` generators: the units `k` with
-/// `k % count == index`, each at the time the whole scenario gives it. Striped rather than
-/// contiguous so that every agent's load is spread over the whole schedule; together the
-/// segments make exactly the scenario's load, with disjoint user ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Segment {
-    /// Which slice, 0-based.
-    pub index: u64,
-    /// How many slices.
-    pub count: u64,
-}
-
-impl Default for Segment {
-    fn default() -> Self {
-        Segment { index: 0, count: 1 }
-    }
-}
-
-impl Segment {
-    /// Parses `I/N` (0 ≤ I < N).
-    pub fn parse(s: &str) -> anyhow::Result<Segment> {
-        let (i, n) = s
-            .split_once('/')
-            .context("a segment is written I/N, e.g. 0/4")?;
-        let (index, count): (u64, u64) = (
-            i.trim().parse().context("segment index is not a number")?,
-            n.trim().parse().context("segment count is not a number")?,
-        );
-        ensure!(count >= 1, "segment count must be at least 1");
-        ensure!(
-            index < count,
-            "segment index must be below the count ({index}/{count})"
-        );
-        Ok(Segment { index, count })
-    }
-
-    /// How many of the units `0..total` belong to this segment.
-    pub fn share(&self, total: u64) -> u64 {
-        if total == u64::MAX {
-            return u64::MAX;
-        }
-        total.saturating_sub(self.index).div_ceil(self.count)
-    }
-
-    /// The global unit of this segment's `j`-th local unit.
-    pub fn unit(&self, j: u64) -> u64 {
-        self.index + j * self.count
-    }
-}
+pub use crate::segment::Segment;
 
 /// The HTTP/1.1 client on the hot path. Both speak the same requests; the choice only moves
 /// CPU cost, which matters when the generator shares a small machine with the server.
@@ -280,21 +232,6 @@ impl BuyerPlan {
             pay_delay: Duration::from_millis(100),
             cycle_users: false,
         }
-    }
-
-    /// `count` buyers with ids 1.. of the built-in preset `preset` (`reference`, `article`) at
-    /// `path`: the shape the built-in cluster and the engine's tests use.
-    pub fn preset(preset: &str, count: u64, path: &str) -> BuyerPlan {
-        BuyerPlan::new(Arc::new(Protocol::preset(
-            preset,
-            Users::generated(count, 1),
-            path,
-        )))
-    }
-
-    /// The built-in preset `preset` for the users `users` at `path`.
-    pub fn preset_for(preset: &str, users: Users, path: &str) -> BuyerPlan {
-        BuyerPlan::new(Arc::new(Protocol::preset(preset, users, path)))
     }
 
     /// How many distinct users there are.
@@ -569,15 +506,7 @@ pub fn run_with_live(
     })
 }
 
-/// Deterministic pseudo-random number in [0, 1) from a user id (SplitMix64), so that whether a
-/// user pays is the same on every run.
-pub fn unit_hash(user: u64) -> f64 {
-    let mut z = user.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
-}
+pub use crate::util::unit_hash;
 
 #[cfg(test)]
 mod tests {

@@ -411,39 +411,7 @@ impl Sale {
     }
 }
 
-/// How each attempt picks its item: cumulative probabilities over the sale's items.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemPick {
-    /// `cumulative[i]` = P(item ≤ i); the last is 1.
-    pub cumulative: Vec<f64>,
-}
-
-impl ItemPick {
-    /// The item of a uniform draw `u` in [0, 1).
-    pub fn pick(&self, u: f64) -> usize {
-        self.cumulative
-            .iter()
-            .position(|&c| u < c)
-            .unwrap_or(self.cumulative.len() - 1)
-    }
-
-    /// From weights (not all zero).
-    pub fn from_weights(w: &[f64]) -> ItemPick {
-        let total: f64 = w.iter().sum();
-        let mut acc = 0.0;
-        let mut cumulative: Vec<f64> = w
-            .iter()
-            .map(|x| {
-                acc += x / total;
-                acc
-            })
-            .collect();
-        if let Some(last) = cumulative.last_mut() {
-            *last = 1.0;
-        }
-        ItemPick { cumulative }
-    }
-}
+pub use crate::describe::ItemPick;
 
 /// What is being tested.
 #[derive(Debug, Clone)]
@@ -680,6 +648,32 @@ pub fn preset(name: &str, columns: &[String]) -> Result<Description, ScenarioErr
         text: "",
     };
     system::description(&v, None, name, columns)
+}
+
+/// The built-in preset `name` as requests for `users` buying at `target_path`: the engine's
+/// tests, and whoever drives the engine without a scenario file. Panics only if a built-in
+/// preset does not compile, which a unit test rules out.
+pub fn preset_protocol(
+    name: &str,
+    users: UserTable,
+    target_path: &str,
+) -> crate::describe::Protocol {
+    let d = preset(name, &users.columns)
+        .unwrap_or_else(|e| panic!("the built-in preset {name} does not compile: {e}"));
+    crate::describe::Protocol::new(
+        &d,
+        crate::describe::Context::one(Arc::new(users), "item", "sale", target_path),
+    )
+}
+
+/// `count` buyers with ids 1.. of the built-in preset `name` (`reference`, `article`) at `path`.
+pub fn preset_buyers(name: &str, count: u64, path: &str) -> crate::engine::BuyerPlan {
+    preset_buyers_for(name, UserTable::generated(count, 1), path)
+}
+
+/// The built-in preset `name` for the users `users` at `path`.
+pub fn preset_buyers_for(name: &str, users: UserTable, path: &str) -> crate::engine::BuyerPlan {
+    crate::engine::BuyerPlan::new(Arc::new(preset_protocol(name, users, path)))
 }
 
 /// What the command line adds to a scenario's own word when it is read.

@@ -39,6 +39,14 @@ pub enum SutError {
     Interrupted { what: String },
 }
 
+impl From<crate::cancel::Cancelled> for SutError {
+    fn from(_: crate::cancel::Cancelled) -> SutError {
+        SutError::Interrupted {
+            what: "a process".into(),
+        }
+    }
+}
+
 /// Why one start attempt failed: the detail of a [`SutError::NotReady`] (the next attempt may
 /// take another port), or a cancel (no next attempt).
 #[derive(Debug)]

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::child::ChildGuard;
 use super::{SutError, find_program, free_port};
 use crate::cancel::Cancel;
-use crate::error::Error;
 
 /// How many masters the cluster has: the fewest `redis-cli --cluster create` accepts.
 pub const MASTERS: usize = 3;
@@ -51,8 +50,8 @@ pub struct RedisClusterProcess {
 impl RedisClusterProcess {
     /// Starts the masters, joins them, and waits until every one says `cluster_state:ok`.
     /// Fails with the install hint when redis-server or redis-cli is missing; returns
-    /// [`Error::Interrupted`] when `cancel` fires, having stopped everything it started.
-    pub fn start(cancel: &Cancel) -> Result<Self, Error> {
+    /// [`SutError::Interrupted`] when `cancel` fires, having stopped everything it started.
+    pub fn start(cancel: &Cancel) -> Result<Self, SutError> {
         let server = find_program("redis-server", INSTALL_SERVER)?;
         let cli = find_program("redis-cli", INSTALL_CLI)?;
         let mut masters: Vec<Master> = Vec::with_capacity(MASTERS);
@@ -78,7 +77,7 @@ impl RedisClusterProcess {
 
     /// `redis-cli --cluster create`, as a child of ours (so Ctrl-C stops it too), its output in
     /// the first master's directory for the error message.
-    fn create(&self, cli: &Path, cancel: &Cancel) -> Result<(), Error> {
+    fn create(&self, cli: &Path, cancel: &Cancel) -> Result<(), SutError> {
         let out_path = self.masters[0].dir.path().join("cluster-create.log");
         let out = std::fs::File::create(&out_path).map_err(|source| SutError::Io {
             what: "creating the redis-cli log".into(),
@@ -130,7 +129,7 @@ impl RedisClusterProcess {
 
     /// Waits until every master reports `cluster_state:ok` (all slots covered, the masters
     /// agree), bounded and on `cancel`.
-    fn wait_ok(&self, cancel: &Cancel) -> Result<(), Error> {
+    fn wait_ok(&self, cancel: &Cancel) -> Result<(), SutError> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if self.masters.iter().all(|m| cluster_state_ok(m.port)) {
@@ -154,15 +153,15 @@ impl RedisClusterProcess {
     }
 }
 
-fn not_ready(detail: String) -> Error {
-    Error::Setup(SutError::NotReady {
+fn not_ready(detail: String) -> SutError {
+    SutError::NotReady {
         what: "the Redis Cluster".into(),
         detail,
-    })
+    }
 }
 
 /// One master on free ports, answering PING; a lost race for a port is retried with others.
-fn start_master(program: &Path, cancel: &Cancel) -> Result<Master, Error> {
+fn start_master(program: &Path, cancel: &Cancel) -> Result<Master, SutError> {
     let dir = tempfile::Builder::new()
         .prefix("grab-bench-redis-cluster-")
         .tempdir()
@@ -178,8 +177,7 @@ fn start_master(program: &Path, cancel: &Cancel) -> Result<Master, Error> {
                 return Err(SutError::Io {
                     what: "finding a free port".into(),
                     source,
-                }
-                .into());
+                });
             }
             _ => continue,
         };
@@ -195,10 +193,10 @@ fn start_master(program: &Path, cancel: &Cancel) -> Result<Master, Error> {
             Err(detail) => last_error = detail,
         }
     }
-    Err(Error::Setup(SutError::NotReady {
+    Err(SutError::NotReady {
         what: "redis-server (Redis Cluster master)".into(),
         detail: last_error,
-    }))
+    })
 }
 
 /// Starts one master on `port`/`bus_port` and waits for PING: `Ok(Err(why))` when it exited or
@@ -209,7 +207,7 @@ fn try_master(
     port: u16,
     bus_port: u16,
     cancel: &Cancel,
-) -> Result<Result<ChildGuard, String>, Error> {
+) -> Result<Result<ChildGuard, String>, SutError> {
     let _ = std::fs::remove_file(dir.join("nodes.conf"));
     let conf = format!(
         "port {port}\nbind 127.0.0.1\nprotected-mode yes\ndir {dir}\nsave \"\"\nappendonly no\n\

@@ -80,7 +80,7 @@ fn buyers_ledger(client: Client) {
                     requests: None,
                     duration: None, // buyers end when every user is done
                 },
-                Source::Buyers(BuyerPlan::preset_for(
+                Source::Buyers(grab_bench::scenario::preset_buyers_for(
                     "reference",
                     grab_bench::describe::Users::generated(users, 1000),
                     "/buy/ticket",
@@ -211,7 +211,7 @@ fn retries_and_payments(client: Client) {
                     retry_backoff: Duration::from_millis(5),
                     pay_probability: 1.0,
                     pay_delay: Duration::from_millis(10),
-                    ..BuyerPlan::preset("reference", users, "/buy/ticket")
+                    ..grab_bench::scenario::preset_buyers("reference", users, "/buy/ticket")
                 }),
             ),
         ),
@@ -347,7 +347,11 @@ fn connect_refused_is_a_fail() {
                 requests: Some(10),
                 duration: None,
             },
-            Source::Buyers(BuyerPlan::preset("article", 5, "/buy/ticket")),
+            Source::Buyers(grab_bench::scenario::preset_buyers(
+                "article",
+                5,
+                "/buy/ticket",
+            )),
         ),
         CancellationToken::new(),
     )
@@ -379,7 +383,11 @@ fn the_hard_time_limit_cancels_in_flight_requests() {
                 requests: None,
                 duration: None,
             },
-            Source::Buyers(BuyerPlan::preset("reference", 10, "/buy/ticket")),
+            Source::Buyers(grab_bench::scenario::preset_buyers(
+                "reference",
+                10,
+                "/buy/ticket",
+            )),
         )
     };
     let t = Instant::now();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use grab_bench::engine::{self, BuyerPlan, EnginePlan, Load, Source, Stage};
+use grab_bench::engine::{self, EnginePlan, Load, Source, Stage};
 use grab_bench::protocol::Reason;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +18,11 @@ fn open_plan(addr: std::net::SocketAddr, connections: usize, stages: Vec<Stage>)
         threads: 2,
         keep_alive: true,
         load: Load::Open { stages },
-        source: Source::Buyers(BuyerPlan::preset("article", u64::MAX / 2, "/buy/ticket")),
+        source: Source::Buyers(grab_bench::scenario::preset_buyers(
+            "article",
+            u64::MAX / 2,
+            "/buy/ticket",
+        )),
         request_timeout: Duration::from_secs(5),
         max_duration: Duration::from_secs(30),
         record_ledger: true,

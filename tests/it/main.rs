@@ -27,6 +27,7 @@ mod server_bad_requests;
 mod sharded;
 mod shop;
 mod sql;
+mod structure;
 mod tls;
 mod validate;
 mod verdict;

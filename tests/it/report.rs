@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::fixture::{Reply, start};
 use grab_bench::audit::{Audit, Check, Status, Witness};
 use grab_bench::engine::{
-    self, BuyerPlan, EnginePlan, EngineResult, Interval, LagStats, Load, ReasonCounts, Source,
-    Stage, unit_hash,
+    self, EnginePlan, EngineResult, Interval, LagStats, Load, ReasonCounts, Source, Stage,
+    unit_hash,
 };
 use grab_bench::ledger::{Ledger, Row};
 use grab_bench::protocol::{Kind, Reason};
@@ -722,7 +722,11 @@ fn report_of_a_real_engine_run() {
         ..EnginePlan::new(
             server.addr,
             load,
-            Source::Buyers(BuyerPlan::preset("reference", 1_200, "/buy/ticket")),
+            Source::Buyers(grab_bench::scenario::preset_buyers(
+                "reference",
+                1_200,
+                "/buy/ticket",
+            )),
         )
     };
     let result = engine::run(plan, Default::default()).unwrap();

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use grab_bench::engine::{self, BuyerPlan, Client, EnginePlan, Load, Source, Tls};
+use grab_bench::engine::{self, Client, EnginePlan, Load, Source, Tls};
 use grab_bench::protocol::{Outcome, Reason};
 use tokio_util::sync::CancellationToken;
 
@@ -183,7 +183,11 @@ fn buyers_over_tls(server: &Server, tls: Tls, users: u64, client: Client) -> Eng
                 requests: None,
                 duration: None,
             },
-            Source::Buyers(BuyerPlan::preset("reference", users, "/buy/ticket")),
+            Source::Buyers(grab_bench::scenario::preset_buyers(
+                "reference",
+                users,
+                "/buy/ticket",
+            )),
         )
     }
 }
