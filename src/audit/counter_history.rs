@@ -37,7 +37,7 @@ pub fn check(f: &Facts<'_>) -> Check {
     c.fig("successes_with_seq", with_seq as u64);
     if with_seq == 0 {
         return c.not_checked(
-            "the system hands out no sequence number",
+            "no sequence numbers in the answers",
             "not checked: no success carries a sequence number (describe one with seq = \"/…\" or remaining = \"/…\")",
         );
     }
