@@ -52,6 +52,31 @@ pub struct RunRecord {
     pub segment: Option<crate::segment::Segment>,
     /// For an agent attached to `cluster up --dir DIR`: that folder (`merge` finds it there).
     pub cluster_dir: Option<PathBuf>,
+    /// What the sequence number captured from the answers is (the description says): the
+    /// sale's counter counting up, or the remaining stock counting down (converted to a
+    /// sequence number when it was captured). Absent from records written before it existed.
+    #[serde(default, skip_serializing_if = "SeqFrom::is_counter")]
+    pub seq_from: SeqFrom,
+}
+
+/// Where a success's sequence number (the ledger's `seq`) comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeqFrom {
+    /// A capture `seq = "/…"`: the sale's counter, 1 for the first ticket granted.
+    #[default]
+    Counter,
+    /// A capture `remaining = "/…"`: the stock left after this sale, r, recorded as the
+    /// sequence number tickets − r. It goes back up when a hold is released, so with
+    /// reservations it is not one counter.
+    Remaining,
+}
+
+impl SeqFrom {
+    /// Whether it is the default, a counter (not written then).
+    pub fn is_counter(&self) -> bool {
+        *self == SeqFrom::Counter
+    }
 }
 
 /// One step of the attempts and how many requests it made.
@@ -208,6 +233,7 @@ impl RunRecord {
             thresholds: Thresholds::default(),
             segment: None,
             cluster_dir: None,
+            seq_from: SeqFrom::Counter,
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod conservation;
 mod counter_bounds;
+mod counter_history;
 mod facts;
 mod items;
 mod no_oversell;
@@ -315,6 +316,7 @@ impl Audit {
 pub fn checks(f: &Facts<'_>) -> Vec<Check> {
     vec![
         no_oversell::check(f),
+        counter_history::check(f),
         counter_bounds::check(f),
         successes_orders::check(f),
         one_per_user::check(f),

@@ -130,6 +130,9 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
     };
     let reference = description.name == "reference";
     record.profile = description.name.clone();
+    if !description.seq_from().is_counter() {
+        record.seq_from = description.seq_from();
+    }
     if let Some(sale) = &args.sale {
         record.sale.id = sale.clone();
     }

@@ -653,6 +653,7 @@ pub fn record(
         } else {
             Vec::new()
         },
+        seq_from: sc.description.seq_from(),
         ..RunRecord::new(&sc.name, &sc.description.name, sale)
     }
 }

@@ -129,6 +129,9 @@ pub struct Answers {
     pointers: Vec<Pointer>,
     /// The rules, in order.
     rules: Vec<Rule>,
+    /// The sequence captures are the remaining stock after the sale (`remaining = "/…"`),
+    /// recorded as the sequence number `stock − r`: the stock, once the sale's is known.
+    remaining_of: Option<u64>,
 }
 
 /// The outcome names a rule may give: the five kinds, `queued` (accepted, the result comes
@@ -191,6 +194,22 @@ impl Answers {
             number: 0,
         });
         a
+    }
+
+    /// Says the sequence captures are the remaining stock counting down from `stock`: a
+    /// captured `r` is recorded as the sequence number `stock − r` (0, none, if `r ≥ stock`).
+    pub fn count_down_from(&mut self, stock: u64) {
+        self.remaining_of = Some(stock);
+    }
+
+    /// Whether the sequence captures are the remaining stock.
+    pub fn counts_down(&self) -> bool {
+        self.remaining_of.is_some()
+    }
+
+    /// Whether some rule captures a sequence number (or the remaining stock).
+    pub fn captures_seq(&self) -> bool {
+        self.rules.iter().any(|r| r.seq.is_some())
     }
 
     /// How many rules there are.
@@ -262,7 +281,10 @@ impl Answers {
                 rule: rule.number,
                 seq: text(rule.seq, &mut at)
                     .and_then(crate::protocol::parse_u64)
-                    .unwrap_or(0),
+                    .map_or(0, |n| match self.remaining_of {
+                        Some(stock) => stock.saturating_sub(n),
+                        None => n,
+                    }),
                 order: text(rule.order_id, &mut at),
                 node: text(rule.node, &mut at),
             };

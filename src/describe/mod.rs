@@ -108,6 +108,28 @@ pub struct SqlSpec {
 }
 
 impl Description {
+    /// Gives the answers that capture the remaining stock (`remaining = "/…"`) the sale's
+    /// stock, so that a captured `r` is recorded as the sequence number `stock − r`.
+    pub fn count_down_from(&mut self, stock: u64) {
+        let requests = std::iter::once(&mut self.buy)
+            .chain(self.poll.as_mut().map(|p| &mut p.request))
+            .chain(self.pay.as_mut());
+        for r in requests {
+            if r.answers.counts_down() {
+                r.answers.count_down_from(stock);
+            }
+        }
+    }
+
+    /// What the captured sequence numbers are: the sale's counter, or the remaining stock.
+    pub fn seq_from(&self) -> crate::record::SeqFrom {
+        if self.buy.answers.counts_down() {
+            crate::record::SeqFrom::Remaining
+        } else {
+            crate::record::SeqFrom::Counter
+        }
+    }
+
     /// Whether an attempt is more than one request (steps before the buy, or a poll after it):
     /// the engine then keeps the attempt's state between its requests.
     pub fn is_flow(&self) -> bool {

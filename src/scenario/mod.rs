@@ -814,6 +814,8 @@ impl Validator<'_> {
                 system::description(self, sys.as_ref(), "", &users.table.columns)?
             }
         };
+        let mut description = description;
+        description.count_down_from(sale.tickets);
         let logs = match &system {
             System::Cluster(_) => true,
             System::External(e) => !e.stat_logs.is_empty(),

@@ -81,6 +81,8 @@ struct RawRule {
     outcome: Spanned<String>,
     order_id: Option<Spanned<String>>,
     seq: Option<Spanned<String>>,
+    /// The stock left after this sale, counting down: recorded as the sequence number.
+    remaining: Option<Spanned<String>>,
     node: Option<Spanned<String>>,
 }
 
@@ -738,10 +740,32 @@ fn rule(
             Test::None
         }
     };
+    let down = raw.remaining.is_some();
+    match (&raw.seq, &raw.remaining) {
+        (Some(_), Some(r)) => {
+            return Err(v.err(
+                r,
+                "capture seq (counting up) or remaining (counting down), not both",
+            ));
+        }
+        (_, Some(r)) if answers.captures_seq() && !answers.counts_down() => {
+            return Err(v.err(
+                r,
+                "another rule captures seq: the sale's number is one counter, counting up or down",
+            ));
+        }
+        (Some(s), None) if answers.counts_down() => {
+            return Err(v.err(
+                s,
+                "another rule captures remaining: the sale's number is one counter, counting up or down",
+            ));
+        }
+        _ => {}
+    }
     let mut capture =
         |p: &Option<Spanned<String>>| p.as_ref().map(|p| pointer(p, answers)).transpose();
     let order_id = capture(&raw.order_id)?;
-    let seq = capture(&raw.seq)?;
+    let seq = capture(if down { &raw.remaining } else { &raw.seq })?;
     let node = capture(&raw.node)?;
     let label = match &raw.name {
         Some(n) if n.get_ref().trim().is_empty() => {
@@ -750,6 +774,10 @@ fn rule(
         Some(n) => format!("`{}`", one_line(n.get_ref())),
         None => rule_in_words(raw),
     };
+    if down {
+        // The stock is the sale's: set when the scenario's [sale] is read.
+        answers.count_down_from(0);
+    }
     answers.push(Rule {
         status,
         test,
@@ -991,6 +1019,10 @@ pub(super) fn require(
     for n in names {
         let missing = match n.get_ref().as_str() {
             "no_oversell" => None,
+            "counter_history" if !d.buy.answers.captures_seq() => Some(
+                "the buy's answers capture no sequence number (seq = \"/…\" or remaining = \"/…\" on an answer rule)",
+            ),
+            "counter_history" => None,
             "counter_bounds" | "no_undersell" | "conservation" if !d.store.keeps_sold() => Some(
                 "the store description keeps no sold or remaining counter ([system.store] sold / remaining)",
             ),
@@ -1016,7 +1048,7 @@ pub(super) fn require(
                 return Err(v.err(
                     n,
                     format!(
-                        "unknown check {other:?}; the checks are no_oversell, counter_bounds, successes_orders, one_per_user, conservation, no_undersell, reservations, node_logs"
+                        "unknown check {other:?}; the checks are no_oversell, counter_history, counter_bounds, successes_orders, one_per_user, conservation, no_undersell, reservations, node_logs"
                     ),
                 ));
             }

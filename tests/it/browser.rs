@@ -235,7 +235,7 @@ fn passing_page(passing: &Path) {
     assert!(dom.contains("<p class=\"word\">PROVEN</p>"), "{dom:.2000}");
     assert!(
         dom.contains(
-            "verdict: PROVEN — 7 checks hold; 1 not checked (no reservations in this sale)"
+            "verdict: PROVEN — 8 checks hold; 1 not checked (no reservations in this sale)"
         )
     );
     for c in json(&passing.join("audit.json"))["checks"]

@@ -50,7 +50,7 @@ fn the_correct_service_is_proven_from_its_description() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains(
-            "verdict: PROVEN — 5 checks hold; 3 not checked (no order records; no reservations in this sale; no stat logs)"
+            "verdict: PROVEN — 5 checks hold; 4 not checked (no sequence numbers in the answers; no order records; no reservations in this sale; no stat logs)"
         ),
         "{stdout}"
     );

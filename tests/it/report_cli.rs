@@ -175,7 +175,7 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
     assert!(index.contains("<p class=\"word\">PROVEN</p>"));
     assert!(
         index.contains(
-            "verdict: PROVEN — 7 checks hold; 1 not checked (no reservations in this sale)"
+            "verdict: PROVEN — 8 checks hold; 1 not checked (no reservations in this sale)"
         )
     );
     for c in s["checks"].as_array().unwrap() {

@@ -237,3 +237,43 @@ fn the_presets_compile_and_speak_their_protocols() {
     let article = scenario::preset("article", &[]).unwrap();
     assert!(article.store.orders.is_none() && article.store.buyers.is_none());
 }
+
+/// `remaining = "/…"` on an answer rule: the stock left after the sale, recorded as the
+/// sequence number tickets − r (the last ticket, r = 0, is seq 10 of 10); the reference preset
+/// captures its seq as it is. One counter: a rule may not count up while another counts down.
+#[test]
+fn a_remaining_capture_counts_down_from_the_stock() {
+    use grab_bench::protocol::{Kind, Reason};
+    let text = DESCRIBED.replacen(
+        "outcome = \"ok\"",
+        "outcome = \"ok\"\nremaining = \"/data/left\"",
+        1,
+    );
+    let sc = scenario::parse(Path::new("down.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let answers = &sc.description.buy.answers;
+    assert!(answers.counts_down() && answers.captures_seq());
+    let seq = |body: &[u8]| answers.classify(Kind::Buy, 200, body).seq;
+    assert_eq!(seq(br#"{"code":0,"data":{"left":9}}"#), 1);
+    assert_eq!(seq(br#"{"code":0,"data":{"left":0}}"#), 10);
+    assert_eq!(
+        seq(br#"{"code":0,"data":{"left":10}}"#),
+        0,
+        "none: r ≥ stock"
+    );
+    assert_eq!(
+        sc.description.seq_from(),
+        grab_bench::record::SeqFrom::Remaining
+    );
+    let c = answers.classify(Kind::Buy, 200, br#"{"code":0,"data":{"left":3}}"#);
+    assert_eq!((c.reason, c.seq), (Reason::Grabbed, 7));
+
+    let both = text.replacen("remaining = ", "seq = \"/seq\"\nremaining = ", 1);
+    assert!(error_of(&both).contains("not both"), "{}", error_of(&both));
+    let mixed =
+        format!("{text}\n[[system.buy.answers]]\nstatus = 201\noutcome = \"ok\"\nseq = \"/seq\"\n");
+    let got = error_of(&mixed);
+    assert!(got.contains("another rule captures remaining"), "{got}");
+
+    let reference = scenario::preset("reference", &[]).unwrap();
+    assert!(reference.buy.answers.captures_seq() && !reference.buy.answers.counts_down());
+}
