@@ -197,7 +197,7 @@ fn failing_page(failing: &Path) {
     let dom = dump_dom(&page);
     let audit = json(&failing.join("audit.json"));
     assert!(dom.contains("<p class=\"word\">FAILED</p>"), "{dom:.2000}");
-    assert!(dom.contains("verdict: FAILED — 2 of 8 checks false: no_oversell, conservation"));
+    assert!(dom.contains("verdict: FAILED — 2 of 9 checks false: no_oversell, conservation"));
     let checks = audit["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 8);
     for c in checks {

@@ -125,7 +125,7 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
             && printed.contains("of the first 100 arrivals got a ticket"),
         "{printed}"
     );
-    assert_eq!(s["checks"].as_array().unwrap().len(), 8);
+    assert_eq!(s["checks"].as_array().unwrap().len(), 9);
     let thresholds = s["thresholds"].as_array().unwrap();
     assert_eq!(thresholds.len(), 6);
     let names: Vec<&str> = thresholds
@@ -304,7 +304,7 @@ fn a_missed_threshold_exits_2_and_a_failed_check_still_wins() {
     assert!(index.contains("<p class=\"word\">FAILED</p>"));
     // The verdict line names the missed threshold beside the word, then the false checks.
     assert!(index.contains(
-        "verdict: FAILED · 1 threshold missed: p99_ms — 2 of 8 checks false: no_oversell, conservation"
+        "verdict: FAILED · 1 threshold missed: p99_ms — 2 of 9 checks false: no_oversell, conservation"
     ));
     assert!(index.contains("OVERSOLD"));
     assert!(index.contains("<span class=\"status false\">MISSED</span>"));
