@@ -342,6 +342,7 @@ fn a_stale_read_of_the_counter_is_failed_by_counter_history_and_nothing_else() {
     let out = dir.path().join("clean");
     let o = run(&shipped("flaw-probe.toml"), &out, &[]);
     assert_proven(&o, &out);
-    let history = check(&audit_json(&out), "counter_history");
+    let clean = audit_json(&out);
+    let history = check(&clean, "counter_history");
     assert_eq!(history["figures"]["successes_with_seq"], 200, "{history:#}");
 }

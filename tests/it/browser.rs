@@ -199,7 +199,7 @@ fn failing_page(failing: &Path) {
     assert!(dom.contains("<p class=\"word\">FAILED</p>"), "{dom:.2000}");
     assert!(dom.contains("verdict: FAILED — 2 of 9 checks false: no_oversell, conservation"));
     let checks = audit["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 8);
+    assert_eq!(checks.len(), 9);
     for c in checks {
         let name = c["name"].as_str().unwrap();
         assert!(

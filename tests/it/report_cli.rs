@@ -152,8 +152,8 @@ fn a_run_writes_every_report_file_and_report_rerenders_them_identically() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .collect();
-    // 8 checks, 6 thresholds and the verdict's own case.
-    assert_eq!(cases.len(), 15);
+    // 9 checks, 6 thresholds and the verdict's own case.
+    assert_eq!(cases.len(), 16);
     // Passing cases are empty; a check not checked (reservations: this sale has no holds) is
     // skipped; nothing fails.
     for c in &cases {
