@@ -33,8 +33,14 @@ pub fn check(f: &Facts<'_>) -> Check {
         return c.not_checked(why, &s);
     }
     let groups = successes(f);
+    let without: u64 = groups.iter().map(|g| g.without_seq).sum();
+    let groups = with_seqs(groups);
     let with_seq: usize = groups.iter().map(|g| g.ops.len()).sum();
     c.fig("successes_with_seq", with_seq as u64);
+    if with_seq == 0 && without == 0 && f.ok_buys.is_empty() {
+        c.summary = "no success was answered: the history is empty".into();
+        return c;
+    }
     if with_seq == 0 {
         return c.not_checked(
             "no sequence numbers in the answers",
@@ -43,7 +49,6 @@ pub fn check(f: &Facts<'_>) -> Check {
     }
     let recovered: u64 = groups.iter().map(|g| g.recovered).sum();
     c.fig("recovered_indeterminate", recovered);
-    let without: u64 = groups.iter().map(|g| g.without_seq).sum();
     if without > 0 {
         c.fig("successes_without_seq", without);
         c.notes.push(format!(
@@ -203,6 +208,13 @@ fn successes(f: &Facts<'_>) -> Vec<Group> {
             },
         }
     }
+    groups.retain(|g| !g.ops.is_empty() || g.without_seq > 0);
+    groups.sort_by_key(|g| g.item);
+    groups
+}
+
+/// Only the groups with sequence numbers.
+fn with_seqs(mut groups: Vec<Group>) -> Vec<Group> {
     groups.retain(|g| !g.ops.is_empty());
     groups.sort_by_key(|g| g.item);
     groups
@@ -507,6 +519,15 @@ mod tests {
         let c = kit.check(check);
         assert_fails(&c, "seq_gap");
         assert_eq!(c.anomalies["seq_gap"], 1);
+    }
+
+    #[test]
+    fn no_success_at_all_is_an_empty_history_that_holds() {
+        let mut kit = Kit::new(0);
+        kit.sold_out(1, 10);
+        let c = kit.check(check);
+        assert_holds(&c);
+        assert!(c.summary.contains("empty"), "{}", c.summary);
     }
 
     #[test]

@@ -417,6 +417,13 @@ async fn buy(node: &Node, buyer: Result<Buyer, Refusal>) -> Response {
             }
             log(StatResult::Ok, seq, &order_id);
             let state = if node.hold_ttl_ms > 0 { "held" } else { "sold" };
+            // The flaw: the seq shown is its neighbour's (the log above keeps the true one).
+            let seq = match seq {
+                0 => 0,
+                s if node.config.has(Flaw::StaleReplicaRead) && s % 2 == 1 => s + 1,
+                s if node.config.has(Flaw::StaleReplicaRead) => s - 1,
+                s => s,
+            };
             json(
                 StatusCode::OK,
                 format!(

@@ -34,6 +34,10 @@ pub enum Flaw {
     /// With sharded stock: "sold out" as soon as the first shard tried is empty, without
     /// trying the others, so tickets in the other shards are never sold.
     ShardNoFallback,
+    /// A grant's answer shows the seq of its neighbouring grant (2k−1 as 2k, 2k as 2k−1), as a
+    /// read-back from a lagging replica or cache would: buyers are told numbers out of real-time
+    /// order, while the orders, the counters and the stat logs keep the true ones.
+    StaleReplicaRead,
 }
 
 impl Flaw {
@@ -51,6 +55,7 @@ impl Flaw {
             Flaw::DoubleRelease => "double-release",
             Flaw::PayAfterExpiry => "pay-after-expiry",
             Flaw::ShardNoFallback => "shard-no-fallback",
+            Flaw::StaleReplicaRead => "stale-replica-read",
         }
     }
 }

@@ -329,3 +329,44 @@ fn a_live_system_is_audited_from_its_redis_logs_and_a_ledger() {
     assert_eq!(check(&audit, "node_logs")["status"], "true");
     drop(node);
 }
+
+/// `stale-replica-read` answers each grant with its neighbour's seq while Redis, the orders and
+/// the stat logs keep the true ones: only the history of what buyers were told shows it. The
+/// same scenario without the flaw is PROVEN with counter_history holding.
+#[test]
+fn a_stale_read_of_the_counter_is_failed_by_counter_history_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("flawed");
+    let o = run(
+        &shipped("flaw-probe.toml"),
+        &out,
+        &["--flaw", "stale-replica-read"],
+    );
+    assert_caught(&o, &out, "counter_history", "real_time_inversion");
+    let audit = audit_json(&out);
+    for c in audit["checks"].as_array().unwrap() {
+        if c["name"] != "counter_history" {
+            assert_ne!(c["status"], "false", "only counter_history fails: {c:#}");
+        }
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("verdict: FAILED") && stdout.contains("counter_history"),
+        "{stdout}"
+    );
+    let says = check(&audit, "counter_history")["witnesses"][0]["says"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        says.contains("had completed with seq") && says.contains("sent at"),
+        "{says}"
+    );
+
+    let out = dir.path().join("clean");
+    let o = run(&shipped("flaw-probe.toml"), &out, &[]);
+    assert_proven(&o, &out);
+    let clean = audit_json(&out);
+    let history = check(&clean, "counter_history");
+    assert_eq!(history["figures"]["successes_with_seq"], 200, "{history:#}");
+}
