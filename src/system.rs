@@ -28,7 +28,7 @@ use crate::sut::mariadb::MariaDbProcess;
 use crate::sut::postgres::PostgresProcess;
 use crate::sut::redis::RedisProcess;
 use crate::sut::service::Supervised;
-use crate::target::Target;
+use crate::target::{Reach, Target};
 
 /// A system the pipeline can settle and collect evidence from.
 pub trait System {
@@ -93,7 +93,12 @@ const SETTLE_POLL: Duration = Duration::from_millis(100);
 impl SqlOrders {
     /// The SQL side of `spec` for the sale of `sc`; `{postgres}` / `{mariadb}` become the URL
     /// of the database the harness started.
-    pub fn new(spec: &SqlSpec, sc: &Scenario, started: &Started) -> Result<SqlOrders, Error> {
+    pub fn new(
+        spec: &SqlSpec,
+        sc: &Scenario,
+        started: &Started,
+        reach: Reach,
+    ) -> Result<SqlOrders, Error> {
         let url = match spec.url.as_str() {
             "{postgres}" => started
                 .postgres
@@ -119,7 +124,8 @@ impl SqlOrders {
         };
         let source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
             .map_err(Error::Usage)?
-            .with_time_zone(spec.time_zone);
+            .with_time_zone(spec.time_zone)
+            .with_reach(reach);
         Ok(SqlOrders {
             source,
             vars: Vars {
@@ -334,7 +340,10 @@ struct Known<'a> {
 
 /// Pre-flight of a Redis the scenario names: it accepts a connection, authenticates and answers
 /// PING within a few seconds. Read-only: PING is all it sends.
-fn redis_answers(url: &str) -> Result<(), Error> {
+fn redis_answers(url: &str, reach: Reach) -> Result<(), Error> {
+    reach
+        .check_store("the Redis of [target] redis", url)
+        .map_err(Error::Usage)?;
     let shown = crate::evidence::sql::redact(url);
     let fail = |why: String| {
         Error::Unreachable(format!(
@@ -373,7 +382,7 @@ impl External {
                     sc.name,
                     crate::evidence::sql::redact(url)
                 );
-                redis_answers(url)?;
+                redis_answers(url, spec.reach)?;
                 Some(url.clone())
             }
             Some(RedisSpec::Spawn) => {
@@ -455,8 +464,9 @@ impl External {
             started,
         };
         let mut system = system;
+        let reach = spec.reach;
         if let Some(spec) = &sc.description.sql {
-            let sql = SqlOrders::new(spec, sc, &system.started)?;
+            let sql = SqlOrders::new(spec, sc, &system.started, reach)?;
             eprintln!(
                 "run {}: checking the orders database {}",
                 sc.name,

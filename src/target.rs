@@ -46,6 +46,55 @@ impl Reach {
     };
 }
 
+impl Reach {
+    /// The one rule for every store grab-bench connects to (a Redis, a Redis Cluster's
+    /// masters, an SQL database, a broker): its host must be loopback unless `self` allows
+    /// more. `what` names the store in the refusal ("the Redis of [target] redis"); `url` is
+    /// any `scheme://[user[:password]@]host[:port]/…` URL, and only its host is shown, never
+    /// its password. A URL without a host (a Unix socket, `redis+unix://`, libpq's default)
+    /// is local. Called before any name is resolved or any connection made.
+    pub fn check_store(self, what: &str, url: &str) -> Result<(), String> {
+        match url_host(url) {
+            Some(host) if self == Reach::Loopback && !host_is_loopback(&host) => Err(format!(
+                "refusing {what} at {host}: grab-bench connects to stores on loopback only \
+                 (127.0.0.0/8, localhost, [::1]); if that host is yours to read, say so with \
+                 --allow-remote (run, audit) or allow_remote = true in the scenario's [target]"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The host of a `scheme://[userinfo@]host[:port][/…]` URL, `None` when it names none (a Unix
+/// socket path, an empty authority) or is not such a URL. IPv6 literals keep their brackets.
+pub fn url_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme.to_ascii_lowercase().contains("unix") {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // The password may hold `@` or `:` (percent-encoded or not): the host is after the last `@`.
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if hostport.starts_with('[') {
+        hostport.split_once(']').map(|(h, _)| format!("{h}]"))?
+    } else {
+        hostport.split(':').next().unwrap_or("").to_string()
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Whether `host` (as written in a URL) is on loopback: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn host_is_loopback(host: &str) -> bool {
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Target {
     /// Parses `url`: `http://` or `https://`; the host may be a name, an IPv4 or a bracketed
     /// IPv6. Nothing is resolved and nothing is connected to.
@@ -143,7 +192,7 @@ impl Target {
 
     /// Whether the host is on loopback.
     pub fn is_loopback(&self) -> bool {
-        self.ip().is_some_and(|ip| ip.is_loopback())
+        host_is_loopback(&self.host)
     }
 
     /// The host as an address, when it is one (`localhost` is 127.0.0.1).
@@ -233,6 +282,47 @@ mod tests {
         assert!(Target::parse("127.0.0.1:80/").is_err());
         assert!(Target::parse("http://127.0.0.1:x/").is_err());
         assert!(Target::parse("http:///").is_err());
+    }
+
+    #[test]
+    fn stores_are_loopback_unless_allowed() {
+        let local = [
+            "redis://127.0.0.1:6379/0",
+            "redis://:pw@localhost/0",
+            "postgres://u:p@ss@127.0.0.2:5432/d",
+            "mysql://u@[::1]:3306/d",
+            "redis+unix:///tmp/redis.sock",
+            "postgres://u@/shop?host=/var/run/postgresql",
+        ];
+        for url in local {
+            assert_eq!(
+                Reach::Loopback.check_store("the Redis", url),
+                Ok(()),
+                "{url}"
+            );
+        }
+        for url in [
+            "redis://10.1.2.3:6379/0",
+            "redis://:secret@cache.example.com",
+            "postgres://u:hunter2@db.internal:5432/shop",
+            "mysql://root@[2001:db8::1]:3306/x",
+            "amqp://guest:guest@192.0.2.7:5672/%2f",
+            "REDIS://10.0.0.1",
+        ] {
+            let err = Reach::Loopback.check_store("the Redis", url).unwrap_err();
+            assert!(
+                err.contains("loopback only") && err.contains("--allow-remote"),
+                "{err}"
+            );
+            assert!(!err.contains("secret") && !err.contains("hunter2"), "{err}");
+            assert_eq!(Reach::FLAG.check_store("the Redis", url), Ok(()));
+            assert_eq!(Reach::SCENARIO.check_store("the Redis", url), Ok(()));
+        }
+        assert_eq!(
+            url_host("postgres://u:p:q@w@db.example:1/x").as_deref(),
+            Some("db.example")
+        );
+        assert_eq!(url_host("mysql://u@[::1]:3306/d").as_deref(), Some("[::1]"));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct AuditArgs {
     /// first.
     #[arg(long, conflicts_with = "run_dir", requires = "ledger")]
     pub redis: Option<String>,
+    /// Allow --redis to name a host that is not loopback (only loopback otherwise, refused
+    /// before any connection).
+    #[arg(long, requires = "redis")]
+    pub allow_remote: bool,
     /// How the system keeps the sale: a built-in preset, `reference` (orders, users, holds) or
     /// `article` (the article's two counters only). For any other layout, describe the system
     /// in a scenario's [system] and give `--scenario`.
@@ -102,6 +106,13 @@ pub fn run(args: AuditArgs) -> Result<Done, Error> {
 
 /// Audits a live system and leaves an audit folder (so `grab-bench audit DIR` can repeat it).
 fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
+    let reach = match args.allow_remote {
+        true => crate::target::Reach::FLAG,
+        false => crate::target::Reach::Loopback,
+    };
+    reach
+        .check_store("the Redis of --redis", url)
+        .map_err(Error::Usage)?;
     let ledger_path = args
         .ledger
         .as_deref()

@@ -353,7 +353,7 @@ fn external(path: &Path) -> Result<External, Error> {
             .description
             .sql
             .as_ref()
-            .map(|spec| crate::system::SqlOrders::new(spec, &sc, &Default::default()))
+            .map(|spec| crate::system::SqlOrders::new(spec, &sc, &Default::default(), ext.reach))
             .transpose()?,
         started: Default::default(),
     })

@@ -68,8 +68,10 @@ impl Routed {
             .query(&mut conn)
             .context("CLUSTER SLOTS")?;
         let seed = redis::IntoConnectionInfo::into_connection_info(url)?;
+        let ranges = slot_ranges(&slots)?;
+        masters_within_reach(url, &ranges)?;
         Ok(Routed::Cluster {
-            ranges: slot_ranges(&slots)?,
+            ranges,
             conns: BTreeMap::new(),
             seed,
         })
@@ -137,6 +139,32 @@ impl Routed {
             }
         }
     }
+}
+
+/// The store rule ([`crate::target::Reach::check_store`]) for the masters a cluster reports:
+/// a seed on loopback (the default) vouches only for masters on loopback, so a cluster that
+/// reports another host is refused before anything connects to it. A seed off loopback was
+/// allowed by the person running grab-bench, and its masters with it.
+fn masters_within_reach(seed_url: &str, ranges: &[(u16, u16, String)]) -> anyhow::Result<()> {
+    use crate::target::Reach;
+    if Reach::Loopback.check_store("", seed_url).is_err() {
+        return Ok(());
+    }
+    for (_, _, addr) in ranges {
+        // `host:port`, where an IPv6 host has colons of its own and no brackets.
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let host = match host.contains(':') && !host.starts_with('[') {
+            true => format!("[{host}]"),
+            false => host.to_string(),
+        };
+        Reach::Loopback
+            .check_store(
+                "a master the Redis Cluster reports (CLUSTER SLOTS)",
+                &format!("redis://{host}"),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    Ok(())
 }
 
 /// A connection to one master at `addr`, with the seed URL's credentials and database.
@@ -215,6 +243,27 @@ fn crc16(data: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_seed_vouches_only_for_loopback_masters() {
+        let at = |addr: &str| vec![(0, 16383, addr.to_string())];
+        for ok in ["127.0.0.1:7000", "localhost:7001", "::1:7002"] {
+            assert!(
+                masters_within_reach("redis://127.0.0.1:7000", &at(ok)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "10.0.0.5:7000",
+            "::ffff:10.0.0.1:7000",
+            "redis.internal:6379",
+        ] {
+            let err = masters_within_reach("redis://127.0.0.1:7000", &at(bad)).unwrap_err();
+            assert!(err.to_string().contains("loopback only"), "{bad}: {err}");
+        }
+        // A remote seed was allowed by whoever ran grab-bench, and its masters with it.
+        assert!(masters_within_reach("redis://10.0.0.4:7000", &at("10.0.0.5:7000")).is_ok());
+    }
 
     #[test]
     fn slots_are_redis_clusters() {

@@ -647,7 +647,7 @@ pub fn preset(name: &str, columns: &[String]) -> Result<Description, ScenarioErr
         path: &path,
         text: "",
     };
-    system::description(&v, None, name, columns)
+    system::description(&v, None, name, columns, crate::target::Reach::Loopback)
 }
 
 /// The built-in preset `name` as requests for `users` buying at `target_path`: the engine's
@@ -776,7 +776,7 @@ impl Validator<'_> {
         };
         let sale = self.sale(&raw.sale, &name)?;
         let system = match (&raw.cluster, &raw.target) {
-            (Some(c), None) => System::Cluster(self.cluster(c, &sale)?),
+            (Some(c), None) => System::Cluster(self.cluster(c, &sale, options)?),
             (None, Some(t)) => System::External(self.target(t, options)?),
             (Some(c), Some(_)) => {
                 return Err(self.err(
@@ -807,11 +807,15 @@ impl Validator<'_> {
                     "the built-in [cluster] is the reference server: its description is the reference preset; describe a [target] instead",
                 ));
             }
-            (System::Cluster(_), None) => {
-                system::description(self, None, "reference", &users.table.columns)?
-            }
-            (System::External(_), sys) => {
-                system::description(self, sys.as_ref(), "", &users.table.columns)?
+            (System::Cluster(_), None) => system::description(
+                self,
+                None,
+                "reference",
+                &users.table.columns,
+                crate::target::Reach::Loopback,
+            )?,
+            (System::External(e), sys) => {
+                system::description(self, sys.as_ref(), "", &users.table.columns, e.reach)?
             }
         };
         let mut description = description;
@@ -1161,7 +1165,12 @@ impl Validator<'_> {
     }
 
     /// Long because it validates `[cluster]` key by key, each with its own message and position; the checks are independent and read best in file order.
-    fn cluster(&self, raw: &Spanned<RawCluster>, sale: &Sale) -> Result<Cluster, ScenarioError> {
+    fn cluster(
+        &self,
+        raw: &Spanned<RawCluster>,
+        sale: &Sale,
+        options: LoadOptions,
+    ) -> Result<Cluster, ScenarioError> {
         let tickets = sale.tickets;
         let c = raw.get_ref();
         let nodes = *c.nodes.get_ref() as usize;
@@ -1229,7 +1238,17 @@ impl Validator<'_> {
             None => (None, false),
             Some(r) if r.get_ref() == "spawn" => (None, false),
             Some(r) if r.get_ref() == "cluster" => (None, true),
-            Some(r) if r.get_ref().starts_with("redis://") => (Some(r.get_ref().clone()), false),
+            Some(r) if r.get_ref().starts_with("redis://") => {
+                // The built-in nodes would send every buy to it: the store rule holds here too.
+                let reach = match options.allow_remote {
+                    true => crate::target::Reach::FLAG,
+                    false => crate::target::Reach::Loopback,
+                };
+                reach
+                    .check_store("the Redis of [cluster] redis", r.get_ref())
+                    .map_err(|e| self.err(r, e))?;
+                (Some(r.get_ref().clone()), false)
+            }
             Some(r) => {
                 return Err(self.err(
                     r,
@@ -1318,6 +1337,9 @@ impl Validator<'_> {
             None => None,
             Some(r) if r.get_ref() == "spawn" => Some(RedisSpec::Spawn),
             Some(r) if r.get_ref().starts_with("redis://") => {
+                reach
+                    .check_store("the Redis of [target] redis", r.get_ref())
+                    .map_err(|e| self.err(r, e))?;
                 Some(RedisSpec::Url(r.get_ref().clone()))
             }
             Some(r) => return Err(self.err(r, "redis is \"spawn\" or a redis:// URL")),

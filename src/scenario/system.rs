@@ -200,6 +200,7 @@ pub(super) fn description(
     raw: Option<&Spanned<RawSystem>>,
     default: &str,
     columns: &[String],
+    reach: crate::target::Reach,
 ) -> Result<Description, ScenarioError> {
     let own = raw.map(|r| r.get_ref().clone()).unwrap_or_default();
     let preset_name = own
@@ -315,7 +316,7 @@ pub(super) fn description(
     let store = layout(v, &pv, own.store.as_ref(), base_sys.store.as_ref())?;
     let sql = match (&own.sql, &base_sys.sql) {
         (None, None) => None,
-        (own_sql, base_sql) => Some(sql(v, &pv, own_sql.as_ref(), base_sql.as_ref())?),
+        (own_sql, base_sql) => Some(sql(v, &pv, own_sql.as_ref(), base_sql.as_ref(), reach)?),
     };
     let own_parts =
         own.buy.is_some() || own.store.is_some() || own.before.is_some() || own.poll.is_some();
@@ -359,6 +360,7 @@ fn sql(
     pv: &Validator<'_>,
     own: Option<&Spanned<RawSql>>,
     base: Option<&Spanned<RawSql>>,
+    reach: crate::target::Reach,
 ) -> Result<SqlSpec, ScenarioError> {
     let (whole, wv) = own
         .map(|o| (o, v))
@@ -387,6 +389,12 @@ fn sql(
             url_at,
             "the SQL url is postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, mysql://… (MariaDB too), or {postgres} / {mariadb} for a database the harness starts; put a password in an environment variable: ${PGPASSWORD}",
         ));
+    }
+    // A host read from the environment is checked when it is known, at connect time.
+    if !crate::target::url_host(url).is_some_and(|h| h.contains("${")) {
+        reach
+            .check_store("the orders database of [system.sql] url", url)
+            .map_err(|e| uv.err(url_at, e))?;
     }
     let (stock, orders) = (pick!(stock), pick!(orders));
     if stock.is_none() && orders.is_none() {

@@ -436,3 +436,146 @@ remaining = { key = "stock" }
         );
     }
 }
+
+/// `grab-bench ARGS` inside an empty network namespace (`unshare -n`, only loopback up): a
+/// packet to anything but 127.0.0.0/8 cannot leave, even were the store rule wrong.
+fn grab_without_network(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let probe = Command::new("unshare").args(["-n", "true"]).status();
+    assert!(
+        probe.is_ok_and(|s| s.success()),
+        "this test needs `unshare -n` (util-linux, as root or with user namespaces)"
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "-n",
+        "sh",
+        "-c",
+        "ip link set lo up 2>/dev/null; exec \"$@\"",
+        "sh",
+    ])
+    .arg(env!("CARGO_BIN_EXE_grab-bench"))
+    .args(args)
+    .env(MARK, mark);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("unshare runs")
+}
+
+#[test]
+fn stores_off_loopback_are_refused_before_connecting_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("remote-store");
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop/users.csv");
+    let shop = std::fs::read_to_string(crate::support::cli::shipped("shop-running.toml"))
+        .unwrap()
+        .replace(
+            "\"../examples/shop/users.csv\"",
+            &format!("{:?}", users.display().to_string()),
+        );
+    let redis_line = "redis = \"redis://127.0.0.1:6379/0\"";
+    let sql_line = "url = \"postgres://shop:${PGPASSWORD}@127.0.0.1:5432/shop\"";
+    assert!(shop.contains(redis_line) && shop.contains(sql_line));
+    let cluster = SMALL.replace(
+        "weights = [1, 1]",
+        "weights = [1, 1]\nredis = \"redis://:s3cret@10.1.2.3:6379/0\"",
+    );
+    // (scenario, what the refusal names): each a store the run would connect to first.
+    let cases = [
+        (
+            shop.replace(redis_line, "redis = \"redis://:s3cret@10.1.2.3:6379/0\""),
+            "refusing the Redis of [target] redis at 10.1.2.3",
+        ),
+        (
+            shop.replace(
+                sql_line,
+                "url = \"postgres://shop:s3cret@db.internal:5432/shop\"",
+            ),
+            "refusing the orders database of [system.sql] url at db.internal",
+        ),
+        (cluster, "refusing the Redis of [cluster] redis at 10.1.2.3"),
+    ];
+    for (i, (text, expect)) in cases.iter().enumerate() {
+        let sc = write(dir.path(), &format!("remote{i}.toml"), text);
+        let out = dir.path().join(format!("out{i}"));
+        let started = Instant::now();
+        let o = grab_without_network(
+            &mark,
+            &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            &[("PGPASSWORD", "pw")],
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+        assert!(err.contains(expect), "{expect:?} not in {err}");
+        assert!(err.contains(&format!("remote{i}.toml:")), "the line: {err}");
+        assert!(
+            err.contains("loopback only") && err.contains("--allow-remote"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        assert!(!out.exists(), "refused before the run folder was made");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // A host the environment names is checked once it is known: at connect time.
+    let from_env = shop
+        .replace(
+            sql_line,
+            "url = \"postgres://shop:${PGPASSWORD}@${DB_HOST}:5432/shop\"",
+        )
+        .replace(redis_line, "");
+    let sc = write(dir.path(), "from-env.toml", &from_env);
+    let out = dir.path().join("out-env");
+    let o = grab_without_network(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[("PGPASSWORD", "s3cret"), ("DB_HOST", "192.0.2.7")],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        err.contains("refusing the PostgreSQL database at 192.0.2.7")
+            && err.contains("loopback only"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret") && !out.exists(), "{err}");
+    // A live audit's --redis: the same rule, the same flag.
+    let ledger = write(dir.path(), "ledger.csv", "");
+    let o = grab_without_network(
+        &mark,
+        &[
+            "audit",
+            "--redis",
+            "redis://10.1.2.3:6379/0",
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(stderr(&o).contains("refusing the Redis of --redis at 10.1.2.3"));
+    // Allowed, the refusal is gone: the run gets as far as connecting, which the empty
+    // namespace makes fail (no route), still exit 4 with nothing left.
+    let sc = write(dir.path(), "allowed.toml", &cases[0].0);
+    let out = dir.path().join("out-allowed");
+    let o = grab_without_network(
+        &mark,
+        &[
+            "run",
+            sc.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--allow-remote",
+        ],
+        &[("PGPASSWORD", "pw")],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(!err.contains("loopback only"), "{err}");
+    assert!(err.contains("does not answer"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert_nothing_left(&mark);
+}

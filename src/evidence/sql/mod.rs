@@ -68,6 +68,9 @@ pub struct SqlSource {
     /// The zone (seconds east of UTC) the creation times are in when their column keeps none
     /// (`timestamp`, `DATETIME`); `None`: MySQL's server zone is read, PostgreSQL's are UTC.
     time_zone: Option<i32>,
+    /// Whether the database may be off loopback ([`crate::target::Reach`]): checked on the
+    /// host the URL names once its variables are expanded, before connecting.
+    reach: crate::target::Reach,
 }
 
 impl fmt::Debug for SqlSource {
@@ -133,6 +136,7 @@ impl SqlSource {
             orders,
             count,
             time_zone: None,
+            reach: crate::target::Reach::Loopback,
         }
     }
 
@@ -140,6 +144,12 @@ impl SqlSource {
     /// UTC: `[system.sql] time_zone`).
     pub fn with_time_zone(mut self, east_s: Option<i32>) -> SqlSource {
         self.time_zone = east_s;
+        self
+    }
+
+    /// The source allowed to connect as far as `reach` says (loopback only by default).
+    pub fn with_reach(mut self, reach: crate::target::Reach) -> SqlSource {
+        self.reach = reach;
         self
     }
 
@@ -172,6 +182,15 @@ impl SqlSource {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<SqlConn, SqlError> {
         let target = self.url.resolve(env)?;
+        self.reach
+            .check_store(
+                &format!("the {} database", target.product),
+                &format!("sql://{}", target.at()),
+            )
+            .map_err(|message| SqlError {
+                kind: SqlErrorKind::Remote,
+                message,
+            })?;
         let conn = open(&target, timeout).await?;
         Ok(SqlConn {
             source: Arc::new(self.clone()),
@@ -342,6 +361,8 @@ pub enum SqlErrorKind {
     Timeout,
     /// The source has no such query (stock or orders).
     NoQuery,
+    /// The host is not loopback and nothing allowed more: nothing was connected to.
+    Remote,
 }
 
 impl SqlConn {
