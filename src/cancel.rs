@@ -97,6 +97,7 @@ impl Cancel {
                         }
                         if n > 0 {
                             eprintln!("grab-bench: interrupted twice; exiting now");
+                            crate::leftovers::clean_up_now();
                             std::process::exit(EXIT_ON_SECOND_SIGNAL);
                         }
                         eprintln!(

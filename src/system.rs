@@ -296,7 +296,7 @@ pub struct Started {
     pub processes: Vec<Supervised>,
     /// A private folder for files the processes read: the users file, when the run's users
     /// are generated or derived.
-    pub files: Option<tempfile::TempDir>,
+    pub files: Option<crate::leftovers::Scratch>,
 }
 
 impl Started {
@@ -555,9 +555,7 @@ fn users_file(sc: &Scenario, spec: &Spec, started: &mut Started) -> Result<Strin
     if let Some(file) = &sc.users.table.file {
         return Ok(file.clone());
     }
-    let dir = tempfile::Builder::new()
-        .prefix("grab-bench-users-")
-        .tempdir()?;
+    let dir = crate::leftovers::Scratch::new("grab-bench-users-")?;
     let path = dir.path().join("users.csv");
     sc.users.table.write_csv(&path)?;
     started.files = Some(dir);

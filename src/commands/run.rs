@@ -118,7 +118,7 @@ fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
         dir.write(
             crate::run_dir::SCENARIO_TOML,
-            crate::evidence::sql::redact(&text),
+            crate::scenario::without_secrets(&text),
         )?;
     }
     let cancel = Cancel::on_signals();

@@ -47,10 +47,10 @@ impl Users {
             .map_err(|e| format!("{}: {e}", path.display()))?
             .clone();
         if header.get(0).map(str::trim) != Some("id") {
+            // Its cells are not quoted: a file without a header row would show a user's token.
             return Err(format!(
-                "{}: the first column of the users file must be `id` (found {:?})",
+                "{}: the first line must name the columns, the first one `id` (e.g. `id,token`); its first cell is not `id`",
                 path.display(),
-                header.get(0).unwrap_or("")
             ));
         }
         let columns: Vec<String> = header
@@ -70,9 +70,8 @@ impl Users {
             let record = record.map_err(|e| format!("{} line {line}: {e}", path.display()))?;
             let id: u64 = record.get(0).unwrap_or("").trim().parse().map_err(|_| {
                 format!(
-                    "{} line {line}: the id {:?} is not a whole number",
+                    "{} line {line}: the `id` cell is not a whole number",
                     path.display(),
-                    record.get(0).unwrap_or("")
                 )
             })?;
             if !seen.insert(id) {
@@ -183,7 +182,8 @@ impl Users {
     /// that reads the same users (`{users.csv}`).
     pub fn write_csv(&self, path: &Path) -> std::io::Result<()> {
         use std::io::Write as _;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+        // Tokens and passwords may be in it: 0600.
+        let mut w = std::io::BufWriter::new(crate::leftovers::private_file(path)?);
         write!(w, "id")?;
         for c in &self.columns {
             write!(w, ",{c}")?;
@@ -256,9 +256,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.csv");
         std::fs::write(&path, "user,token\n1,a\n").unwrap();
-        assert!(Users::from_csv(&path).unwrap_err().contains("first column"));
-        std::fs::write(&path, "id,token\n1,a\nx,b\n").unwrap();
-        assert!(Users::from_csv(&path).unwrap_err().contains("line 3"));
+        assert!(
+            Users::from_csv(&path)
+                .unwrap_err()
+                .contains("the first one `id`")
+        );
+        // Errors name columns and lines, never a cell: no token of a header-less file shows.
+        std::fs::write(&path, "tok-9f8e7d,1\n").unwrap();
+        let err = Users::from_csv(&path).unwrap_err();
+        assert!(err.contains("first line must name the columns") && !err.contains("tok-9f8e7d"));
+        std::fs::write(&path, "id,token\n1,a\ntok-9f8e7d,b\n").unwrap();
+        let err = Users::from_csv(&path).unwrap_err();
+        assert!(
+            err.contains("line 3") && !err.contains("tok-9f8e7d"),
+            "{err}"
+        );
         std::fs::write(&path, "id,token\n1,a\n1,b\n").unwrap();
         assert!(Users::from_csv(&path).unwrap_err().contains("twice"));
     }

@@ -2,7 +2,10 @@
 //! [`Scenario`], the one type the orchestrator and the engine read. Every error names the file,
 //! the line and column, and what is wrong.
 
+mod secrets;
 mod system;
+
+pub use secrets::without_secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;

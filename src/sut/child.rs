@@ -31,6 +31,7 @@ impl ChildGuard {
             });
         }
         let child = spawn_from_lasting_thread(cmd)?;
+        crate::leftovers::watch_group(child.id());
         Ok(ChildGuard {
             name: name.into(),
             child: Some(child),
@@ -76,6 +77,7 @@ impl ChildGuard {
     /// Stops the child (SIGTERM, then SIGKILL after the grace period) and reaps it.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
+        let _forget = Forget(child.id());
         if let Ok(Some(status)) = child.try_wait() {
             self.kill_group(child.id(), libc::SIGKILL);
             return Some(status);
@@ -97,6 +99,7 @@ impl ChildGuard {
     /// Kills the child at once (a fault: SIGKILL, no flush).
     pub fn kill_now(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
+        let _forget = Forget(child.id());
         self.kill_group(child.id(), libc::SIGKILL);
         child.wait().ok()
     }
@@ -136,6 +139,15 @@ fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
     answer
         .recv()
         .map_err(|_| std::io::Error::other("the child-spawner thread is gone"))?
+}
+
+/// Takes a reaped child's group off [`crate::leftovers`] (on every return path of a stop).
+struct Forget(u32);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        crate::leftovers::forget_group(self.0);
+    }
 }
 
 impl Drop for ChildGuard {

@@ -53,7 +53,7 @@ pub struct MariaDbProcess {
     /// `mariadbd` (one process, many threads).
     child: ChildGuard,
     /// Owns the directory (data, socket, logs); removed on drop after the child has stopped.
-    dir: tempfile::TempDir,
+    dir: crate::leftovers::Scratch,
 }
 
 impl MariaDbProcess {
@@ -67,9 +67,7 @@ impl MariaDbProcess {
     pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
         let server = find_program("mariadbd", INSTALL)?;
         let install_db = find_program("mariadb-install-db", INSTALL)?;
-        let dir = tempfile::Builder::new()
-            .prefix("grab-bench-mariadb-")
-            .tempdir()
+        let dir = crate::leftovers::Scratch::new("grab-bench-mariadb-")
             .map_err(|source| io("creating a directory for MariaDB", source))?;
         let data = dir.path().join("data");
         // As root, mariadbd must be told that root is meant (it refuses otherwise).

@@ -34,7 +34,7 @@ pub struct NginxProcess {
     /// Where it listens.
     pub addr: SocketAddr,
     child: ChildGuard,
-    _dir: tempfile::TempDir,
+    _dir: crate::leftovers::Scratch,
 }
 
 impl NginxProcess {
@@ -51,10 +51,8 @@ impl NginxProcess {
     /// every other path, `/healthz` among them); waits until it proxies `/healthz`.
     pub fn start_routes(routes: &[Route], worker_processes: u32) -> Result<Self, SutError> {
         let program = find_program("nginx", "sudo apt-get install -y nginx")?;
-        let dir = tempfile::Builder::new()
-            .prefix("grab-bench-nginx-")
-            .tempdir()
-            .map_err(|source| SutError::Io {
+        let dir =
+            crate::leftovers::Scratch::new("grab-bench-nginx-").map_err(|source| SutError::Io {
                 what: "creating a directory for nginx".into(),
                 source,
             })?;

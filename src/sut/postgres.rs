@@ -57,7 +57,7 @@ pub struct PostgresProcess {
     /// The postmaster; its backends are in its process group.
     child: ChildGuard,
     /// Owns the directory (cluster, socket, logs); removed on drop after the child has stopped.
-    dir: tempfile::TempDir,
+    dir: crate::leftovers::Scratch,
 }
 
 impl PostgresProcess {
@@ -83,9 +83,7 @@ impl PostgresProcess {
     fn start_with(password: Option<&str>, cancel: &Cancel) -> Result<Self, SutError> {
         let initdb = find_postgres_program("initdb", None)?;
         let postgres = find_postgres_program("postgres", initdb.parent())?;
-        let dir = tempfile::Builder::new()
-            .prefix("grab-bench-postgres-")
-            .tempdir()
+        let dir = crate::leftovers::Scratch::new("grab-bench-postgres-")
             .map_err(|source| io("creating a directory for PostgreSQL", source))?;
         let runs_as = RunAs::for_postgres(dir.path())?;
         let data = dir.path().join("data");

@@ -20,7 +20,7 @@ pub struct RedisProcess {
     pub log_path: PathBuf,
     child: ChildGuard,
     /// Owns the directory; removed on drop after the child has stopped.
-    _dir: tempfile::TempDir,
+    _dir: crate::leftovers::Scratch,
 }
 
 impl RedisProcess {
@@ -32,10 +32,8 @@ impl RedisProcess {
     /// [`RedisProcess::start`], its wait cut short by `cancel` (Ctrl-C).
     pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
         let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
-        let dir = tempfile::Builder::new()
-            .prefix("grab-bench-redis-")
-            .tempdir()
-            .map_err(|source| SutError::Io {
+        let dir =
+            crate::leftovers::Scratch::new("grab-bench-redis-").map_err(|source| SutError::Io {
                 what: "creating a directory for redis-server".into(),
                 source,
             })?;

@@ -34,7 +34,7 @@ pub struct Master {
     /// before the directory goes).
     child: ChildGuard,
     /// Its config, log and `nodes.conf`; removed on drop.
-    dir: tempfile::TempDir,
+    dir: crate::leftovers::Scratch,
 }
 
 /// A running private Redis Cluster. Dropping it stops every master and removes their
@@ -162,13 +162,12 @@ fn not_ready(detail: String) -> SutError {
 
 /// One master on free ports, answering PING; a lost race for a port is retried with others.
 fn start_master(program: &Path, cancel: &Cancel) -> Result<Master, SutError> {
-    let dir = tempfile::Builder::new()
-        .prefix("grab-bench-redis-cluster-")
-        .tempdir()
-        .map_err(|source| SutError::Io {
+    let dir = crate::leftovers::Scratch::new("grab-bench-redis-cluster-").map_err(|source| {
+        SutError::Io {
             what: "creating a directory for a Redis Cluster master".into(),
             source,
-        })?;
+        }
+    })?;
     let mut last_error = String::new();
     for _attempt in 0..5 {
         let (port, bus_port) = match (free_port(), free_port()) {

@@ -306,14 +306,22 @@ fn an_unknown_flaw_is_refused_before_anything_starts_listing_the_flaws() {
 /// Starts a run of a scenario that lasts a few seconds, sends SIGINT when stderr shows `phase`,
 /// and asserts exit 130 and no process left; returns how long the run took to end.
 fn ctrl_c_during(phase: &str, scenario_text: &str) -> Duration {
+    interrupted(phase, scenario_text, false)
+}
+
+/// [`ctrl_c_during`], and with `twice` a second SIGINT once the run says it is winding down
+/// (the hard exit). Either way the run's scratch folders (in a `TMPDIR` of its own) are gone.
+fn interrupted(phase: &str, scenario_text: &str, twice: bool) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker(&phase.replace(' ', "-"));
     let sc = write(dir.path(), "slow.toml", scenario_text);
     let out = dir.path().join("out");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
     let mut child: Child = command(
         &mark,
         &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
-        &[],
+        &[("TMPDIR", tmp.to_str().unwrap())],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
@@ -346,6 +354,17 @@ fn ctrl_c_during(phase: &str, scenario_text: &str) -> Duration {
         let _ = child.kill();
         panic!("the run never showed the phase {phase:?}");
     };
+    if twice {
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+            if line.contains("winding down") {
+                // SAFETY: plain syscall on our child's pid.
+                unsafe {
+                    libc::kill(child.id() as i32, libc::SIGINT);
+                }
+                break;
+            }
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -360,7 +379,21 @@ fn ctrl_c_during(phase: &str, scenario_text: &str) -> Duration {
     let took = sent.elapsed();
     let seen = reader.join().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C during {phase}: {seen:?}");
+    if twice {
+        assert!(
+            seen.iter().any(|l| l.contains("interrupted twice")),
+            "the hard exit: {seen:?}"
+        );
+    }
     assert_nothing_left(&mark);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "scratch left after Ctrl-C during {phase}: {left:?}"
+    );
     // Interruption ends waits at once: well within a second on an idle machine; the bound
     // leaves room for a loaded CI runner.
     assert!(
@@ -435,6 +468,10 @@ remaining = { key = "stock" }
             "Ctrl-C while {phase:?} took {took:?}"
         );
     }
+    // The second Ctrl-C exits at once, without destructors: with Redis, PostgreSQL and
+    // MariaDB up, their groups are killed and their data folders removed all the same.
+    let took = interrupted("starting never-ready", text, true);
+    eprintln!("a second Ctrl-C with three stores up: exited in {took:?}");
 }
 
 /// `grab-bench ARGS` inside an empty network namespace (`unshare -n`, only loopback up): a

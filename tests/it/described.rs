@@ -193,3 +193,56 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
         "{stdout}"
     );
 }
+
+#[test]
+fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_output() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
+    let header = "Authorization = \"Bearer {user.token}\"";
+    let text = std::fs::read_to_string(shipped("described.toml")).unwrap();
+    assert!(text.contains(header));
+    // Literal credentials (the service refuses them: what matters is where they end up).
+    let text = text
+        .replace(
+            "\"../examples/seckill/users.csv\"",
+            &format!("{:?}", users.display().to_string()),
+        )
+        .replace(
+            header,
+            "Authorization = \"Bearer lit-s3cr3t-AUTH\", X-Api-Key = \"lit-s3cr3t-KEY\", Cookie = \"sid=lit-s3cr3t-SID\"",
+        );
+    let scenario = dir.path().join("literal.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let out = dir.path().join("out");
+    let mark = marker("described-secrets");
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    assert!(out.join("scenario.toml").exists(), "{}", describe(&o));
+    let saved = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
+    assert!(saved.contains("Authorization = \"***\""), "{saved}");
+    // Every file of the run folder, and what the run printed.
+    let mut texts = vec![
+        ("stdout".to_string(), o.stdout.clone()),
+        ("stderr".to_string(), o.stderr.clone()),
+    ];
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        texts.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+    }
+    for (name, bytes) in &texts {
+        let found = bytes
+            .windows(b"lit-s3cr3t".len())
+            .any(|w| w == b"lit-s3cr3t");
+        assert!(!found, "a credential in {name}");
+    }
+}
