@@ -57,6 +57,11 @@ impl ChildGuard {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Whether the child is still running: not stopped through this guard, and not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
     /// `Some(status)` once the child has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child
