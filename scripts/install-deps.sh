@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
-# Installs what grab-bench needs and the machine lacks: redis-server, redis-cli (redis-tools) and
-# nginx (the system under test), ab (apache2-utils) and wrk (the benchmark script compares against
-# them), PostgreSQL and MariaDB (the example shop's databases: sut::postgres and sut::mariadb
-# start private servers), and chromium (the browser test renders the report page in it headless; with a font, for its
-# screenshots).
+# Installs, from Debian packages, the programs grab-bench starts that this machine lacks — only
+# the ones asked for:
+#
+#   bash scripts/install-deps.sh                    # everything the tests use
+#   bash scripts/install-deps.sh redis-server nginx # what `grab-bench validate --needs` printed
+#
+# Programs: redis-server; redis-cli (a private Redis Cluster, Debian's redis-tools); nginx (the
+# built-in cluster's balancer); postgres and mariadbd (private databases of a described system);
+# chromium (the browser test renders the report page, with a font for its screenshots); ab and wrk
+# (the benchmark scripts compare against them). `tests` or no argument: all of them.
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-# redis-cli joins the private Redis Cluster (`redis = "cluster"`); Debian ships it in redis-tools.
-command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ -z "${GRAB_BENCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
-  missing+=(chromium fonts-dejavu-core)
+wanted=("$@")
+if [ ${#wanted[@]} -eq 0 ] || [ "${wanted[*]}" = tests ]; then
+  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk)
 fi
-# Debian keeps initdb and postgres in /usr/lib/postgresql/<version>/bin, off PATH.
-command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
-  || missing+=(postgresql)
-{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } \
-  && command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server)
+
+missing=()
+for program in "${wanted[@]}"; do
+  case $program in
+    redis-server) command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) ;;
+    redis-cli) command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) ;;
+    nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
+    ab) command -v ab >/dev/null 2>&1 || missing+=(apache2-utils) ;;
+    wrk) command -v wrk >/dev/null 2>&1 || missing+=(wrk) ;;
+    chromium)
+      if [ -z "${GRAB_BENCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+        missing+=(chromium fonts-dejavu-core)
+      fi ;;
+    # Debian keeps initdb and postgres in /usr/lib/postgresql/<version>/bin, off PATH.
+    postgres)
+      command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        || missing+=(postgresql) ;;
+    mariadbd)
+      { command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } \
+        && command -v mariadb-install-db >/dev/null 2>&1 || missing+=(mariadb-server) ;;
+    *) echo "grab-bench: install-deps.sh does not know the program '$program'" >&2; exit 2 ;;
+  esac
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -35,17 +52,13 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 echo "grab-bench: installing ${missing[*]}" >&2
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts the packaged services; grab-bench starts its own on free ports, so stop those.
-if command -v systemctl >/dev/null 2>&1; then
-  $sudo systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
-fi
-$sudo service redis-server stop >/dev/null 2>&1 || true
-$sudo service nginx stop >/dev/null 2>&1 || true
-# The same for the databases, but only when this run installed them: a PostgreSQL or MariaDB
-# that was already here may be someone's own.
+# Debian starts the packaged services; grab-bench starts its own on free ports, so stop those —
+# only the ones this run installed: one that was already here may be someone's own.
 services=()
 for pkg in "${missing[@]}"; do
   case $pkg in
+    redis-server) services+=(redis-server) ;;
+    nginx) services+=(nginx) ;;
     postgresql) services+=(postgresql) ;;
     mariadb-server) services+=(mariadb) ;;
   esac

@@ -327,6 +327,39 @@ pub struct Scenario {
     pub require: Vec<String>,
 }
 
+impl Scenario {
+    /// The programs of this machine a run of the scenario starts itself (beside grab-bench's
+    /// own binaries and the scenario's `[[target.start]]` processes): what an install must
+    /// provide for it and nothing more (`grab-bench validate --needs`, `scripts/run.sh`).
+    pub fn programs(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        match &self.system {
+            System::Cluster(c) => {
+                if c.redis_cluster {
+                    out.extend(["redis-server", "redis-cli"]);
+                } else if c.redis.is_none() {
+                    out.push("redis-server");
+                }
+                if c.balancer == Balancer::Nginx {
+                    out.push("nginx");
+                }
+            }
+            System::External(e) => {
+                if matches!(e.redis, Some(RedisSpec::Spawn)) {
+                    out.push("redis-server");
+                }
+                for db in &e.databases {
+                    out.push(match db {
+                        Database::Postgres => "postgres",
+                        Database::MariaDb => "mariadbd",
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// One fault, injected `at` after the load starts (the article's failure claims).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fault {

@@ -73,3 +73,60 @@ fn new_writes_what_validate_accepts() {
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
 }
+
+#[test]
+fn needs_lists_the_programs_a_scenario_starts_and_only_those() {
+    let needs = |files: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+            .arg("validate")
+            .arg("--needs")
+            .args(files.iter().map(|f| shipped(f)))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(": ok"));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // The main job: the built-in cluster behind Nginx on a private Redis, nothing else.
+    assert_eq!(needs(&["1m.toml"]), ["nginx", "redis-server"]);
+    assert_eq!(
+        needs(&["sharded.toml"]),
+        ["nginx", "redis-cli", "redis-server"]
+    );
+    assert_eq!(needs(&["shop.toml"]), ["postgres", "redis-server"]);
+    // A system that runs on its own starts nothing of this machine's.
+    assert!(needs(&["shop-running.toml"]).is_empty());
+    // The union over several files, each program once.
+    assert_eq!(
+        needs(&["1m.toml", "shop.toml"]),
+        ["nginx", "postgres", "redis-server"]
+    );
+    // Every program it names is one the install script knows.
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-deps.sh"),
+    )
+    .unwrap();
+    for p in needs(&["1m.toml", "sharded.toml", "shop.toml"]) {
+        assert!(
+            script.contains(&format!("    {p})")),
+            "install-deps.sh lacks {p}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_shows_the_workflow_the_repository_ships() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workflow = std::fs::read_to_string(root.join(".github/workflows/flash-sale.yml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```yaml\n{workflow}```")),
+        "README's CI snippet differs from .github/workflows/flash-sale.yml"
+    );
+    // It runs the main script, which installs by need; nothing installs everything.
+    assert!(workflow.contains("bash scripts/run.sh scenarios/smoke.toml"));
+    assert!(!workflow.contains("install-deps.sh"));
+}
