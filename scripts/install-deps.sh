@@ -8,13 +8,14 @@
 # Programs: redis-server; redis-cli (a private Redis Cluster, Debian's redis-tools); nginx (the
 # built-in cluster's balancer); postgres and mariadbd (private databases of a described system);
 # chromium (the browser test renders the report page, with a font for its screenshots); ab and wrk
-# (the benchmark scripts compare against them). `tests` or no argument: all of them.
+# (the benchmark scripts compare against them); prometheus (the live-metrics test sends to a real
+# one). `tests` or no argument: all of them.
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ] || [ "${wanted[*]}" = tests ]; then
-  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk)
+  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk prometheus)
 fi
 
 missing=()
@@ -24,6 +25,7 @@ for program in "${wanted[@]}"; do
     redis-cli) command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) ;;
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     ab) command -v ab >/dev/null 2>&1 || missing+=(apache2-utils) ;;
+    prometheus) command -v prometheus >/dev/null 2>&1 || missing+=(prometheus) ;;
     wrk) command -v wrk >/dev/null 2>&1 || missing+=(wrk) ;;
     chromium)
       if [ -z "${GRAB_BENCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -59,6 +61,7 @@ for pkg in "${missing[@]}"; do
   case $pkg in
     redis-server) services+=(redis-server) ;;
     nginx) services+=(nginx) ;;
+    prometheus) services+=(prometheus prometheus-node-exporter) ;;
     postgresql) services+=(postgresql) ;;
     mariadb-server) services+=(mariadb) ;;
   esac

@@ -18,6 +18,7 @@
 //! | [`scenario`], [`target`] | scenario files, and target URLs |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
 //! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
+//! | [`metrics`] | live metrics each second: a JSON-lines file, Prometheus remote write |
 //! | [`leftovers`] | private scratch folders and child groups, cleaned up even by a hard exit (a second Ctrl-C) |
 //!
 //! No top-level module imports one that imports it back (`tests/it/structure.rs`).
@@ -35,6 +36,7 @@ pub mod exit;
 pub mod faults;
 pub mod ledger;
 pub mod leftovers;
+pub mod metrics;
 pub mod pipeline;
 pub mod protocol;
 pub mod record;

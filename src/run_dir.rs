@@ -54,6 +54,8 @@ pub const SUMMARY_TXT: &str = "summary.txt";
 pub const JUNIT_XML: &str = "junit.xml";
 /// `timeseries.csv`.
 pub const TIMESERIES_CSV: &str = "timeseries.csv";
+/// The live metrics, one JSON object per second of the load (`crate::metrics`).
+pub const METRICS_JSONL: &str = "metrics.jsonl";
 /// `index.html`.
 pub const INDEX_HTML: &str = "index.html";
 /// `witnesses.csv`: every witness of the audit, one row each (the index page shows a few).

@@ -93,6 +93,13 @@ pub struct AbArgs {
     /// ab's `-e`: write a CSV of the response time at each percentage from 0 to 100.
     #[arg(short = 'e', value_name = "CSVFILE")]
     pub csv: Option<std::path::PathBuf>,
+    /// Send live metrics every second to this Prometheus remote-write receiver
+    /// (`http://127.0.0.1:9090/api/v1/write`).
+    #[arg(long, value_name = "URL")]
+    pub remote_write: Option<String>,
+    /// Write the live metrics, one JSON object per second, to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_jsonl: Option<std::path::PathBuf>,
     /// Target URL: http:// or https:// on a loopback address (any host with --allow-remote).
     pub url: String,
 }
@@ -264,7 +271,23 @@ pub fn run(args: AbArgs) -> Result<Done, Error> {
     let open_loop = matches!(plan.load, Load::Open { .. });
     let cancel = Cancel::on_signals();
     eprintln!("Benchmarking {} (be patient)", target.host);
-    let result = engine::run_with_progress(plan, cancel.token().clone(), "ab", None)?;
+    let mut metrics = crate::metrics::Metrics::new(
+        "ab",
+        Vec::new(),
+        None,
+        args.metrics_jsonl.as_deref(),
+        args.remote_write.as_deref(),
+        args.reach(),
+    )?;
+    let watch: Option<&mut dyn engine::Watch> = match metrics.is_on() {
+        true => Some(&mut metrics),
+        false => None,
+    };
+    let result = engine::run_with_progress(plan, cancel.token().clone(), "ab", None, watch);
+    if let Some(lost) = metrics.finish() {
+        eprintln!("ab: {lost}");
+    }
+    let result = result?;
     let completed = result.totals.total();
     if completed > 0 && result.reason(Reason::ConnectRefused) == completed {
         return Err(Error::Unreachable(format!(

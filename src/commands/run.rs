@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// allowed to load), as `allow_remote = true` in the scenario does; a warning names it first.
     #[arg(long)]
     pub allow_remote: bool,
+    /// Send the live metrics, every second, to this Prometheus remote-write receiver
+    /// (`http://127.0.0.1:9090/api/v1/write`; replaces `[metrics] remote_write`).
+    #[arg(long, value_name = "URL")]
+    pub remote_write: Option<String>,
 }
 
 /// Runs a scenario; with `--json`, its summary document is then the one thing on stdout.
@@ -136,7 +140,7 @@ fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
                 modes: args.modes.clone(),
             };
             let (mut system, target) = External::bring_up(sc, ext, dir, &options, &cancel)?;
-            let result = load(sc, &target, Segment::default(), &cancel)?;
+            let result = load(sc, &target, Segment::default(), dir, &cancel)?;
             let record = record(sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(dir, &record, &result, &mut system, &cancel)
         }
@@ -153,6 +157,21 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
         set_users(&mut sc, users)?;
     }
     set_load(&mut sc, args.duration, args.rate, args.connections)?;
+    if let Some(url) = &args.remote_write {
+        if !url.to_ascii_lowercase().starts_with("http://") {
+            return Err(Error::Usage(format!(
+                "--remote-write {}: give the http:// URL of a Prometheus remote-write receiver",
+                crate::evidence::sql::redact(url)
+            )));
+        }
+        reach(&sc)
+            .check_store(
+                "the Prometheus remote-write receiver of --remote-write",
+                url,
+            )
+            .map_err(Error::Usage)?;
+        sc.remote_write = Some(url.clone());
+    }
     let modes: Vec<&String> = match &sc.system {
         Sut::External(ext) => ext
             .start
@@ -336,7 +355,7 @@ fn built_in(
 ) -> Result<Done, Error> {
     let mut up = crate::cluster::bring_up(sc, cluster, dir, reset_sale, cancel)?;
     let target = Target::parse(&format!("http://{}/buy/ticket", up.target))?;
-    let (result, injected) = load_with_faults(sc, &target, &mut up, cancel)?;
+    let (result, injected) = load_with_faults(sc, &target, &mut up, dir, cancel)?;
     let record = record(sc, &result, up.records.clone(), injected);
     crate::pipeline::conclude(dir, &record, &result, &mut up, cancel)
 }
@@ -347,6 +366,7 @@ fn load_with_faults(
     sc: &Scenario,
     target: &Target,
     up: &mut crate::cluster::Up,
+    dir: &RunDir,
     cancel: &Cancel,
 ) -> Result<(EngineResult, Vec<FaultRecord>), Error> {
     let load_over = cancel.child();
@@ -362,7 +382,7 @@ fn load_with_faults(
             let (faults, stop) = (&sc.faults, load_over.clone());
             scope.spawn(move || crate::faults::inject(faults, load_start, targets, &stop))
         });
-        let result = load(sc, target, Segment::default(), cancel);
+        let result = load(sc, target, Segment::default(), dir, cancel);
         load_over.cancel();
         let injected = injector
             .map(|h| h.join().unwrap_or_default())
@@ -382,7 +402,7 @@ fn attached(
     let info = attach(sc, cluster_dir)?;
     wait_for_start(start_at, &sc.name, cancel)?;
     let target = Target::parse_loopback(&info.url)?;
-    let result = load(sc, &target, Segment::default(), cancel)?;
+    let result = load(sc, &target, Segment::default(), dir, cancel)?;
     let mut record = record(sc, &result, info.nodes.clone(), Vec::new());
     record.cluster_dir = Some(cluster_dir.to_path_buf());
     let mut system = Shared {
@@ -441,7 +461,7 @@ fn agent(
         cancel,
     )?;
     let target = Target::parse_for_load(&url, reach(sc))?;
-    let result = load(sc, &target, segment, cancel)?;
+    let result = load(sc, &target, segment, dir, cancel)?;
     let mut record = record(sc, &result, nodes, Vec::new());
     record.segment = Some(segment);
     record.cluster_dir = args.attach.clone();
@@ -487,6 +507,7 @@ fn load(
     sc: &Scenario,
     target: &Target,
     segment: Segment,
+    dir: &RunDir,
     cancel: &Cancel,
 ) -> Result<EngineResult, Error> {
     let mut plan = engine_plan(sc, target)?;
@@ -510,13 +531,37 @@ fn load(
     } else {
         sc.name.clone()
     };
+    let steps = match &plan.source {
+        crate::engine::Source::Buyers(b) => b.protocol.step_names(),
+        crate::engine::Source::Template(_) => Vec::new(),
+    };
+    // Live metrics: always the run folder's metrics.jsonl, and remote write when asked.
+    let mut metrics = crate::metrics::Metrics::new(
+        &sc.name,
+        steps,
+        tickets,
+        Some(&dir.path().join(crate::run_dir::METRICS_JSONL)),
+        sc.remote_write.as_deref(),
+        reach(sc),
+    )?;
+    if let Some(url) = &sc.remote_write {
+        eprintln!(
+            "run {label}: live metrics to {} (Prometheus remote write, every second)",
+            crate::evidence::sql::redact(url)
+        );
+    }
     eprintln!("run {label}: loading");
-    Ok(crate::engine::run_with_progress(
+    let result = crate::engine::run_with_progress(
         plan,
         cancel.token().clone(),
         &label,
         tickets,
-    )?)
+        Some(&mut metrics),
+    );
+    if let Some(lost) = metrics.finish() {
+        eprintln!("run {label}: {lost}");
+    }
+    Ok(result?)
 }
 
 /// The values the requests of `sc` use, with `target_path` the target URL's path: each item's

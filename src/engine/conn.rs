@@ -256,6 +256,14 @@ struct Pending {
     info: u64,
     /// New work units claimed.
     users: u64,
+    /// Completed attempts by latency bucket.
+    latency: [u64; super::progress::LATENCY_BOUNDS_US.len()],
+    /// Their latencies' sum, µs.
+    latency_sum_us: u64,
+    /// Requests answered by step slot.
+    steps: [u64; super::progress::LIVE_STEPS],
+    /// The largest generator lag seen, µs.
+    lag_max_us: u64,
     /// Completions since the last publish.
     n: u32,
     /// When the counts were last published, µs since start.
@@ -276,6 +284,17 @@ impl Pending {
         add(&live.fail, self.fail);
         add(&live.info, self.info);
         add(&live.users, self.users);
+        for (a, v) in live.latency.iter().zip(self.latency) {
+            add(a, v);
+        }
+        add(&live.latency_sum_us, self.latency_sum_us);
+        for (a, v) in live.steps.iter().zip(self.steps) {
+            add(a, v);
+        }
+        if self.lag_max_us > 0 {
+            live.lag_max_us
+                .fetch_max(self.lag_max_us, Ordering::Relaxed);
+        }
         *self = Pending {
             last_us: now_us,
             ..Pending::default()
@@ -583,9 +602,9 @@ impl ThreadCtx {
             return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
         };
         let p = &*b.protocol;
-        self.rec
-            .borrow_mut()
-            .record_step(Self::step_slot(p, job), start_us, end_us);
+        let slot = Self::step_slot(p, job);
+        self.rec.borrow_mut().record_step(slot, start_us, end_us);
+        self.pending.borrow_mut().steps[slot.min(super::progress::LIVE_STEPS - 1)] += 1;
         if !p.is_flow() || job.kind == Kind::Pay as u8 {
             return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
         }
@@ -757,6 +776,13 @@ impl ThreadCtx {
         );
     }
 
+    /// Records generator lag: for the run's figures, and the live maximum.
+    fn lag(&self, us: u64) {
+        self.rec.borrow_mut().record_lag(us);
+        let mut p = self.pending.borrow_mut();
+        p.lag_max_us = p.lag_max_us.max(us);
+    }
+
     /// Records an ended attempt (counts, latency, its ledger row) and schedules the user's
     /// follow-up, if any.
     fn end_attempt(&self, job: &Job, e: &Ending<'_, '_>) {
@@ -770,6 +796,9 @@ impl ThreadCtx {
                 (_, Outcome::Fail) => p.fail += 1,
                 (_, Outcome::Info) => p.info += 1,
             }
+            let latency = e.done_us.saturating_sub(e.intended_us);
+            p.latency[super::progress::latency_bucket(latency)] += 1;
+            p.latency_sum_us += latency;
             p.n += 1;
             if p.n >= 64 || e.done_us >= p.last_us + 50_000 {
                 p.publish(&s.live, e.done_us);
@@ -919,14 +948,12 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         };
         let mut start_us = claimed_at;
         if std::mem::take(&mut waited) && job.due_us <= claimed_at {
-            ctx.rec.borrow_mut().record_lag(claimed_at - job.due_us);
+            ctx.lag(claimed_at - job.due_us);
         } else if job.due_us > claimed_at {
             // A free connection waits for the intended time; waking late is generator lag.
             tokio::time::sleep_until(s.at(job.due_us)).await;
             start_us = s.now_us();
-            ctx.rec
-                .borrow_mut()
-                .record_lag(start_us.saturating_sub(job.due_us));
+            ctx.lag(start_us.saturating_sub(job.due_us));
         } else if s.schedule.is_some() && claimed_at > job.due_us + super::record::LATE_THRESHOLD_US
         {
             ctx.rec.borrow_mut().lag.backpressured += 1;

@@ -30,7 +30,9 @@ use crate::ledger::Ledger;
 use crate::protocol::{Outcome, Reason};
 
 pub use conn::probe;
-pub use progress::{Live, Progress, run_with_progress};
+pub use progress::{
+    LATENCY_BOUNDS_US, LIVE_STEPS, Live, Progress, Watch, latency_bucket, run_with_progress,
+};
 pub use raw::ConnectError;
 pub use record::{Interval, LagStats, ReasonCounts, StepStats, Transfer, Unmatched};
 pub use schedule::{Schedule, Stage};

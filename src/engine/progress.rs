@@ -13,6 +13,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::{EnginePlan, EngineResult, Load, Source, run_with_live};
 
+/// Upper bounds (µs) of the live latency histogram's buckets, the last one `+Inf`: what the
+/// live metrics publish each second (Prometheus' `le` labels), coarse on purpose — the run's
+/// exact latencies are in its HDR histogram.
+pub const LATENCY_BOUNDS_US: [u64; 13] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    u64::MAX,
+];
+
+/// Steps the live counts tell apart (the protocol's step slots; later ones share the last).
+pub const LIVE_STEPS: usize = 16;
+
+/// The bucket of [`LATENCY_BOUNDS_US`] a latency of `us` falls in.
+pub fn latency_bucket(us: u64) -> usize {
+    LATENCY_BOUNDS_US.partition_point(|&b| b < us)
+}
+
 /// Counters the engine threads bump as they go (relaxed: they are only for display).
 #[derive(Debug, Default)]
 pub struct Live {
@@ -28,6 +55,14 @@ pub struct Live {
     pub info: AtomicU64,
     /// New work units claimed (users, arrivals or template requests).
     pub users: AtomicU64,
+    /// Completed attempts by latency (from the intended send) in [`LATENCY_BOUNDS_US`] buckets.
+    pub latency: [AtomicU64; LATENCY_BOUNDS_US.len()],
+    /// The sum of those latencies, µs.
+    pub latency_sum_us: AtomicU64,
+    /// Requests answered by step slot (the protocol's `step_names` order).
+    pub steps: [AtomicU64; LIVE_STEPS],
+    /// The largest generator lag (µs) since [`Live::take_lag`] last read it.
+    pub lag_max_us: AtomicU64,
 }
 
 /// A snapshot of [`Live`].
@@ -47,6 +82,12 @@ pub struct Progress {
     pub in_flight: u64,
     /// Users / arrivals claimed.
     pub users: u64,
+    /// Completed attempts by latency bucket ([`LATENCY_BOUNDS_US`]), not cumulative.
+    pub latency: [u64; LATENCY_BOUNDS_US.len()],
+    /// The sum of those latencies, µs.
+    pub latency_sum_us: u64,
+    /// Requests answered by step slot.
+    pub steps: [u64; LIVE_STEPS],
 }
 
 impl Progress {
@@ -68,9 +109,17 @@ impl Live {
             info: r(&self.info),
             in_flight: 0,
             users: r(&self.users),
+            latency: std::array::from_fn(|i| r(&self.latency[i])),
+            latency_sum_us: r(&self.latency_sum_us),
+            steps: std::array::from_fn(|i| r(&self.steps[i])),
         };
         p.in_flight = p.sent.saturating_sub(p.done());
         p
+    }
+
+    /// The largest generator lag since the last call (µs), and a fresh start for the next.
+    pub fn take_lag(&self) -> u64 {
+        self.lag_max_us.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -85,13 +134,23 @@ fn expected_total(plan: &EnginePlan) -> Option<u64> {
     }
 }
 
+/// What wants the live counts once a second besides the terminal: the live metrics
+/// (`crate::metrics`). Called on the polling thread, never on an engine thread.
+pub trait Watch {
+    /// The counts `elapsed` into the load, and the largest generator lag (µs) of the second
+    /// since the last call. Called every second and once more when the load ends.
+    fn second(&mut self, elapsed: Duration, progress: &Progress, lag_max_us: u64);
+}
+
 /// Runs the engine on a helper thread while showing progress on stderr; with `tickets`, the
-/// status also shows how many are left by the buyers' own count.
+/// status also shows how many are left by the buyers' own count; `watch` gets the counts
+/// every second.
 pub fn run_with_progress(
     plan: EnginePlan,
     cancel: CancellationToken,
     label: &str,
     tickets: Option<u64>,
+    mut watch: Option<&mut dyn Watch>,
 ) -> anyhow::Result<EngineResult> {
     let live = Arc::new(Live::default());
     // A closed loop with a time limit (ab -t, -z) ends on time, long before its request cap:
@@ -127,6 +186,7 @@ pub fn run_with_progress(
         None
     };
     let started = Instant::now();
+    let mut last_watch = Instant::now();
     let mut last_line = Instant::now();
     let mut last = (Instant::now(), 0u64);
     while !worker.is_finished() {
@@ -154,6 +214,12 @@ pub fn run_with_progress(
         if let Some(tickets) = tickets {
             msg += &format!(" tickets left {}", tickets.saturating_sub(p.ok));
         }
+        if let Some(w) = watch.as_deref_mut()
+            && last_watch.elapsed() >= Duration::from_secs(1)
+        {
+            last_watch = Instant::now();
+            w.second(started.elapsed(), &p, live.take_lag());
+        }
         if let Some(bar) = &bar {
             bar.set_position(pos);
             bar.set_message(msg);
@@ -168,6 +234,9 @@ pub fn run_with_progress(
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(w) = watch {
+        w.second(started.elapsed(), &live.snapshot(), live.take_lag());
     }
     worker
         .join()

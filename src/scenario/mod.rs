@@ -98,6 +98,14 @@ struct RawScenario {
     faults: Vec<Spanned<RawFault>>,
     system: Option<Spanned<system::RawSystem>>,
     audit: Option<RawAudit>,
+    metrics: Option<RawMetrics>,
+}
+
+/// `[metrics]`: where the live metrics go besides the run folder's `metrics.jsonl`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    remote_write: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,6 +333,9 @@ pub struct Scenario {
     pub description: Arc<Description>,
     /// Checks that must be decided (`[audit] require`).
     pub require: Vec<String>,
+    /// A Prometheus remote-write receiver for the live metrics (`[metrics] remote_write`, or
+    /// `run --remote-write`); loopback unless the run allows more.
+    pub remote_write: Option<String>,
 }
 
 impl Scenario {
@@ -909,6 +920,27 @@ impl Validator<'_> {
             max_inversions: th.max_inversions.as_ref().map(|n| *n.get_ref()),
         };
         let faults = self.faults(&raw.faults, &system, &timeouts)?;
+        let remote_write = match raw.metrics.as_ref().and_then(|m| m.remote_write.as_ref()) {
+            None => None,
+            Some(url) => {
+                // The rule `run` applies to the load: the target's reach (loopback for the
+                // built-in cluster).
+                let reach = match &system {
+                    System::External(e) => e.reach,
+                    System::Cluster(_) => crate::target::Reach::Loopback,
+                };
+                if !url.get_ref().to_ascii_lowercase().starts_with("http://") {
+                    return Err(self.err(
+                        url,
+                        "remote_write is the http:// URL of a Prometheus remote-write receiver (http://127.0.0.1:9090/api/v1/write)",
+                    ));
+                }
+                reach
+                    .check_store("the Prometheus remote-write receiver", url.get_ref())
+                    .map_err(|e| self.err(url, e))?;
+                Some(url.get_ref().clone())
+            }
+        };
         Ok(Scenario {
             name,
             sale,
@@ -920,6 +952,7 @@ impl Validator<'_> {
             faults,
             description: Arc::new(description),
             require,
+            remote_write,
         })
     }
 

@@ -15,6 +15,7 @@ mod engine_ledger;
 mod engine_open;
 mod faults;
 mod json_out;
+mod metrics;
 mod multi_item;
 mod report;
 mod report_cli;
