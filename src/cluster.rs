@@ -194,11 +194,11 @@ pub fn bring_up(
     };
     let target: SocketAddr = nginx.as_ref().map_or(nodes[0].addr, |n| n.addr);
     eprintln!(
-        "run {}: redis {} · {} node(s), quotas {:?}{} · up in {:.1} s",
+        "run {}: redis {} · {} node(s), quotas {}{} · up in {:.1} s",
         sc.name,
         redis_url,
         nodes.len(),
-        cluster.item_quotas,
+        quotas_in_words(&sc.sale, &cluster.item_quotas),
         nginx
             .as_ref()
             .map_or(String::new(), |n| format!(" · nginx http://{}", n.addr)),
@@ -217,6 +217,27 @@ pub fn bring_up(
         settle: Settle::of(sc),
         records,
     })
+}
+
+/// Each node's stock in words: `55/110/165/220` for one item; `item1 55/110 · item2 20/40` for
+/// several.
+fn quotas_in_words(sale: &crate::scenario::Sale, quotas: &[Vec<u64>]) -> String {
+    let one = |q: &Vec<u64>| {
+        q.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    match quotas {
+        [q] => one(q),
+        _ => sale
+            .items
+            .iter()
+            .zip(quotas)
+            .map(|(item, q)| format!("{} {}", item.id, one(q)))
+            .collect::<Vec<_>>()
+            .join(" · "),
+    }
 }
 
 /// The Redis the nodes use: the user's (`cluster.redis`), a private redis-server, or a private

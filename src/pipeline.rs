@@ -43,7 +43,7 @@ pub fn conclude(
     eprintln!("run {name}: auditing");
     // The printed summary is completed below; it exists now so that the index page links it.
     dir.write(SUMMARY_TXT, "")?;
-    let mut text = totals(name, record.sale.tickets, result, &collected);
+    let mut text = totals(name, record, result, &collected);
     text += &steps(result);
     if cancel.is_cancelled() {
         text +=
@@ -368,7 +368,8 @@ fn database(c: &Collected) -> String {
 }
 
 /// The run's totals in a few lines: requests, outcomes, latency, lag, the store's counters.
-fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> String {
+fn totals(name: &str, record: &RunRecord, r: &EngineResult, collected: &Collected) -> String {
+    let tickets = record.sale.tickets;
     let users = r
         .ledger
         .rows
@@ -387,9 +388,10 @@ fn totals(name: &str, tickets: u64, r: &EngineResult, collected: &Collected) -> 
             .map_or("?".to_string(), |v| v.to_string())
     };
     let sent: u64 = r.steps.iter().map(|s| s.requests).sum();
-    // Reservation counters, when the store keeps them.
+    // Reservation counters, when the sale has reservations and the store keeps them (a sale
+    // without holds has nothing paid, held or released to speak of).
     let holds = match stock
-        .filter(|_| collected.items.is_empty())
+        .filter(|_| collected.items.is_empty() && record.reservations())
         .map(|s| (s.paid, s.held, s.released))
     {
         Some((Some(p), Some(h), r)) => {
