@@ -222,12 +222,7 @@ pub fn bring_up(
 /// Each node's stock in words: `55/110/165/220` for one item; `item1 55/110 · item2 20/40` for
 /// several.
 fn quotas_in_words(sale: &crate::scenario::Sale, quotas: &[Vec<u64>]) -> String {
-    let one = |q: &Vec<u64>| {
-        q.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join("/")
-    };
+    let one = |q: &Vec<u64>| q.iter().map(u64::to_string).collect::<Vec<_>>().join("/");
     match quotas {
         [q] => one(q),
         _ => sale

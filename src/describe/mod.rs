@@ -135,6 +135,31 @@ impl Description {
     pub fn is_flow(&self) -> bool {
         !self.before.is_empty() || self.poll.is_some()
     }
+
+    /// The users-file columns some request writes into a header.
+    pub fn header_columns(&self) -> Vec<u16> {
+        let mut out: Vec<u16> = self
+            .requests()
+            .flat_map(|r| r.headers.iter().flat_map(|(_, t)| t.vars()))
+            .filter_map(|v| match v {
+                ReqVar::Column(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every request of the description: the steps, the buy, the poll, the pay.
+    fn requests(&self) -> impl Iterator<Item = &Request> {
+        self.before
+            .iter()
+            .map(|s| &s.request)
+            .chain(std::iter::once(&self.buy))
+            .chain(self.poll.as_ref().map(|p| &p.request))
+            .chain(self.pay.as_ref())
+    }
 }
 
 /// A request an attempt makes before its buy.
@@ -456,7 +481,9 @@ impl Request {
         captured.resize(n, Box::default());
         let mut all = true;
         for (slot, pointer) in &self.captures {
-            match pointer.find(body).and_then(|v| json::Value::of(v).text()) {
+            // A value with CR or LF is not one to send on (it could end a header): not found.
+            let found = pointer.find(body).and_then(|v| json::Value::of(v).text());
+            match found.filter(|t| !t.iter().any(|&b| b == b'\r' || b == b'\n')) {
                 Some(text) => captured[*slot as usize] = text.into(),
                 None => all = false,
             }

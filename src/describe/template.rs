@@ -13,8 +13,60 @@ use std::fmt;
 enum Piece<V> {
     /// Text written as is.
     Text(Box<[u8]>),
-    /// A value looked up when rendering.
-    Var(V),
+    /// A value looked up when rendering; `raw` (`{name:raw}`) writes it unescaped.
+    Var(V, bool),
+}
+
+/// How a value is written into the text around it: what its context needs, so that a password
+/// with `+ & = %` in a form body, or a `"` in a JSON one, arrives as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Escape {
+    /// As it is (Redis keys, process arguments, headers).
+    #[default]
+    None,
+    /// Percent-encoded but for RFC 3986's unreserved characters: a path segment, a query value,
+    /// an `application/x-www-form-urlencoded` body.
+    Url,
+    /// JSON string escaping (`"`, `\`, control characters): a JSON body.
+    Json,
+}
+
+impl Escape {
+    /// Whether `b` must be written otherwise.
+    fn needs(self, b: u8) -> bool {
+        match self {
+            Escape::None => false,
+            Escape::Url => !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')),
+            Escape::Json => b == b'"' || b == b'\\' || b < 0x20,
+        }
+    }
+
+    /// Escapes `out[start..]` in place (a copy only when something needs escaping).
+    fn apply(self, out: &mut Vec<u8>, start: usize) {
+        if !out[start..].iter().any(|&b| self.needs(b)) {
+            return;
+        }
+        let value = out.split_off(start);
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for b in value {
+            if !self.needs(b) {
+                out.push(b);
+                continue;
+            }
+            match (self, b) {
+                (Escape::Json, b'"') => out.extend_from_slice(b"\\\""),
+                (Escape::Json, b'\\') => out.extend_from_slice(b"\\\\"),
+                (Escape::Json, b'\n') => out.extend_from_slice(b"\\n"),
+                (Escape::Json, b'\r') => out.extend_from_slice(b"\\r"),
+                (Escape::Json, b'\t') => out.extend_from_slice(b"\\t"),
+                (Escape::Json, c) => {
+                    out.extend_from_slice(b"\\u00");
+                    out.extend([HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+                }
+                (_, c) => out.extend([b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]),
+            }
+        }
+    }
 }
 
 /// A compiled template over the variables `V`.
@@ -23,6 +75,8 @@ pub struct Template<V> {
     pieces: Vec<Piece<V>>,
     /// The template as written, for messages.
     source: String,
+    /// How its values are escaped ([`Template::escaped`]; none unless told).
+    escape: Escape,
 }
 
 /// Why a template does not compile: what is wrong and the byte offset in the template.
@@ -85,7 +139,12 @@ impl<V: Copy> Template<V> {
                         ),
                     })?;
                     let name = &text[i + 1..i + 1 + end];
-                    let var = lookup(name.trim()).map_err(|why| TemplateError {
+                    // `{name:raw}`: written as it is, whatever the template's escaping.
+                    let (looked_up, raw) = match name.trim().strip_suffix(":raw") {
+                        Some(n) => (n.trim(), true),
+                        None => (name.trim(), false),
+                    };
+                    let var = lookup(looked_up).map_err(|why| TemplateError {
                         offset: i,
                         message: format!(
                             "unknown placeholder {{{name}}} in {text:?}: {why}; known: {known}"
@@ -94,7 +153,7 @@ impl<V: Copy> Template<V> {
                     if !literal.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut literal).into()));
                     }
-                    pieces.push(Piece::Var(var));
+                    pieces.push(Piece::Var(var, raw));
                     i += end + 2;
                 }
                 b'}' => {
@@ -115,15 +174,46 @@ impl<V: Copy> Template<V> {
         Ok(Template {
             pieces,
             source: text.to_string(),
+            escape: Escape::None,
         })
     }
 
-    /// Appends the rendering to `out`; `value` writes a variable's value.
+    /// The template with its values escaped as `escape` says (`{name:raw}` ones excepted).
+    pub fn escaped(mut self, escape: Escape) -> Template<V> {
+        self.escape = escape;
+        self
+    }
+
+    /// The template with the values of the variables `keep` picks written raw: values that
+    /// are text of the same kind already (a URL path where a path goes).
+    pub fn raw_where(mut self, keep: impl Fn(V) -> bool) -> Template<V> {
+        for p in &mut self.pieces {
+            if let Piece::Var(v, raw) = p
+                && keep(*v)
+            {
+                *raw = true;
+            }
+        }
+        self
+    }
+
+    /// How its values are escaped.
+    pub fn escape(&self) -> Escape {
+        self.escape
+    }
+
+    /// Appends the rendering to `out`; `value` writes a variable's value, which is then
+    /// escaped for the template's context (nothing is copied when nothing needs it).
     pub fn render(&self, out: &mut Vec<u8>, mut value: impl FnMut(V, &mut Vec<u8>)) {
         for p in &self.pieces {
             match p {
                 Piece::Text(t) => out.extend_from_slice(t),
-                Piece::Var(v) => value(*v, out),
+                Piece::Var(v, true) => value(*v, out),
+                Piece::Var(v, false) => {
+                    let start = out.len();
+                    value(*v, out);
+                    self.escape.apply(out, start);
+                }
             }
         }
     }
@@ -142,13 +232,13 @@ impl<V: Copy> Template<V> {
     {
         self.pieces
             .iter()
-            .any(|p| matches!(p, Piece::Var(x) if *x == v))
+            .any(|p| matches!(p, Piece::Var(x, _) if *x == v))
     }
 
     /// The variables it uses, in order.
     pub fn vars(&self) -> impl Iterator<Item = V> + '_ {
         self.pieces.iter().filter_map(|p| match p {
-            Piece::Var(v) => Some(*v),
+            Piece::Var(v, _) => Some(*v),
             Piece::Text(_) => None,
         })
     }
@@ -202,6 +292,45 @@ mod tests {
         assert_eq!(render(&t), "Bearer tok");
         assert!(t.uses(V::Col(0)) && !t.uses(V::Item));
         assert!(Template::<V>::compile("plain").unwrap().is_constant());
+    }
+
+    #[test]
+    fn values_are_escaped_for_their_context_unless_raw() {
+        let tok = |text: &str, esc: Escape, value: &[u8]| {
+            let t = Template::<V>::compile(text).unwrap().escaped(esc);
+            let mut out = Vec::new();
+            t.render(&mut out, |v, out| match v {
+                V::Item => out.extend_from_slice(b"i 1"),
+                V::Col(_) => out.extend_from_slice(value),
+            });
+            String::from_utf8(out).unwrap()
+        };
+        let pw = b"p+w&d=1 %\"x\\";
+        assert_eq!(
+            tok("user={item}&password={user.token}", Escape::Url, pw),
+            "user=i%201&password=p%2Bw%26d%3D1%20%25%22x%5C"
+        );
+        assert_eq!(
+            tok(
+                "{{\"pw\":\"{user.token}\"}}",
+                Escape::Json,
+                b"a\"b\\c\nd\x01"
+            ),
+            "{\"pw\":\"a\\\"b\\\\c\\nd\\u0001\"}"
+        );
+        // Raw: the rare literal a server wants as it is.
+        assert_eq!(tok("q={user.token:raw}", Escape::Url, b"a+b"), "q=a+b");
+        // Nothing to escape, nothing copied; no escaping unless told.
+        assert_eq!(
+            tok("{user.token}", Escape::Url, b"abc-1.2_3~"),
+            "abc-1.2_3~"
+        );
+        assert_eq!(tok("{user.token}", Escape::None, b"a b"), "a b");
+        let t = Template::<V>::compile("{item}/{user.token}")
+            .unwrap()
+            .escaped(Escape::Url)
+            .raw_where(|v| v == V::Item);
+        assert_eq!(render(&t), "i1/tok");
     }
 
     #[test]

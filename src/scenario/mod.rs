@@ -867,6 +867,28 @@ impl Validator<'_> {
         };
         let mut description = description;
         description.count_down_from(sale.tickets);
+        // A header value cannot hold CR or LF (it would end the header, or smuggle another):
+        // a users-file column that goes into a header is refused with its line, not its cell.
+        for c in description.header_columns() {
+            let bad = (0..users.table.len()).find(|&i| {
+                users
+                    .table
+                    .cell(i, usize::from(c))
+                    .iter()
+                    .any(|&b| b == b'\r' || b == b'\n')
+            });
+            if let Some(i) = bad {
+                return Err(self.error_at(
+                    0,
+                    format!(
+                        "the users file's column {:?} goes into a request header, and user number {} (line {} of a users file) has a line break in it",
+                        users.table.columns[usize::from(c)],
+                        i + 1,
+                        i + 2
+                    ),
+                ));
+            }
+        }
         let logs = match &system {
             System::Cluster(_) => true,
             System::External(e) => !e.stat_logs.is_empty(),

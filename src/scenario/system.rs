@@ -16,6 +16,7 @@ use super::{ScenarioError, Validator};
 use crate::describe::answers::{self, Expect, Rule, Statuses, Test};
 use crate::describe::json::Pointer;
 use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders, Shards};
+use crate::describe::template::Escape;
 use crate::describe::{
     Answers, Description, PRESETS, Poll, ReqVar, Request, Scope, SqlSpec, Step, Template,
 };
@@ -649,9 +650,27 @@ fn request(
         }
         headers.push((lower, template(&value)?));
     }
+    // Values are escaped for where they go: a form or a query percent-encoded, a JSON body
+    // JSON-escaped; headers as they are (a value with CR or LF is refused where it comes from).
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, t)| t.source().to_ascii_lowercase());
     let body = pick(|r| r.body.as_ref())
         .map(|b| template(&b))
-        .transpose()?;
+        .transpose()?
+        .map(|b| {
+            let text = b.source().trim_start();
+            let escape = match content_type.as_deref() {
+                Some(c) if c.contains("x-www-form-urlencoded") => Escape::Url,
+                Some(c) if c.contains("json") => Escape::Json,
+                None if text.starts_with("{{") || text.starts_with('[') => Escape::Json,
+                // `a={x}&b={y}` with no content-type said: a form all the same.
+                None if text.contains('=') && !text.contains(char::is_whitespace) => Escape::Url,
+                _ => Escape::None,
+            };
+            b.escaped(escape)
+        });
     let mut answers = Answers::default();
     for (rules, rv) in [(own, v), (base, pv)] {
         for r in rules.map(|r| r.answers.as_slice()).unwrap_or_default() {
@@ -670,9 +689,15 @@ fn request(
             captures.push(((first + i) as u16, p));
         }
     }
+    // A value the path starts with is a path itself (`{target.path}`, a captured URL): as it
+    // is. Every other value in the path or the query is percent-encoded.
+    let path = template(&path)?.escaped(Escape::Url);
+    let leading = path.source().starts_with('{') && !path.source().starts_with("{{");
+    let first = path.vars().next();
+    let path = path.raw_where(|var| var == ReqVar::TargetPath || (leading && Some(var) == first));
     Ok(Some(Request {
         method,
-        path: template(&path)?,
+        path,
         headers,
         body,
         answers,

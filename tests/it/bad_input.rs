@@ -616,3 +616,26 @@ fn stores_off_loopback_are_refused_before_connecting_unless_allowed() {
     assert!(!err.contains("s3cret"), "{err}");
     assert_nothing_left(&mark);
 }
+
+#[test]
+fn a_line_break_in_a_value_that_goes_into_a_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    std::fs::write(&users, "id,token\n1,abc\n2,\"evil\r\nX-Admin: 1\"\n").unwrap();
+    let text = format!(
+        "[sale]\ntickets = 5\n[target]\nurl = \"http://127.0.0.1:9/\"\n[users]\ncsv = {:?}\n\
+         [load]\nmode = \"closed\"\nconnections = 1\n[system.buy]\npath = \"/buy\"\n\
+         headers = {{ Authorization = \"Bearer {{user.token}}\" }}\n[[system.buy.answers]]\n\
+         status = 200\noutcome = \"ok\"\n",
+        users.display().to_string()
+    );
+    let err = grab_bench::scenario::parse(Path::new("h.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("column \"token\" goes into a request header")
+            && err.contains("line 3")
+            && !err.contains("evil"),
+        "{err}"
+    );
+}

@@ -441,3 +441,123 @@ fn a_stock_key_that_does_not_exist_is_refused_before_any_load() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+#[test]
+fn passwords_with_form_and_json_specials_arrive_as_they_are() {
+    // Passwords a form or a JSON body breaks unless each value is escaped for where it goes.
+    let passwords = [
+        "p+1",
+        "a&b=c",
+        "100%",
+        "say \"hi\"",
+        "two words",
+        "back\\slash",
+        "50%2B",
+        "ünï",
+    ];
+    let expected: std::collections::HashMap<String, String> = passwords
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("1380000{i:04}"), p.to_string()))
+        .collect();
+    let decode = |s: &str| -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                    i += 2;
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).unwrap()
+    };
+    let wrong = Arc::new(AtomicU64::new(0));
+    let (logins, buys) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (w, l, b) = (wrong.clone(), logins.clone(), buys.clone());
+    let shop = fixture::start(move |r| {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        if r.target.starts_with("/login") {
+            let form: std::collections::HashMap<String, String> = body
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (decode(k), decode(v)))
+                .collect();
+            let ok = form.get("mobile").and_then(|m| expected.get(m)) == form.get("password");
+            if !ok {
+                w.fetch_add(1, Ordering::SeqCst);
+                return Reply::ok(r#"{"code":401}"#);
+            }
+            l.fetch_add(1, Ordering::SeqCst);
+            let mobile = &form["mobile"];
+            return Reply::ok(format!(r#"{{"code":0,"data":{{"token":"t{mobile}"}}}}"#));
+        }
+        // The buy: a JSON body that repeats the password, and the token in the query.
+        let v: serde_json::Value = match serde_json::from_str(&body) {
+            Ok(v) => v,
+            Err(_) => {
+                w.fetch_add(1, Ordering::SeqCst);
+                return Reply::ok(r#"{"code":400}"#);
+            }
+        };
+        let mobile = r.target.split("token=t").nth(1).unwrap_or("").to_string();
+        if expected.get(&mobile).map(String::as_str) != v["pw"].as_str() {
+            w.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok(r#"{"code":400}"#);
+        }
+        b.fetch_add(1, Ordering::SeqCst);
+        Reply::ok(r#"{"code":0}"#)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    let mut csv = csv::Writer::from_path(&users).unwrap();
+    csv.write_record(["id", "mobile", "password"]).unwrap();
+    for (i, p) in passwords.iter().enumerate() {
+        csv.write_record([(i + 1).to_string(), format!("1380000{i:04}"), p.to_string()])
+            .unwrap();
+    }
+    csv.flush().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        100,
+        passwords.len() as u64,
+        None,
+        r#"[[system.before]]
+name = "login"
+method = "POST"
+path = "/login"
+headers = { content-type = "application/x-www-form-urlencoded" }
+body = "mobile={user.mobile}&password={user.password}"
+capture = { token = "/data/token" }
+[[system.before.answers]]
+status = 200
+pointer = "/code"
+equals = 0
+outcome = "ok"
+[[system.before.answers]]
+status = 200
+outcome = "rejected"
+"#,
+    );
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace(
+            &format!("count = {}", passwords.len()),
+            &format!("csv = {:?}", users.display().to_string()),
+        )
+        .replace(
+            "method = \"GET\"\npath = \"/buy?user={user}\"",
+            "method = \"POST\"\npath = \"/buy?token={capture.token}\"\nbody = '{{\"pw\":\"{user.password}\"}}'",
+        );
+    std::fs::write(&sc, text).unwrap();
+    let o = run(&sc, &dir.path().join("out"));
+    assert_eq!(wrong.load(Ordering::SeqCst), 0, "{}", describe(&o));
+    assert_eq!(logins.load(Ordering::SeqCst), passwords.len() as u64);
+    assert_eq!(buys.load(Ordering::SeqCst), passwords.len() as u64);
+}
