@@ -169,6 +169,9 @@ pub struct Step {
     pub name: String,
     /// The request.
     pub request: Request,
+    /// Made once per user (`scope = "user"`, a login): once it answered ok, the user's later
+    /// attempts skip it and start with the values it captured.
+    pub per_user: bool,
 }
 
 /// Asking for a queued buy's result until the answer is no longer `queued`, bounded.

@@ -239,6 +239,10 @@ struct ThreadCtx {
     flows: RefCell<Vec<Flow>>,
     /// Slots of `flows` free for reuse.
     free_flows: RefCell<Vec<u32>>,
+    /// Per user, what its steps of `scope = "user"` captured once they answered ok: its later
+    /// attempts (retries, extra buys — always on this thread) skip them and start from these.
+    /// Empty unless the description has such steps.
+    once: RefCell<std::collections::HashMap<u64, Box<[Box<[u8]>]>>>,
 }
 
 /// Progress counts of one thread since its last publish.
@@ -317,6 +321,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         rec: RefCell::new(Recorder::new(shared.plan.transfer, &steps)),
         flows: RefCell::new(Vec::new()),
         free_flows: RefCell::new(Vec::new()),
+        once: RefCell::new(std::collections::HashMap::new()),
         queue: RefCell::new(BinaryHeap::new()),
         head: head_lines(&base_headers(&shared.plan)?),
         stopped: Cell::new(false),
@@ -653,6 +658,15 @@ impl ThreadCtx {
                         .request
                         .capture(body, &mut f.captured, p.captures);
                 if found {
+                    // The last of the user's once-steps: keep what they captured for its
+                    // later attempts.
+                    let step = job.step as usize;
+                    if p.before[step].per_user
+                        && !p.before.get(step + 1).is_some_and(|s| s.per_user)
+                    {
+                        let saved = f.captured.clone().into_boxed_slice();
+                        self.once.borrow_mut().insert(job.user, saved);
+                    }
                     drop(flows);
                     self.queue
                         .borrow_mut()
@@ -736,6 +750,30 @@ impl ThreadCtx {
                 (flows.len() - 1) as u32
             }
         }
+    }
+
+    /// `job` past the steps its user made once already (`scope = "user"`), with what they
+    /// captured; as it is when it is not at such a step or the user has not made them.
+    fn skip_done_once(&self, job: Job, start_us: u64) -> Job {
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            return job;
+        };
+        let p = &b.protocol;
+        let at_once = |step: u8| p.before.get(step as usize).is_some_and(|s| s.per_user);
+        if job.kind == Kind::Pay as u8 || !at_once(job.step) {
+            return job;
+        }
+        let once = self.once.borrow();
+        let Some(saved) = once.get(&job.user) else {
+            return job;
+        };
+        let mut job = job;
+        job.flow = self.flow_slot(&job, start_us);
+        self.flows.borrow_mut()[job.flow as usize].captured = saved.to_vec();
+        while at_once(job.step) {
+            job.step += 1;
+        }
+        job
     }
 
     /// Returns a flow slot for reuse.
@@ -958,6 +996,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         {
             ctx.rec.borrow_mut().lag.backpressured += 1;
         }
+        let job = ctx.skip_done_once(job, start_us);
         ctx.pending.borrow_mut().sent += 1;
         ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
         let kind = if job.kind == Kind::Pay as u8 {

@@ -65,6 +65,9 @@ struct RawRequest {
     every: Option<Spanned<String>>,
     /// How long to keep polling after the buy's answer (`[system.poll]` only).
     max_wait: Option<Spanned<String>>,
+    /// How often a step is made (`[[system.before]]` only): `"attempt"` (the default) or
+    /// `"user"` (once per user: a login whose captures every later attempt reuses).
+    scope: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,7 +267,32 @@ pub(super) fn description(
         let request = request(sv, &pv, Some(step.get_ref()), None, scope, "before")?
             .expect("a step is its own request");
         add_captures(sv, step.get_ref(), &mut captured)?;
-        before.push(Step { name, request });
+        let per_user = match &step.get_ref().scope {
+            None => false,
+            Some(s) if s.get_ref() == "attempt" => false,
+            Some(s) if s.get_ref() == "user" => {
+                // The steps made once per user come first: an attempt that skips them starts
+                // where they left off, with their captures.
+                if before.last().is_some_and(|b: &Step| !b.per_user) {
+                    return Err(sv.err(
+                        s,
+                        "steps with scope = \"user\" come before the steps made on every attempt",
+                    ));
+                }
+                true
+            }
+            Some(s) => {
+                return Err(sv.err(
+                    s,
+                    "scope is \"user\" (once per user, e.g. a login) or \"attempt\" (every attempt, the default)",
+                ));
+            }
+        };
+        before.push(Step {
+            name,
+            request,
+            per_user,
+        });
     }
     let scope = Scope {
         columns,
@@ -584,8 +612,13 @@ fn request(
     for r in [own, base].into_iter().flatten() {
         let misplaced = match what {
             "before" => r.every.as_ref().or(r.max_wait.as_ref()),
-            "poll" => r.name.as_ref(),
-            _ => r.name.as_ref().or(r.every.as_ref()).or(r.max_wait.as_ref()),
+            "poll" => r.name.as_ref().or(r.scope.as_ref()),
+            _ => r
+                .name
+                .as_ref()
+                .or(r.scope.as_ref())
+                .or(r.every.as_ref())
+                .or(r.max_wait.as_ref()),
         };
         if let Some(m) = misplaced {
             let ctx = if own.is_some_and(|o| std::ptr::eq(o, r)) {
@@ -595,7 +628,7 @@ fn request(
             };
             return Err(ctx.err(
                 m,
-                "name goes with [[system.before]] steps, every and max_wait with [system.poll]",
+                "name and scope go with [[system.before]] steps, every and max_wait with [system.poll]",
             ));
         }
     }

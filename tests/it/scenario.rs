@@ -277,3 +277,42 @@ fn a_remaining_capture_counts_down_from_the_stock() {
     let reference = scenario::preset("reference", &[]).unwrap();
     assert!(reference.buy.answers.captures_seq() && !reference.buy.answers.counts_down());
 }
+
+#[test]
+fn a_step_scope_is_user_or_attempt_and_user_steps_come_first() {
+    let base = |steps: &str| {
+        format!(
+            "[sale]\ntickets = 5\n[target]\nurl = \"http://127.0.0.1:9/\"\n[users]\ncount = 5\n\
+             [load]\nmode = \"closed\"\nconnections = 1\n{steps}[system.buy]\npath = \"/buy\"\n\
+             [[system.buy.answers]]\nstatus = 200\noutcome = \"ok\"\n"
+        )
+    };
+    let step = |name: &str, scope: &str| {
+        format!(
+            "[[system.before]]\nname = \"{name}\"\n{scope}path = \"/{name}\"\n\
+             [[system.before.answers]]\nstatus = 200\noutcome = \"ok\"\n"
+        )
+    };
+    let parse = |text: &str| grab_bench::scenario::parse(std::path::Path::new("s.toml"), text);
+    let ok = parse(&base(
+        &(step("login", "scope = \"user\"\n") + &step("path", "")),
+    ));
+    let sc = ok.unwrap();
+    assert!(sc.description.before[0].per_user && !sc.description.before[1].per_user);
+    let err = parse(&base(
+        &(step("path", "") + &step("login", "scope = \"user\"\n")),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("come before the steps made on every attempt"),
+        "{err}"
+    );
+    let err = parse(&base(&step("login", "scope = \"session\"\n")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("s.toml:") && err.contains("scope is \"user\""),
+        "{err}"
+    );
+}

@@ -561,3 +561,90 @@ outcome = "rejected"
     assert_eq!(logins.load(Ordering::SeqCst), passwords.len() as u64);
     assert_eq!(buys.load(Ordering::SeqCst), passwords.len() as u64);
 }
+
+#[test]
+fn a_login_of_scope_user_is_made_once_per_user_whatever_the_retries_and_extra_buys() {
+    let users = 40u64;
+    let (logins, bad_tokens, buys) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let (l, bt, b) = (logins.clone(), bad_tokens.clone(), buys.clone());
+    let shop = fixture::start(move |r| {
+        if let Some(user) = r.target.strip_prefix("/login?user=") {
+            l.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok(format!(r#"{{"code":0,"data":{{"token":"tok-{user}"}}}}"#));
+        }
+        // /buy?user=U&token=T: the token must be the one U's login gave.
+        let q = r.target.split_once('?').map_or("", |(_, q)| q);
+        let get = |k: &str| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .unwrap_or("")
+                .to_string()
+        };
+        if get("token") != format!("tok-{}", get("user")) {
+            bt.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok(r#"{"code":401}"#);
+        }
+        // Every third buy is a 503: retried as a new attempt.
+        if b.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+            return Reply {
+                status: 503,
+                body: String::new(),
+                delay: Duration::ZERO,
+            };
+        }
+        Reply::ok(r#"{"code":-1}"#)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        10,
+        users,
+        None,
+        r#"[[system.before]]
+name = "login"
+scope = "user"
+method = "GET"
+path = "/login?user={user}"
+capture = { token = "/data/token" }
+[[system.before.answers]]
+status = 200
+outcome = "ok"
+"#,
+    );
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace(
+            "path = \"/buy?user={user}\"",
+            "path = \"/buy?user={user}&token={capture.token}\"",
+        )
+        .replace(
+            &format!("count = {users}\n"),
+            &format!("count = {users}\nretries = 2\nretry_sold_out = 2\nextra_buys = 1\n"),
+        )
+        .replace(
+            "[[system.buy.answers]]\nstatus = 429",
+            "[[system.buy.answers]]\nstatus = 503\noutcome = \"info\"\n[[system.buy.answers]]\nstatus = 429",
+        );
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(bad_tokens.load(Ordering::SeqCst), 0, "{}", describe(&o));
+    assert_eq!(
+        logins.load(Ordering::SeqCst),
+        users,
+        "one login per user: {}",
+        describe(&o)
+    );
+    let buys = buys.load(Ordering::SeqCst);
+    assert!(buys > users, "later attempts were made ({buys} buys)");
+    // The per-step table says the same: N logins, more buys.
+    let summary = json(&out.join("summary.json"));
+    let steps = summary["steps"].as_array().unwrap();
+    let login = steps.iter().find(|s| s["name"] == "login").unwrap();
+    assert_eq!(login["requests"].as_u64(), Some(users), "{login}");
+}
