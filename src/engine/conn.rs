@@ -137,6 +137,9 @@ struct Job {
     flow: u32,
 }
 
+/// The values an attempt captured, by capture number.
+type Captured = Box<[Box<[u8]>]>;
+
 /// [`Job::flow`] of a job that carries no attempt state.
 const NO_FLOW: u32 = u32::MAX;
 
@@ -242,7 +245,7 @@ struct ThreadCtx {
     /// Per user, what its steps of `scope = "user"` captured once they answered ok: its later
     /// attempts (retries, extra buys — always on this thread) skip them and start from these.
     /// Empty unless the description has such steps.
-    once: RefCell<std::collections::HashMap<u64, Box<[Box<[u8]>]>>>,
+    once: RefCell<std::collections::HashMap<u64, Captured>>,
 }
 
 /// Progress counts of one thread since its last publish.
