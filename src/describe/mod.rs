@@ -7,6 +7,7 @@
 //! (the store) use.
 
 pub mod answers;
+pub mod cookies;
 pub mod json;
 pub mod routed;
 pub mod store;
@@ -82,6 +83,9 @@ pub struct Description {
     /// Every answer rule's label, by number (rule `n` is `rules[n - 1]`), numbered over the
     /// steps, the buy, the poll and the pay in that order: the ledger's rule table.
     pub rules: Vec<String>,
+    /// Whether each user keeps a cookie jar (`[system] cookies`, true unless said otherwise):
+    /// `Set-Cookie` answers are sent back on the user's later requests ([`cookies::Jar`]).
+    pub cookies: bool,
 }
 
 /// Where a system keeps its orders in SQL, and how long they may take to appear: read with
@@ -204,6 +208,11 @@ pub struct Protocol {
     pub captures: usize,
     /// The answer rules' labels, by number ([`Description::rules`]).
     pub rules: Vec<String>,
+    /// Each user keeps a cookie jar ([`Description::cookies`]).
+    pub cookies: bool,
+    /// Answers' heads are read (a cookie jar, or a header or cookie capture): the engine
+    /// keeps each answer's head only then.
+    pub needs_head: bool,
     /// The run-wide values the requests use.
     pub ctx: Context,
 }
@@ -219,6 +228,8 @@ impl Protocol {
             pay: description.pay.clone(),
             captures: description.captures.len(),
             rules: description.rules.clone(),
+            cookies: description.cookies,
+            needs_head: description.cookies || description.requests().any(Request::needs_head),
             ctx,
         }
     }
@@ -361,8 +372,88 @@ pub struct Request {
     /// How its answers are read.
     pub answers: Answers,
     /// Values kept from its answer when the answer lets the attempt go on (`ok`, `queued`), for
-    /// the later requests of the attempt: capture number and JSON Pointer.
-    pub captures: Vec<(u16, json::Pointer)>,
+    /// the later requests of the attempt: capture number and where the value is.
+    pub captures: Vec<(u16, Capture)>,
+}
+
+/// Where in an answer a captured value is.
+#[derive(Debug, Clone)]
+pub enum Capture {
+    /// A JSON Pointer into the body (`"/data/token"`).
+    Body(json::Pointer),
+    /// A response header's value (`"header:X-Token"`; the name matched case-insensitively).
+    Header(String),
+    /// The value of a cookie the answer set (`"cookie:userTicket"`).
+    Cookie(String),
+    /// The first group (else the whole match) of a regex over the body (`"regex:path=(\\w+)"`).
+    Regex(regex::bytes::Regex),
+}
+
+impl Capture {
+    /// Reads a `capture` value: a JSON Pointer, or `header:NAME`, `cookie:NAME`, `regex:RE`.
+    pub fn parse(text: &str) -> Result<Capture, String> {
+        let named = |rest: &str, what: &str| {
+            let name = rest.trim();
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                Err(format!(
+                    "{what}: needs a {what} name, e.g. \"{what}:X-Token\""
+                ))
+            } else {
+                Ok(name.to_string())
+            }
+        };
+        if let Some(rest) = text.strip_prefix("header:") {
+            return named(rest, "header").map(Capture::Header);
+        }
+        if let Some(rest) = text.strip_prefix("cookie:") {
+            return named(rest, "cookie").map(Capture::Cookie);
+        }
+        if let Some(re) = text.strip_prefix("regex:") {
+            return regex::bytes::Regex::new(re)
+                .map(Capture::Regex)
+                .map_err(|e| format!("the regex does not compile: {e}"));
+        }
+        json::Pointer::parse(text).map(Capture::Body).map_err(|e| {
+            format!("{e} (a capture is a JSON Pointer, or header:NAME, cookie:NAME, regex:RE)")
+        })
+    }
+
+    /// Whether it reads the answer's head.
+    pub fn needs_head(&self) -> bool {
+        matches!(self, Capture::Header(_) | Capture::Cookie(_))
+    }
+
+    /// The value in the answer (`head`: its status line and headers as received), if there.
+    fn find<'a>(&self, head: &'a [u8], body: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        use std::borrow::Cow;
+        match self {
+            Capture::Body(p) => p
+                .find(body)
+                .and_then(|v| json::Value::of(v).text())
+                .map(|t| Cow::Owned(t.to_vec())),
+            Capture::Header(name) => header_value(head, name.as_bytes()).map(Cow::Borrowed),
+            Capture::Cookie(name) => {
+                let mut jar = cookies::Jar::default();
+                jar.update(head, 0, 0);
+                jar.get(name.as_bytes()).map(|v| Cow::Owned(v.to_vec()))
+            }
+            Capture::Regex(re) => re.captures(body).map(|c| {
+                let m = c.get(1).or_else(|| c.get(0)).expect("a match has group 0");
+                Cow::Borrowed(m.as_bytes())
+            }),
+        }
+    }
+}
+
+/// The value of the first header `name` in `head`, trimmed.
+pub fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(name)
+            .then(|| line[colon + 1..].trim_ascii())
+    })
 }
 
 /// What a request is rendered for: one attempt of one user.
@@ -477,21 +568,32 @@ impl Request {
     ///
     /// Returns whether every capture found its value: a step whose answer was read as ok but
     /// lacks the value the next request needs (a login without its token) cannot be followed.
-    pub fn capture(&self, body: &[u8], captured: &mut Vec<Box<[u8]>>, n: usize) -> bool {
+    pub fn capture(
+        &self,
+        head: &[u8],
+        body: &[u8],
+        captured: &mut Vec<Box<[u8]>>,
+        n: usize,
+    ) -> bool {
         if self.captures.is_empty() {
             return true;
         }
         captured.resize(n, Box::default());
         let mut all = true;
-        for (slot, pointer) in &self.captures {
+        for (slot, from) in &self.captures {
             // A value with CR or LF is not one to send on (it could end a header): not found.
-            let found = pointer.find(body).and_then(|v| json::Value::of(v).text());
+            let found = from.find(head, body);
             match found.filter(|t| !t.iter().any(|&b| b == b'\r' || b == b'\n')) {
-                Some(text) => captured[*slot as usize] = text.into(),
+                Some(text) => captured[*slot as usize] = text.into_owned().into(),
                 None => all = false,
             }
         }
         all
+    }
+
+    /// Whether reading its answer needs the answer's head (a header or cookie capture).
+    pub fn needs_head(&self) -> bool {
+        self.captures.iter().any(|(_, c)| c.needs_head())
     }
 }
 
@@ -541,6 +643,27 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captures_come_from_the_body_a_header_a_cookie_or_a_regex() {
+        let head = b"HTTP/1.1 200 OK\r\nX-Token: abc\r\nSet-Cookie: sid=s1; Path=/\r\n\r\n";
+        let body = br#"{"data":{"path":"p9"},"html":"<a href='/go?k=77'>"}"#;
+        let find = |text: &str| {
+            let c = Capture::parse(text).unwrap();
+            c.find(head, body)
+                .map(|v| String::from_utf8(v.into_owned()).unwrap())
+        };
+        assert_eq!(find("/data/path").as_deref(), Some("p9"));
+        assert_eq!(find("header:x-token").as_deref(), Some("abc"));
+        assert_eq!(find("cookie:sid").as_deref(), Some("s1"));
+        assert_eq!(find(r"regex:k=(\d+)").as_deref(), Some("77"));
+        assert_eq!(find("header:X-Missing"), None);
+        assert!(Capture::parse("header:X-Token").unwrap().needs_head());
+        assert!(!Capture::parse("/a").unwrap().needs_head());
+        for bad in ["data", "header:", "regex:(", "cookie: "] {
+            assert!(Capture::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn each_user_wants_one_item_drawn_by_the_pick_and_the_same_every_time() {

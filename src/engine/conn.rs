@@ -246,6 +246,9 @@ struct ThreadCtx {
     /// attempts (retries, extra buys — always on this thread) skip them and start from these.
     /// Empty unless the description has such steps.
     once: RefCell<std::collections::HashMap<u64, Captured>>,
+    /// Per user, the cookies its answers set (`[system] cookies`): sent back on its later
+    /// requests. A user gets an entry only once a `Set-Cookie` arrives for it.
+    jars: RefCell<std::collections::HashMap<u64, crate::describe::cookies::Jar>>,
 }
 
 /// Progress counts of one thread since its last publish.
@@ -325,6 +328,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
         flows: RefCell::new(Vec::new()),
         free_flows: RefCell::new(Vec::new()),
         once: RefCell::new(std::collections::HashMap::new()),
+        jars: RefCell::new(std::collections::HashMap::new()),
         queue: RefCell::new(BinaryHeap::new()),
         head: head_lines(&base_headers(&shared.plan)?),
         stopped: Cell::new(false),
@@ -372,6 +376,7 @@ pub(crate) fn thread_main(shared: Arc<Shared>, conns: usize) -> anyhow::Result<R
                     start_us,
                     end_us,
                     0,
+                    b"",
                     b"",
                     &Classified::bare(Reason::Cancelled),
                 );
@@ -589,17 +594,70 @@ impl ThreadCtx {
             item: job.item,
         };
         req.write(&p.ctx, &attempt, &self.head, out, scratch);
+        drop((flows, rec));
+        if p.cookies {
+            self.add_cookies(job.user, out);
+        }
+    }
+
+    /// Adds the user's cookies for the request in `out` (a `Cookie` header after its request
+    /// line), when its jar holds any for the request's path.
+    fn add_cookies(&self, user: u64, out: &mut Vec<u8>) {
+        let mut jars = self.jars.borrow_mut();
+        if jars.is_empty() {
+            return;
+        }
+        let Some(jar) = jars.get_mut(&user) else {
+            return;
+        };
+        let Some(line_end) = out.windows(2).position(|w| w == b"\r\n") else {
+            return;
+        };
+        let line = &out[..line_end];
+        let path = line.split(|&b| b == b' ').nth(1).unwrap_or(b"/");
+        let mut value = Vec::new();
+        jar.header(path, self.shared.now_us(), &mut value);
+        if value.is_empty() {
+            return;
+        }
+        let mut header = b"cookie: ".to_vec();
+        header.extend_from_slice(&value);
+        header.extend_from_slice(b"\r\n");
+        let at = line_end + 2;
+        out.splice(at..at, header);
+    }
+
+    /// Keeps the cookies an answer to `user` set (a head with `Set-Cookie`).
+    fn keep_cookies(&self, user: u64, head: &[u8], now_us: u64) {
+        let sets = head.split(|&b| b == b'\n').any(|line| {
+            line.get(..11)
+                .is_some_and(|n| n.eq_ignore_ascii_case(b"set-cookie:"))
+        });
+        if !sets {
+            return;
+        }
+        let unix_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut jars = self.jars.borrow_mut();
+        let jar = jars.entry(user).or_default();
+        jar.update(head, now_us, unix_s);
+        if jar.is_empty() {
+            jars.remove(&user);
+        }
     }
 
     /// Records a finished request: for an attempt of one request, its row; for a flow, the
     /// next request of the attempt or, when this answer ends it, its row. `body` is the answer
     /// (captured from, and kept as a sample when no rule matched it).
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         job: &Job,
         start_us: u64,
         end_us: u64,
         status: u16,
+        head: &[u8],
         body: &[u8],
         c: &Classified<'_>,
     ) {
@@ -610,13 +668,16 @@ impl ThreadCtx {
             return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
         };
         let p = &*b.protocol;
+        if p.cookies && !head.is_empty() {
+            self.keep_cookies(job.user, head, end_us);
+        }
         let slot = Self::step_slot(p, job);
         self.rec.borrow_mut().record_step(slot, start_us, end_us);
         self.pending.borrow_mut().steps[slot.min(super::progress::LIVE_STEPS - 1)] += 1;
         if !p.is_flow() || job.kind == Kind::Pay as u8 {
             return self.end_attempt(job, &Ending::one(job, start_us, end_us, status, c));
         }
-        self.flow_step(p, job, start_us, end_us, status, body, c);
+        self.flow_step(p, job, start_us, end_us, status, head, body, c);
     }
 
     /// One answer of an attempt of several requests: go on to the next request, or end it.
@@ -628,6 +689,7 @@ impl ThreadCtx {
         start_us: u64,
         end_us: u64,
         status: u16,
+        head: &[u8],
         body: &[u8],
         c: &Classified<'_>,
     ) {
@@ -656,10 +718,12 @@ impl ThreadCtx {
         let unfollowed = Classified::bare(Reason::Unmatched);
         if job.step < n {
             if c.outcome() == Outcome::Ok && !cancelled {
-                let found =
-                    p.before[job.step as usize]
-                        .request
-                        .capture(body, &mut f.captured, p.captures);
+                let found = p.before[job.step as usize].request.capture(
+                    head,
+                    body,
+                    &mut f.captured,
+                    p.captures,
+                );
                 if found {
                     // The last of the user's once-steps: keep what they captured for its
                     // later attempts.
@@ -687,7 +751,7 @@ impl ThreadCtx {
                 && !cancelled
                 && let Some(poll) = &p.poll
             {
-                let _ = p.buy.capture(body, &mut f.captured, p.captures);
+                let _ = p.buy.capture(head, body, &mut f.captured, p.captures);
                 let mut rec = self.rec.borrow_mut();
                 f.buy_order = c.order.map_or(0, |o| rec.order_key(o));
                 f.buy_seq = c.seq;
@@ -959,6 +1023,9 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         .is_some_and(|p| p.method == Method::HEAD);
     let mut conn: Option<Conn> = None;
     let mut buf: Vec<u8> = Vec::new();
+    // hyper's answer heads, written out when the description reads heads (cookies, captures).
+    let mut hyper_head: Vec<u8> = Vec::new();
+    let wants_head = matches!(&s.plan.source, Source::Buyers(b) if b.protocol.needs_head);
     let mut wbuf: Vec<u8> = Vec::with_capacity(256);
     let mut scratch: Vec<u8> = Vec::with_capacity(64);
     // The request timer of the raw client, made at the first request (see `within`).
@@ -1029,7 +1096,7 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 Err(()) => {
                     let end_us = s.now_us();
                     let refused = Classified::bare(Reason::ConnectRefused);
-                    ctx.finish(&job, start_us, end_us, 0, b"", &refused);
+                    ctx.finish(&job, start_us, end_us, 0, b"", b"", &refused);
                     if let Some(t) = ctx.rec.borrow_mut().transfer.as_mut() {
                         t.connect_errors += 1;
                     }
@@ -1047,7 +1114,8 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         let outcome = match conn.as_mut().expect("connected above") {
             Conn::Hyper(sender) => {
                 let req = ctx.request(&job);
-                exchange(&s, sender, req, &mut buf, want_server).await
+                let head = wants_head.then_some(&mut hyper_head);
+                exchange(&s, sender, req, &mut buf, want_server, head).await
             }
             Conn::Raw(raw) => {
                 let request: &[u8] = match &s.template {
@@ -1114,7 +1182,11 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                     t.waiting.saturating_record(waiting.max(1));
                     t.processing.saturating_record((total - connect_us).max(1));
                 }
-                ctx.finish(&job, start_us, end_us, resp.status, body, &c);
+                let head: &[u8] = match conn.as_ref() {
+                    Some(Conn::Raw(raw)) => raw.head(),
+                    _ => &hyper_head,
+                };
+                ctx.finish(&job, start_us, end_us, resp.status, head, body, &c);
                 answered = true;
                 // hyper closes the connection itself when the server says `Connection: close`
                 // (`ready()` then fails); the raw client marks itself unusable.
@@ -1129,7 +1201,15 @@ async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                         _ => t.exceptions += 1,
                     }
                 }
-                ctx.finish(&job, start_us, end_us, 0, b"", &Classified::bare(reason));
+                ctx.finish(
+                    &job,
+                    start_us,
+                    end_us,
+                    0,
+                    b"",
+                    b"",
+                    &Classified::bare(reason),
+                );
                 conn = None;
             }
         }
@@ -1223,7 +1303,9 @@ async fn connect(s: &Shared) -> Result<Conn, ()> {
 async fn open(plan: &EnginePlan) -> Result<Conn, ConnectError> {
     let stream = Stream::open(plan.target, plan.tls.as_ref()).await?;
     if plan.client == Client::Raw {
-        return Ok(Conn::Raw(RawConn::new(stream)));
+        let raw = RawConn::new(stream);
+        let heads = matches!(&plan.source, Source::Buyers(b) if b.protocol.needs_head);
+        return Ok(Conn::Raw(if heads { raw.keeping_heads() } else { raw }));
     }
     let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -1277,6 +1359,7 @@ async fn exchange(
     req: Request<Full<Bytes>>,
     buf: &mut Vec<u8>,
     want_server: bool,
+    head_out: Option<&mut Vec<u8>>,
 ) -> Result<Response, Reason> {
     let want_detail = s.plan.transfer;
     let want_server = want_detail && want_server;
@@ -1287,6 +1370,17 @@ async fn exchange(
             .map_err(|_| Reason::IoError)?;
         let head_us = s.now_us();
         let (parts, mut body) = res.into_parts();
+        // The head as the raw client keeps it, for cookies and header captures.
+        if let Some(out) = head_out {
+            out.clear();
+            out.extend_from_slice(format!("HTTP/1.1 {}\r\n", parts.status.as_u16()).as_bytes());
+            for (k, v) in &parts.headers {
+                out.extend_from_slice(k.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
         let mut first: Option<Bytes> = None;
         buf.clear();
         while let Some(frame) = body.frame().await {

@@ -191,6 +191,9 @@ pub(crate) struct RawConn {
     last_used: Instant,
     /// Most body bytes an answer may carry ([`BODY_LIMIT`] unless set otherwise).
     body_limit: usize,
+    /// The last answer's head (status line and headers), kept only when asked for
+    /// ([`RawConn::keeping_heads`]: a description that reads cookies or headers).
+    head: Option<Vec<u8>>,
 }
 
 /// What one exchange produced; the body is copied into the caller's buffer.
@@ -249,7 +252,19 @@ impl RawConn {
             closed: false,
             last_used: Instant::now(),
             body_limit: BODY_LIMIT,
+            head: None,
         }
+    }
+
+    /// The same connection keeping each answer's head for [`RawConn::head`].
+    pub fn keeping_heads(mut self) -> RawConn {
+        self.head = Some(Vec::new());
+        self
+    }
+
+    /// The last answer's head, when heads are kept (else empty).
+    pub fn head(&self) -> &[u8] {
+        self.head.as_deref().unwrap_or_default()
     }
 
     /// The same connection with another body limit (see [`BODY_LIMIT`]).
@@ -323,6 +338,10 @@ impl RawConn {
                 None => self.fill().await?,
             }
         };
+        if let Some(kept) = self.head.as_mut() {
+            kept.clear();
+            kept.extend_from_slice(&self.rbuf[..head.len]);
+        }
         // One clock read per exchange: when the head arrived, which is also when the connection
         // was last used (the body of a small answer comes with its head; a large one makes the
         // idle check in `usable_at` only come sooner).

@@ -32,6 +32,8 @@ pub(super) struct RawSystem {
     pay: Option<RawRequest>,
     store: Option<RawStore>,
     sql: Option<Spanned<RawSql>>,
+    /// Keep a cookie jar per user (default true; the reference and article presets say false).
+    cookies: Option<bool>,
 }
 
 /// `[system.sql]` as written.
@@ -369,6 +371,7 @@ pub(super) fn description(
             None => Ok(()),
         });
     numbered.map_err(|e| v.error_at(raw.map_or(0, |r| r.span().start), e))?;
+    let cookies = own.cookies.or(base_sys.cookies).unwrap_or(true);
     Ok(Description {
         name,
         before,
@@ -379,6 +382,7 @@ pub(super) fn description(
         sql,
         captures: captured,
         rules,
+        cookies,
     })
 }
 
@@ -718,7 +722,7 @@ fn request(
         .or_else(|| base.and_then(|r| r.capture.as_ref()).map(|c| (c, pv)))
     {
         for (i, (_, ptr)) in c.0.get_ref().iter().enumerate() {
-            let p = Pointer::parse(ptr.get_ref()).map_err(|e| c.1.err(ptr, e))?;
+            let p = crate::describe::Capture::parse(ptr.get_ref()).map_err(|e| c.1.err(ptr, e))?;
             captures.push(((first + i) as u16, p));
         }
     }

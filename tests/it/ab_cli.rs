@@ -184,6 +184,7 @@ fn no_success_is_not_exit_zero() {
         status: 500,
         body: "{}".into(),
         delay: std::time::Duration::ZERO,
+        headers: Vec::new(),
     });
     let url = format!("http://{}/", server.addr);
     let done = ab::run(args(&["-n", "4", "-k", &url]));

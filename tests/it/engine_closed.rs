@@ -48,6 +48,7 @@ fn reference_server(stock: u64) -> crate::support::fixture::Server {
                 status: 400,
                 body: r#"{"code":-3,"msg":"no user"}"#.into(),
                 delay: Duration::ZERO,
+                headers: Vec::new(),
             };
         }
         let seq = sold.fetch_add(1, Ordering::SeqCst) + 1;
@@ -187,6 +188,7 @@ fn retries_and_payments(client: Client) {
                 status: 503,
                 body: r#"{"code":-4,"msg":"redis down"}"#.into(),
                 delay: Duration::ZERO,
+                headers: Vec::new(),
             }
         } else {
             assert_eq!(request_id, format!("{user}-2"));
@@ -309,6 +311,7 @@ fn cancellation_stops_a_stalled_run_promptly() {
             status: 200,
             body: "{}".into(),
             delay: Duration::from_secs(20),
+            headers: Vec::new(),
         }
     });
     let cancel = CancellationToken::new();
@@ -371,6 +374,7 @@ fn the_hard_time_limit_cancels_in_flight_requests() {
         status: 200,
         body: "{}".into(),
         delay: Duration::from_secs(20),
+        headers: Vec::new(),
     });
     let plan = EnginePlan {
         connections: 3,

@@ -35,6 +35,7 @@ fn reference_https(ca: &Ca, stock: u64) -> Server {
                     status: 400,
                     body: r#"{"code":-3,"msg":"no user"}"#.into(),
                     delay: Duration::ZERO,
+                    headers: Vec::new(),
                 };
             }
             let seq = sold.fetch_add(1, Ordering::SeqCst) + 1;

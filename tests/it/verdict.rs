@@ -594,6 +594,7 @@ fn a_login_of_scope_user_is_made_once_per_user_whatever_the_retries_and_extra_bu
                 status: 503,
                 body: String::new(),
                 delay: Duration::ZERO,
+                headers: Vec::new(),
             };
         }
         Reply::ok(r#"{"code":-1}"#)
@@ -647,4 +648,109 @@ outcome = "ok"
     let steps = summary["steps"].as_array().unwrap();
     let login = steps.iter().find(|s| s["name"] == "login").unwrap();
     assert_eq!(login["requests"].as_u64(), Some(users), "{login}");
+}
+
+#[test]
+fn a_cookie_session_a_header_and_a_regex_carry_an_attempt_through() {
+    // A shop whose login answers with a cookie and nothing in the body, whose hidden path comes
+    // in a body read by regex, and whose captcha id comes in a header.
+    let bad = Arc::new(AtomicU64::new(0));
+    let (logins, sold) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (b, l, so) = (bad.clone(), logins.clone(), sold.clone());
+    let tickets = 30;
+    let shop = fixture::start(move |r| {
+        let cookie_user = r.header("cookie").and_then(|c| {
+            c.split("; ")
+                .find_map(|kv| kv.strip_prefix("userTicket=T"))
+                .map(str::to_string)
+        });
+        // The analytics cookie is for /analytics only: never sent to the shop's API.
+        if r.header("cookie").is_some_and(|c| c.contains("tracking=")) {
+            b.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(user) = r.target.strip_prefix("/login?mobile=") {
+            l.fetch_add(1, Ordering::SeqCst);
+            return Reply {
+                headers: vec![
+                    (
+                        "Set-Cookie".into(),
+                        format!("userTicket=T{user}; Path=/; HttpOnly"),
+                    ),
+                    ("Set-Cookie".into(), "tracking=1; Path=/analytics".into()),
+                ],
+                ..Reply::ok(r#"{"code":0,"data":null}"#)
+            };
+        }
+        let Some(user) = cookie_user else {
+            b.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok(r#"{"code":401}"#);
+        };
+        if r.target.starts_with("/seckill/path") {
+            return Reply {
+                headers: vec![("X-Captcha-Id".into(), format!("c{user}"))],
+                ..Reply::ok(format!(r#"{{"code":0,"data":"{user}a1b2c3"}}"#))
+            };
+        }
+        let want = format!("/seckill/{user}a1b2c3/doSeckill");
+        if r.target != want || r.header("x-captcha") != Some(&format!("c{user}")) {
+            b.fetch_add(1, Ordering::SeqCst);
+            return Reply::ok(r#"{"code":400}"#);
+        }
+        if so.fetch_add(1, Ordering::SeqCst) < tickets {
+            Reply::ok(r#"{"code":0}"#)
+        } else {
+            Reply::ok(r#"{"code":-1}"#)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let users = 60;
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        tickets,
+        users,
+        None,
+        r#"[[system.before]]
+name = "login"
+scope = "user"
+method = "POST"
+path = "/login?mobile={user}"
+[[system.before.answers]]
+status = 200
+pointer = "/code"
+equals = 0
+outcome = "ok"
+[[system.before]]
+name = "path"
+path = "/seckill/path?goodsId=1"
+capture = { hidden = 'regex:"data":"([0-9a-f]+)"', captcha = "header:x-captcha-id" }
+[[system.before.answers]]
+status = 200
+pointer = "/code"
+equals = 0
+outcome = "ok"
+"#,
+    );
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace(
+            "method = \"GET\"\npath = \"/buy?user={user}\"",
+            "method = \"POST\"\npath = \"/seckill/{capture.hidden}/doSeckill\"\nheaders = { X-Captcha = \"{capture.captcha}\" }",
+        )
+        .replace(
+            &format!("count = {users}\n"),
+            &format!("count = {users}\nextra_buys = 1\nretry_sold_out = 1\n"),
+        );
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(bad.load(Ordering::SeqCst), 0, "{}", describe(&o));
+    assert_eq!(logins.load(Ordering::SeqCst), users, "{}", describe(&o));
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(
+        summary["requests"]["ok"].as_u64(),
+        Some(tickets),
+        "{}",
+        describe(&o)
+    );
 }

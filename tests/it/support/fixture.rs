@@ -24,6 +24,18 @@ pub struct Req {
     pub body: Vec<u8>,
     /// The client asked to close the connection.
     pub close: bool,
+    /// The request's headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Req {
+    /// The first header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// What the handler answers.
@@ -34,6 +46,8 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (a stall).
     pub delay: Duration,
+    /// Header lines to add (`Set-Cookie`, a token in a header).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -43,6 +57,7 @@ impl Reply {
             status: 200,
             body: body.into(),
             delay: Duration::ZERO,
+            headers: Vec::new(),
         }
     }
 }
@@ -178,10 +193,12 @@ where
         let method = first.next().unwrap_or("").to_string();
         let target = first.next().unwrap_or("").to_string();
         let (mut len, mut close) = (0usize, false);
+        let mut headers = Vec::new();
         for line in lines {
             let Some((k, v)) = line.split_once(':') else {
                 continue;
             };
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
             if k == "content-length" {
                 len = v.parse().unwrap_or(0);
@@ -203,13 +220,19 @@ where
             target,
             body,
             close,
+            headers,
         };
         let reply = handler(&req);
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
+        let extra: String = reply
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         let out = format!(
-            "HTTP/1.1 {} X\r\nServer: fixture\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{}",
+            "HTTP/1.1 {} X\r\nServer: fixture\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}{}\r\n{}",
             reply.status,
             reply.body.len(),
             if close { "Connection: close\r\n" } else { "" },
