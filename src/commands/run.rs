@@ -601,6 +601,7 @@ pub fn engine_plan(sc: &Scenario, target: &Target) -> Result<EnginePlan, Error> 
     buyers.retries = sc.users.retries;
     buyers.retry_sold_out = sc.users.retry_sold_out;
     buyers.extra_buys = sc.users.extra_buys;
+    buyers.concurrent = sc.users.concurrent;
     if sc.sale.hold_ttl.is_some() {
         buyers.pay_probability = sc.users.pay_probability;
         buyers.pay_delay = sc.users.pay_delay;

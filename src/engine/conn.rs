@@ -466,23 +466,47 @@ impl ThreadCtx {
                     Source::Template(_) => (k, 0),
                 };
                 self.pending.borrow_mut().users += 1;
-                return Next::Run(
-                    Job {
-                        due_us,
-                        user,
-                        index,
-                        attempt,
-                        kind: Kind::Buy as u8,
-                        item,
-                        order_id: 0,
-                        retries_left,
-                        sold_out_left,
-                        extra_left,
-                        step: 0,
-                        flow: NO_FLOW,
-                    },
-                    now,
-                );
+                let job = Job {
+                    due_us,
+                    user,
+                    index,
+                    attempt,
+                    kind: Kind::Buy as u8,
+                    item,
+                    order_id: 0,
+                    retries_left,
+                    sold_out_left,
+                    extra_left,
+                    step: 0,
+                    flow: NO_FLOW,
+                };
+                // A double click: the same user's attempt K times at once, attempts 1..K, the
+                // last with the follow-ups (their attempt numbers then go on from K + 1).
+                let k = match &s.plan.source {
+                    Source::Buyers(b) if !b.cycle_users => b.concurrent.max(1),
+                    _ => 1,
+                };
+                if k > 1 {
+                    let mut q = self.queue.borrow_mut();
+                    for i in 2..=u32::from(k) {
+                        let last = i == u32::from(k);
+                        q.push(Reverse(Job {
+                            attempt: i,
+                            retries_left: if last { retries_left } else { 0 },
+                            sold_out_left: if last { sold_out_left } else { 0 },
+                            extra_left: if last { extra_left } else { 0 },
+                            ..job
+                        }));
+                    }
+                    let first = Job {
+                        retries_left: 0,
+                        sold_out_left: 0,
+                        extra_left: 0,
+                        ..job
+                    };
+                    return Next::Run(first, now);
+                }
+                return Next::Run(job, now);
             }
         }
         match self.queue.borrow().peek() {

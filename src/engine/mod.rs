@@ -219,6 +219,9 @@ pub struct BuyerPlan {
     /// Go round the users again and again, each unit of work one attempt of the next user
     /// (ab against a described system: a request count, not one buy per user). No follow-ups.
     pub cycle_users: bool,
+    /// Each user's first attempt goes this many times at once (1: once), with request ids of
+    /// their own; the last of them carries the user's follow-ups.
+    pub concurrent: u16,
 }
 
 impl BuyerPlan {
@@ -233,6 +236,7 @@ impl BuyerPlan {
             pay_probability: 0.0,
             pay_delay: Duration::from_millis(100),
             cycle_users: false,
+            concurrent: 1,
         }
     }
 

@@ -224,6 +224,8 @@ struct RawUsers {
     retry_sold_out: u16,
     #[serde(default)]
     extra_buys: u16,
+    /// Requests of one user sent at once (a double click, a script burst).
+    concurrent: Option<Spanned<u16>>,
     pay_probability: Option<Spanned<f64>>,
     pay_delay: Option<Spanned<String>>,
     /// How an attempt picks its item in a sale of several.
@@ -656,6 +658,9 @@ pub struct Users {
     pub retry_sold_out: u16,
     /// Further buys after a success (greedy users probing the per-user limit).
     pub extra_buys: u16,
+    /// Each user's first attempt is sent this many times at once (`[users] concurrent`, 1-16):
+    /// the double click that races a per-user check.
+    pub concurrent: u16,
     /// Probability of paying a hold.
     pub pay_probability: f64,
     /// Delay before paying.
@@ -1598,6 +1603,16 @@ impl Validator<'_> {
             retries: raw.retries,
             retry_sold_out: raw.retry_sold_out,
             extra_buys: raw.extra_buys,
+            concurrent: match &raw.concurrent {
+                None => 1,
+                Some(k) if (1..=16).contains(k.get_ref()) => *k.get_ref(),
+                Some(k) => {
+                    return Err(self.err(
+                        k,
+                        "concurrent is 1-16: how many requests of one user go at once",
+                    ));
+                }
+            },
             pay_probability,
             pay_delay: self.opt_duration(&raw.pay_delay, Duration::from_millis(100))?,
             pick,

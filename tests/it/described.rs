@@ -246,3 +246,68 @@ fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_ou
         assert!(!found, "a credential in {name}");
     }
 }
+
+#[test]
+fn a_double_click_finds_the_racy_duplicate_check_that_one_click_does_not() {
+    // One request of a user at a time (extra buys come after the first answer): the racy
+    // check sees the first buy and refuses the second. PROVEN.
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(dir.path(), &["--flaw", "racy-duplicate-check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let audit = json(&dir.path().join("audit.json"));
+    assert_eq!(check(&audit, "one_per_user")["status"], "true");
+    // Three at once (`[users] concurrent = 3`): they all pass the check before any buys.
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
+    let text = std::fs::read_to_string(shipped("described.toml"))
+        .unwrap()
+        .replace(
+            "\"../examples/seckill/users.csv\"",
+            &format!("{:?}", users.display().to_string()),
+        )
+        .replace("extra_buys = 1", "extra_buys = 1\nconcurrent = 3");
+    assert!(text.contains("concurrent = 3"));
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("double-click.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("out");
+    let mark = marker("described-double-click");
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--flaw", "racy-duplicate-check"])
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    assert_eq!(check(&audit, "one_per_user")["status"], "false");
+    let witnesses = says(&audit, "one_per_user");
+    assert!(!witnesses.is_empty(), "named witnesses");
+    eprintln!("one_per_user at concurrent = 3: {}", witnesses[0]);
+    // The ledger keeps every request: three first attempts per user.
+    let ledger = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
+    let rows = ledger.lines().count() - 1;
+    assert!(rows >= 3 * 220, "{rows} rows for 220 users");
+    // The correct service's check is atomic: the same double clicks find nothing.
+    let out = tmp.path().join("correct");
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args([
+            "run",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let audit = json(&out.join("audit.json"));
+    assert_eq!(check(&audit, "one_per_user")["status"], "true");
+}

@@ -115,6 +115,8 @@ pub struct Shop {
     store: Store,
     /// The `errors-while-stock` flaw (the other flaws live in the buy script's flags).
     errors_while_stock: bool,
+    /// The `racy-duplicate-check` flaw: the buyers check is a read of its own before the buy.
+    racy_duplicate_check: bool,
 }
 
 impl Shop {
@@ -129,6 +131,7 @@ impl Shop {
             users,
             store,
             errors_while_stock: config.has(Flaw::ErrorsWhileStock),
+            racy_duplicate_check: config.has(Flaw::RacyDuplicateCheck),
         }
     }
 
@@ -147,6 +150,14 @@ impl Shop {
             let n = item.flaky_buys.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_multiple_of(3) {
                 return fixed(StatusCode::INTERNAL_SERVER_ERROR, body::SYSTEM_BUSY);
+            }
+        }
+        if self.racy_duplicate_check {
+            // The flaw: check, then (a database's worth of milliseconds later) act.
+            match self.store.is_buyer(&item.keys, user).await {
+                Ok(true) => return fixed(StatusCode::OK, body::REPEAT_PURCHASE),
+                Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                Err(_) => return fixed(StatusCode::INTERNAL_SERVER_ERROR, body::SYSTEM_BUSY),
             }
         }
         match self.store.buy(&item.keys, user).await {

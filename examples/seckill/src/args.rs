@@ -24,6 +24,10 @@ pub enum Flaw {
     /// Once 30 % of an item's initial stock is sold, every 3rd buy answers HTTP 500 "system busy"
     /// without asking Redis: buyers get errors while tickets are left (undersell by errors).
     ErrorsWhileStock,
+    /// The "already bought?" check is a separate read before the buy (the check-then-act of a
+    /// service that asks its database first): two requests of one user at once both pass it,
+    /// and the user buys twice. Sequential requests are still refused.
+    RacyDuplicateCheck,
 }
 
 impl Flaw {
@@ -33,6 +37,7 @@ impl Flaw {
             Flaw::UnguardedDecr => "unguarded-decr",
             Flaw::NoBuyersSet => "no-buyers-set",
             Flaw::ErrorsWhileStock => "errors-while-stock",
+            Flaw::RacyDuplicateCheck => "racy-duplicate-check",
         }
     }
 
@@ -43,6 +48,9 @@ impl Flaw {
             Flaw::NoBuyersSet => "one user may buy many times; the buyers set stays empty",
             Flaw::ErrorsWhileStock => {
                 "every 3rd buy after 30% sold answers 500 without asking Redis: UNDERSELL"
+            }
+            Flaw::RacyDuplicateCheck => {
+                "the per-user check races: a double click buys twice (ONE PER USER broken)"
             }
         }
     }

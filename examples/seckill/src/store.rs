@@ -81,11 +81,14 @@ impl Store {
         let buy_flags = match (
             config.has(Flaw::UnguardedDecr),
             config.has(Flaw::NoBuyersSet),
+            config.has(Flaw::RacyDuplicateCheck),
         ) {
-            (true, true) => "gb",
-            (true, false) => "g",
-            (false, true) => "b",
-            (false, false) => "",
+            (true, true, _) => "gb",
+            (true, false, false) => "g",
+            (true, false, true) => "gc",
+            (false, true, _) => "b",
+            (false, false, true) => "c",
+            (false, false, false) => "",
         };
         let store = Store {
             conn,
@@ -173,6 +176,13 @@ impl Store {
             3 => Ok(Buy::NotSetUp),
             other => Err(StoreError::Protocol(format!("buy script returned {other}"))),
         }
+    }
+
+    /// Whether `user` is in the item's buyers set (the `racy-duplicate-check` flaw asks this
+    /// before the buy, in a round trip of its own).
+    pub async fn is_buyer(&self, keys: &ItemKeys, user: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.sismember(&keys.buyers, user)).await
     }
 
     /// The item's stock now (`None` when the key is missing).
