@@ -32,6 +32,38 @@ fn run(out: &Path, args: &[&str]) -> Output {
     o
 }
 
+/// `described.toml` with its users file named absolutely and `edit` applied, written to
+/// `dir/name.toml`.
+fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
+    let text = std::fs::read_to_string(shipped("described.toml"))
+        .unwrap()
+        .replace(
+            "\"../examples/seckill/users.csv\"",
+            &format!("{:?}", users.display().to_string()),
+        );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+/// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
+fn run_file(scenario: &Path, out: &Path, args: &[&str]) -> Output {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mark = marker(&format!("described-{}", out.display()));
+    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg("run")
+        .arg(scenario)
+        .arg("--out")
+        .arg(out)
+        .args(args)
+        .env(MARK, &mark)
+        .output()
+        .expect("grab-bench runs");
+    assert_nothing_left(&mark);
+    o
+}
+
 /// The witnesses' words of one check.
 fn says(audit: &Value, name: &str) -> Vec<String> {
     check(audit, name)["witnesses"]
@@ -196,37 +228,18 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
 
 #[test]
 fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_output() {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
     let header = "Authorization = \"Bearer {user.token}\"";
-    let text = std::fs::read_to_string(shipped("described.toml")).unwrap();
-    assert!(text.contains(header));
     // Literal credentials (the service refuses them: what matters is where they end up).
-    let text = text
-        .replace(
-            "\"../examples/seckill/users.csv\"",
-            &format!("{:?}", users.display().to_string()),
-        )
-        .replace(
+    let scenario = variant(dir.path(), "literal", |text| {
+        assert!(text.contains(header));
+        text.replace(
             header,
             "Authorization = \"Bearer lit-s3cr3t-AUTH\", X-Api-Key = \"lit-s3cr3t-KEY\", Cookie = \"sid=lit-s3cr3t-SID\"",
-        );
-    let scenario = dir.path().join("literal.toml");
-    std::fs::write(&scenario, text).unwrap();
+        )
+    });
     let out = dir.path().join("out");
-    let mark = marker("described-secrets");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env(MARK, &mark)
-        .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
+    let o = run_file(&scenario, &out, &[]);
     assert!(out.join("scenario.toml").exists(), "{}", describe(&o));
     let saved = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
     assert!(saved.contains("Authorization = \"***\""), "{saved}");
@@ -257,33 +270,12 @@ fn a_double_click_finds_the_racy_duplicate_check_that_one_click_does_not() {
     let audit = json(&dir.path().join("audit.json"));
     assert_eq!(check(&audit, "one_per_user")["status"], "true");
     // Three at once (`[users] concurrent = 3`): they all pass the check before any buys.
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
-    let text = std::fs::read_to_string(shipped("described.toml"))
-        .unwrap()
-        .replace(
-            "\"../examples/seckill/users.csv\"",
-            &format!("{:?}", users.display().to_string()),
-        )
-        .replace("extra_buys = 1", "extra_buys = 1\nconcurrent = 3");
-    assert!(text.contains("concurrent = 3"));
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = tmp.path().join("double-click.toml");
-    std::fs::write(&scenario, text).unwrap();
+    let scenario = variant(tmp.path(), "double-click", |text| {
+        text.replace("extra_buys = 1", "extra_buys = 1\nconcurrent = 3")
+    });
     let out = tmp.path().join("out");
-    let mark = marker("described-double-click");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--flaw", "racy-duplicate-check"])
-        .env(MARK, &mark)
-        .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
+    let o = run_file(&scenario, &out, &["--flaw", "racy-duplicate-check"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
     let audit = json(&out.join("audit.json"));
     assert_eq!(check(&audit, "one_per_user")["status"], "false");
@@ -296,17 +288,7 @@ fn a_double_click_finds_the_racy_duplicate_check_that_one_click_does_not() {
     assert!(rows >= 3 * 220, "{rows} rows for 220 users");
     // The correct service's check is atomic: the same double clicks find nothing.
     let out = tmp.path().join("correct");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args([
-            "run",
-            scenario.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .env(MARK, &mark)
-        .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
+    let o = run_file(&scenario, &out, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let audit = json(&out.join("audit.json"));
     assert_eq!(check(&audit, "one_per_user")["status"], "true");
