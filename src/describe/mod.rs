@@ -9,6 +9,7 @@
 pub mod answers;
 pub mod cookies;
 pub mod json;
+pub mod jwt;
 pub mod routed;
 pub mod store;
 pub mod template;

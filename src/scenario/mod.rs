@@ -240,6 +240,12 @@ struct RawUsers {
 struct RawDerive {
     template: Spanned<String>,
     sha256_hex: Option<Spanned<u8>>,
+    /// `"HS256"`: the template is a JWT's claims, signed with the key in `secret_env`.
+    jwt: Option<Spanned<String>>,
+    /// The environment variable holding the JWT key.
+    secret_env: Option<Spanned<String>>,
+    /// How long a minted JWT is valid (`iat`/`exp`), e.g. `"1h"`.
+    expires_in: Option<Spanned<String>>,
 }
 
 /// Placeholders of a derived users column.
@@ -1700,21 +1706,62 @@ impl Validator<'_> {
                 }
                 h => h.as_ref().map(|h| *h.get_ref() as usize),
             };
+            let signer = self.jwt_signer(d)?;
+            if let (Some(_), Some(h)) = (&signer, &d.sha256_hex) {
+                return Err(self.err(h, "a column is a JWT or a sha256_hex digest, not both"));
+            }
             names.push(name.to_string());
-            how.push((t, hex));
+            how.push((t, hex, signer));
         }
         table.derive(&names, |c, id, out| {
-            let (t, hex) = &how[c];
+            let (t, hex, signer) = &how[c];
             let mut text = Vec::with_capacity(32);
             t.render(&mut text, |DeriveVar::User, o| {
                 o.extend_from_slice(id.to_string().as_bytes())
             });
-            match hex {
-                Some(n) => crate::describe::users::sha256_hex(&text, *n, out),
-                None => out.extend_from_slice(&text),
+            match (hex, signer) {
+                (_, Some(s)) => s.token(&text, out),
+                (Some(n), None) => crate::describe::users::sha256_hex(&text, *n, out),
+                (None, None) => out.extend_from_slice(&text),
             }
         });
         Ok(())
+    }
+
+    /// The signer of a derived JWT column (`jwt = "HS256"`, `secret_env`, `expires_in`), or
+    /// `None` for another kind of column.
+    fn jwt_signer(
+        &self,
+        d: &RawDerive,
+    ) -> Result<Option<crate::describe::jwt::Signer>, ScenarioError> {
+        let Some(alg) = &d.jwt else {
+            if let Some(k) = d.secret_env.as_ref().or(d.expires_in.as_ref()) {
+                return Err(self.err(k, "secret_env and expires_in go with jwt = \"HS256\""));
+            }
+            return Ok(None);
+        };
+        if alg.get_ref() != "HS256" {
+            return Err(self.err(alg, "jwt = \"HS256\" is the algorithm minted (HMAC-SHA256)"));
+        }
+        if !d.template.get_ref().trim_start().starts_with("{{") {
+            return Err(self.err(
+                &d.template,
+                "a JWT's template is its claims, a JSON object: '{{\"sub\":\"{user}\"}}'",
+            ));
+        }
+        let Some(var) = &d.secret_env else {
+            return Err(self.err(
+                alg,
+                "a JWT needs secret_env = \"NAME\": the environment variable with its key",
+            ));
+        };
+        let valid = match &d.expires_in {
+            None => None,
+            Some(e) => Some(self.duration(e)?.as_secs().max(1)),
+        };
+        crate::describe::jwt::Signer::from_env(var.get_ref(), valid)
+            .map(Some)
+            .map_err(|e| self.err(var, e))
     }
 
     fn load(&self, raw: &RawLoad, users: u64) -> Result<LoadSpec, ScenarioError> {

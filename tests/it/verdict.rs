@@ -754,3 +754,94 @@ outcome = "ok"
         describe(&o)
     );
 }
+
+#[test]
+fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let key = "test-only-key-3f9a";
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (good, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (g, b) = (good.clone(), bad.clone());
+    // Verified with RustCrypto's HMAC: signature, `sub` against the user asked for, `exp`.
+    let shop = fixture::start(move |r| {
+        let user = r.target.split("user=").nth(1).unwrap_or("").to_string();
+        let token = r
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "));
+        let verified = token.and_then(|t| {
+            let (signed, sig) = t.rsplit_once('.')?;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
+            mac.update(signed.as_bytes());
+            mac.verify_slice(&b64.decode(sig).ok()?).ok()?;
+            let claims: serde_json::Value =
+                serde_json::from_slice(&b64.decode(signed.split('.').nth(1)?).ok()?).ok()?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?
+                .as_secs();
+            (claims["sub"] == user.as_str() && claims["exp"].as_u64()? > now).then_some(())
+        });
+        match verified {
+            Some(()) => {
+                g.fetch_add(1, Ordering::SeqCst);
+                Reply::ok(r#"{"code":-1}"#)
+            }
+            None => {
+                b.fetch_add(1, Ordering::SeqCst);
+                Reply {
+                    status: 401,
+                    ..Reply::ok("")
+                }
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let users = 20;
+    let sc = scenario(
+        dir.path(),
+        &shop.addr.to_string(),
+        10,
+        users,
+        None,
+        "[users.derive]\njwt = { template = '{{\"sub\":\"{user}\"}}', jwt = \"HS256\", secret_env = \"SHOP_JWT_KEY\", expires_in = \"10m\" }\n",
+    );
+    let text = std::fs::read_to_string(&sc).unwrap().replace(
+        "path = \"/buy?user={user}\"",
+        "path = \"/buy?user={user}\"\nheaders = { Authorization = \"Bearer {user.jwt}\" }",
+    );
+    std::fs::write(&sc, text).unwrap();
+    let with_key = |k: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
+        cmd.arg("run")
+            .arg(&sc)
+            .arg("--out")
+            .arg(dir.path().join(format!("out-{}", k.map_or(0, str::len))));
+        match k {
+            Some(k) => cmd.env("SHOP_JWT_KEY", k),
+            None => cmd.env_remove("SHOP_JWT_KEY"),
+        };
+        cmd.output().unwrap()
+    };
+    let o = with_key(Some(key));
+    assert_eq!(
+        (good.load(Ordering::SeqCst), bad.load(Ordering::SeqCst)),
+        (users, 0),
+        "{}",
+        describe(&o)
+    );
+    let out = dir.path().join(format!("out-{}", key.len()));
+    // The key is in no file of the run folder, nor in what the run printed.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let text = std::fs::read(e.unwrap().path()).unwrap();
+        assert!(!text.windows(key.len()).any(|w| w == key.as_bytes()));
+    }
+    assert!(!describe(&o).contains(key));
+    // A wrong key: every token refused by the service.
+    let o = with_key(Some("another-key"));
+    assert_eq!(bad.load(Ordering::SeqCst), users, "{}", describe(&o));
+    // No key: refused when the scenario is read, naming the variable.
+    let o = with_key(None);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("${SHOP_JWT_KEY} is not set"));
+}
