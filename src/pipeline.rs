@@ -409,7 +409,7 @@ fn totals(name: &str, record: &RunRecord, r: &EngineResult, collected: &Collecte
     };
     format!(
         "scenario {name}: {what} from {users} distinct users in {:.1} s ({:.0} {per})\n\
-         outcomes: ok {} · fail {} (sold out {}) · info {}\n\
+         outcomes: ok {} · fail {} (sold out {}{}) · info {}\n\
          latency ms (intended): p50 {:.2} p99 {:.2} max {:.2} · (raw service): p50 {:.2} p99 {:.2}\n\
          generator lag p99 {:.2} ms ({} late sends, {} backpressured)\n\
          redis: sold {} of {}{}\n{}",
@@ -418,6 +418,10 @@ fn totals(name: &str, record: &RunRecord, r: &EngineResult, collected: &Collecte
         r.count(Outcome::Ok),
         r.count(Outcome::Fail),
         r.reason(Reason::SoldOut),
+        match r.reason(Reason::Limited) {
+            0 => String::new(),
+            n => format!(", limited {n}"),
+        },
         r.count(Outcome::Info),
         p(&r.intended, 0.5),
         p(&r.intended, 0.99),

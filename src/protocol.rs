@@ -82,10 +82,14 @@ pub enum Reason {
     /// The answer's body ran past the client's body limit (`engine::raw::BODY_LIMIT`): the
     /// connection was closed unread, so what the server did cannot be told.
     BodyOverLimit,
+    /// A described answer rule said "limited": throttled (HTTP 429, a rate-limit code) — a
+    /// definite refusal, nothing bought, retried under the scenario's `retries` like an
+    /// indeterminate answer, and counted on its own.
+    Limited,
 }
 
 /// Number of [`Reason`] variants; sizes the per-reason counter arrays.
-pub const REASON_COUNT: usize = 21;
+pub const REASON_COUNT: usize = 22;
 
 impl Reason {
     /// Every reason, in discriminant order (index = `reason as usize`).
@@ -111,6 +115,7 @@ impl Reason {
         Reason::Unmatched,
         Reason::Queued,
         Reason::BodyOverLimit,
+        Reason::Limited,
     ];
 
     /// The outcome this reason implies.
@@ -119,7 +124,7 @@ impl Reason {
         match self {
             Grabbed | Paid | Success | Queued => Outcome::Ok,
             SoldOut | AlreadyBought | BadRequest | HoldExpired | NotFound | ConnectRefused
-            | Rejected => Outcome::Fail,
+            | Rejected | Limited => Outcome::Fail,
             Unavailable | ServerError | Timeout | IoError | Garbled | OtherStatus | Cancelled
             | Indeterminate | Unmatched | BodyOverLimit => Outcome::Info,
         }
@@ -150,6 +155,7 @@ impl Reason {
             Unmatched => "unmatched",
             Queued => "queued",
             BodyOverLimit => "body_over_limit",
+            Limited => "limited",
         }
     }
 

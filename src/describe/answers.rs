@@ -137,11 +137,12 @@ pub struct Answers {
 /// The outcome names a rule may give: the five kinds, `queued` (accepted, the result comes
 /// later: a poll asks again, the attempt ends as a success claim if it never resolves), and
 /// finer names that imply a kind.
-pub const OUTCOMES: [(&str, Reason); 11] = [
+pub const OUTCOMES: [(&str, Reason); 12] = [
     ("ok", Reason::Grabbed),
     ("sold_out", Reason::SoldOut),
     ("already_bought", Reason::AlreadyBought),
     ("rejected", Reason::Rejected),
+    ("limited", Reason::Limited),
     ("info", Reason::Indeterminate),
     ("queued", Reason::Queued),
     ("bad_request", Reason::BadRequest),

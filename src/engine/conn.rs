@@ -973,7 +973,12 @@ impl ThreadCtx {
         };
         let end_us = e.done_us;
         let follow = match c.outcome() {
-            Outcome::Info if job.retries_left > 0 && c.reason != Reason::Cancelled => {
+            // Throttled: refused for now, so tried again like an answer that could not tell.
+            Outcome::Info | Outcome::Fail
+                if job.retries_left > 0
+                    && c.reason != Reason::Cancelled
+                    && (c.outcome() == Outcome::Info || c.reason == Reason::Limited) =>
+            {
                 next.retries_left -= 1;
                 next.due_us = end_us + b.retry_backoff.as_micros() as u64;
                 true

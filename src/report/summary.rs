@@ -16,7 +16,7 @@
 //! | `thresholds_met` | every threshold the scenario sets was met (true when it sets none) |
 //! | `exit_code` | what `run` exits with: 130 interrupted, else 1 a check false, else 3 an invalid run, else 2 a threshold missed, else 3 a check unknown, else 0 |
 //! | `invalid_run` | why the run is not a valid measurement (generator lag), or null |
-//! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `users` (distinct), `rps` |
+//! | `requests` | `total`, `ok`, `fail`, `info`, `sold_out`, `limited` (throttled), `users` (distinct), `rps` |
 //! | `latency_ms` | `intended` and `raw`, each `p50`, `p90`, `p99`, `p99_9`, `max` (ms) |
 //! | `generator_lag_p99_ms` | the generator's own lateness (ARCHITECTURE.md, "Measuring honestly") |
 //! | `tickets`, `tickets_sold_by_client` | tickets in the sale; successful buys the client saw |
@@ -164,6 +164,9 @@ pub struct Requests {
     pub info: u64,
     /// Answers "sold out".
     pub sold_out: u64,
+    /// Answers "limited" (throttled: a rule's `outcome = "limited"`); 0 in older summaries.
+    #[serde(default)]
+    pub limited: u64,
     /// Distinct users.
     pub users: u64,
     /// Mean requests per second over the load phase.
@@ -274,6 +277,7 @@ impl Summary {
 fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger) -> Summary {
     let mut counts = [0u64; 3];
     let mut sold_out = 0;
+    let mut limited = 0;
     let mut ok_buy_ends: Vec<u32> = Vec::new();
     let mut users = std::collections::HashSet::new();
     let mut polls_gave_up = 0;
@@ -284,6 +288,9 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
         }
         if r.reason() == Reason::SoldOut {
             sold_out += 1;
+        }
+        if r.reason() == Reason::Limited {
+            limited += 1;
         }
         if r.kind() == Kind::Buy {
             users.insert(r.user);
@@ -379,6 +386,7 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             fail: counts[Outcome::Fail as usize],
             info: counts[Outcome::Info as usize],
             sold_out,
+            limited,
             users: users.len() as u64,
             rps,
         },
@@ -539,8 +547,18 @@ fn markdown(s: &Summary) -> String {
     };
     let _ = writeln!(
         md,
-        "{what} from {} users in {:.1} s ({:.0} {per}): ok {}, fail {} (sold out {}), info {}.\n",
-        r.users, s.elapsed_s, r.rps, r.ok, r.fail, r.sold_out, r.info
+        "{what} from {} users in {:.1} s ({:.0} {per}): ok {}, fail {} (sold out {}{}), info {}.\n",
+        r.users,
+        s.elapsed_s,
+        r.rps,
+        r.ok,
+        r.fail,
+        r.sold_out,
+        match r.limited {
+            0 => String::new(),
+            n => format!(", limited {n}"),
+        },
+        r.info
     );
     let _ = writeln!(
         md,

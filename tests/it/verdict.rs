@@ -845,3 +845,63 @@ fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("${SHOP_JWT_KEY} is not set"));
 }
+
+#[test]
+fn throttled_answers_are_limited_retried_and_counted_on_their_own() {
+    // Each user's first request is throttled (429); its retry buys or finds the sale sold out.
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let sold = Arc::new(AtomicU64::new(0));
+    let (s2, so) = (seen.clone(), sold.clone());
+    let tickets = 10;
+    let shop = fixture::start(move |r| {
+        let user = r.target.split("user=").nth(1).unwrap_or("").to_string();
+        if s2.lock().unwrap().insert(user) {
+            return Reply {
+                status: 429,
+                ..Reply::ok(r#"{"msg":"slow down"}"#)
+            };
+        }
+        if so.fetch_add(1, Ordering::SeqCst) < tickets {
+            Reply::ok(r#"{"code":0}"#)
+        } else {
+            Reply::ok(r#"{"code":-1}"#)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let users = 30;
+    let sc = scenario(dir.path(), &shop.addr.to_string(), tickets, users, None, "");
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace(
+            "[[system.buy.answers]]\nstatus = 429\noutcome = \"rejected\"",
+            "[[system.buy.answers]]\nname = \"throttled\"\nstatus = 429\noutcome = \"limited\"",
+        )
+        .replace(
+            &format!("count = {users}\n"),
+            &format!("count = {users}\nretries = 1\n"),
+        );
+    std::fs::write(&sc, text).unwrap();
+    let out = dir.path().join("out");
+    let o = run(&sc, &out);
+    let summary = json(&out.join("summary.json"));
+    let r = &summary["requests"];
+    assert_eq!(r["limited"].as_u64(), Some(users), "{}", describe(&o));
+    assert_eq!(
+        r["ok"].as_u64(),
+        Some(tickets),
+        "every user was tried again"
+    );
+    assert_eq!(r["sold_out"].as_u64(), Some(users - tickets));
+    assert!(
+        stdout(&o).contains(&format!("limited {users}")),
+        "{}",
+        stdout(&o)
+    );
+    // A definite refusal: the sale sold out all the same, so nothing was undersold.
+    assert_eq!(
+        check(&summary, "no_undersell")["status"],
+        "true",
+        "{}",
+        describe(&o)
+    );
+}
