@@ -125,6 +125,13 @@ pub(crate) struct Bin {
     pub raw: [Option<f64>; 3],
 }
 
+impl Bin {
+    /// Completions in the bin.
+    fn completed(&self) -> u64 {
+        self.ok + self.sold_out + self.fail + self.info
+    }
+}
+
 /// The ledger's requests in bins of `width` seconds from the run start.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Binned {
@@ -596,28 +603,11 @@ pub(crate) struct Slot {
     pub x0: f64,
     /// Its length inside the run, s (the last one is usually partial): counts ÷ it = rates.
     pub span: f64,
-    /// Requests started in it.
-    pub sent: u64,
-    /// Completions by outcome: ok, sold out, other fail, info.
-    pub ok: u64,
-    /// See `ok`.
-    pub sold_out: u64,
-    /// See `ok`.
-    pub fail: u64,
-    /// See `ok`.
-    pub info: u64,
-    /// p50, p99, p99.9 intended-time latency, ms.
-    pub intended: [Option<f64>; 3],
-    /// The same for service time.
-    pub raw: [Option<f64>; 3],
+    /// Its counts and latencies.
+    pub bin: Bin,
 }
 
 impl Slot {
-    /// Completions in the slot.
-    fn completed(&self) -> u64 {
-        self.ok + self.sold_out + self.fail + self.info
-    }
-
     /// Middle of the slot, s.
     fn mid(&self) -> f64 {
         self.x0 + self.span / 2.0
@@ -640,13 +630,7 @@ pub(crate) fn slots(d: &Data<'_>) -> (Vec<Slot>, f64) {
                 Slot {
                     x0,
                     span: (end - x0).clamp(b.width / 100.0, b.width),
-                    sent: bin.sent,
-                    ok: bin.ok,
-                    sold_out: bin.sold_out,
-                    fail: bin.fail,
-                    info: bin.info,
-                    intended: bin.intended,
-                    raw: bin.raw,
+                    bin: bin.clone(),
                 }
             })
             .collect();
@@ -660,13 +644,15 @@ pub(crate) fn slots(d: &Data<'_>) -> (Vec<Slot>, f64) {
         .map(|r| Slot {
             x0: f64::from(r.second),
             span: span(d, r),
-            sent: r.sent,
-            ok: r.ok,
-            sold_out: r.sold_out,
-            fail: r.fail,
-            info: r.info,
-            intended: pick(&r.intended),
-            raw: pick(&r.raw),
+            bin: Bin {
+                sent: r.sent,
+                ok: r.ok,
+                sold_out: r.sold_out,
+                fail: r.fail,
+                info: r.info,
+                intended: pick(&r.intended),
+                raw: pick(&r.raw),
+            },
         })
         .collect();
     (slots, 1.0)
@@ -701,7 +687,7 @@ fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     }
     let peak = rows
         .iter()
-        .map(|r| (r.completed().max(r.sent)) as f64 / r.span)
+        .map(|r| (r.bin.completed().max(r.bin.sent)) as f64 / r.span)
         .fold(0.0, f64::max)
         .max(1.0);
     let (x_max, y_max) = (time_max(d), peak * 1.12);
@@ -735,10 +721,10 @@ fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     let gap = if rows.len() <= 120 { 0.08 } else { 0.0 };
     type Layer = (RGBColor, fn(&Slot) -> u64);
     let layers: [Layer; 4] = [
-        (OK, |r| r.ok),
-        (SOLD_OUT, |r| r.sold_out),
-        (FAIL, |r| r.fail),
-        (INFO, |r| r.info),
+        (OK, |r| r.bin.ok),
+        (SOLD_OUT, |r| r.bin.sold_out),
+        (FAIL, |r| r.bin.fail),
+        (INFO, |r| r.bin.info),
     ];
     for (k, (color, value)) in layers.iter().enumerate() {
         let bars = rows.iter().filter(|r| value(r) > 0).map(|r| {
@@ -757,7 +743,7 @@ fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
         chart.draw_series(bars)?;
     }
     chart.draw_series(LineSeries::new(
-        rows.iter().map(|r| (r.mid(), r.sent as f64 / r.span)),
+        rows.iter().map(|r| (r.mid(), r.bin.sent as f64 / r.span)),
         BLACK.stroke_width(2),
     ))?;
     draw_marks(&mut chart, &fault_marks(d), (0.0, y_max))?;
@@ -783,7 +769,11 @@ fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
         [(0, "p50", P50), (1, "p99", P99), (2, "p99.9", P999)];
     let values = rows
         .iter()
-        .flat_map(|r| picks.iter().flat_map(|p| [r.intended[p.0], r.raw[p.0]]))
+        .flat_map(|r| {
+            picks
+                .iter()
+                .flat_map(|p| [r.bin.intended[p.0], r.bin.raw[p.0]])
+        })
         .flatten()
         .filter(|v| *v > 0.0);
     let Some((lo, hi)) = min_max(values) else {
@@ -811,11 +801,11 @@ fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     for (idx, _, color) in picks {
         let intended: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| r.intended[idx].map(|v| (r.mid(), v.max(y_lo))))
+            .filter_map(|r| r.bin.intended[idx].map(|v| (r.mid(), v.max(y_lo))))
             .collect();
         let raw: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| r.raw[idx].map(|v| (r.mid(), v.max(y_lo))))
+            .filter_map(|r| r.bin.raw[idx].map(|v| (r.mid(), v.max(y_lo))))
             .collect();
         chart.draw_series(LineSeries::new(
             intended.iter().copied(),
@@ -952,8 +942,9 @@ const ZOOM_TITLE: &str = "Inventory during the sale: tickets left, zoomed on the
 /// After the sell-out the sale window goes on for this share of its length (first request to
 /// sell-out), so the flat "sold out" tail and any late success are visible…
 const WINDOW_MARGIN: f64 = 0.2;
-/// …but for at least this long, s (a smoke run sells out in tens of milliseconds).
-const WINDOW_MIN_MARGIN_S: f64 = 0.2;
+/// …but for at least this many time bins ([`bin_width`] of the run: 20 ms for a smoke run
+/// that sells out in 40 ms, 2 s for a minute-long one), so the window is the sale, not the run.
+const WINDOW_MIN_BINS: f64 = 2.0;
 
 /// The part of the run the sale happened in, which the zoomed inventory chart shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -961,7 +952,7 @@ pub(crate) struct SaleWindow {
     /// Where it begins: the first request's start, s since the run start.
     pub start: f64,
     /// Where it ends: the sell-out (or, when the sale never sold out, the last success) plus
-    /// [`WINDOW_MARGIN`] of the window, at least [`WINDOW_MIN_MARGIN_S`]; never past the run.
+    /// [`WINDOW_MARGIN`] of the window, at least [`WINDOW_MIN_BINS`] bins; never past the run.
     pub end: f64,
     /// When the stock ran out by the client's count, s; `None`: it never did.
     pub sold_out_at: Option<f64>,
@@ -996,7 +987,7 @@ pub(crate) fn sale_window(d: &Data<'_>) -> Option<SaleWindow> {
     let (sold_out_at, coarse) = sold_out_moment(d);
     let anchor = sold_out_at.or(last_success)?;
     let start = first.unwrap_or(0.0).min(anchor);
-    let margin = ((anchor - start) * WINDOW_MARGIN).max(WINDOW_MIN_MARGIN_S);
+    let margin = ((anchor - start) * WINDOW_MARGIN).max(WINDOW_MIN_BINS * bin_width(time_max(d)));
     let end = (anchor + margin).min(time_max(d)).max(anchor);
     Some(SaleWindow {
         start,
@@ -1066,14 +1057,15 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         View::Zoom(w) => (
             ZOOM_TITLE,
             format!(
-                "window {}–{} s: first request to {} + 20 % (≥ 0.2 s) · from {source}",
+                "window {}–{} s: first request to {} + 20 % (≥ 2 bins of {}) · from {source}",
                 fmt_time(w.start, w.end - w.start),
                 fmt_time(w.end, w.end - w.start),
                 if w.sold_out_at.is_some() {
                     "sell-out"
                 } else {
                     "last success"
-                }
+                },
+                bin_text(bin_width(time_max(d))).trim_end_matches(" bins")
             ),
         ),
     };
@@ -1157,17 +1149,7 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         ))?;
     }
     if y_min < 0.0 {
-        chart.draw_series(LineSeries::new(
-            [(x0, 0.0), (x1, 0.0)],
-            FAIL.stroke_width(2),
-        ))?;
-        boxed_text(
-            &mut chart,
-            (x1, 0.0),
-            (-10, 6),
-            "below 0: more successes than tickets (oversell, by the client's count)",
-            font(16).color(&FAIL),
-        )?;
+        draw_oversell(&mut chart, &curves.left, (x0, x1), tickets)?;
     }
     let inside = |t: f64| (x0..=x1).contains(&t);
     let mut marks: Vec<Mark> = fault_marks(d).into_iter().filter(|m| inside(m.x)).collect();
@@ -1189,17 +1171,101 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         Some(_) => {}
         None => {
             let left = curves.left.last().map_or(tickets as f64, |p| p.1);
-            boxed_text(
-                &mut chart,
-                (x1, y_max),
-                (-12, 10),
-                &format!("not sold out: {} left at the end", fmt_count(left)),
-                font(17).color(&FAIL),
-            )?;
+            draw_stranded(&mut chart, (x0, x1), left, tickets)?;
         }
     }
     draw_marks(&mut chart, &marks, (y_lo, y_max))?;
     Ok(())
+}
+
+/// What the inventory charts say about the stock's end: an oversell, or tickets stranded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StockEnd {
+    /// More successes than tickets: by how many at the worst moment.
+    Oversold(u64),
+    /// Tickets never sold: how many were left at the end.
+    Stranded(u64),
+    /// Exactly the tickets were sold.
+    SoldOut,
+}
+
+/// The stock's end from the tickets-left curve (its lowest and last points).
+pub(crate) fn stock_end(left: &[(f64, f64)]) -> StockEnd {
+    let low = left.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let last = left.last().map_or(0.0, |p| p.1);
+    if low < 0.0 {
+        StockEnd::Oversold((-low).round() as u64)
+    } else if last > 0.0 {
+        StockEnd::Stranded(last.round() as u64)
+    } else {
+        StockEnd::SoldOut
+    }
+}
+
+/// An oversell drawn against the ticket line: the zero line (all `tickets` sold) in red, the
+/// curve's part below it filled red with a marker where it first crosses, and the count.
+fn draw_oversell(
+    chart: &mut Chart<'_, '_, RangedCoordf64>,
+    left: &[(f64, f64)],
+    (x0, x1): (f64, f64),
+    tickets: i64,
+) -> anyhow::Result<()> {
+    chart.draw_series(LineSeries::new(
+        [(x0, 0.0), (x1, 0.0)],
+        FAIL.stroke_width(2),
+    ))?;
+    chart.draw_series(
+        AreaSeries::new(
+            left.iter().map(|&(t, v)| (t, v.min(0.0))),
+            0.0,
+            FAIL.mix(0.5),
+        )
+        .border_style(FAIL.stroke_width(4)),
+    )?;
+    if let Some(&p) = left.iter().find(|p| p.1 < 0.0) {
+        chart.draw_series(std::iter::once(Circle::new(p, 7, FAIL.stroke_width(3))))?;
+    }
+    let StockEnd::Oversold(n) = stock_end(left) else {
+        return Ok(());
+    };
+    boxed_text(
+        chart,
+        (x1, 0.0),
+        (-10, 6),
+        &format!(
+            "OVERSOLD by {}: {} successes for {} tickets (the red line: all sold)",
+            fmt_count(n as f64),
+            fmt_count((tickets + n as i64) as f64),
+            fmt_count(tickets as f64)
+        ),
+        font(17).color(&FAIL),
+    )
+}
+
+/// Tickets stranded (never sold): a dashed red line at the count left, labelled with it.
+fn draw_stranded(
+    chart: &mut Chart<'_, '_, RangedCoordf64>,
+    (x0, x1): (f64, f64),
+    left: f64,
+    tickets: i64,
+) -> anyhow::Result<()> {
+    chart.draw_series(DashedLineSeries::new(
+        [(x0, left), (x1, left)],
+        10,
+        6,
+        FAIL.stroke_width(2),
+    ))?;
+    boxed_text(
+        chart,
+        (x1, left),
+        (-12, -30),
+        &format!(
+            "not sold out: {} of {} tickets stranded (unsold at the end)",
+            fmt_count(left),
+            fmt_count(tickets as f64)
+        ),
+        font(17).color(&FAIL),
+    )
 }
 
 /// The inventory lines and the moments worth marking.
@@ -1783,5 +1849,22 @@ mod tests {
         // Bin 2 (20..30 ms) holds the 5 ms answer started at 18 ms: its p99 is 5 ms.
         assert_eq!(b.bins[2].raw[1], Some(5.0));
         assert!(bin_requests(&[]).bins.is_empty());
+    }
+
+    #[test]
+    fn the_stock_end_is_an_oversell_a_stranded_count_or_sold_out() {
+        let curve = |ys: &[f64]| -> Vec<(f64, f64)> {
+            ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect()
+        };
+        assert_eq!(
+            stock_end(&curve(&[500.0, 10.0, -1.0])),
+            StockEnd::Oversold(1)
+        );
+        assert_eq!(stock_end(&curve(&[10.0, -3.0, 0.0])), StockEnd::Oversold(3));
+        assert_eq!(
+            stock_end(&curve(&[10_000.0, 150.0])),
+            StockEnd::Stranded(150)
+        );
+        assert_eq!(stock_end(&curve(&[500.0, 0.0])), StockEnd::SoldOut);
     }
 }

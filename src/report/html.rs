@@ -510,7 +510,7 @@ fn caption(name: &str) -> Option<&'static str> {
         }
         INVENTORY_ZOOM_PNG => {
             "The same on the sale window only: from the first request to a little after the \
-             sell-out (20 % of the window, at least 0.2 s), or after the last success when \
+             sell-out (20 % of the window, at least two time bins), or after the last success when \
              the sale never sold out."
         }
         NODES_PNG => "Successful buys per node against each node's quota.",
