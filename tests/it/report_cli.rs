@@ -443,3 +443,64 @@ fn compare_with_rounds_tells_noise_from_a_halving() {
     );
     assert!(doc["max_regression"].is_null() && doc["conclusion"].is_null());
 }
+
+/// A smoke run (0.1–0.3 s) is charted in 10 ms bins, tens of them (not one 1 s block); its
+/// zoomed inventory chart is another picture than the whole run's; the headline figures come
+/// right after the verdict.
+#[test]
+fn a_short_run_is_charted_in_short_bins() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let out = dir.path().join("smoke");
+    let o = run(&smoke, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let s = json(&out.join("summary.json"));
+    let elapsed = s["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed < 1.0, "a smoke run is short: {elapsed} s");
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let words = index
+        .split("In ")
+        .skip(1)
+        .find(|w| w.contains(" bins of "))
+        .expect("the throughput caption names its bins");
+    let (bins, rest) = words.split_once(" bins of ").unwrap();
+    let bins: usize = bins.parse().unwrap();
+    assert!(rest.starts_with("10 ms"), "{rest:.40}");
+    // The bins cover the run: about its length in 10 ms steps.
+    let expected = (elapsed / 0.01).floor() as usize;
+    assert!(
+        bins >= 10 && bins.abs_diff(expected) <= 2,
+        "{bins} bins for {elapsed} s"
+    );
+    let (full, zoom) = (
+        std::fs::read(out.join("inventory.png")).unwrap(),
+        std::fs::read(out.join("inventory-zoom.png")).unwrap(),
+    );
+    assert!(
+        !full.is_empty() && full != zoom,
+        "the zoom is its own picture"
+    );
+    // The zoom window ends well before the run does: the sale, not the run.
+    let window = index.split("Window ").nth(1).unwrap();
+    let end: f64 = window
+        .split_once('–')
+        .unwrap()
+        .1
+        .split_once(' ')
+        .unwrap()
+        .0
+        .parse()
+        .unwrap();
+    let sold_out = s["sell_out_s"].as_f64().unwrap();
+    assert!(
+        end > sold_out && end < elapsed,
+        "window end {end}, sold out {sold_out}, run {elapsed}"
+    );
+    let headline = index.find("id=\"headline\"").unwrap();
+    assert!(index.find("id=\"verdict\"").unwrap() < headline);
+    assert!(headline < index.find("id=\"checks\"").unwrap());
+    assert!(index.contains(&format!(
+        "<span class=\"v\">{} / {}</span>",
+        s["tickets_sold_by_client"], s["tickets"]
+    )));
+}
