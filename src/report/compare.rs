@@ -41,6 +41,20 @@ pub struct CompareArgs {
     /// Print the comparison as one JSON document on stdout; the human text goes to stderr.
     #[arg(long)]
     pub json: bool,
+    /// Run the rounds first: BASE and NEW are then scenario files, each run N times with
+    /// `grab-bench run` (interleaved, base then new, so a drift of the machine's load falls on
+    /// both sides) into `--rounds-out`, and those folders are compared.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: Option<u32>,
+    /// With `--rounds`: the folder the rounds go in (`base-1`, `new-1`, …); it must not hold
+    /// them already.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "compare-rounds",
+        requires = "rounds"
+    )]
+    pub rounds_out: PathBuf,
 }
 
 /// The run folders of one side, as given on the command line (comma-separated rounds).
@@ -377,7 +391,10 @@ fn load(dir: &Path) -> Result<Summary, Error> {
 /// Prints the differences between the two sides and writes the comparison page; with
 /// `--max-regression`, a regression is [`Done::Regression`]. With `--json` the text goes to
 /// stderr and one JSON document to stdout.
-pub fn compare(args: CompareArgs) -> Result<Done, Error> {
+pub fn compare(mut args: CompareArgs) -> Result<Done, Error> {
+    if let Some(n) = args.rounds {
+        (args.base, args.new) = run_rounds(&args, n)?;
+    }
     let c = Comparison::load(&args)?;
     let out = args
         .out
@@ -397,6 +414,54 @@ pub fn compare(args: CompareArgs) -> Result<Done, Error> {
     } else {
         Done::Regression
     })
+}
+
+/// `--rounds N`: runs BASE's and NEW's scenario N times each, interleaved, with this binary's
+/// `run` into `--rounds-out`; returns the two sides' folders. A round that ends with a verdict
+/// or a missed threshold (exit 0, 1, 2) is a round; any other exit stops the comparison.
+fn run_rounds(args: &CompareArgs, n: u32) -> Result<(Folders, Folders), Error> {
+    let scenario = |f: &Folders, side: &str| match &f.0[..] {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::Usage(format!(
+            "with --rounds, {side} is one scenario file, not a list of folders"
+        ))),
+    };
+    let (a, b) = (scenario(&args.base, "BASE")?, scenario(&args.new, "NEW")?);
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("finding grab-bench's own binary for --rounds: {e}"))?;
+    std::fs::create_dir_all(&args.rounds_out)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", args.rounds_out.display()))?;
+    let (mut base, mut new) = (Vec::new(), Vec::new());
+    for i in 1..=n {
+        for (side, file, dirs) in [("base", &a, &mut base), ("new", &b, &mut new)] {
+            let out = args.rounds_out.join(format!("{side}-{i}"));
+            eprintln!(
+                "round {i}/{n} {side}: grab-bench run {} --out {}",
+                file.display(),
+                out.display()
+            );
+            // The round's own text goes to stderr: stdout is the comparison's (or its JSON).
+            let status = std::process::Command::new(&exe)
+                .arg("run")
+                .arg(file)
+                .arg("--out")
+                .arg(&out)
+                .stdout(std::io::stderr())
+                .status()
+                .map_err(|e| anyhow::anyhow!("starting grab-bench run: {e}"))?;
+            match status.code() {
+                Some(0..=2) => dirs.push(out),
+                code => {
+                    return Err(Error::Other(anyhow::anyhow!(
+                        "round {i} of {side} ({}) ended with {}: nothing compared",
+                        file.display(),
+                        code.map_or("a signal".to_string(), |c| format!("exit {c}"))
+                    )));
+                }
+            }
+        }
+    }
+    Ok((Folders(base), Folders(new)))
 }
 
 /// The text: the warnings, the rows (medians when there are rounds, and the band), the

@@ -504,3 +504,50 @@ fn a_short_run_is_charted_in_short_bins() {
         s["tickets_sold_by_client"], s["tickets"]
     )));
 }
+
+/// `compare --rounds N A.toml B.toml` runs each scenario N times, interleaved, into
+/// `--rounds-out`, and compares those folders; the rounds' own text stays off stdout, so
+/// `--json` is still one document. Rounds already there are refused, not overwritten.
+#[test]
+fn compare_runs_its_own_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    let rounds = dir.path().join("rounds");
+    let args = [
+        "--rounds",
+        "2",
+        smoke,
+        smoke,
+        "--rounds-out",
+        rounds.to_str().unwrap(),
+        "--json",
+    ];
+    let o = compare_in(dir.path(), &args);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let folders = |side: &str| -> Vec<String> {
+        doc[side]["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let at = |name: &str| rounds.join(name).display().to_string();
+    assert_eq!(folders("base"), [at("base-1"), at("base-2")]);
+    assert_eq!(folders("new"), [at("new-1"), at("new-2")]);
+    for f in folders("base").iter().chain(&folders("new")) {
+        assert_eq!(json(&Path::new(f).join("summary.json"))["verdict"], "true");
+    }
+    assert_eq!(doc["rows"][0]["base"].as_array().unwrap().len(), 2);
+    assert!(
+        doc["rows"][0]["band"].is_object(),
+        "two rounds a side: a band"
+    );
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("round 2/2 new: grab-bench run"), "{text}");
+    let again = compare_in(dir.path(), &args);
+    assert_ne!(again.status.code(), Some(0), "{}", describe(&again));
+    assert!(again.stdout.is_empty(), "{}", describe(&again));
+}
