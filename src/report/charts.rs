@@ -84,6 +84,104 @@ pub(crate) struct LedgerFacts {
     /// The winners' 0-based ranks in arrival order, ascending: the fairness chart's data
     /// (a few bytes per winner, where the arrival order is 24 bytes per user).
     pub winner_ranks: Vec<u32>,
+    /// The requests in time bins as wide as the run's length asks ([`bin_width`]), so a 0.2 s
+    /// run's throughput and latency charts have tens of bars and points, not one.
+    pub bins: Binned,
+}
+
+/// Bin widths the time charts choose from, s: round numbers from 10 ms to 1 s.
+pub(crate) const BIN_WIDTHS: [f64; 7] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
+/// Bins a time chart aims for at least: enough to show a ramp and a sell-out.
+pub(crate) const MIN_BINS: f64 = 40.0;
+
+/// The time bin width for a run of `elapsed_s` seconds: the widest of [`BIN_WIDTHS`] that still
+/// gives [`MIN_BINS`] bins, never under 10 ms (a shorter run gets fewer bins) nor over 1 s.
+pub(crate) fn bin_width(elapsed_s: f64) -> f64 {
+    BIN_WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .find(|w| elapsed_s / w >= MIN_BINS)
+        .unwrap_or(BIN_WIDTHS[0])
+}
+
+/// One time bin of [`Binned`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Bin {
+    /// Requests started in the bin.
+    pub sent: u64,
+    /// Completions with outcome ok, sold out, other fail, info (the throughput layers).
+    pub ok: u64,
+    /// Completions answered "sold out".
+    pub sold_out: u64,
+    /// Other fail completions.
+    pub fail: u64,
+    /// Indeterminate completions.
+    pub info: u64,
+    /// p50, p99, p99.9 of the intended-time latency of the bin's completions, ms.
+    pub intended: [Option<f64>; 3],
+    /// The same for the service time.
+    pub raw: [Option<f64>; 3],
+}
+
+impl Bin {
+    /// Completions in the bin.
+    fn completed(&self) -> u64 {
+        self.ok + self.sold_out + self.fail + self.info
+    }
+}
+
+/// The ledger's requests in bins of `width` seconds from the run start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Binned {
+    /// The bin width, s ([`bin_width`] of the run's length).
+    pub width: f64,
+    /// Bin `i` covers `i·width .. (i+1)·width`.
+    pub bins: Vec<Bin>,
+}
+
+/// The `q` quantile of sorted `v` by nearest rank; `None` when empty.
+fn nearest_rank(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let rank = (q * v.len() as f64).ceil() as usize;
+    Some(v[rank.clamp(1, v.len()) - 1])
+}
+
+/// Bins requests given as (intended, start, end µs, outcome): sent by start, completions and
+/// latencies by end, `width` from [`bin_width`] of the last end.
+pub(crate) fn bin_requests(rows: &[(u32, u32, u32, crate::protocol::Outcome)]) -> Binned {
+    use crate::protocol::Outcome;
+    let last = rows.iter().map(|r| r.2.max(r.1)).max().unwrap_or(0);
+    let width = bin_width(f64::from(last) / 1e6);
+    let width_us = (width * 1e6).round() as u64;
+    let n = (u64::from(last) / width_us + 1) as usize;
+    let mut bins = vec![Bin::default(); if rows.is_empty() { 0 } else { n }];
+    let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); bins.len()];
+    let at = |us: u32| (u64::from(us) / width_us) as usize;
+    for &(intended, start, end, outcome) in rows {
+        bins[at(start)].sent += 1;
+        let b = &mut bins[at(end)];
+        match outcome {
+            Outcome::Ok => b.ok += 1,
+            Outcome::Fail => b.fail += 1,
+            Outcome::Info => b.info += 1,
+        }
+        let l = &mut lat[at(end)];
+        l.0.push(f64::from(end.saturating_sub(intended.min(start))) / 1000.0);
+        l.1.push(f64::from(end.saturating_sub(start)) / 1000.0);
+    }
+    for (b, (mut i, mut r)) in bins.iter_mut().zip(lat) {
+        i.sort_by(f64::total_cmp);
+        r.sort_by(f64::total_cmp);
+        for (k, q) in [0.5, 0.99, 0.999].into_iter().enumerate() {
+            b.intended[k] = nearest_rank(&i, q);
+            b.raw[k] = nearest_rank(&r, q);
+        }
+    }
+    Binned { width, bins }
 }
 
 impl LedgerFacts {
@@ -166,6 +264,25 @@ impl LedgerFacts {
             by_node,
             fairness: order.figures(fair_tickets),
             winner_ranks: order.winner_ranks(),
+            bins: {
+                let rows: Vec<_> = ledger
+                    .rows
+                    .iter()
+                    .map(|r| (r.intended_us, r.start_us, r.end_us, r.outcome()))
+                    .collect();
+                let mut b = bin_requests(&rows);
+                // Sold out is a fail outcome; the throughput chart layers it apart.
+                let width_us = (b.width * 1e6).round() as u64;
+                for r in &ledger.rows {
+                    if r.reason() == Reason::SoldOut
+                        && let Some(bin) = b.bins.get_mut((u64::from(r.end_us) / width_us) as usize)
+                    {
+                        bin.sold_out += 1;
+                        bin.fail -= 1;
+                    }
+                }
+                b
+            },
         }
     }
 }
@@ -478,20 +595,99 @@ fn builder<'a, 'b>(area: &'a Area<'b>) -> ChartBuilder<'a, 'b, BitMapBackend<'b>
     b
 }
 
-/// Throughput: completions per second, stacked by outcome, with the send rate on top.
+/// One bar of a time chart: a bin of [`Binned`], or a second of the time series when the run
+/// has no ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Slot {
+    /// Where the bar starts, s since the run start.
+    pub x0: f64,
+    /// Its length inside the run, s (the last one is usually partial): counts ÷ it = rates.
+    pub span: f64,
+    /// Its counts and latencies.
+    pub bin: Bin,
+}
+
+impl Slot {
+    /// Middle of the slot, s.
+    fn mid(&self) -> f64 {
+        self.x0 + self.span / 2.0
+    }
+}
+
+/// The time charts' bars and their width, s: the ledger's bins ([`bin_width`] of the run's
+/// length) when the folder has a ledger, else the time series' seconds.
+pub(crate) fn slots(d: &Data<'_>) -> (Vec<Slot>, f64) {
+    if let Some(b) = d.ledger.map(|l| &l.bins)
+        && !b.bins.is_empty()
+    {
+        let end = time_max(d);
+        let slots = b
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(i, bin)| {
+                let x0 = i as f64 * b.width;
+                Slot {
+                    x0,
+                    span: (end - x0).clamp(b.width / 100.0, b.width),
+                    bin: bin.clone(),
+                }
+            })
+            .collect();
+        return (slots, b.width);
+    }
+    let pick = |v: &[Option<f64>; 5]| [v[0], v[2], v[3]];
+    let slots = d
+        .series
+        .rows
+        .iter()
+        .map(|r| Slot {
+            x0: f64::from(r.second),
+            span: span(d, r),
+            bin: Bin {
+                sent: r.sent,
+                ok: r.ok,
+                sold_out: r.sold_out,
+                fail: r.fail,
+                info: r.info,
+                intended: pick(&r.intended),
+                raw: pick(&r.raw),
+            },
+        })
+        .collect();
+    (slots, 1.0)
+}
+
+/// A bin width as the subtitles say it: "10 ms bins", "1 s bins".
+fn bin_text(width: f64) -> String {
+    if width >= 1.0 {
+        format!("{} s bins", trim(format!("{width:.1}")))
+    } else {
+        format!("{} ms bins", (width * 1000.0).round())
+    }
+}
+
+/// Throughput: completions per second, stacked by outcome, with the send rate on top, in bins
+/// as wide as the run's length asks.
 fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let (rows, width) = slots(d);
     let area = header(
         root,
         "Throughput: completed requests per second, by outcome",
-        &subtitle(d, "requests counted in the second they completed"),
+        &subtitle(
+            d,
+            &format!(
+                "{}, requests counted in the bin they completed",
+                bin_text(width)
+            ),
+        ),
     )?;
-    let rows = &d.series.rows;
     if rows.is_empty() {
         return message(&area, "no requests completed in this run");
     }
     let peak = rows
         .iter()
-        .map(|r| (r.completed().max(r.sent)) as f64 / span(d, r))
+        .map(|r| (r.bin.completed().max(r.bin.sent)) as f64 / r.span)
         .fold(0.0, f64::max)
         .max(1.0);
     let (x_max, y_max) = (time_max(d), peak * 1.12);
@@ -523,19 +719,19 @@ fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let gap = if rows.len() <= 120 { 0.08 } else { 0.0 };
-    type Layer = (RGBColor, fn(&Second) -> u64);
+    type Layer = (RGBColor, fn(&Slot) -> u64);
     let layers: [Layer; 4] = [
-        (OK, |r| r.ok),
-        (SOLD_OUT, |r| r.sold_out),
-        (FAIL, |r| r.fail),
-        (INFO, |r| r.info),
+        (OK, |r| r.bin.ok),
+        (SOLD_OUT, |r| r.bin.sold_out),
+        (FAIL, |r| r.bin.fail),
+        (INFO, |r| r.bin.info),
     ];
     for (k, (color, value)) in layers.iter().enumerate() {
         let bars = rows.iter().filter(|r| value(r) > 0).map(|r| {
-            let sp = span(d, r);
+            let sp = r.span;
             let below: u64 = layers[..k].iter().map(|l| (l.1)(r)).sum();
-            let x0 = f64::from(r.second) + gap * sp;
-            let x1 = f64::from(r.second) + (1.0 - gap) * sp;
+            let x0 = r.x0 + gap * sp;
+            let x1 = r.x0 + (1.0 - gap) * sp;
             Rectangle::new(
                 [
                     (x0, below as f64 / sp),
@@ -547,32 +743,37 @@ fn throughput(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
         chart.draw_series(bars)?;
     }
     chart.draw_series(LineSeries::new(
-        rows.iter().map(|r| {
-            let sp = span(d, r);
-            (f64::from(r.second) + sp / 2.0, r.sent as f64 / sp)
-        }),
+        rows.iter().map(|r| (r.mid(), r.bin.sent as f64 / r.span)),
         BLACK.stroke_width(2),
     ))?;
     draw_marks(&mut chart, &fault_marks(d), (0.0, y_max))?;
     Ok(())
 }
 
-/// Latency over time: p50, p99, p99.9 per second, intended (solid) and raw (dashed).
+/// Latency over time: p50, p99, p99.9 per bin, intended (solid) and raw (dashed).
 fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
+    let (rows, width) = slots(d);
     let area = header(
         root,
-        "Latency over time: p50 / p99 / p99.9 per second, intended vs raw",
+        "Latency over time: p50 / p99 / p99.9 per bin, intended vs raw",
         &subtitle(
             d,
-            "solid: from the intended send time (includes queueing) · dashed: raw service time",
+            &format!(
+                "{} · solid: from the intended send time (includes queueing) · dashed: raw \
+                 service time",
+                bin_text(width)
+            ),
         ),
     )?;
-    let rows = &d.series.rows;
     let picks: [(usize, &str, RGBColor); 3] =
-        [(0, "p50", P50), (2, "p99", P99), (3, "p99.9", P999)];
+        [(0, "p50", P50), (1, "p99", P99), (2, "p99.9", P999)];
     let values = rows
         .iter()
-        .flat_map(|r| picks.iter().flat_map(|p| [r.intended[p.0], r.raw[p.0]]))
+        .flat_map(|r| {
+            picks
+                .iter()
+                .flat_map(|p| [r.bin.intended[p.0], r.bin.raw[p.0]])
+        })
         .flatten()
         .filter(|v| *v > 0.0);
     let Some((lo, hi)) = min_max(values) else {
@@ -600,11 +801,11 @@ fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     for (idx, _, color) in picks {
         let intended: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| r.intended[idx].map(|v| (mid(d, r), v.max(y_lo))))
+            .filter_map(|r| r.bin.intended[idx].map(|v| (r.mid(), v.max(y_lo))))
             .collect();
         let raw: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| r.raw[idx].map(|v| (mid(d, r), v.max(y_lo))))
+            .filter_map(|r| r.bin.raw[idx].map(|v| (r.mid(), v.max(y_lo))))
             .collect();
         chart.draw_series(LineSeries::new(
             intended.iter().copied(),
@@ -628,11 +829,6 @@ fn latency(root: &Area<'_>, d: &Data<'_>) -> anyhow::Result<()> {
     }
     draw_marks(&mut chart, &fault_marks(d), (y_lo, y_hi))?;
     Ok(())
-}
-
-/// Middle of second `r` inside the run, s.
-fn mid(d: &Data<'_>, r: &Second) -> f64 {
-    f64::from(r.second) + span(d, r) / 2.0
 }
 
 /// The HDR percentile spectrum of the whole run: latency against log10(1 / (1 − p)).
@@ -746,8 +942,9 @@ const ZOOM_TITLE: &str = "Inventory during the sale: tickets left, zoomed on the
 /// After the sell-out the sale window goes on for this share of its length (first request to
 /// sell-out), so the flat "sold out" tail and any late success are visible…
 const WINDOW_MARGIN: f64 = 0.2;
-/// …but for at least this long, s (a smoke run sells out in tens of milliseconds).
-const WINDOW_MIN_MARGIN_S: f64 = 0.2;
+/// …but for at least this many time bins ([`bin_width`] of the run: 20 ms for a smoke run
+/// that sells out in 40 ms, 2 s for a minute-long one), so the window is the sale, not the run.
+const WINDOW_MIN_BINS: f64 = 2.0;
 
 /// The part of the run the sale happened in, which the zoomed inventory chart shows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -755,7 +952,7 @@ pub(crate) struct SaleWindow {
     /// Where it begins: the first request's start, s since the run start.
     pub start: f64,
     /// Where it ends: the sell-out (or, when the sale never sold out, the last success) plus
-    /// [`WINDOW_MARGIN`] of the window, at least [`WINDOW_MIN_MARGIN_S`]; never past the run.
+    /// [`WINDOW_MARGIN`] of the window, at least [`WINDOW_MIN_BINS`] bins; never past the run.
     pub end: f64,
     /// When the stock ran out by the client's count, s; `None`: it never did.
     pub sold_out_at: Option<f64>,
@@ -790,7 +987,7 @@ pub(crate) fn sale_window(d: &Data<'_>) -> Option<SaleWindow> {
     let (sold_out_at, coarse) = sold_out_moment(d);
     let anchor = sold_out_at.or(last_success)?;
     let start = first.unwrap_or(0.0).min(anchor);
-    let margin = ((anchor - start) * WINDOW_MARGIN).max(WINDOW_MIN_MARGIN_S);
+    let margin = ((anchor - start) * WINDOW_MARGIN).max(WINDOW_MIN_BINS * bin_width(time_max(d)));
     let end = (anchor + margin).min(time_max(d)).max(anchor);
     Some(SaleWindow {
         start,
@@ -860,14 +1057,15 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         View::Zoom(w) => (
             ZOOM_TITLE,
             format!(
-                "window {}–{} s: first request to {} + 20 % (≥ 0.2 s) · from {source}",
+                "window {}–{} s: first request to {} + 20 % (≥ 2 bins of {}) · from {source}",
                 fmt_time(w.start, w.end - w.start),
                 fmt_time(w.end, w.end - w.start),
                 if w.sold_out_at.is_some() {
                     "sell-out"
                 } else {
                     "last success"
-                }
+                },
+                bin_text(bin_width(time_max(d))).trim_end_matches(" bins")
             ),
         ),
     };
@@ -951,17 +1149,7 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         ))?;
     }
     if y_min < 0.0 {
-        chart.draw_series(LineSeries::new(
-            [(x0, 0.0), (x1, 0.0)],
-            FAIL.stroke_width(2),
-        ))?;
-        boxed_text(
-            &mut chart,
-            (x1, 0.0),
-            (-10, 6),
-            "below 0: more successes than tickets (oversell, by the client's count)",
-            font(16).color(&FAIL),
-        )?;
+        draw_oversell(&mut chart, &curves.left, (x0, x1), tickets)?;
     }
     let inside = |t: f64| (x0..=x1).contains(&t);
     let mut marks: Vec<Mark> = fault_marks(d).into_iter().filter(|m| inside(m.x)).collect();
@@ -983,17 +1171,101 @@ fn inventory_view(root: &Area<'_>, d: &Data<'_>, view: View) -> anyhow::Result<(
         Some(_) => {}
         None => {
             let left = curves.left.last().map_or(tickets as f64, |p| p.1);
-            boxed_text(
-                &mut chart,
-                (x1, y_max),
-                (-12, 10),
-                &format!("not sold out: {} left at the end", fmt_count(left)),
-                font(17).color(&FAIL),
-            )?;
+            draw_stranded(&mut chart, (x0, x1), left, tickets)?;
         }
     }
     draw_marks(&mut chart, &marks, (y_lo, y_max))?;
     Ok(())
+}
+
+/// What the inventory charts say about the stock's end: an oversell, or tickets stranded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StockEnd {
+    /// More successes than tickets: by how many at the worst moment.
+    Oversold(u64),
+    /// Tickets never sold: how many were left at the end.
+    Stranded(u64),
+    /// Exactly the tickets were sold.
+    SoldOut,
+}
+
+/// The stock's end from the tickets-left curve (its lowest and last points).
+pub(crate) fn stock_end(left: &[(f64, f64)]) -> StockEnd {
+    let low = left.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let last = left.last().map_or(0.0, |p| p.1);
+    if low < 0.0 {
+        StockEnd::Oversold((-low).round() as u64)
+    } else if last > 0.0 {
+        StockEnd::Stranded(last.round() as u64)
+    } else {
+        StockEnd::SoldOut
+    }
+}
+
+/// An oversell drawn against the ticket line: the zero line (all `tickets` sold) in red, the
+/// curve's part below it filled red with a marker where it first crosses, and the count.
+fn draw_oversell(
+    chart: &mut Chart<'_, '_, RangedCoordf64>,
+    left: &[(f64, f64)],
+    (x0, x1): (f64, f64),
+    tickets: i64,
+) -> anyhow::Result<()> {
+    chart.draw_series(LineSeries::new(
+        [(x0, 0.0), (x1, 0.0)],
+        FAIL.stroke_width(2),
+    ))?;
+    chart.draw_series(
+        AreaSeries::new(
+            left.iter().map(|&(t, v)| (t, v.min(0.0))),
+            0.0,
+            FAIL.mix(0.5),
+        )
+        .border_style(FAIL.stroke_width(4)),
+    )?;
+    if let Some(&p) = left.iter().find(|p| p.1 < 0.0) {
+        chart.draw_series(std::iter::once(Circle::new(p, 7, FAIL.stroke_width(3))))?;
+    }
+    let StockEnd::Oversold(n) = stock_end(left) else {
+        return Ok(());
+    };
+    boxed_text(
+        chart,
+        (x1, 0.0),
+        (-10, 6),
+        &format!(
+            "OVERSOLD by {}: {} successes for {} tickets (the red line: all sold)",
+            fmt_count(n as f64),
+            fmt_count((tickets + n as i64) as f64),
+            fmt_count(tickets as f64)
+        ),
+        font(17).color(&FAIL),
+    )
+}
+
+/// Tickets stranded (never sold): a dashed red line at the count left, labelled with it.
+fn draw_stranded(
+    chart: &mut Chart<'_, '_, RangedCoordf64>,
+    (x0, x1): (f64, f64),
+    left: f64,
+    tickets: i64,
+) -> anyhow::Result<()> {
+    chart.draw_series(DashedLineSeries::new(
+        [(x0, left), (x1, left)],
+        10,
+        6,
+        FAIL.stroke_width(2),
+    ))?;
+    boxed_text(
+        chart,
+        (x1, left),
+        (-12, -30),
+        &format!(
+            "not sold out: {} of {} tickets stranded (unsold at the end)",
+            fmt_count(left),
+            fmt_count(tickets as f64)
+        ),
+        font(17).color(&FAIL),
+    )
 }
 
 /// The inventory lines and the moments worth marking.
@@ -1527,5 +1799,72 @@ fn fmt_count(v: f64) -> String {
         if n < 0 { format!("-{out}") } else { out }
     } else {
         trim(format!("{v:.2}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Outcome;
+
+    #[test]
+    fn the_bin_width_follows_the_runs_length() {
+        assert_eq!(bin_width(0.0), 0.01);
+        assert_eq!(bin_width(0.2), 0.01, "a smoke run: 10 ms, 20 bins");
+        assert_eq!(bin_width(0.4), 0.01);
+        assert_eq!(bin_width(0.8), 0.02);
+        assert_eq!(bin_width(2.0), 0.05);
+        assert_eq!(bin_width(5.0), 0.1);
+        assert_eq!(bin_width(10.0), 0.2);
+        assert_eq!(bin_width(30.0), 0.5);
+        assert_eq!(bin_width(40.0), 1.0);
+        assert_eq!(bin_width(3600.0), 1.0, "never over 1 s");
+        for t in [0.5, 1.0, 3.0, 20.0, 90.0] {
+            assert!(t / bin_width(t) >= MIN_BINS, "{t}");
+        }
+    }
+
+    #[test]
+    fn requests_are_binned_by_start_and_end_with_their_latencies() {
+        // 0.2 s of requests, one every 2 ms, each taking 1 ms (the tenth a 5 ms info).
+        let rows: Vec<(u32, u32, u32, Outcome)> = (0..100u32)
+            .map(|i| {
+                let start = i * 2000;
+                let (took, outcome) = if i % 10 == 9 {
+                    (5000, Outcome::Info)
+                } else {
+                    (1000, Outcome::Ok)
+                };
+                (start, start, start + took, outcome)
+            })
+            .collect();
+        let b = bin_requests(&rows);
+        assert_eq!(b.width, 0.01);
+        assert_eq!(b.bins.len(), 21, "0 .. 203 ms in 10 ms bins");
+        assert_eq!(b.bins[0].sent, 5);
+        assert_eq!(b.bins.iter().map(|x| x.sent).sum::<u64>(), 100);
+        assert_eq!(b.bins.iter().map(|x| x.ok + x.info).sum::<u64>(), 100);
+        assert_eq!(b.bins.iter().map(|x| x.info).sum::<u64>(), 10);
+        assert_eq!(b.bins[0].intended[0], Some(1.0));
+        // Bin 2 (20..30 ms) holds the 5 ms answer started at 18 ms: its p99 is 5 ms.
+        assert_eq!(b.bins[2].raw[1], Some(5.0));
+        assert!(bin_requests(&[]).bins.is_empty());
+    }
+
+    #[test]
+    fn the_stock_end_is_an_oversell_a_stranded_count_or_sold_out() {
+        let curve = |ys: &[f64]| -> Vec<(f64, f64)> {
+            ys.iter().enumerate().map(|(i, &y)| (i as f64, y)).collect()
+        };
+        assert_eq!(
+            stock_end(&curve(&[500.0, 10.0, -1.0])),
+            StockEnd::Oversold(1)
+        );
+        assert_eq!(stock_end(&curve(&[10.0, -3.0, 0.0])), StockEnd::Oversold(3));
+        assert_eq!(
+            stock_end(&curve(&[10_000.0, 150.0])),
+            StockEnd::Stranded(150)
+        );
+        assert_eq!(stock_end(&curve(&[500.0, 0.0])), StockEnd::SoldOut);
     }
 }

@@ -61,6 +61,12 @@ tr.regression td, tr.regression th { background: #fdecea; }
 ul.witnesses { margin: 0; padding-left: 1.1em; }
 .small { font-size: 0.9em; color: #555; }
 img { max-width: 100%; height: auto; border: 1px solid #ccc; }
+.headline { display: flex; flex-wrap: wrap; gap: 0.6em; margin: 0 0 1em; }
+.headline div { border: 1px solid #ccc; border-radius: 6px; padding: 0.4em 0.8em; }
+.headline .v { display: block; font-size: 1.5em; font-weight: bold; \
+font-variant-numeric: tabular-nums; }
+.headline .k { font-size: 0.9em; color: #555; }
+.headline .bad { color: #c62828; }
 @media (max-width: 700px) {
   table.checks, table.checks tbody, table.checks tr, table.checks td { display: block; }
   table.checks thead { display: none; }
@@ -86,6 +92,7 @@ pub(crate) fn write_index(dir: &RunDir, d: &Data<'_>) -> anyhow::Result<PathBuf>
     let mut h = String::new();
     head(&mut h, &format!("grab-bench report: {}", d.run.scenario));
     verdict_box(&mut h, &audit, summary.as_ref());
+    headline(&mut h, d);
     checks(&mut h, &audit);
     if let Some(s) = &summary {
         thresholds(&mut h, s);
@@ -500,7 +507,7 @@ fn caption(name: &str) -> Option<&'static str> {
     Some(match name {
         THROUGHPUT_PNG => "Completed requests per second, stacked by outcome, with the send rate.",
         LATENCY_PNG => {
-            "Latency percentiles per second: intended (from the scheduled send time) vs raw \
+            "Latency percentiles per time bin: intended (from the scheduled send time) vs raw \
              service time."
         }
         PERCENTILES_PNG => "Whole-run latency by percentile (HDR spectrum), intended vs raw.",
@@ -510,7 +517,7 @@ fn caption(name: &str) -> Option<&'static str> {
         }
         INVENTORY_ZOOM_PNG => {
             "The same on the sale window only: from the first request to a little after the \
-             sell-out (20 % of the window, at least 0.2 s), or after the last success when \
+             sell-out (20 % of the window, at least two time bins), or after the last success when \
              the sale never sold out."
         }
         NODES_PNG => "Successful buys per node against each node's quota.",
@@ -549,6 +556,9 @@ fn charts(h: &mut String, d: &Data<'_>) {
         {
             text = format!("{text} {}", window_words(w));
         }
+        if name == THROUGHPUT_PNG || name == LATENCY_PNG {
+            text = format!("{text} {}", bin_words(d));
+        }
         let _ = writeln!(
             h,
             "<h3 id=\"{0}\">{0}</h3>\n<p>{1}</p>\n<p><a href=\"{2}\"><img src=\"{2}\" alt=\"{1}\" \
@@ -560,6 +570,73 @@ fn charts(h: &mut String, d: &Data<'_>) {
             super::CHART_SIZE.1
         );
     }
+}
+
+/// The time charts' bins in words: "In 16 bins of 10 ms (the run's length sets the width)."
+fn bin_words(d: &Data<'_>) -> String {
+    let (slots, width) = super::charts::slots(d);
+    format!(
+        "In {} bins of {} ms (the run's length sets the width, 10 ms to 1 s).",
+        slots.len(),
+        (width * 1000.0).round()
+    )
+}
+
+/// The figures a person looks at first, right under the verdict: sold of total, throughput,
+/// p50 / p99 (intended), errors. The full table is further down.
+fn headline(h: &mut String, d: &Data<'_>) {
+    let rows = &d.series.rows;
+    let sum = |f: fn(&super::timeseries::Second) -> u64| rows.iter().map(f).sum::<u64>();
+    let completed = sum(|r| r.completed());
+    let info = sum(|r| r.info);
+    let ms = |q: f64| {
+        let hist = &d.latency.intended;
+        if hist.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.1}", hist.value_at_quantile(q) as f64 / 1000.0)
+        }
+    };
+    let mut tiles: Vec<(String, String, bool)> = Vec::new();
+    if d.run.tickets > 0 {
+        let sold = sum(|r| r.buys_ok);
+        tiles.push((
+            format!("{sold} / {}", d.run.tickets),
+            "sold / tickets".into(),
+            sold != d.run.tickets,
+        ));
+    }
+    tiles.push((
+        format!("{:.0}", completed as f64 / d.run.elapsed_secs.max(1e-9)),
+        "requests/s".into(),
+        false,
+    ));
+    tiles.push((
+        format!("{} / {}", ms(0.5), ms(0.99)),
+        "p50 / p99 ms (intended)".into(),
+        false,
+    ));
+    let rate = if completed == 0 {
+        0.0
+    } else {
+        info as f64 / completed as f64 * 100.0
+    };
+    tiles.push((
+        format!("{info} ({rate:.1} %)"),
+        "errors (indeterminate)".into(),
+        info > 0,
+    ));
+    h.push_str("<section class=\"headline\" id=\"headline\">\n");
+    for (v, k, bad) in tiles {
+        let _ = writeln!(
+            h,
+            "<div><span class=\"v{}\">{}</span><span class=\"k\">{}</span></div>",
+            if bad { " bad" } else { "" },
+            esc(&v),
+            esc(&k)
+        );
+    }
+    h.push_str("</section>\n");
 }
 
 /// The key figures table.

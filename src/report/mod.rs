@@ -43,6 +43,7 @@ mod facts;
 pub mod fairness;
 mod html;
 pub mod latency_log;
+mod noise;
 pub mod summary;
 mod timeseries;
 

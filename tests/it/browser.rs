@@ -252,6 +252,24 @@ fn passing_page(passing: &Path) {
         !dom.contains("status false"),
         "no check or threshold failed"
     );
+    // The figures a person looks at first come right after the verdict, before the checks.
+    let s = json(&passing.join("summary.json"));
+    let at = |needle: &str| dom.find(needle).unwrap_or_else(|| panic!("{needle}"));
+    let sold = format!(
+        "<span class=\"v\">{} / {}</span><span class=\"k\">sold / tickets</span>",
+        s["tickets_sold_by_client"], s["tickets"]
+    );
+    assert!(at("id=\"verdict\"") < at(&sold) && at(&sold) < at("id=\"checks\""));
+    for k in [
+        "requests/s",
+        "p50 / p99 ms (intended)",
+        "errors (indeterminate)",
+    ] {
+        assert!(
+            at(&format!("<span class=\"k\">{k}</span>")) < at("id=\"checks\""),
+            "{k}"
+        );
+    }
     let green = screenshot(
         &page,
         &passing.join("screenshot.png"),

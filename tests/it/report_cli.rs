@@ -334,3 +334,220 @@ fn report_and_compare_refuse_folders_that_are_not_runs() {
     assert_eq!(grab(&["report", p]).status.code(), Some(4));
     assert_eq!(grab(&["compare", p, p]).status.code(), Some(4));
 }
+
+/// `compare` with three smoke rounds a side: two identical setups are no regression (the noise
+/// band holds the difference), a planted halving of throughput is one, a different scenario is
+/// warned about, `--json` is one document on stdout, and one round a side says it has no band.
+#[test]
+fn compare_with_rounds_tells_noise_from_a_halving() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let names = ["a1", "a2", "a3", "b1", "b2", "b3"];
+    for name in names {
+        let o = run(&smoke, &dir.path().join(name), &[]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", describe(&o));
+    }
+    let (a, b) = ("a1,a2,a3", "b1,b2,b3");
+    let o = compare_in(dir.path(), &[a, b, "--max-regression", "10", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    assert_eq!(doc["schema"], "grab-bench/compare/v1");
+    assert_eq!(doc["regression"], false, "{doc:#}");
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 0, "{doc:#}");
+    let rows = doc["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "requests/s",
+            "p50 ms (intended)",
+            "p99 ms (intended)",
+            "p99 ms (raw)",
+            "sell-out s",
+            "error rate %"
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["base"].as_array().unwrap().len(), 3, "{r}");
+        let band = &r["band"];
+        assert!(band["low"].as_f64().unwrap() <= band["high"].as_f64().unwrap());
+    }
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("base (median of 3)"), "{text}");
+    assert!(
+        text.contains("no regression beyond 10% and the noise band"),
+        "{text}"
+    );
+
+    // A planted halving: copies of the base rounds with half their throughput.
+    for (from, to) in [("a1", "h1"), ("a2", "h2"), ("a3", "h3")] {
+        let (from, to) = (dir.path().join(from), dir.path().join(to));
+        std::fs::create_dir(&to).unwrap();
+        for f in ["run.json", "scenario.toml"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+        let mut s = json(&from.join("summary.json"));
+        s["requests"]["rps"] = (s["requests"]["rps"].as_f64().unwrap() / 2.0).into();
+        std::fs::write(to.join("summary.json"), s.to_string()).unwrap();
+    }
+    let o = compare_in(
+        dir.path(),
+        &[a, "h1,h2,h3", "--max-regression", "10", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", describe(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["regression"], true);
+    let rps = &doc["rows"][0];
+    assert_eq!(rps["regressed"], true, "{rps}");
+    assert!(
+        (rps["worse"].as_f64().unwrap() - 50.0).abs() < 1e-6,
+        "{rps}"
+    );
+    assert!(rps["band"]["low"].as_f64().unwrap() > 10.0, "{rps}");
+    let why = doc["regressions"][0].as_str().unwrap();
+    assert!(
+        why.starts_with("requests/s worse by 50.0% (noise band "),
+        "{why}"
+    );
+    // Only throughput was planted: the latency rows are the same rounds, no regression.
+    assert!(
+        doc["rows"].as_array().unwrap()[1..]
+            .iter()
+            .all(|r| r["regressed"] == false)
+    );
+
+    // A different scenario on the new side is warned about, on the text and in the JSON.
+    let changed = dir.path().join("b3");
+    let toml = std::fs::read_to_string(changed.join("scenario.toml")).unwrap();
+    std::fs::write(
+        changed.join("scenario.toml"),
+        toml.replace("connections = 64", "connections = 8"),
+    )
+    .unwrap();
+    let o = compare_in(dir.path(), &["b3", a, "--max-regression", "10"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("warning: the scenarios differ: b3/scenario.toml and a1/scenario.toml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: one round on a side: no noise band"),
+        "{text}"
+    );
+    let o = compare_in(dir.path(), &[a, b, "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = doc["warnings"].to_string();
+    assert!(
+        warnings.contains("the new rounds' scenarios differ"),
+        "{warnings}"
+    );
+    assert!(doc["max_regression"].is_null() && doc["conclusion"].is_null());
+}
+
+/// A smoke run (0.1–0.3 s) is charted in 10 ms bins, tens of them (not one 1 s block); its
+/// zoomed inventory chart is another picture than the whole run's; the headline figures come
+/// right after the verdict.
+#[test]
+fn a_short_run_is_charted_in_short_bins() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let out = dir.path().join("smoke");
+    let o = run(&smoke, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let s = json(&out.join("summary.json"));
+    let elapsed = s["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed < 1.0, "a smoke run is short: {elapsed} s");
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let words = index
+        .split("In ")
+        .skip(1)
+        .find(|w| w.contains(" bins of "))
+        .expect("the throughput caption names its bins");
+    let (bins, rest) = words.split_once(" bins of ").unwrap();
+    let bins: usize = bins.parse().unwrap();
+    assert!(rest.starts_with("10 ms"), "{rest:.40}");
+    // The bins cover the run: about its length in 10 ms steps.
+    let expected = (elapsed / 0.01).floor() as usize;
+    assert!(
+        bins >= 10 && bins.abs_diff(expected) <= 2,
+        "{bins} bins for {elapsed} s"
+    );
+    let (full, zoom) = (
+        std::fs::read(out.join("inventory.png")).unwrap(),
+        std::fs::read(out.join("inventory-zoom.png")).unwrap(),
+    );
+    assert!(
+        !full.is_empty() && full != zoom,
+        "the zoom is its own picture"
+    );
+    // The zoom window ends well before the run does: the sale, not the run.
+    let window = index.split("Window ").nth(1).unwrap();
+    let end: f64 = window
+        .split_once('–')
+        .unwrap()
+        .1
+        .split_once(' ')
+        .unwrap()
+        .0
+        .parse()
+        .unwrap();
+    let sold_out = s["sell_out_s"].as_f64().unwrap();
+    assert!(
+        end > sold_out && end < elapsed,
+        "window end {end}, sold out {sold_out}, run {elapsed}"
+    );
+    let headline = index.find("id=\"headline\"").unwrap();
+    assert!(index.find("id=\"verdict\"").unwrap() < headline);
+    assert!(headline < index.find("id=\"checks\"").unwrap());
+    assert!(index.contains(&format!(
+        "<span class=\"v\">{} / {}</span>",
+        s["tickets_sold_by_client"], s["tickets"]
+    )));
+}
+
+/// `compare --rounds N A.toml B.toml` runs each scenario N times, interleaved, into
+/// `--rounds-out`, and compares those folders; the rounds' own text stays off stdout, so
+/// `--json` is still one document. Rounds already there are refused, not overwritten.
+#[test]
+fn compare_runs_its_own_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.toml");
+    let smoke = smoke.to_str().unwrap();
+    let rounds = dir.path().join("rounds");
+    let args = [
+        "--rounds",
+        "2",
+        smoke,
+        smoke,
+        "--rounds-out",
+        rounds.to_str().unwrap(),
+        "--json",
+    ];
+    let o = compare_in(dir.path(), &args);
+    assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let folders = |side: &str| -> Vec<String> {
+        doc[side]["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect()
+    };
+    let at = |name: &str| rounds.join(name).display().to_string();
+    assert_eq!(folders("base"), [at("base-1"), at("base-2")]);
+    assert_eq!(folders("new"), [at("new-1"), at("new-2")]);
+    for f in folders("base").iter().chain(&folders("new")) {
+        assert_eq!(json(&Path::new(f).join("summary.json"))["verdict"], "true");
+    }
+    assert_eq!(doc["rows"][0]["base"].as_array().unwrap().len(), 2);
+    assert!(
+        doc["rows"][0]["band"].is_object(),
+        "two rounds a side: a band"
+    );
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert!(text.contains("round 2/2 new: grab-bench run"), "{text}");
+    let again = compare_in(dir.path(), &args);
+    assert_ne!(again.status.code(), Some(0), "{}", describe(&again));
+    assert!(again.stdout.is_empty(), "{}", describe(&again));
+}
