@@ -25,6 +25,7 @@ mod segmented;
 mod serve_cli;
 mod server;
 mod server_bad_requests;
+mod server_limits;
 mod sharded;
 mod shop;
 mod sql;
