@@ -14,6 +14,7 @@ mod engine_closed;
 mod engine_ledger;
 mod engine_open;
 mod faults;
+mod fuzz;
 mod hostile;
 mod json_out;
 mod multi_item;
