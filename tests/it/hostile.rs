@@ -2,7 +2,7 @@
 //! listener on a free loopback port, a thread per connection) misbehaves in one of eight
 //! [`Mode`]s; `grab-bench ab` (and `run`, against the endless body) is pointed at it with a
 //! bounded request count and a short timeout, and each test asserts the exit code, how the
-//! answers were classified (`--json`), the wall time and the process's peak RSS (from `wait4`,
+//! answers were classified (`--json`), the wall time and the process's peak RSS (GNU time's `%M`,
 //! exact for that one child).
 
 use std::io::{Read, Write};
@@ -197,44 +197,37 @@ impl Ran {
     }
 }
 
-/// Runs grab-bench with `args` and waits for it with `wait4`, which gives this child's own
-/// resource usage (RUSAGE_CHILDREN would be the max over every child the test binary waited).
-// The child is reaped by wait4, which std's Child does not know of.
-#[allow(clippy::zombie_processes)]
+/// Runs grab-bench with `args` under GNU time (`/usr/bin/time -f %M`), which reads the peak RSS
+/// of its own child with `wait4`. Not `wait4` here: a child forked from the test binary counts
+/// the binary's RSS at fork time (hundreds of MB when every test has run) in its `ru_maxrss`;
+/// forked from `time`, that is a few hundred KiB.
 fn grab_bench(args: &[&str]) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let rss = dir.path().join("rss");
     let start = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss)
+        .arg(env!("CARGO_BIN_EXE_grab-bench"))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("grab-bench starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, which nothing else waits for (`child` is never waited).
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4");
+        .stdin(Stdio::null())
+        .output()
+        .expect("/usr/bin/time runs (apt-get install time)");
     let took = start.elapsed();
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let text = std::fs::read_to_string(&rss).unwrap_or_default();
+    let max_rss_kb = text
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no peak RSS from time: {text:?}"));
     Ran {
-        code,
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         took,
-        max_rss_kb: usage.ru_maxrss as u64,
+        max_rss_kb,
     }
 }
 
