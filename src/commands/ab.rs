@@ -288,7 +288,7 @@ pub fn run(args: AbArgs) -> Result<Done, Error> {
         eprintln!("ab: {lost}");
     }
     let result = result?;
-    let completed = result.totals.total();
+    let completed = completed(&result);
     if completed > 0 && result.reason(Reason::ConnectRefused) == completed {
         return Err(Error::Unreachable(format!(
             "every connection to {addr} was refused ({completed} attempts)"
@@ -325,13 +325,18 @@ pub fn run(args: AbArgs) -> Result<Done, Error> {
     })
 }
 
+/// Requests that completed: every request the engine ended except those still in flight when
+/// the run was stopped (Ctrl-C, the time limit), which the engine ends as `cancelled`. Those
+/// neither succeeded nor failed (their answer was never read), so ab does not count them.
+pub fn completed(r: &EngineResult) -> u64 {
+    r.totals.total().saturating_sub(r.reason(Reason::Cancelled))
+}
+
 /// Requests answered with a 2xx status (for a described system: answers its rules call success
 /// or a definite sold out, which are the system working).
 pub fn succeeded(r: &EngineResult) -> u64 {
     match &r.transfer {
-        Some(t) => r
-            .totals
-            .total()
+        Some(t) => completed(r)
             .saturating_sub(t.connect_errors + t.receive_errors + t.exceptions + t.non_2xx),
         None => r.reason(Reason::Success) + r.reason(Reason::SoldOut),
     }
@@ -360,11 +365,11 @@ pub fn json(
 ) -> serde_json::Value {
     let t = r.transfer.clone().unwrap_or_else(engine::Transfer::new);
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let completed = r.totals.total();
+    let completed = completed(r);
     let ms = |us: u64| us as f64 / 1000.0;
     let outcomes: serde_json::Map<String, serde_json::Value> = Reason::ALL
         .iter()
-        .filter(|&&reason| r.reason(reason) > 0)
+        .filter(|&&reason| reason != Reason::Cancelled && r.reason(reason) > 0)
         .map(|&reason| (reason.as_str().to_string(), r.reason(reason).into()))
         .collect();
     let percentiles: serde_json::Map<String, serde_json::Value> =
@@ -395,6 +400,7 @@ pub fn json(
         "total_bytes": t.total_bytes,
         "body_bytes": t.body_bytes,
         "interrupted": r.cancelled,
+        "cancelled_in_flight": r.reason(Reason::Cancelled),
         "latency_ms": {
             "min": ms(latency.min()),
             "mean": latency.mean() / 1000.0,
@@ -440,7 +446,7 @@ pub fn report_with(
 ) -> String {
     let t = r.transfer.clone().unwrap_or_else(engine::Transfer::new);
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let completed = r.totals.total();
+    let completed = completed(r);
     let failed = t.connect_errors + t.receive_errors + t.exceptions;
     let mut o = String::new();
     let host = target.host.as_str();
@@ -478,10 +484,17 @@ pub fn report_with(
     if t.non_2xx > 0 {
         let _ = writeln!(o, "Non-2xx responses:      {}", t.non_2xx);
     }
+    let cancelled = r.reason(Reason::Cancelled);
+    if cancelled > 0 {
+        let _ = writeln!(
+            o,
+            "Cancelled in flight:    {cancelled} (stopped before their answer; not counted above)"
+        );
+    }
     // Answers by outcome, when there is more to say than "2xx" (a described system's rules).
     let kinds: Vec<String> = Reason::ALL
         .iter()
-        .filter(|&&reason| r.reason(reason) > 0)
+        .filter(|&&reason| reason != Reason::Cancelled && r.reason(reason) > 0)
         .map(|&reason| format!("{} {}", reason.as_str(), r.reason(reason)))
         .collect();
     if kinds.len() > 1 || r.reason(Reason::Success) != completed {

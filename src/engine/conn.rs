@@ -1424,6 +1424,12 @@ async fn exchange(
                         buf.extend_from_slice(&data);
                     }
                 }
+                // The raw client's bound on hyper's path too: an endless or huge body is
+                // indeterminate past the limit, not a buffer that grows without end.
+                if buf.len() > super::raw::BODY_LIMIT {
+                    buf.clear();
+                    return Err(Reason::BodyOverLimit);
+                }
             }
         }
         let (head_bytes, server) = if want_detail {

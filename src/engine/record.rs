@@ -354,12 +354,17 @@ impl Recorder {
             self.seconds.push(Interval::new(n));
         }
         let iv = &mut self.seconds[sec];
+        iv.counts.0[reason as usize] += 1;
+        if reason == Reason::Cancelled {
+            // Stopped in flight (Ctrl-C, the time limit): its answer never came, so the time
+            // until the stop is no latency of the system's, and is left out of the histograms.
+            return;
+        }
         let clamp = |v: u64| v.clamp(1, MAX_US);
         let _ = iv
             .intended
             .record(clamp(end_us.saturating_sub(intended_us)));
         let _ = iv.raw.record(clamp(end_us.saturating_sub(start_us)));
-        iv.counts.0[reason as usize] += 1;
     }
 
     /// Records one request of step number `step`. An attempt of one step (the buy alone) is

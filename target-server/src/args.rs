@@ -102,6 +102,14 @@ pub struct ServeArgs {
     /// Timeout of every Redis call; on timeout the answer is 503 and local stock is returned.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
     pub redis_timeout: Duration,
+    /// Close a connection that has not sent a complete request head within this long (a
+    /// half-sent head would otherwise hold a file descriptor for ever).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Most connections served at once; past it a new connection gets a 503 and is closed, so
+    /// file descriptors (and /healthz) never run out.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Set up the sale's inventory with this many tickets before serving.
     #[arg(long)]
     pub init_total: Option<u64>,
@@ -149,6 +157,10 @@ pub struct Config {
     pub hold_ttl: Option<Duration>,
     /// Timeout of each Redis call.
     pub redis_timeout: Duration,
+    /// How long a connection may take to send a complete request head (`--header-timeout`).
+    pub header_timeout: Duration,
+    /// Most connections served at once (`--max-connections`); past it, 503 and close.
+    pub max_connections: usize,
     /// Inventory set-up requested on the command line.
     pub init: Option<SaleInit>,
     /// Exit after setting up the inventory.
@@ -209,6 +221,12 @@ impl ServeArgs {
         if self.redis_timeout.is_zero() {
             bail!("--redis-timeout must be greater than zero");
         }
+        if self.header_timeout.is_zero() {
+            bail!("--header-timeout must be greater than zero");
+        }
+        if self.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
         if let Some(ttl) = self.hold_ttl
             && ttl < Duration::from_millis(10)
         {
@@ -264,6 +282,8 @@ impl ServeArgs {
             stat_format: self.stat_format,
             hold_ttl: self.hold_ttl,
             redis_timeout: self.redis_timeout,
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
             init,
             init_only: self.init_only,
             flaws,

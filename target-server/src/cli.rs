@@ -37,6 +37,21 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<i32> {
         let listen = config.listen;
         let node_id = config.node_id.clone();
         let init_only = config.init_only;
+        // The port first, Redis after: a busy --listen must leave no sale keys behind (a retry
+        // then found them and failed on a key collision). `--init-only` listens on nothing.
+        let listener = if init_only {
+            None
+        } else {
+            match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => Some(l),
+                Err(err) => {
+                    eprintln!(
+                        "target-server: cannot listen on {listen}: {err} (nothing was written to Redis)"
+                    );
+                    return Ok(EXIT_LISTEN);
+                }
+            }
+        };
         let node = match start(config).await {
             Ok(Some(node)) => node,
             Ok(None) => {
@@ -53,13 +68,7 @@ pub fn serve_main(args: ServeArgs) -> anyhow::Result<i32> {
                 });
             }
         };
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(err) => {
-                eprintln!("target-server: cannot listen on {listen}: {err}");
-                return Ok(EXIT_LISTEN);
-            }
-        };
+        let listener = listener.expect("bound unless --init-only, which returned above");
         let addr = listener.local_addr()?;
         // The orchestrator reads this line to learn the port when --listen used port 0.
         println!("target-server: node {node_id} listening on http://{addr}");

@@ -130,7 +130,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(background(node.clone(), stop_rx));
-    serve_http(listener, FrontDoor::new(node.clone()), shutdown).await;
+    let limits = (node.config.header_timeout, node.config.max_connections);
+    serve_http(listener, FrontDoor::new(node.clone()), limits, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = background.await;
     if let Some(log) = &node.log {
@@ -144,9 +145,13 @@ pub async fn serve(
 /// close, and returns once all have. This is what `axum::serve(..).with_graceful_shutdown(..)`
 /// does (HTTP/1 only, as built here), with hyper's HTTP/1 connection directly instead of
 /// hyper-util's auto-detecting one, so that requests meet the [`FrontDoor`] before the router.
+///
+/// `limits` are `--header-timeout` (a connection whose request head is not complete within it
+/// is closed) and `--max-connections` (past it a new connection gets [`OVER_CAP`]).
 async fn serve_http(
     listener: TcpListener,
     front: FrontDoor,
+    (header_timeout, max_connections): (Duration, usize),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     // `closing` tells the connections to wind down; each holds a clone of `alive_rx`, so
@@ -154,6 +159,9 @@ async fn serve_http(
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (alive_tx, alive_rx) = tokio::sync::watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        max_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     loop {
         let stream = tokio::select! {
             () = &mut shutdown => break,
@@ -165,11 +173,21 @@ async fn serve_http(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: a short 503 and close, without reading the request (its head
+            // may never come), so the connections in service keep their descriptors.
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let front = front.clone();
         let mut closing = closing_rx.clone();
         let alive = alive_rx.clone();
         tokio::spawn(async move {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), front);
+            let _slot = slot;
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), front);
             let mut conn = std::pin::pin!(conn);
             // One `changed` future for the connection's life, not a new one per wake-up, which
             // registered with the channel each time (`changed` ~180 instructions a request, now
@@ -198,6 +216,20 @@ async fn serve_http(
     let _ = closing_tx.send(true);
     drop(alive_rx);
     alive_tx.closed().await;
+}
+
+/// The answer to a connection past `--max-connections`.
+const OVER_CAP: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 41\r\nConnection: close\r\n\r\n{\"code\":503,\"msg\":\"too many connections\"}";
+
+/// Answers a connection past the cap with [`OVER_CAP`] and closes it; a peer that does not read
+/// it holds nothing for more than a second.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        stream.write_all(OVER_CAP).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
 /// An accept that failed: a connection reset before it was accepted is skipped; anything else

@@ -193,3 +193,60 @@ fn no_success_is_not_exit_zero() {
         grab_bench::exit::UNKNOWN_OR_INVALID
     );
 }
+
+/// issue 28: after Ctrl-C, ab reports only the requests that completed. Against a server that
+/// answers after 200 ms, four requests are always in flight when SIGINT lands: they are
+/// reported as cancelled in flight, not as complete, succeeded or failed.
+#[test]
+fn ctrl_c_counts_only_completed_requests() {
+    let server = start(|_| Reply {
+        status: 200,
+        body: r#"{"code":1}"#.into(),
+        delay: std::time::Duration::from_millis(200),
+    });
+    let url = format!("http://{}/", server.addr);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        .args(["ab", "-n", "10000", "-c", "4", "-k", "--json", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Readiness, not a sleep: wait until the server has answered a few.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.requests.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+        assert!(std::time::Instant::now() < deadline, "ab sent nothing");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let what = crate::support::cli::describe(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(grab_bench::exit::INTERRUPTED),
+        "{what}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&what);
+    assert_eq!(doc["interrupted"], true, "{what}");
+    let complete = doc["complete"].as_u64().unwrap();
+    let cancelled = doc["cancelled_in_flight"].as_u64().unwrap();
+    let answered = server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(cancelled >= 1, "{what}");
+    assert!(
+        complete >= 4 && complete <= answered,
+        "{complete} of {answered}: {what}"
+    );
+    // Every completed request succeeded, none failed, and the outcomes sum to the complete.
+    assert_eq!(doc["succeeded"].as_u64(), Some(complete), "{what}");
+    for kind in ["connect", "receive", "exceptions"] {
+        assert_eq!(doc["failed"][kind], 0, "{kind}: {what}");
+    }
+    let outcomes: u64 = doc["outcomes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes, complete, "{what}");
+    assert!(doc["outcomes"].get("cancelled").is_none(), "{what}");
+}

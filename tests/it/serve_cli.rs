@@ -50,6 +50,38 @@ fn busy_port_exits_6_and_existing_sale_exits_7() {
     assert!(stderr(&o).contains("cannot listen"), "{}", stderr(&o));
 }
 
+/// issue 28: the port is bound before Redis is touched, so a busy `--listen` with `--init-total`
+/// exits 6 and leaves no key behind; the retry on a free port then sets the sale up.
+#[test]
+fn busy_port_leaves_no_keys() {
+    let redis = RedisProcess::start().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = serve(&[
+        "--redis",
+        &redis.url,
+        "--init-total",
+        "5",
+        "--listen",
+        &addr,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(target_server::cli::EXIT_LISTEN),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis_conn(&redis))
+        .unwrap();
+    assert!(keys.is_empty(), "keys left behind: {keys:?}");
+    // The retry finds no collision.
+    let o = serve(&["--redis", &redis.url, "--init-total", "5", "--init-only"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 #[test]
 fn bad_flags_exit_4() {
     let o = serve(&["--node-id", "bad id"]);
