@@ -9,13 +9,14 @@
 # built-in cluster's balancer); postgres and mariadbd (private databases of a described system);
 # chromium (the browser test renders the report page, with a font for its screenshots); ab and wrk
 # (the benchmark scripts compare against them); prometheus (the live-metrics test sends to a real
-# one). `tests` or no argument: all of them.
+# one); time (GNU time: the hostile-server tests read peak RSS with it). `tests` or no argument:
+# all of them.
 # Debian/Ubuntu only; elsewhere it says what to install and exits non-zero.
 set -euo pipefail
 
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ] || [ "${wanted[*]}" = tests ]; then
-  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk prometheus)
+  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk prometheus time)
 fi
 
 missing=()
@@ -26,6 +27,8 @@ for program in "${wanted[@]}"; do
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     ab) command -v ab >/dev/null 2>&1 || missing+=(apache2-utils) ;;
     prometheus) command -v prometheus >/dev/null 2>&1 || missing+=(prometheus) ;;
+    # GNU time: the hostile-server tests read grab-bench's peak RSS from it (`time -f %M`).
+    time) [ -x /usr/bin/time ] || missing+=(time) ;;
     wrk) command -v wrk >/dev/null 2>&1 || missing+=(wrk) ;;
     chromium)
       if [ -z "${GRAB_BENCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then

@@ -203,6 +203,7 @@ fn ctrl_c_counts_only_completed_requests() {
         status: 200,
         body: r#"{"code":1}"#.into(),
         delay: std::time::Duration::from_millis(200),
+        headers: Vec::new(),
     });
     let url = format!("http://{}/", server.addr);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_grab-bench"))
