@@ -173,14 +173,14 @@ impl RedisProcess {
             &Cancel::new(),
         )
         .map_err(|a| match a {
-                Attempt::Failed(detail) => SutError::NotReady {
-                    what: "redis-server (restart)".into(),
-                    detail,
-                },
-                Attempt::Cancelled => SutError::Interrupted {
-                    what: "redis-server (restart)".into(),
-                },
-            })?;
+            Attempt::Failed(detail) => SutError::NotReady {
+                what: "redis-server (restart)".into(),
+                detail,
+            },
+            Attempt::Cancelled => SutError::Interrupted {
+                what: "redis-server (restart)".into(),
+            },
+        })?;
         self.child = child;
         Ok(())
     }

@@ -142,6 +142,13 @@ impl SentinelSet {
                 return Err("the sentinels promoted no replica in time".into());
             }
         }
+        // A replica without its master refuses to be synced from (NOMASTERLINK): the old master
+        // is started again only once the promoted one says it is master.
+        while !is_master(promoted) {
+            if Instant::now() > deadline || cancel.sleep(Duration::from_millis(20)).is_err() {
+                return Err("the promoted replica did not become master in time".into());
+            }
+        }
         std::mem::swap(&mut self.master, &mut self.replica);
         self.replica
             .respawn(Some(&format!("replicaof 127.0.0.1 {promoted}\n")))
@@ -198,8 +205,8 @@ fn start_sentinel(program: &Path, master_port: u16, cancel: &Cancel) -> Result<S
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("sentinel.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("sentinel.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();
                 last = format!("exited with {status} on port {port}: {}", tail.join(" | "));
                 break;
@@ -270,4 +277,14 @@ fn replica_synced(port: u16) -> bool {
         .ok()
         .and_then(|v| redis::from_redis_value::<String>(v).ok())
         .is_some_and(|info| info.contains("master_link_status:up"))
+}
+
+/// Whether the Redis on `port` says it is a master (`ROLE`).
+fn is_master(port: u16) -> bool {
+    redis_cmd(port, &["ROLE"])
+        .ok()
+        .and_then(|v| redis::from_redis_value::<Vec<redis::Value>>(v).ok())
+        .is_some_and(
+            |role| matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master"),
+        )
 }
