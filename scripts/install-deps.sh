@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what grab-bench needs and the machine lacks: redis-server, redis-cli (redis-tools) and
+# Installs what grab-bench needs and the machine lacks: redis-server, redis-cli (redis-tools),
+# redis-sentinel and
 # nginx (the system under test), ab (apache2-utils) and wrk (the benchmark script compares against
 # them), PostgreSQL and MariaDB (the example shop's databases: sut::postgres and sut::mariadb
 # start private servers), and chromium (the browser test renders the report page in it headless; with a font, for its
@@ -11,6 +12,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # redis-cli joins the private Redis Cluster (`redis = "cluster"`); Debian ships it in redis-tools.
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+# redis-sentinel watches the private master and replica of `redis = "sentinel"` (the failover drill).
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v ab >/dev/null 2>&1 || missing+=(apache2-utils)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
@@ -37,7 +40,7 @@ $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts the packaged services; grab-bench starts its own on free ports, so stop those.
 if command -v systemctl >/dev/null 2>&1; then
-  $sudo systemctl disable --now redis-server nginx >/dev/null 2>&1 || true
+  $sudo systemctl disable --now redis-server redis-sentinel nginx >/dev/null 2>&1 || true
 fi
 $sudo service redis-server stop >/dev/null 2>&1 || true
 $sudo service nginx stop >/dev/null 2>&1 || true
