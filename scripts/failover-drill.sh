@@ -13,7 +13,8 @@ if [ ! -x "$bin" ]; then
   exit 2
 fi
 out="$(mktemp -d -t grab-bench-drill-XXXXXX)"
-trap 'rm -rf "$out"' EXIT
+keep=0
+trap '[ "$keep" -eq 0 ] && rm -rf "$out"' EXIT
 status=0
 for sc in fault-failover fault-failover-safe; do
   want=FAILED
@@ -33,7 +34,7 @@ for sc in fault-failover fault-failover-safe; do
     else
       [ "$verdict" = PROVEN ] && ok=yes
     fi
-    [ "$ok" = yes ] && good=$((good + 1))
+    if [ "$ok" = yes ]; then good=$((good + 1)); else keep=1; echo "  kept for a look: $dir ($dir.log)"; fi
     lost_all="$lost_all $lost"
     echo "$sc run $i: $verdict (false: ${false_checks:-none}) · lost $lost of $acked acknowledged grants · as expected: $ok"
   done

@@ -21,8 +21,9 @@ pub const SENTINELS: usize = 3;
 const QUORUM: usize = 2;
 /// `down-after-milliseconds`: how long a master may not answer before it is down.
 pub const DOWN_AFTER_MS: u64 = 1000;
-/// `failover-timeout`: how long one failover attempt may take before another is tried.
-const FAILOVER_TIMEOUT_MS: u64 = 3000;
+/// `failover-timeout`: how long one failover attempt may take before another is tried (long
+/// enough that a promotion slowed by a busy machine is not aborted).
+const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// How long start-up (the sentinels finding each other and the replica) and a failover may take.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// The install hint for `redis-sentinel`.
@@ -82,11 +83,12 @@ impl SentinelSet {
             .join(",")
     }
 
-    /// The URL of the Redis the first sentinel that answers names as master.
+    /// The URL of the Redis a sentinel names as master and that says it is one (`ROLE`).
     pub fn master_url(&self) -> Option<String> {
         self.sentinels
             .iter()
-            .find_map(|s| master_port(s.port))
+            .filter_map(|s| master_port(s.port))
+            .find(|&port| is_master(port))
             .map(|port| format!("redis://127.0.0.1:{port}/0"))
     }
 
@@ -142,9 +144,18 @@ impl SentinelSet {
                 return Err("the sentinels promoted no replica in time".into());
             }
         }
-        // A replica without its master refuses to be synced from (NOMASTERLINK): the old master
-        // is started again only once the promoted one says it is master.
-        while !is_master(promoted) {
+        // A replica without its master refuses to be synced from (NOMASTERLINK), and an old
+        // master back while a sentinel still counts it master could win over the promoted one
+        // (empty as it is): it is started again only once the promoted one says it is master and
+        // every sentinel names it, with no failover in progress.
+        while !(is_master(promoted)
+            && self.sentinels.iter().all(|s| {
+                master_port(s.port) == Some(promoted)
+                    && master_info(s.port)
+                        .iter()
+                        .any(|(k, v)| k == "flags" && !v.contains("failover"))
+            }))
+        {
             if Instant::now() > deadline || cancel.sleep(Duration::from_millis(20)).is_err() {
                 return Err("the promoted replica did not become master in time".into());
             }
