@@ -20,7 +20,7 @@ DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-1}"
 CONNECTIONS="${CONNECTIONS:-100}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GRAB="$ROOT/target/release/grab-bench"
+GRAB="${GRAB:-$ROOT/target/release/grab-bench}"   # GRAB=path: another build, to compare before and after
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/grab-bench-gen.XXXXXX")"
 NGINX_PID=""
 

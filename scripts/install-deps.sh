@@ -5,7 +5,8 @@
 #   bash scripts/install-deps.sh                    # everything the tests use
 #   bash scripts/install-deps.sh redis-server nginx # what `grab-bench validate --needs` printed
 #
-# Programs: redis-server; redis-cli (a private Redis Cluster, Debian's redis-tools); nginx (the
+# Programs: redis-server; redis-cli (a private Redis Cluster, Debian's redis-tools);
+# redis-sentinel (the failover drill's `redis = "sentinel"`); nginx (the
 # built-in cluster's balancer); postgres and mariadbd (private databases of a described system);
 # chromium (the browser test renders the report page, with a font for its screenshots); ab and wrk
 # (the benchmark scripts compare against them); prometheus (the live-metrics test sends to a real
@@ -16,7 +17,7 @@ set -euo pipefail
 
 wanted=("$@")
 if [ ${#wanted[@]} -eq 0 ] || [ "${wanted[*]}" = tests ]; then
-  wanted=(redis-server redis-cli nginx postgres mariadbd chromium ab wrk prometheus time)
+  wanted=(redis-server redis-cli redis-sentinel nginx postgres mariadbd chromium ab wrk prometheus time)
 fi
 
 missing=()
@@ -24,6 +25,8 @@ for program in "${wanted[@]}"; do
   case $program in
     redis-server) command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) ;;
     redis-cli) command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools) ;;
+    # The private master, replica and sentinels of `redis = "sentinel"` (the failover drill).
+    redis-sentinel) command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel) ;;
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
     ab) command -v ab >/dev/null 2>&1 || missing+=(apache2-utils) ;;
     prometheus) command -v prometheus >/dev/null 2>&1 || missing+=(prometheus) ;;

@@ -21,6 +21,7 @@ use crate::sut::nginx::{NginxProcess, Route, Upstream};
 use crate::sut::node::{NodeProcess, NodeSpec};
 use crate::sut::redis::RedisProcess;
 use crate::sut::redis_cluster::RedisClusterProcess;
+use crate::sut::sentinel::SentinelSet;
 use crate::system::System;
 
 /// The running cluster; every handle stops its process when dropped.
@@ -30,6 +31,9 @@ pub struct Up {
     pub redis: Option<RedisProcess>,
     /// The private Redis Cluster (`redis = "cluster"`); stopped after the nodes.
     pub redis_cluster: Option<RedisClusterProcess>,
+    /// The private master, replica and sentinels (`redis = "sentinel"`); stopped after the
+    /// nodes. The nodes are given the sentinels; `redis_url` follows the master.
+    pub sentinel: Option<SentinelSet>,
     /// The nodes, in scenario order (`n1`, `n2`, ...).
     pub nodes: Vec<NodeProcess>,
     /// Which nodes a fault killed (and did not restart): nothing to ask, nothing in flight.
@@ -38,7 +42,7 @@ pub struct Up {
     pub nginx: Option<NginxProcess>,
     /// Where load goes: Nginx, or the only node.
     pub target: SocketAddr,
-    /// The Redis the nodes use.
+    /// The Redis the nodes use (with Sentinel: the master, looked up again before settling).
     pub redis_url: String,
     /// The grab-bench binary (nodes are `grab-bench serve`; faults restart them).
     pub program: PathBuf,
@@ -147,6 +151,21 @@ pub fn bring_up(
     }
     let phase = Instant::now();
     let (redis, redis_cluster, redis_url) = start_redis(sc, cluster, cancel)?;
+    let sentinel = if cluster.redis_sentinel {
+        eprintln!(
+            "run {}: starting a Redis master, a replica and {} sentinels",
+            sc.name,
+            crate::sut::sentinel::SENTINELS
+        );
+        Some(SentinelSet::start(cancel)?)
+    } else {
+        None
+    };
+    // With Sentinel the nodes are given the sentinels, and the harness reads the master.
+    let (node_redis_url, redis_url) = match &sentinel {
+        Some(s) => (s.urls(), s.master.url.clone()),
+        None => (redis_url.clone(), redis_url),
+    };
     let program = std::env::current_exe().context("cannot find the grab-bench binary")?;
     let mut nodes: Vec<NodeProcess> = Vec::new();
     let mut records: Vec<NodeRecord> = Vec::new();
@@ -154,7 +173,7 @@ pub fn bring_up(
     for (i, quotas) in cluster.item_quotas.iter().enumerate() {
         for (k, (&quota, &weight)) in quotas.iter().zip(&cluster.weights).enumerate() {
             cancel.check()?;
-            let spec = node_spec(sc, cluster, dir, (i, k), quota, &redis_url, reset_sale);
+            let spec = node_spec(sc, cluster, dir, (i, k), quota, &node_redis_url, reset_sale);
             let node = NodeProcess::start_until(&program, true, spec, cancel)?;
             records.push(NodeRecord {
                 name: node.spec.id.clone(),
@@ -208,6 +227,7 @@ pub fn bring_up(
     Ok(Up {
         redis,
         redis_cluster,
+        sentinel,
         down: vec![false; nodes.len()],
         nodes,
         nginx,
@@ -245,6 +265,10 @@ fn start_redis(
     if let Some(url) = &cluster.redis {
         return Ok((None, None, url.clone()));
     }
+    if cluster.redis_sentinel {
+        // Started by the caller (a set of its own); no single Redis here.
+        return Ok((None, None, String::new()));
+    }
     if cluster.redis_cluster {
         eprintln!(
             "run {}: starting a Redis Cluster ({} masters)",
@@ -266,6 +290,14 @@ pub fn backend_args(cluster: &Cluster, shards: u32, init: bool) -> Vec<String> {
     let mut args = Vec::new();
     if cluster.redis_cluster {
         args.push("--redis-cluster".to_string());
+    }
+    if cluster.redis_sentinel {
+        args.extend([
+            "--redis-sentinel".to_string(),
+            crate::sut::sentinel::MASTER_NAME.to_string(),
+            "--wait-replicas".to_string(),
+            cluster.redis_wait.to_string(),
+        ]);
     }
     if init && shards > 1 {
         args.extend(["--shards".to_string(), shards.to_string()]);
@@ -426,19 +458,36 @@ impl Up {
         if let Some(mut cluster) = self.redis_cluster.take() {
             cluster.stop();
         }
+        if let Some(mut set) = self.sentinel.take() {
+            set.stop();
+        }
+    }
+
+    /// With Sentinel, points `redis_url` at the master the sentinels name now (a failover
+    /// may have moved it).
+    fn follow_master(&mut self) {
+        if let Some(url) = self.sentinel.as_ref().and_then(SentinelSet::master_url) {
+            self.redis_url = url;
+        }
     }
 }
 
 impl System for Up {
     fn settle(&mut self, cancel: &Cancel) {
+        self.follow_master();
         let alive = self.alive();
         self.settle.wait(&alive, &self.redis_url, cancel);
     }
 
     fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
+        self.follow_master();
         let mut collected = snapshot(&self.redis_url, &self.settle, &self.alive());
+        let sentinel = self.sentinel.is_some();
         // The nodes write their logs into the run folder and flush them as they stop.
         self.stop();
+        if sentinel {
+            lost_writes_note(dir, &collected);
+        }
         collected.logs = match dir.stat_logs() {
             Ok(logs) => Part::Read(logs.into_iter().map(|(file, _)| file).collect()),
             Err(err) => Part::Unreadable(format!("{err:#}")),
@@ -529,4 +578,43 @@ impl System for Shared {
         };
         collected
     }
+}
+
+/// How many grants the nodes acknowledged (`ok` lines of their stat logs) whose order is not in
+/// the final Redis state, with the same user: the acknowledged writes a failover lost. Printed
+/// and written to `lost-writes.json` in the run folder (with Sentinel only).
+fn lost_writes_note(dir: &RunDir, collected: &Collected) {
+    let Part::Read(orders) = &collected.store.orders else {
+        return;
+    };
+    let kept: std::collections::HashSet<(String, &str)> = orders
+        .iter()
+        .map(|o| (o.id.to_string(), o.user.as_str()))
+        .collect();
+    let (mut acked, mut lost) = (0u64, 0u64);
+    let Ok(logs) = dir.stat_logs() else { return };
+    for (file, _) in logs {
+        let Ok(text) = std::fs::read_to_string(dir.path().join(file)) else {
+            continue;
+        };
+        // Reference format: t_us, node, local_seq, user, request_id, result, sale_seq, order_id.
+        for f in text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+        {
+            if f.len() == 8 && f[5] == "ok" {
+                acked += 1;
+                let user = if f[3] == "-" { "" } else { f[3] };
+                if !kept.contains(&(f[7].to_string(), user)) {
+                    lost += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "failover: {lost} of {acked} acknowledged grant(s) in the nodes' stat logs are not in the final Redis state (lost writes)"
+    );
+    let note = serde_json::json!({ "acknowledged": acked, "lost": lost });
+    let _ = std::fs::write(dir.path().join("lost-writes.json"), format!("{note:#}\n"));
 }

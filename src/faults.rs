@@ -19,6 +19,8 @@ pub struct Targets<'a> {
     pub down: &'a mut [bool],
     /// The private Redis.
     pub redis: Option<&'a mut RedisProcess>,
+    /// The private master, replica and sentinels (`redis = "sentinel"`).
+    pub sentinel: Option<&'a mut crate::sut::sentinel::SentinelSet>,
     /// The grab-bench binary, to start a node again.
     pub program: &'a Path,
 }
@@ -44,16 +46,26 @@ pub fn inject(
             start.elapsed().as_secs_f64(),
             fault.label()
         );
-        let (kind, node, error) = act(
-            fault,
-            &mut *targets.nodes,
-            targets.down,
-            targets.redis.as_deref_mut(),
-            targets.program,
-            cancel,
-        );
-        if let Some(e) = &error {
-            eprintln!("fault {} failed: {e}", fault.label());
+        let (kind, node, error) = match (&fault.action, targets.sentinel.as_deref_mut()) {
+            (FaultAction::FailoverRedis { behind }, Some(set)) => {
+                ("failover-redis", None, set.failover(*behind, cancel).err())
+            }
+            _ => act(
+                fault,
+                &mut *targets.nodes,
+                targets.down,
+                targets.redis.as_deref_mut(),
+                targets.program,
+                cancel,
+            ),
+        };
+        match &error {
+            Some(e) => eprintln!("fault {} failed: {e}", fault.label()),
+            None => eprintln!(
+                "fault {} over at {:.2} s",
+                fault.label(),
+                start.elapsed().as_secs_f64()
+            ),
         }
         done.push(FaultRecord {
             at_unix_us,
@@ -123,6 +135,12 @@ fn act(
                 Some("no private Redis to pause".into()),
             ),
         },
+        // Carried out by `inject` on the sentinel set; refused by the scenario without one.
+        FaultAction::FailoverRedis { .. } => (
+            "failover-redis",
+            None,
+            Some("no private Sentinel set to fail over".into()),
+        ),
         FaultAction::SlowNode { node, duration } => {
             let until = Instant::now() + *duration;
             let half = Duration::from_millis(50);

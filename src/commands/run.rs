@@ -377,6 +377,7 @@ fn load_with_faults(
                 nodes: &mut up.nodes,
                 down: &mut up.down,
                 redis: up.redis.as_mut(),
+                sentinel: up.sentinel.as_mut(),
                 program: &up.program,
             };
             let (faults, stop) = (&sc.faults, load_over.clone());

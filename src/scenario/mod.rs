@@ -178,6 +178,7 @@ struct RawCluster {
     flaws: Vec<Spanned<String>>,
     leak_after: Option<Spanned<u64>>,
     nginx_workers: Option<Spanned<u32>>,
+    redis_wait: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +357,8 @@ impl Scenario {
             System::Cluster(c) => {
                 if c.redis_cluster {
                     out.extend(["redis-server", "redis-cli"]);
+                } else if c.redis_sentinel {
+                    out.extend(["redis-server", "redis-sentinel"]);
                 } else if c.redis.is_none() {
                     out.push("redis-server");
                 }
@@ -399,6 +402,10 @@ pub enum FaultAction {
     RestartRedis,
     /// SIGSTOP Redis for `duration`, then SIGCONT: timeouts and indeterminate outcomes.
     PauseRedis { duration: Duration },
+    /// With `redis = "sentinel"`: hold the replica behind for `behind` (stopped and cut off)
+    /// while the master acknowledges writes, then SIGKILL the master; the sentinels promote the
+    /// replica, and what the master acknowledged meanwhile is lost.
+    FailoverRedis { behind: Duration },
     /// Stop node `node` half of every 100 ms for `duration` (SIGSTOP/SIGCONT): a slow node.
     SlowNode { node: usize, duration: Duration },
 }
@@ -413,6 +420,9 @@ impl Fault {
             }
             FaultAction::RestartRedis => "restart redis".into(),
             FaultAction::PauseRedis { duration } => format!("pause redis {duration:?}"),
+            FaultAction::FailoverRedis { behind } => {
+                format!("failover redis (replica {behind:?} behind)")
+            }
             FaultAction::SlowNode { node, duration } => {
                 format!("slow node n{} for {duration:?}", node + 1)
             }
@@ -493,6 +503,12 @@ pub struct Cluster {
     pub redis: Option<String>,
     /// Spawn a private Redis Cluster (3 masters) instead of one redis-server.
     pub redis_cluster: bool,
+    /// Spawn a private master, replica and three sentinels (`redis = "sentinel"`); the nodes
+    /// find the master through the sentinels, and `failover-redis` faults become possible.
+    pub redis_sentinel: bool,
+    /// `redis_wait = N` (with `redis = "sentinel"`): the nodes answer a grant only once N
+    /// replicas have it (`--wait-replicas N`); 0 answers at once (asynchronous replication).
+    pub redis_wait: u64,
     /// Deliberate flaws for every node.
     pub flaws: Vec<String>,
     /// With the `leak-connections` flaw: Redis steps each node makes before its pool runs dry.
@@ -1045,6 +1061,12 @@ impl Validator<'_> {
                 }
             };
             let spawned_redis = || -> Result<(), ScenarioError> {
+                if cluster.redis_sentinel {
+                    return Err(self.err(
+                        &r.action,
+                        "with redis = \"sentinel\" the Redis fault is failover-redis",
+                    ));
+                }
                 if cluster.redis.is_some() {
                     return Err(self.err(
                         &r.action,
@@ -1069,6 +1091,17 @@ impl Validator<'_> {
                         duration: duration(None)?,
                     }
                 }
+                "failover-redis" => {
+                    if !cluster.redis_sentinel {
+                        return Err(self.err(
+                            &r.action,
+                            "failover-redis needs [cluster] redis = \"sentinel\" (a private master, replica and sentinels)",
+                        ));
+                    }
+                    FaultAction::FailoverRedis {
+                        behind: duration(Some(Duration::from_millis(400)))?,
+                    }
+                }
                 "slow-node" => FaultAction::SlowNode {
                     node: node()?,
                     duration: duration(None)?,
@@ -1077,7 +1110,7 @@ impl Validator<'_> {
                     return Err(self.err(
                         &r.action,
                         format!(
-                            "unknown fault action {other:?}; known: kill-node, restart-node, restart-redis, pause-redis, slow-node"
+                            "unknown fault action {other:?}; known: kill-node, restart-node, restart-redis, pause-redis, failover-redis, slow-node"
                         ),
                     ));
                 }
@@ -1336,9 +1369,10 @@ impl Validator<'_> {
                 ));
             }
         };
+        let redis_sentinel = c.redis.as_ref().is_some_and(|r| r.get_ref() == "sentinel");
         let (redis, redis_cluster) = match &c.redis {
             None => (None, false),
-            Some(r) if r.get_ref() == "spawn" => (None, false),
+            Some(r) if r.get_ref() == "spawn" || r.get_ref() == "sentinel" => (None, false),
             Some(r) if r.get_ref() == "cluster" => (None, true),
             Some(r) if r.get_ref().starts_with("redis://") => {
                 // The built-in nodes would send every buy to it: the store rule holds here too.
@@ -1354,9 +1388,22 @@ impl Validator<'_> {
             Some(r) => {
                 return Err(self.err(
                     r,
-                    "redis is \"spawn\" (a private redis-server), \"cluster\" (a private 3-master Redis Cluster) or a redis:// URL",
+                    "redis is \"spawn\" (a private redis-server), \"cluster\" (a private 3-master Redis Cluster), \"sentinel\" (a private master, replica and 3 sentinels) or a redis:// URL",
                 ));
             }
+        };
+        let redis_wait = match &c.redis_wait {
+            Some(n) if !redis_sentinel => {
+                return Err(self.err(
+                    n,
+                    "redis_wait needs redis = \"sentinel\" (a replica to wait for)",
+                ));
+            }
+            Some(n) if *n.get_ref() > 1 => {
+                return Err(self.err(n, "redis_wait is 0 or 1: the sentinel set has one replica"));
+            }
+            Some(n) => *n.get_ref(),
+            None => 0,
         };
         let mut flaws = Vec::new();
         for f in &c.flaws {
@@ -1398,6 +1445,8 @@ impl Validator<'_> {
             balancer,
             redis,
             redis_cluster,
+            redis_sentinel,
+            redis_wait,
             flaws,
             leak_after,
             nginx_workers,

@@ -9,6 +9,7 @@ pub mod node;
 pub mod postgres;
 pub mod redis;
 pub mod redis_cluster;
+pub mod sentinel;
 pub mod service;
 
 use std::path::PathBuf;

@@ -18,6 +18,8 @@ pub struct RedisProcess {
     pub port: u16,
     /// Its log file (inside its own directory).
     pub log_path: PathBuf,
+    /// Config lines after the common ones (`replicaof ...` for a replica), kept for restarts.
+    extra_conf: String,
     child: ChildGuard,
     /// Owns the directory; removed on drop after the child has stopped.
     _dir: crate::leftovers::Scratch,
@@ -31,6 +33,12 @@ impl RedisProcess {
 
     /// [`RedisProcess::start`], its wait cut short by `cancel` (Ctrl-C).
     pub fn start_until(cancel: &Cancel) -> Result<Self, SutError> {
+        Self::start_conf("", cancel)
+    }
+
+    /// [`RedisProcess::start_until`] with `extra_conf` appended to its config (e.g.
+    /// `replicaof 127.0.0.1 PORT` for a replica).
+    pub fn start_conf(extra_conf: &str, cancel: &Cancel) -> Result<Self, SutError> {
         let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
         let dir =
             crate::leftovers::Scratch::new("grab-bench-redis-").map_err(|source| SutError::Io {
@@ -43,12 +51,13 @@ impl RedisProcess {
                 what: "finding a free port".into(),
                 source,
             })?;
-            match Self::try_start(&program, dir.path(), port, cancel) {
+            match Self::try_start(&program, dir.path(), port, extra_conf, cancel) {
                 Ok(child) => {
                     return Ok(RedisProcess {
                         url: format!("redis://127.0.0.1:{port}/0"),
                         port,
                         log_path: dir.path().join("redis.log"),
+                        extra_conf: extra_conf.to_owned(),
                         child,
                         _dir: dir,
                     });
@@ -71,11 +80,12 @@ impl RedisProcess {
         program: &Path,
         dir: &Path,
         port: u16,
+        extra_conf: &str,
         cancel: &Cancel,
     ) -> Result<ChildGuard, Attempt> {
         let conf = format!(
             "port {port}\nbind 127.0.0.1\nprotected-mode yes\ndir {dir}\nsave \"\"\nappendonly no\n\
-             daemonize no\nlogfile {dir}/redis.log\nmaxclients 10000\n",
+             daemonize no\nlogfile {dir}/redis.log\nmaxclients 10000\n{extra_conf}",
             dir = dir.display()
         );
         let conf_path = dir.join("redis.conf");
@@ -114,6 +124,11 @@ impl RedisProcess {
         self.child.signal(signal);
     }
 
+    /// Kills the server at once (SIGKILL, nothing saved): a crash.
+    pub fn kill(&mut self) {
+        self.child.kill_now();
+    }
+
     /// Stops the server now.
     pub fn stop(&mut self) {
         self.child.stop();
@@ -123,7 +138,6 @@ impl RedisProcess {
     /// file that the new process loads) but not its script cache: clients see their connections
     /// drop and NOSCRIPT, as after a real Redis restart. Returns once the new one answers PING.
     pub fn restart(&mut self) -> Result<(), SutError> {
-        let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
         {
             use std::io::Write;
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
@@ -138,16 +152,33 @@ impl RedisProcess {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let child = Self::try_start(&program, self._dir.path(), self.port, &Cancel::new())
-            .map_err(|a| match a {
-                Attempt::Failed(detail) => SutError::NotReady {
-                    what: "redis-server (restart)".into(),
-                    detail,
-                },
-                Attempt::Cancelled => SutError::Interrupted {
-                    what: "redis-server (restart)".into(),
-                },
-            })?;
+        self.respawn(None)
+    }
+
+    /// Starts the server again on the same port and directory after it died (a fault killed it),
+    /// with `extra_conf` in place of its own when given (`replicaof ...`: it comes back as a
+    /// replica). Returns once it answers PING.
+    pub fn respawn(&mut self, extra_conf: Option<&str>) -> Result<(), SutError> {
+        let program = find_program("redis-server", "sudo apt-get install -y redis-server")?;
+        if let Some(extra) = extra_conf {
+            self.extra_conf = extra.to_owned();
+        }
+        let child = Self::try_start(
+            &program,
+            self._dir.path(),
+            self.port,
+            &self.extra_conf,
+            &Cancel::new(),
+        )
+        .map_err(|a| match a {
+            Attempt::Failed(detail) => SutError::NotReady {
+                what: "redis-server (restart)".into(),
+                detail,
+            },
+            Attempt::Cancelled => SutError::Interrupted {
+                what: "redis-server (restart)".into(),
+            },
+        })?;
         self.child = child;
         Ok(())
     }

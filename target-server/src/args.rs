@@ -81,6 +81,15 @@ pub struct ServeArgs {
     /// The Redis is a Redis Cluster: --redis names one node, the others are discovered.
     #[arg(long)]
     pub redis_cluster: bool,
+    /// The Redis is watched by Sentinel: --redis lists the sentinels (comma-separated
+    /// redis:// URLs) and this names the master they monitor; the master is found through them
+    /// and found again after a failover.
+    #[arg(long, value_name = "MASTER_NAME")]
+    pub redis_sentinel: Option<String>,
+    /// Answer a grant only once this many replicas have it (`WAIT N`, bounded by half the
+    /// --redis-timeout); a grant not replicated in time is answered 503 (indeterminate).
+    #[arg(long, default_value_t = 0)]
+    pub wait_replicas: u64,
     /// This node's id, written into orders, answers and the stat log.
     #[arg(long, default_value = "n1")]
     pub node_id: String,
@@ -143,6 +152,10 @@ pub struct Config {
     pub redis_url: String,
     /// The Redis is a Redis Cluster (the URL is one of its nodes).
     pub redis_cluster: bool,
+    /// The master name Sentinel monitors, when the URL lists sentinels (`--redis-sentinel`).
+    pub redis_sentinel: Option<String>,
+    /// Replicas a grant must reach before it is answered (`--wait-replicas`; 0: none).
+    pub wait_replicas: u64,
     /// Node id (1-32 characters of `[A-Za-z0-9_.-]`).
     pub node_id: String,
     /// This node's quota: share plus buffer.
@@ -218,6 +231,22 @@ impl ServeArgs {
         if !self.redis.starts_with("redis://") && !self.redis.starts_with("unix://") {
             bail!("--redis {:?}: expected a redis:// URL", self.redis);
         }
+        if self.redis_sentinel.is_some() && self.redis_cluster {
+            bail!("--redis-sentinel and --redis-cluster: choose one");
+        }
+        if let Some(name) = &self.redis_sentinel
+            && !valid_name(name, 64)
+        {
+            bail!("--redis-sentinel {name:?}: use 1-64 characters of A-Z a-z 0-9 _ . -");
+        }
+        if self.redis_sentinel.is_some()
+            && self.redis.split(',').any(|u| !u.starts_with("redis://"))
+        {
+            bail!(
+                "--redis {:?} with --redis-sentinel: expected comma-separated redis:// URLs of the sentinels",
+                self.redis
+            );
+        }
         if self.redis_timeout.is_zero() {
             bail!("--redis-timeout must be greater than zero");
         }
@@ -275,6 +304,8 @@ impl ServeArgs {
             listen: self.listen,
             redis_url: self.redis,
             redis_cluster: self.redis_cluster,
+            redis_sentinel: self.redis_sentinel,
+            wait_replicas: self.wait_replicas,
             node_id: self.node_id,
             local_stock: self.local_stock,
             sale: self.sale,

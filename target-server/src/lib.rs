@@ -12,6 +12,7 @@ pub mod args;
 pub mod cli;
 pub mod front;
 pub mod keys;
+pub mod sentinel;
 pub mod server;
 pub mod statlog;
 pub mod stock;

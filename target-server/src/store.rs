@@ -25,6 +25,10 @@ pub enum StoreError {
     /// Redis answered with an error or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `--wait-replicas N`: fewer than N replicas confirmed the grant within the timeout. The
+    /// grant is on the master and may yet be lost in a failover: the buyer is told nothing.
+    #[error("the grant reached {acked} of {wanted} replica(s) in time")]
+    NotReplicated { acked: u64, wanted: u64 },
     /// The `leak-connections` flaw has used up every connection slot.
     #[error("redis connection pool exhausted")]
     PoolExhausted,
@@ -125,6 +129,8 @@ pub enum Conn {
     Single(ConnectionManager),
     /// A Redis Cluster.
     Cluster(redis::cluster_async::ClusterConnection),
+    /// The master of a Redis watched by Sentinel, found again after a failover.
+    Sentinel(crate::sentinel::SentinelConn),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -135,6 +141,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -147,6 +154,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -154,6 +162,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -179,6 +188,9 @@ pub struct Store {
     shard_no_fallback: bool,
     /// Drives the choice of the first shard a buy tries (a SplitMix64 sequence).
     shard_pick: Arc<AtomicU64>,
+    /// `--wait-replicas N`: a grant is answered only once N replicas have it (`WAIT`); 0 answers
+    /// at once, as asynchronous replication does.
+    wait_replicas: u64,
 }
 
 /// Opens a reconnecting connection to `url` with per-call timeouts.
@@ -222,6 +234,19 @@ impl Store {
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
         let conn = if config.redis_cluster {
             Conn::Cluster(connect_cluster(&config.redis_url, config.redis_timeout).await?)
+        } else if let Some(name) = &config.redis_sentinel {
+            let sentinels = config.redis_url.split(',').map(str::to_owned).collect();
+            let master = tokio::time::timeout(
+                config.redis_timeout * 3,
+                crate::sentinel::SentinelMaster::connect(
+                    sentinels,
+                    name.clone(),
+                    config.redis_timeout,
+                ),
+            )
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+            Conn::Sentinel(crate::sentinel::SentinelConn(master))
         } else {
             Conn::Single(connect(&config.redis_url, config.redis_timeout).await?)
         };
@@ -255,6 +280,7 @@ impl Store {
             shard_keys: Arc::from(Vec::new()),
             shard_no_fallback: config.has(Flaw::ShardNoFallback),
             shard_pick: Arc::new(AtomicU64::new(unix_ms() ^ u64::from(std::process::id()))),
+            wait_replicas: config.wait_replicas,
         })
     }
 
@@ -362,8 +388,37 @@ impl Store {
         Ok((code == 1).then_some(remaining))
     }
 
-    /// The atomic buy step.
+    /// The atomic buy step; with `--wait-replicas N`, a grant is answered only once N replicas
+    /// confirm it (`WAIT N timeout`), and is an error (indeterminate to the buyer) otherwise.
     pub async fn buy(
+        &self,
+        user: &str,
+        request_id: &str,
+        hold_ttl_ms: u64,
+    ) -> Result<BuyDecision, StoreError> {
+        let decision = self.buy_step(user, request_id, hold_ttl_ms).await?;
+        if self.wait_replicas > 0 && matches!(decision, BuyDecision::Granted { .. }) {
+            let mut conn = self.conn.clone();
+            let acked: u64 = self
+                .bounded(
+                    redis::cmd("WAIT")
+                        .arg(self.wait_replicas)
+                        .arg((self.timeout.as_millis() as u64 / 2).max(1))
+                        .query_async(&mut conn),
+                )
+                .await?;
+            if acked < self.wait_replicas {
+                return Err(StoreError::NotReplicated {
+                    acked,
+                    wanted: self.wait_replicas,
+                });
+            }
+        }
+        Ok(decision)
+    }
+
+    /// The buy step itself, answered as soon as the master has decided.
+    async fn buy_step(
         &self,
         user: &str,
         request_id: &str,

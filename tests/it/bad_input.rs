@@ -120,6 +120,49 @@ fn a_missing_redis_server_or_nginx_says_how_to_install_it() {
 }
 
 #[test]
+fn a_sentinel_scenario_without_redis_sentinel_names_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("redis-sentinel");
+    let text = SMALL.replace("weights = [1, 1]", "weights = [1, 1]\nredis = \"sentinel\"");
+    let sc = write(dir.path(), "small.toml", &text);
+    let out = dir.path().join("out");
+    let o = grab(
+        &mark,
+        &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[("GRAB_BENCH_REDIS_SENTINEL", "/nonexistent/bin")],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        stderr(&o).contains("apt-get install -y redis-sentinel"),
+        "{}",
+        stderr(&o)
+    );
+    assert_nothing_left(&mark);
+}
+
+#[test]
+fn failover_redis_without_sentinel_and_redis_wait_without_a_replica_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = marker("failover-refused");
+    for (text, says) in [
+        (
+            format!("{SMALL}\n[[faults]]\nat = \"1s\"\naction = \"failover-redis\"\n"),
+            "failover-redis needs [cluster] redis = \"sentinel\"",
+        ),
+        (
+            SMALL.replace("weights = [1, 1]", "weights = [1, 1]\nredis_wait = 1"),
+            "redis_wait needs redis = \"sentinel\"",
+        ),
+    ] {
+        let sc = write(dir.path(), "bad.toml", &text);
+        let o = grab(&mark, &["validate", sc.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+    assert_nothing_left(&mark);
+}
+
+#[test]
 fn an_unreachable_redis_url_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("redis-url");

@@ -13,6 +13,7 @@ mod described;
 mod engine_closed;
 mod engine_ledger;
 mod engine_open;
+mod failover;
 mod faults;
 mod fuzz;
 mod hostile;
