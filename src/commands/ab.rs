@@ -107,11 +107,7 @@ pub struct AbArgs {
 impl AbArgs {
     /// How far this run's load may go.
     pub fn reach(&self) -> Reach {
-        if self.allow_remote {
-            Reach::FLAG
-        } else {
-            Reach::Loopback
-        }
+        Reach::flag(self.allow_remote)
     }
 }
 
