@@ -299,23 +299,18 @@ fn snappy_literal(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The one check of a remote-write receiver's URL, wherever it is given (`[metrics]
-/// remote_write`, `--remote-write`, at start): `http://` only, and under the store rule of
-/// `reach`. Says what is wrong, without the URL's password.
-pub fn check_receiver(url: &str, reach: Reach) -> Result<(), String> {
-    if !url.to_ascii_lowercase().starts_with("http://") {
-        return Err(format!(
-            "remote write to {}: only http:// receivers are supported (a Prometheus remote-write receiver: http://127.0.0.1:9090/api/v1/write)",
-            crate::evidence::sql::redact(url)
-        ));
-    }
-    reach.check_store("the Prometheus remote-write receiver", url)
-}
-
 impl Remote {
-    /// Checks `url` ([`check_receiver`]) and starts the sender thread.
+    /// Checks `url` (http:// only, under the store rule) and starts the sender thread.
     fn start(url: &str, reach: Reach) -> Result<Remote, Error> {
-        check_receiver(url, reach).map_err(Error::Usage)?;
+        reach
+            .check_store("the Prometheus remote-write receiver", url)
+            .map_err(Error::Usage)?;
+        if !url.to_ascii_lowercase().starts_with("http://") {
+            return Err(Error::Usage(format!(
+                "remote write to {}: only http:// receivers are supported",
+                crate::evidence::sql::redact(url)
+            )));
+        }
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
         let to = url.to_string();
         let thread = std::thread::Builder::new()

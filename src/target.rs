@@ -40,14 +40,6 @@ impl Reach {
     pub const FLAG: Reach = Reach::Anywhere {
         by: "--allow-remote",
     };
-    /// What the command line gives: [`Reach::FLAG`] with `--allow-remote`, loopback without.
-    pub fn flag(allow_remote: bool) -> Reach {
-        match allow_remote {
-            true => Reach::FLAG,
-            false => Reach::Loopback,
-        }
-    }
-
     /// What a scenario's `[target] allow_remote = true` gives.
     pub const SCENARIO: Reach = Reach::Anywhere {
         by: "[target] allow_remote = true",

@@ -107,7 +107,11 @@ pub struct AbArgs {
 impl AbArgs {
     /// How far this run's load may go.
     pub fn reach(&self) -> Reach {
-        Reach::flag(self.allow_remote)
+        if self.allow_remote {
+            Reach::FLAG
+        } else {
+            Reach::Loopback
+        }
     }
 }
 

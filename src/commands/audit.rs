@@ -106,7 +106,11 @@ pub fn run(args: AuditArgs) -> Result<Done, Error> {
 
 /// Audits a live system and leaves an audit folder (so `grab-bench audit DIR` can repeat it).
 fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
-    crate::target::Reach::flag(args.allow_remote)
+    let reach = match args.allow_remote {
+        true => crate::target::Reach::FLAG,
+        false => crate::target::Reach::Loopback,
+    };
+    reach
         .check_store("the Redis of --redis", url)
         .map_err(Error::Usage)?;
     let ledger_path = args

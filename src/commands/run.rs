@@ -158,7 +158,18 @@ fn resolve(args: &RunArgs) -> Result<Scenario, Error> {
     }
     set_load(&mut sc, args.duration, args.rate, args.connections)?;
     if let Some(url) = &args.remote_write {
-        crate::metrics::check_receiver(url, reach(&sc)).map_err(Error::Usage)?;
+        if !url.to_ascii_lowercase().starts_with("http://") {
+            return Err(Error::Usage(format!(
+                "--remote-write {}: give the http:// URL of a Prometheus remote-write receiver",
+                crate::evidence::sql::redact(url)
+            )));
+        }
+        reach(&sc)
+            .check_store(
+                "the Prometheus remote-write receiver of --remote-write",
+                url,
+            )
+            .map_err(Error::Usage)?;
         sc.remote_write = Some(url.clone());
     }
     let modes: Vec<&String> = match &sc.system {

@@ -978,7 +978,14 @@ impl Validator<'_> {
                     System::External(e) => e.reach,
                     System::Cluster(_) => crate::target::Reach::Loopback,
                 };
-                crate::metrics::check_receiver(url.get_ref(), reach)
+                if !url.get_ref().to_ascii_lowercase().starts_with("http://") {
+                    return Err(self.err(
+                        url,
+                        "remote_write is the http:// URL of a Prometheus remote-write receiver (http://127.0.0.1:9090/api/v1/write)",
+                    ));
+                }
+                reach
+                    .check_store("the Prometheus remote-write receiver", url.get_ref())
                     .map_err(|e| self.err(url, e))?;
                 Some(url.get_ref().clone())
             }
@@ -1369,7 +1376,10 @@ impl Validator<'_> {
             Some(r) if r.get_ref() == "cluster" => (None, true),
             Some(r) if r.get_ref().starts_with("redis://") => {
                 // The built-in nodes would send every buy to it: the store rule holds here too.
-                let reach = crate::target::Reach::flag(options.allow_remote);
+                let reach = match options.allow_remote {
+                    true => crate::target::Reach::FLAG,
+                    false => crate::target::Reach::Loopback,
+                };
                 reach
                     .check_store("the Redis of [cluster] redis", r.get_ref())
                     .map_err(|e| self.err(r, e))?;
