@@ -36,6 +36,7 @@ pub mod exit;
 pub mod faults;
 pub mod ledger;
 pub mod leftovers;
+pub mod located;
 pub mod metrics;
 pub mod pipeline;
 pub mod protocol;

@@ -10,6 +10,7 @@ pub mod answers;
 pub mod cookies;
 pub mod json;
 pub mod jwt;
+pub mod parse;
 pub mod routed;
 pub mod store;
 pub mod template;
