@@ -58,6 +58,8 @@ pub struct Up {
 pub struct Settle {
     /// The reference server's store layout.
     pub layout: crate::describe::Layout,
+    /// How its nodes write their stat logs (the reference preset's `[log]`).
+    pub log: Option<crate::evidence::statlog::LogFormat>,
     /// Each item's sale, in item order (one for a sale of one item): the names its keys are
     /// rendered for and its tickets.
     pub items: Vec<(crate::describe::store::Names, u64)>,
@@ -77,6 +79,7 @@ impl Settle {
         }
         Settle {
             layout: sc.description.store.clone(),
+            log: sc.description.log.clone(),
             items: sc
                 .sale
                 .items
@@ -117,8 +120,14 @@ impl Settle {
     }
 }
 
+/// Where the built-in cluster's load goes: its front (Nginx) and the reference server's buy
+/// path, which `target_server` owns.
+pub fn buy_url(front: SocketAddr) -> String {
+    format!("http://{front}{}", target_server::app::BUY_PATH)
+}
+
 /// The path prefix Nginx routes to item `item`'s nodes in a sale of several items (before
-/// the target's path: `/ITEM/buy/ticket`).
+/// the target's path: `/ITEM` then the buy path).
 pub fn item_prefix(item: &str) -> String {
     format!("/{item}")
 }
@@ -357,7 +366,7 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
             Ok(())
         }
         Ok(n) => Err(Error::Refused(format!(
-            "Redis at {} already holds sale {sale:?} ({n} of its keys grab:{{{sale}}}:* and its stock shards grab:{{{sale}#K}}:stock); \
+            "Redis at {} already holds sale {sale:?} ({n} of its keys, its stock shards among them); \
              nothing was changed. Give --reset-sale to replace this sale's keys (no other key \
              is touched), or choose another [sale] id",
             crate::evidence::sql::redact(url)
@@ -370,7 +379,7 @@ fn check_sale_absent(url: &str, sale: &str, reset_sale: bool, name: &str) -> Res
 }
 
 /// How many of the sale's own keys exist in the Redis at `url` (EXISTS; reads only), counting
-/// every stock shard key a sale may have (`grab:{SALE#k}:stock`, k < MAX_SHARDS), whatever its shard
+/// every stock shard key a sale may have (k < `target_server::keys::MAX_SHARDS`), whatever its shard
 /// count was.
 pub fn sale_keys_present(url: &str, sale: &str) -> anyhow::Result<u64> {
     let keys = target_server::keys::SaleKeys::new(sale);
@@ -416,7 +425,7 @@ fn held(url: &str, sale: &str) -> Option<i64> {
 fn snapshot(redis_url: &str, settle: &Settle, nodes: &[SocketAddr]) -> Collected {
     let mut stores = settle.items.iter().map(|(names, tickets)| {
         let source = format!(
-            "the reference server's keys grab:{{{}}}:* in {}",
+            "the reference server's keys of sale {:?} in {}",
             names.sale,
             crate::evidence::sql::redact(redis_url)
         );
@@ -430,6 +439,7 @@ fn snapshot(redis_url: &str, settle: &Settle, nodes: &[SocketAddr]) -> Collected
         items,
         node_stats: Part::Read(node_stats(nodes)),
         logs: Part::NotKept("not collected yet".into()),
+        log_format: settle.log.clone(),
     }
 }
 
@@ -506,7 +516,7 @@ pub struct ClusterInfo {
     pub scenario: PathBuf,
     /// Sale id.
     pub sale: String,
-    /// Where load goes (`http://ADDR/buy/ticket`).
+    /// Where load goes ([`buy_url`]).
     pub url: String,
     /// The Redis the nodes use.
     pub redis: String,

@@ -15,7 +15,9 @@
 //! | [`evidence`] | the normalised evidence, and the readers that make it from a system's layout |
 //! | [`run_dir`], [`record`] | the run folder's files, and the run record |
 //! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
-//! | [`scenario`], [`target`] | scenario files, and target URLs |
+//! | [`scenario`], [`target`] | scenario files (one file per table), and target URLs |
+//! | [`describe`] | the description language: its TOML (`describe::parse`), compiled requests, answers and store layout, presets |
+//! | [`located`] | errors that name file, line and column, shared by `scenario` and `describe` |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
 //! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
 //! | [`metrics`] | live metrics each second: a JSON-lines file, Prometheus remote write |

@@ -139,7 +139,7 @@ fn audit_and_report(
     ledger: &Ledger,
     collected: &Collected,
 ) -> Result<(Audit, Option<Summary>), Error> {
-    let logs = read_logs(dir, &collected.logs);
+    let logs = read_logs(dir, collected);
     // The audit is a pure function of the folder, so its files carry no timing: this is the one.
     let began = Instant::now();
     let mut audit = if record.sale.items.len() > 1 {
@@ -238,8 +238,8 @@ fn audit_items(
 }
 
 /// The collected stat logs, digested; one that cannot be read makes them all unreadable.
-fn read_logs(dir: &RunDir, logs: &Part<Vec<String>>) -> Part<Vec<NodeLog>> {
-    let names = match logs {
+fn read_logs(dir: &RunDir, collected: &Collected) -> Part<Vec<NodeLog>> {
+    let names = match &collected.logs {
         Part::Read(names) => names,
         Part::Unreadable(w) => return Part::Unreadable(w.clone()),
         Part::NotKept(w) => return Part::NotKept(w.clone()),
@@ -248,13 +248,19 @@ fn read_logs(dir: &RunDir, logs: &Part<Vec<String>>) -> Part<Vec<NodeLog>> {
         Ok(found) => found,
         Err(err) => return Part::Unreadable(format!("{err:#}")),
     };
+    let Some(format) = &collected.log_format else {
+        return Part::Unreadable(
+            "the evidence does not say how the stat logs are written (no [system.log] format)"
+                .into(),
+        );
+    };
     let mut read = Vec::new();
     for name in names {
         let node = by_node
             .iter()
             .find(|(file, _)| file == name)
             .map_or(name.as_str(), |(_, node)| node.as_str());
-        match crate::evidence::statlog::read(&dir.file(name), node) {
+        match crate::evidence::statlog::read(&dir.file(name), node, format) {
             Ok(log) => read.push(log),
             Err(err) => return Part::Unreadable(format!("{err:#}")),
         }

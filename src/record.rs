@@ -95,7 +95,7 @@ pub const BUY_STEP: &str = "buy";
 /// system says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SaleTerms {
-    /// Sale id (the reference server's key namespace `grab:{ID}:*`).
+    /// Sale id (the reference server's keys name it).
     pub id: String,
     /// Tickets in the sale.
     pub tickets: u64,
@@ -116,7 +116,7 @@ pub struct ItemTerms {
     pub id: String,
     /// Its tickets.
     pub tickets: u64,
-    /// The reference server's sale id of this item (its keys `grab:{SALE_ID}:*`).
+    /// The reference server's sale id of this item (its keys name it).
     pub sale_id: String,
     /// Shards its stock is split into (1 = one key).
     #[serde(default = "one")]

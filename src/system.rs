@@ -56,6 +56,8 @@ pub struct External {
     pub tickets: u64,
     /// Its nodes' stat logs.
     pub stat_logs: Vec<PathBuf>,
+    /// How they are written (the description's `[system.log]`).
+    pub log: Option<crate::evidence::statlog::LogFormat>,
     /// How long to give it to settle.
     pub settle: Duration,
     /// Its SQL database, when it keeps orders or stock there.
@@ -459,6 +461,7 @@ impl External {
             },
             tickets: sc.sale.tickets,
             stat_logs: spec.stat_logs.clone(),
+            log: sc.description.log.clone(),
             settle: sc.timeouts.settle,
             sql: None,
             started,
@@ -632,6 +635,7 @@ impl System for External {
             items: Vec::new(),
             node_stats: Part::NotKept("grab-bench does not run this system's nodes".into()),
             logs,
+            log_format: self.log.clone(),
         }
     }
 }

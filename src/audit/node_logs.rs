@@ -74,11 +74,11 @@ pub fn check(f: &Facts<'_>) -> Check {
         complete(f, &mut c, log, kills.of_node(&log.node));
         per_node.insert(
             log.node.clone(),
-            serde_json::json!({"lines": log.buy_lines(), "ok": log.count("ok")}),
+            serde_json::json!({"lines": log.buy_lines(), "ok": log.sold_lines}),
         );
     }
     let lines: u64 = logs.iter().map(NodeLog::buy_lines).sum();
-    let ok_lines: u64 = logs.iter().map(|l| l.count("ok")).sum();
+    let ok_lines: u64 = logs.iter().map(|l| l.sold_lines).sum();
     c.fig("per_node", serde_json::Value::Object(per_node));
     c.fig("buy_lines", lines);
     c.fig("ok_lines", ok_lines);
@@ -87,8 +87,8 @@ pub fn check(f: &Facts<'_>) -> Check {
     if !kills.any() {
         lines_against_client(f, &mut c, lines);
         sales_against_store(f, &mut c, ok_lines);
-    } else if logs.iter().any(|l| l.article) {
-        c.unknown("a node was killed and its log, in the article's format, names no requests: its lost tail cannot be told from lost lines");
+    } else if logs.iter().any(|l| !l.names_requests) {
+        c.unknown("a node was killed and its log's format names no requests: its lost tail cannot be told from lost lines");
     } else {
         // A request the balancer resent after a crash is logged by two nodes: match by request.
         answered_have_lines(f, &mut c, &kills);
@@ -278,7 +278,7 @@ fn sales_against_store(f: &Facts<'_>, c: &mut Check, ok_lines: u64) {
     let logged = ok_lines as i64 - released_lines as i64;
     c.fig("ok_minus_released_lines", logged);
     c.fig("redis_sold", sold);
-    let unknown_outcome: u64 = logs.iter().map(|l| l.count("unavailable")).sum();
+    let unknown_outcome: u64 = logs.iter().map(|l| l.unavailable_lines).sum();
     c.fig("unavailable_lines", unknown_outcome);
     if logged <= sold && sold <= logged + unknown_outcome as i64 {
         // consistent: the difference is requests whose outcome the node did not know
@@ -377,19 +377,24 @@ mod tests {
     /// A reference-format log of node n1 with one line per (local seq, result, order, time in
     /// Unix µs, user).
     fn timed_log(lines: &[(u64, &str, u64, String, u64)]) -> NodeLog {
-        let mut text = String::from(statlog::REFERENCE_HEADER);
+        let mut text = String::from(target_server::statlog::REFERENCE_HEADER);
         text.push('\n');
         for (seq, result, order, t, user) in lines {
             text.push_str(&format!(
                 "{t}\tn1\t{seq}\t{user}\t{user}-1\t{result}\t0\t{order}\n"
             ));
         }
-        statlog::parse(text.as_bytes(), "n1.log".into(), "n1".into())
+        statlog::parse(
+            text.as_bytes(),
+            "n1.log".into(),
+            "n1".into(),
+            &statlog::preset_format("reference"),
+        )
     }
 
     /// A reference-format log of node n1 with one line per (local seq, result, order).
     fn log(lines: &[(u64, &str, u64)]) -> NodeLog {
-        let mut text = String::from(statlog::REFERENCE_HEADER);
+        let mut text = String::from(target_server::statlog::REFERENCE_HEADER);
         text.push('\n');
         for (seq, result, order) in lines {
             let order = if *order == 0 {
@@ -399,7 +404,12 @@ mod tests {
             };
             text.push_str(&format!("1\tn1\t{seq}\t1\t1-1\t{result}\t0\t{order}\n"));
         }
-        statlog::parse(text.as_bytes(), "n1.log".into(), "n1".into())
+        statlog::parse(
+            text.as_bytes(),
+            "n1.log".into(),
+            "n1".into(),
+            &statlog::preset_format("reference"),
+        )
     }
 
     #[test]

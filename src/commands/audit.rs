@@ -47,7 +47,7 @@ pub struct AuditArgs {
     /// --redis).
     #[arg(long)]
     pub scenario: Option<PathBuf>,
-    /// Sale id (reference preset: keys `grab:{SALE}:*`).
+    /// Sale id (the reference preset's keys name it).
     #[arg(long)]
     pub sale: Option<String>,
     /// The client's ledger (a run folder's; the run record beside it is used when present).
@@ -139,7 +139,7 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
             (crate::scenario::preset(name, &[])?, None)
         }
     };
-    let reference = description.name == "reference";
+    let needs_sale = description.store.names_sale();
     record.profile = description.name.clone();
     if !description.seq_from().is_counter() {
         record.seq_from = description.seq_from();
@@ -153,9 +153,10 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
     if let Some(ttl) = args.hold_ttl {
         record.sale.hold_ttl_ms = Some(ttl.as_millis() as u64);
     }
-    if reference && record.sale.id.is_empty() {
+    if needs_sale && record.sale.id.is_empty() {
         return Err(Error::Usage(format!(
-            "--sale is required for the reference profile (no {RUN_JSON} beside the ledger)"
+            "--sale is required: the {} description's keys name the sale (no {RUN_JSON} beside the ledger)",
+            description.name
         )));
     }
     let out = args
@@ -173,6 +174,7 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
         names,
         tickets: args.tickets.unwrap_or(record.sale.tickets),
         stat_logs: args.stat_logs.clone(),
+        log: description.log.clone(),
         settle: Duration::ZERO,
         sql: None,
         started: Default::default(),

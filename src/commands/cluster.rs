@@ -67,7 +67,7 @@ fn up(path: &Path, dir: &Path, reset_sale: bool) -> Result<Done, Error> {
         pid: std::process::id(),
         scenario: path.canonicalize().unwrap_or_else(|_| path.to_path_buf()),
         sale: sc.sale.id.clone(),
-        url: format!("http://{}/buy/ticket", up.target),
+        url: crate::cluster::buy_url(up.target),
         redis: up.redis_url.clone(),
         nodes: up.records.clone(),
     };

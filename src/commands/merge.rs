@@ -348,6 +348,7 @@ fn external(path: &Path) -> Result<External, Error> {
         },
         tickets: sc.sale.tickets,
         stat_logs: ext.stat_logs.clone(),
+        log: sc.description.log.clone(),
         settle: sc.timeouts.settle,
         sql: sc
             .description

@@ -58,7 +58,7 @@ pub struct RunArgs {
     #[arg(long = "mode", value_name = "NAME")]
     pub modes: Vec<String>,
     /// With `cluster.redis` = a Redis of yours that already holds this sale: replace the sale's
-    /// own keys (`grab:{SALE}:*`; nothing else is touched). Without it the run refuses.
+    /// own keys (those that name it; nothing else is touched). Without it the run refuses.
     #[arg(long)]
     pub reset_sale: bool,
     /// Run only this generator's slice `I/N` of the scenario's users and arrivals (several
@@ -354,7 +354,7 @@ fn built_in(
     cancel: &Cancel,
 ) -> Result<Done, Error> {
     let mut up = crate::cluster::bring_up(sc, cluster, dir, reset_sale, cancel)?;
-    let target = Target::parse(&format!("http://{}/buy/ticket", up.target))?;
+    let target = Target::parse(&crate::cluster::buy_url(up.target))?;
     let (result, injected) = load_with_faults(sc, &target, &mut up, dir, cancel)?;
     let record = record(sc, &result, up.records.clone(), injected);
     crate::pipeline::conclude(dir, &record, &result, &mut up, cancel)

@@ -2,8 +2,8 @@
 //! answers (ordered rules), and where it keeps the truth about the sale (its Redis layout). A
 //! scenario writes one in its `[system]` table, or starts from a built-in preset — the reference
 //! server's protocol and the article's are presets written in this same language
-//! (`presets/*.toml`) — and may override parts. `scenario::system` reads the TOML; this module
-//! holds what it compiles to, which the engine (requests, answers) and the evidence readers
+//! (`presets/*.toml`) — and may override parts. [`parse`] reads the TOML and validates it with
+//! positions; this module holds what it compiles to, which the engine (requests, answers) and the evidence readers
 //! (the store) use.
 
 pub mod answers;
@@ -88,6 +88,8 @@ pub struct Description {
     /// Whether each user keeps a cookie jar (`[system] cookies`, true unless said otherwise):
     /// `Set-Cookie` answers are sent back on the user's later requests ([`cookies::Jar`]).
     pub cookies: bool,
+    /// How the nodes write their stat logs (`[system.log]`), when they keep any.
+    pub log: Option<crate::evidence::statlog::LogFormat>,
 }
 
 /// Where a system keeps its orders in SQL, and how long they may take to appear: read with

@@ -121,7 +121,7 @@ pub struct Nodes {
 /// Stock split into shards: a hash per shard, and where the shard count is kept.
 #[derive(Debug, Clone)]
 pub struct Shards {
-    /// A shard's hash, over `{shard}` (0..count), e.g. `grab:{{{sale}#{shard}}}:stock`.
+    /// A shard's hash, over `{shard}` (0..count), e.g. `stock:{{{sale}#{shard}}}`.
     pub key: Template<KeyVar>,
     /// The shard count (absent: the stock is not sharded in this sale).
     pub count: Counter,
@@ -194,6 +194,17 @@ impl Layout {
     }
 
     /// Every key it reads, rendered.
+    /// Whether the keys name the sale (`{sale}`): reading them needs its id.
+    pub fn names_sale(&self) -> bool {
+        let with = |sale: &str| {
+            self.keys(&Names {
+                item: "item".into(),
+                sale: sale.into(),
+            })
+        };
+        with("a") != with("b")
+    }
+
     pub fn keys(&self, names: &Names) -> Vec<String> {
         let mut keys: Vec<String> = self
             .counters()

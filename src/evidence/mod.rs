@@ -355,6 +355,10 @@ pub struct Collected {
     pub node_stats: Part<Vec<NodeStats>>,
     /// Whether the nodes' stat logs were collected (the file names, in the run folder).
     pub logs: Part<Vec<String>>,
+    /// How the logs are written (the description's `[system.log]`), so that a re-audit reads
+    /// them the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<statlog::LogFormat>,
 }
 
 /// Everything one audit reads.

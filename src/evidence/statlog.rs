@@ -1,18 +1,15 @@
-//! Reading the nodes' stat logs, in either format the project knows:
-//!
-//! - the reference server's TSV (`# grab-bench stat.log v1` header; columns t_us, node,
-//!   local_seq, user, request_id, result, sale_seq, order_id);
-//! - the article's `result:1,localSales:N` lines (CRLF allowed, any order).
+//! Reading the nodes' stat logs in the format a description declares ([`LogFormat`]:
+//! positional columns or name/value pairs, which field is the request number, the result, the
+//! time, the request and the order, and what each result word means). The reference server's
+//! and the article's formats are presets of the description language, not code here.
 //!
 //! The audit needs only a digest of each log, so lines are folded as they are read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Context;
-
-/// The reference format's header line (the reference server writes it at each start).
-pub use target_server::statlog::REFERENCE_HEADER;
+use serde::{Deserialize, Serialize};
 
 /// Missing and repeated request numbers of a log (see [`NodeLog::gaps`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,8 +33,12 @@ pub struct NodeLog {
     pub file: String,
     /// Node name from the lines (reference format), else the node the run folder names the file for.
     pub node: String,
-    /// True for the article's format.
-    pub article: bool,
+    /// Whether the format's lines name the request they answer (the article's do not).
+    pub names_requests: bool,
+    /// Buy lines that sold a ticket.
+    pub sold_lines: u64,
+    /// Buy lines the node could not finish telling (an order may exist without a sold line).
+    pub unavailable_lines: u64,
     /// Per-request sequence numbers seen (reference `local_seq` of buy lines, article
     /// `localSales`), in file order. A complete log has each of 1..=max exactly once per epoch.
     pub request_seqs: Vec<u64>,
@@ -50,7 +51,7 @@ pub struct NodeLog {
     /// The request each buy line answers, (user, attempt) from its request id (reference
     /// format; (0, 0) when it has none), in the order of `request_seqs`.
     pub requests: Vec<(u64, u32)>,
-    /// Buy lines by result word (`ok`, `sold_out`, `already`, ...; article: `ok` / `fail`).
+    /// Buy lines by result word, as the format names them.
     pub results: HashMap<String, u64>,
     /// Order ids of `ok` lines (reference).
     pub ok_orders: Vec<u64>,
@@ -150,29 +151,196 @@ impl NodeLog {
     }
 }
 
-/// Reads one log file; `fallback_node` names the node when its lines do not (the article's
-/// format).
-pub fn read(path: &Path, fallback_node: &str) -> anyhow::Result<NodeLog> {
+/// How a system's nodes write their stat logs, as its description says (`[system.log]`; the
+/// reference and article presets carry theirs). The reader knows no format of its own: every
+/// field name and result word comes from here, and the run folder keeps it so a re-audit reads
+/// the logs the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogFormat {
+    /// A line starting with this is a (re)start of the node: its request numbers count from 1
+    /// again. Other lines starting with `#` are comments.
+    pub header: Option<String>,
+    /// How a line splits into named fields.
+    pub fields: Fields,
+    /// The field holding the node's own request number (1, 2, … per process): what finds lost
+    /// and repeated lines.
+    pub seq: String,
+    /// The field holding what happened (a result word, or a value that `words` renames).
+    pub result: String,
+    /// The field with the time the line was written, Unix µs.
+    pub time_us: Option<String>,
+    /// The field naming the node (else the node the run folder names the file for).
+    pub node: Option<String>,
+    /// The field with the request id, `USER-ATTEMPT` (`-` for none): what matches a line to the
+    /// client's ledger after a crash.
+    pub request: Option<String>,
+    /// The field with the order id of a sold, released or paid line.
+    pub order: Option<String>,
+    /// Fields that must be whole numbers for the line to be read at all.
+    pub numbers: Vec<String>,
+    /// Result values written as codes, renamed to words (the article writes 1 and 0).
+    pub words: BTreeMap<String, String>,
+    /// What the result words mean to the audit.
+    pub results: ResultWords,
+}
+
+/// How a stat-log line splits into named fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fields {
+    /// Positional columns: exactly `names.len()` of them, split at `separator`.
+    Columns {
+        /// What separates the columns (a tab, a comma).
+        separator: String,
+        /// The columns' names, in order.
+        names: Vec<String>,
+    },
+    /// `NAME<assign>VALUE` pairs in any order, split at `separator`.
+    Pairs {
+        /// What separates the pairs.
+        separator: String,
+        /// What separates a name from its value.
+        assign: String,
+    },
+}
+
+/// The result words the audit gives a meaning; a word listed nowhere is a buy line that sold
+/// nothing (sold out, already bought, refused, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultWords {
+    /// A buy that sold a ticket (its order id, if any, is kept).
+    pub sold: Vec<String>,
+    /// A buy the node could not finish telling: an order may exist without a sold line.
+    pub unavailable: Vec<String>,
+    /// Not a buy: a hold released (its order id is kept).
+    pub released: Vec<String>,
+    /// Not a buy: a hold paid (its order id is kept).
+    pub paid: Vec<String>,
+    /// Not a buy, and nothing the audit counts (a payment refused).
+    pub other: Vec<String>,
+}
+
+/// What a result word means, looked up once per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    Sold,
+    Unavailable,
+    Released,
+    Paid,
+    Other,
+    Buy,
+}
+
+impl ResultWords {
+    fn meaning(&self, word: &str) -> Meaning {
+        let has = |list: &[String]| list.iter().any(|w| w == word);
+        if has(&self.sold) {
+            Meaning::Sold
+        } else if has(&self.unavailable) {
+            Meaning::Unavailable
+        } else if has(&self.released) {
+            Meaning::Released
+        } else if has(&self.paid) {
+            Meaning::Paid
+        } else if has(&self.other) {
+            Meaning::Other
+        } else {
+            Meaning::Buy
+        }
+    }
+}
+
+impl LogFormat {
+    /// The names the format gives a role, for checking a description: each must be a column of
+    /// a positional format.
+    pub fn named_fields(&self) -> Vec<&str> {
+        let mut names = vec![self.seq.as_str(), self.result.as_str()];
+        for f in [&self.time_us, &self.node, &self.request, &self.order]
+            .into_iter()
+            .flatten()
+        {
+            names.push(f);
+        }
+        names.extend(self.numbers.iter().map(String::as_str));
+        names
+    }
+
+    /// Where the field `name` is found in a line of this format.
+    fn at<'f>(&'f self, name: Option<&'f str>) -> At<'f> {
+        match (name, &self.fields) {
+            (None, _) => At::Nowhere,
+            (Some(n), Fields::Columns { names, .. }) => names
+                .iter()
+                .position(|c| c == n)
+                .map_or(At::Nowhere, At::Column),
+            (Some(n), Fields::Pairs { .. }) => At::Named(n),
+        }
+    }
+
+    /// Whether a line of this format says which request it answers.
+    pub fn names_requests(&self) -> bool {
+        self.request.is_some()
+    }
+}
+
+/// A line's fields: by position, or as name/value pairs.
+enum Line<'a> {
+    Columns(Vec<&'a str>),
+    Pairs(Vec<(&'a str, &'a str)>),
+}
+
+/// Where a role's field is found in a line, worked out once per log.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Column(usize),
+    Named(&'a str),
+    Nowhere,
+}
+
+impl<'a> Line<'a> {
+    fn get(&self, at: At<'_>) -> Option<&'a str> {
+        match (self, at) {
+            (Line::Columns(c), At::Column(i)) => c.get(i).copied(),
+            (Line::Pairs(p), At::Named(n)) => p.iter().find(|(k, _)| *k == n).map(|(_, v)| *v),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one log file; `fallback_node` names the node when its lines do not.
+pub fn read(path: &Path, fallback_node: &str, format: &LogFormat) -> anyhow::Result<NodeLog> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(parse(&data, file, fallback_node.to_string()))
+    Ok(parse(&data, file, fallback_node.to_string(), format))
 }
 
-/// Parses a log's bytes.
-pub fn parse(data: &[u8], file: String, fallback_node: String) -> NodeLog {
+/// Parses a log's bytes in `format`.
+pub fn parse(data: &[u8], file: String, fallback_node: String, format: &LogFormat) -> NodeLog {
     let mut log = NodeLog {
         file,
         node: fallback_node,
+        names_requests: format.names_requests(),
         ..NodeLog::default()
+    };
+    let f = format;
+    let roles = Roles {
+        seq: f.at(Some(&f.seq)),
+        result: f.at(Some(&f.result)),
+        time_us: f.at(f.time_us.as_deref()),
+        node: f.at(f.node.as_deref()),
+        request: f.at(f.request.as_deref()),
+        order: f.at(f.order.as_deref()),
+        numbers: f.numbers.iter().map(|n| f.at(Some(n))).collect(),
     };
     let mut node_from_lines = None;
     for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if line.starts_with(b"# grab-bench stat.log") {
-            // A header: the node (re)started and counts from 1 again.
+        if let Some(h) = &format.header
+            && line.starts_with(h.as_bytes())
+        {
             log.epochs.push(log.request_seqs.len());
             continue;
         }
@@ -184,13 +352,7 @@ pub fn parse(data: &[u8], file: String, fallback_node: String) -> NodeLog {
                 .push((i + 1, String::from_utf8_lossy(line).into_owned()));
             continue;
         };
-        let ok = if let Some(rest) = text.strip_prefix("result:") {
-            log.article = true;
-            article_line(&mut log, rest)
-        } else {
-            reference_line(&mut log, text, &mut node_from_lines)
-        };
-        if !ok {
+        if !fold_line(&mut log, format, &roles, text, &mut node_from_lines) {
             log.bad_lines.push((i + 1, text.to_string()));
         }
     }
@@ -200,50 +362,89 @@ pub fn parse(data: &[u8], file: String, fallback_node: String) -> NodeLog {
     log
 }
 
-/// `result:1,localSales:N` (after the `result:` prefix).
-fn article_line(log: &mut NodeLog, rest: &str) -> bool {
-    let Some((result, sales)) = rest.split_once(",localSales:") else {
-        return false;
-    };
-    let (Ok(result), Ok(n)) = (result.trim().parse::<u8>(), sales.trim().parse::<u64>()) else {
-        return false;
-    };
-    let word = if result == 1 { "ok" } else { "fail" };
-    *log.results.entry(word.to_string()).or_default() += 1;
-    log.request_seqs.push(n);
-    log.times.push(0);
-    log.requests.push((0, 0));
-    true
+/// Where each role's field is, for one log.
+struct Roles<'a> {
+    seq: At<'a>,
+    result: At<'a>,
+    time_us: At<'a>,
+    node: At<'a>,
+    request: At<'a>,
+    order: At<'a>,
+    numbers: Vec<At<'a>>,
 }
 
-/// One TSV line of the reference format.
-fn reference_line(log: &mut NodeLog, text: &str, node: &mut Option<String>) -> bool {
-    let f: Vec<&str> = text.split('\t').collect();
-    if f.len() != 8 {
-        return false;
-    }
-    let (Ok(local_seq), Ok(_sale_seq)) = (f[2].parse::<u64>(), f[6].parse::<u64>()) else {
+/// Folds one line into the digest; false when it is not a line of the format.
+fn fold_line(
+    log: &mut NodeLog,
+    format: &LogFormat,
+    roles: &Roles<'_>,
+    text: &str,
+    node: &mut Option<String>,
+) -> bool {
+    let line = match &format.fields {
+        Fields::Columns { separator, names } => {
+            let c: Vec<&str> = text.split(separator.as_str()).collect();
+            if c.len() != names.len() {
+                return false;
+            }
+            Line::Columns(c)
+        }
+        Fields::Pairs { separator, assign } => {
+            let mut pairs = Vec::new();
+            for p in text.split(separator.as_str()) {
+                let Some((k, v)) = p.split_once(assign.as_str()) else {
+                    return false;
+                };
+                pairs.push((k.trim(), v.trim()));
+            }
+            Line::Pairs(pairs)
+        }
+    };
+    let (Some(seq), Some(result)) = (line.get(roles.seq), line.get(roles.result)) else {
         return false;
     };
-    if node.is_none() {
-        *node = Some(f[1].to_string());
+    let Ok(seq) = seq.parse::<u64>() else {
+        return false;
+    };
+    if roles
+        .numbers
+        .iter()
+        .any(|&at| line.get(at).is_none_or(|v| v.parse::<u64>().is_err()))
+    {
+        return false;
     }
-    let result = f[5];
-    let order: Option<u64> = f[7].parse().ok();
-    match result {
-        "released" => log.released_orders.extend(order),
-        "paid" => log.paid_orders.extend(order),
-        "pay_refused" => {}
-        _ => {
-            if result == "ok" {
-                log.ok_orders.extend(order);
-            } else if result == "unavailable" && f[4] != "-" {
-                log.unavailable_requests.push(f[4].to_string());
+    let result = format.words.get(result).map_or(result, String::as_str);
+    if node.is_none()
+        && let Some(n) = line.get(roles.node)
+    {
+        *node = Some(n.to_string());
+    }
+    let order: Option<u64> = line.get(roles.order).and_then(|o| o.parse().ok());
+    let request = line.get(roles.request).filter(|r| *r != "-");
+    match format.results.meaning(result) {
+        Meaning::Released => log.released_orders.extend(order),
+        Meaning::Paid => log.paid_orders.extend(order),
+        Meaning::Other => {}
+        meaning => {
+            match meaning {
+                Meaning::Sold => {
+                    log.sold_lines += 1;
+                    log.ok_orders.extend(order);
+                }
+                Meaning::Unavailable => {
+                    log.unavailable_lines += 1;
+                    log.unavailable_requests.extend(request.map(str::to_string));
+                }
+                _ => {}
             }
-            log.request_seqs.push(local_seq);
-            log.times.push(f[0].parse().unwrap_or(0));
-            let request = f[4]
-                .rsplit_once('-')
+            log.request_seqs.push(seq);
+            log.times.push(
+                line.get(roles.time_us)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0),
+            );
+            let request = request
+                .and_then(|r| r.rsplit_once('-'))
                 .and_then(|(u, a)| Some((u.parse().ok()?, a.parse().ok()?)))
                 .unwrap_or((0, 0));
             log.requests.push(request);
@@ -251,6 +452,13 @@ fn reference_line(log: &mut NodeLog, text: &str, node: &mut Option<String>) -> b
     }
     *log.results.entry(result.to_string()).or_default() += 1;
     true
+}
+
+/// A preset's log format, for tests that write its lines.
+#[cfg(test)]
+pub(crate) fn preset_format(name: &str) -> LogFormat {
+    let description = crate::scenario::preset(name, &[]).expect("a shipped preset");
+    description.log.expect("the preset declares its stat log")
 }
 
 #[cfg(test)]
@@ -263,9 +471,10 @@ mod tests {
             b"result:1,localSales:2\r\nresult:0,localSales:1\r\nresult:0,localSales:4\r\n",
             "a.log".into(),
             "a".into(),
+            &preset_format("article"),
         );
-        assert!(log.article);
-        assert_eq!(log.count("ok"), 1);
+        assert!(!log.names_requests);
+        assert_eq!((log.count("ok"), log.sold_lines), (1, 1));
         assert_eq!(log.count("fail"), 2);
         let g = log.gaps(5);
         assert_eq!(
@@ -278,12 +487,74 @@ mod tests {
     fn reads_the_reference_format() {
         let text = "# grab-bench stat.log v1\tt_us\tnode\tlocal_seq\tuser\trequest_id\tresult\tsale_seq\torder_id\n\
                     1\tn1\t1\t7\t7-1\tok\t3\t3\n2\tn1\t2\t8\t8-1\tsold_out\t0\t-\n3\tn1\t0\t7\t-\treleased\t3\t3\n";
-        let log = parse(text.as_bytes(), "n1.log".into(), "x".into());
+        let log = parse(
+            text.as_bytes(),
+            "n1.log".into(),
+            "x".into(),
+            &preset_format("reference"),
+        );
         assert_eq!(log.node, "n1");
         assert_eq!(log.ok_orders, vec![3]);
         assert_eq!(log.released_orders, vec![3]);
         assert_eq!(log.buy_lines(), 2);
         assert!(log.bad_lines.is_empty());
+        assert!(log.names_requests);
+        assert_eq!(log.requests, vec![(7, 1), (8, 1)]);
+    }
+
+    #[test]
+    fn the_reference_preset_names_the_columns_the_reference_server_writes() {
+        // One owner per fact: the server writes its header, the preset describes it. They must
+        // agree, or every reference run would read as bad lines.
+        let f = preset_format("reference");
+        let header = target_server::statlog::REFERENCE_HEADER;
+        assert!(header.starts_with(f.header.as_deref().unwrap()));
+        let columns: Vec<&str> = header.split('\t').skip(1).collect();
+        let Fields::Columns { names, separator } = &f.fields else {
+            panic!("the reference format is positional")
+        };
+        assert_eq!(separator, "\t");
+        assert_eq!(
+            columns,
+            names.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_format_of_its_own_is_read_by_its_names_and_words() {
+        // A shop's log: comma-separated, its own words for the result.
+        let f = LogFormat {
+            header: Some("#start".into()),
+            fields: Fields::Columns {
+                separator: ",".into(),
+                names: vec!["n".into(), "what".into(), "req".into(), "order".into()],
+            },
+            seq: "n".into(),
+            result: "what".into(),
+            time_us: None,
+            node: None,
+            request: Some("req".into()),
+            order: Some("order".into()),
+            numbers: vec![],
+            words: BTreeMap::new(),
+            results: ResultWords {
+                sold: vec!["GRANTED".into()],
+                unavailable: vec!["TIMEOUT".into()],
+                ..ResultWords::default()
+            },
+        };
+        let log = parse(
+            b"#start\n1,GRANTED,5-1,900\n2,EMPTY,6-1,-\n3,TIMEOUT,7-2,-\n4,GRANTED\n",
+            "s.log".into(),
+            "s1".into(),
+            &f,
+        );
+        assert_eq!((log.sold_lines, log.unavailable_lines), (1, 1));
+        assert_eq!(log.ok_orders, vec![900]);
+        assert_eq!(log.unavailable_requests, vec!["7-2".to_string()]);
+        assert_eq!(log.request_seqs, vec![1, 2, 3]);
+        assert_eq!(log.bad_lines, vec![(5, "4,GRANTED".to_string())]);
+        assert_eq!(log.node, "s1");
     }
 
     #[test]
@@ -293,7 +564,12 @@ mod tests {
             "{h}1\tn1\t1\t7\t7-1\tsold_out\t0\t-\n2\tn1\t2\t8\t8-1\tsold_out\t0\t-\n\
              {h}3\tn1\t1\t9\t9-1\tsold_out\t0\t-\n4\tn1\t3\t10\t10-1\tsold_out\t0\t-\n"
         );
-        let log = parse(text.as_bytes(), "n1.log".into(), "x".into());
+        let log = parse(
+            text.as_bytes(),
+            "n1.log".into(),
+            "x".into(),
+            &preset_format("reference"),
+        );
         let g = log.gaps(5);
         assert_eq!((g.missing, g.repeated), (vec![2], vec![]));
         assert_eq!((g.n_missing, g.n_repeated, g.accounted), (1, 0, 5));

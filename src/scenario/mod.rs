@@ -326,6 +326,15 @@ impl Validator<'_> {
         };
         let mut description = description;
         description.count_down_from(sale.tickets);
+        if let (System::External(e), Some(at)) = (&system, &raw.target)
+            && !e.stat_logs.is_empty()
+            && description.log.is_none()
+        {
+            return Err(self.err(
+                at,
+                "stat_logs are named but the description does not say how they are written: add [system.log] (see the README, \"Audit your own system\"), or use a preset that has one",
+            ));
+        }
         // A header value cannot hold CR or LF (it would end the header, or smuggle another):
         // a users-file column that goes into a header is refused with its line, not its cell.
         for c in description.header_columns() {

@@ -150,7 +150,7 @@ fn config(dir: &Path, port: u16, routes: &[Route], worker_processes: u32) -> Str
         }
         upstreams.push_str("        keepalive 256;\n    }\n");
         if let Some(prefix) = &r.prefix {
-            // The trailing slashes strip the prefix: /ITEM/buy/ticket reaches a node as /buy/ticket.
+            // The trailing slashes strip the prefix: /ITEM/PATH reaches a node as /PATH.
             let _ = writeln!(locations, "        location {prefix}/ {{");
             let _ = writeln!(locations, "            proxy_pass http://grab_nodes_{i}/;");
             locations.push_str(PROXY);

@@ -60,7 +60,7 @@ impl hyper::service::Service<Request<Incoming>> for FrontDoor {
 
     fn call(&self, req: Request<Incoming>) -> Answer {
         if req.method() == Method::GET
-            && req.uri().path() == "/buy/ticket"
+            && req.uri().path() == crate::app::BUY_PATH
             && app::sold_out_shortcut(&self.node, req.uri().query())
         {
             return Answer::Now(Some(sold_out()));

@@ -13,9 +13,11 @@ use toml::Spanned;
 use crate::describe::{Description, PRESETS, Scope, SqlSpec, Step};
 use crate::located::{ScenarioError, Validator};
 
+mod log;
 mod request;
 mod store;
 
+use log::{RawLog, log};
 use request::{RawRequest, add_captures, poll, request};
 use store::{RawStore, layout};
 
@@ -32,6 +34,8 @@ pub struct RawSystem {
     sql: Option<Spanned<RawSql>>,
     /// Keep a cookie jar per user (default true; the reference and article presets say false).
     cookies: Option<bool>,
+    /// How the nodes write their stat logs.
+    log: Option<Spanned<RawLog>>,
 }
 
 /// `[system.sql]` as written.
@@ -249,6 +253,7 @@ pub fn description(
         });
     numbered.map_err(|e| v.error_at(raw.map_or(0, |r| r.span().start), e))?;
     let cookies = own.cookies.or(base_sys.cookies).unwrap_or(true);
+    let log = log(v, &pv, own.log.as_ref(), base_sys.log.as_ref())?;
     Ok(Description {
         name,
         before,
@@ -260,6 +265,7 @@ pub fn description(
         captures: captured,
         rules,
         cookies,
+        log,
     })
 }
 

@@ -190,7 +190,7 @@ pub(super) fn layout(
         if !k.vars().any(|x| x == KeyVar::Shard) {
             return Err(v.err(
                 &r.key,
-                "a shard's key names its shard: \"grab:{{{sale}#{shard}}}:stock\"",
+                "a shard's key names its shard: \"stock:{{{sale}#{shard}}}\"",
             ));
         }
         let c = r.count.get_ref();
