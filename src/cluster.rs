@@ -492,10 +492,12 @@ impl System for Up {
     fn collect(&mut self, dir: &RunDir, _cancel: &Cancel) -> Collected {
         self.follow_master();
         let mut collected = snapshot(&self.redis_url, &self.settle, &self.alive());
-        let sentinel = self.sentinel.is_some();
+        let sentinel = self.sentinel.take();
         // The nodes write their logs into the run folder and flush them as they stop.
         self.stop();
-        if sentinel {
+        if let Some(mut set) = sentinel {
+            set.stop();
+            set.keep_logs(&dir.path().join(crate::run_dir::SENTINEL_LOGS));
             lost_writes_note(dir, &collected);
         }
         collected.logs = match dir.stat_logs() {

@@ -90,6 +90,9 @@ pub const CHARTS: [&str; 7] = [
 pub const COMPARE_HTML: &str = "compare.html";
 /// `cluster.json`, in a `cluster up` folder: its endpoints and nodes.
 pub const CLUSTER_JSON: &str = "cluster.json";
+/// With `[cluster] redis = "sentinel"`: the folder of the servers' and sentinels' logs
+/// (`redis-PORT.log`, `sentinel-PORT.log`), kept for reading a failover afterwards.
+pub const SENTINEL_LOGS: &str = "sentinel-logs";
 /// Stat logs are `stat-<node>.log`.
 const STAT_PREFIX: &str = "stat-";
 /// See [`STAT_PREFIX`].

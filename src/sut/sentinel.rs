@@ -28,6 +28,17 @@ const FAILOVER_TIMEOUT_MS: u64 = 5000;
 const READY_WITHIN: Duration = Duration::from_secs(20);
 /// The install hint for `redis-sentinel`.
 const INSTALL: &str = "sudo apt-get install -y redis-sentinel";
+/// Config of both servers: a replica (re)joining is synced at once, not after the default 5 s
+/// wait for more replicas of a diskless sync, so the window in which it is empty is short.
+const SERVER_CONF: &str = "repl-diskless-sync-delay 0\n";
+/// `replica-priority` of the old master while it rejoins: 0, never promoted. It comes back
+/// empty (SIGKILLed, no persistence); were the promoted master slow to answer for a moment
+/// (a busy machine), the sentinels would otherwise promote the empty one and make the master,
+/// with the whole sale, its replica: its data replaced by nothing. Restored to
+/// [`PRIORITY`] once it has the master's data.
+const REJOIN_PRIORITY: u32 = 0;
+/// Redis's default `replica-priority`, given back to a rejoined replica once it is synced.
+const PRIORITY: u32 = 100;
 
 /// One sentinel process.
 #[derive(Debug)]
@@ -58,9 +69,11 @@ impl SentinelSet {
     /// install hint when `redis-sentinel` is missing.
     pub fn start(cancel: &Cancel) -> Result<SentinelSet, SutError> {
         let program = find_program("redis-sentinel", INSTALL)?;
-        let master = RedisProcess::start_until(cancel)?;
-        let replica =
-            RedisProcess::start_conf(&format!("replicaof 127.0.0.1 {}\n", master.port), cancel)?;
+        let master = RedisProcess::start_conf(SERVER_CONF, cancel)?;
+        let replica = RedisProcess::start_conf(
+            &format!("{SERVER_CONF}replicaof 127.0.0.1 {}\n", master.port),
+            cancel,
+        )?;
         let mut set = SentinelSet {
             master,
             replica,
@@ -121,9 +134,19 @@ impl SentinelSet {
     /// off (`CLIENT KILL TYPE replica` on the master, so that what the master writes next can
     /// never reach it), the master goes on acknowledging writes for `behind`, then is killed
     /// (SIGKILL) and the replica resumed. The sentinels promote it; the old master is started
-    /// again as the new master's replica. Returns once the sentinels name the new master and
-    /// the old one replicates it (bounded), or what went wrong.
+    /// again as the new master's replica, with [`REJOIN_PRIORITY`] until it has the data.
+    /// Returns once the sentinels name the new master and the old one replicates it (bounded),
+    /// or what went wrong.
     pub fn failover(&mut self, behind: Duration, cancel: &Cancel) -> Result<(), String> {
+        // A failover of their own (a master slow to answer on a busy machine) may have swapped
+        // the roles since the start: the one to kill is the one the sentinels name.
+        if self
+            .sentinels
+            .iter()
+            .any(|s| master_port(s.port) == Some(self.replica.port))
+        {
+            std::mem::swap(&mut self.master, &mut self.replica);
+        }
         self.replica.signal(libc::SIGSTOP);
         let cut = redis_cmd(self.master.port, &["CLIENT", "KILL", "TYPE", "replica"]);
         // Always resumed, also when interrupted.
@@ -135,41 +158,75 @@ impl SentinelSet {
         }
         let promoted = self.replica.port;
         let deadline = Instant::now() + READY_WITHIN;
-        while !self
-            .sentinels
-            .iter()
-            .any(|s| master_port(s.port) == Some(promoted))
-        {
-            if Instant::now() > deadline || cancel.sleep(Duration::from_millis(20)).is_err() {
-                return Err("the sentinels promoted no replica in time".into());
-            }
-        }
+        wait_for(
+            deadline,
+            cancel,
+            "the sentinels promoted no replica",
+            || {
+                self.sentinels
+                    .iter()
+                    .any(|s| master_port(s.port) == Some(promoted))
+            },
+        )?;
         // A replica without its master refuses to be synced from (NOMASTERLINK), and an old
         // master back while a sentinel still counts it master could win over the promoted one
         // (empty as it is): it is started again only once the promoted one says it is master and
         // every sentinel names it, with no failover in progress.
-        while !(is_master(promoted)
-            && self.sentinels.iter().all(|s| {
-                master_port(s.port) == Some(promoted)
-                    && master_info(s.port)
-                        .iter()
-                        .any(|(k, v)| k == "flags" && !v.contains("failover"))
-            }))
-        {
-            if Instant::now() > deadline || cancel.sleep(Duration::from_millis(20)).is_err() {
-                return Err("the promoted replica did not become master in time".into());
-            }
-        }
+        wait_for(
+            deadline,
+            cancel,
+            "the promoted replica did not become master",
+            || {
+                is_master(promoted)
+                    && self.sentinels.iter().all(|s| {
+                        master_port(s.port) == Some(promoted)
+                            && master_info(s.port)
+                                .iter()
+                                .any(|(k, v)| k == "flags" && !v.contains("failover"))
+                    })
+            },
+        )?;
         std::mem::swap(&mut self.master, &mut self.replica);
         self.replica
-            .respawn(Some(&format!("replicaof 127.0.0.1 {promoted}\n")))
+            .respawn(Some(&format!(
+                "{SERVER_CONF}replicaof 127.0.0.1 {promoted}\nreplica-priority {REJOIN_PRIORITY}\n"
+            )))
             .map_err(|e| e.to_string())?;
-        while !replica_synced(self.replica.port) {
-            if Instant::now() > deadline || cancel.sleep(Duration::from_millis(20)).is_err() {
-                return Err("the old master did not replicate the new one in time".into());
-            }
-        }
+        let rejoined = self.replica.port;
+        wait_for(
+            deadline,
+            cancel,
+            "the old master did not replicate the new one",
+            || replica_synced(rejoined),
+        )?;
+        // It holds the master's data now: a later failover may promote it.
+        redis_cmd(
+            self.replica.port,
+            &["CONFIG", "SET", "replica-priority", &PRIORITY.to_string()],
+        )
+        .map_err(|e| format!("giving the rejoined replica its priority back failed: {e}"))?;
         Ok(())
+    }
+
+    /// Copies the servers' and the sentinels' logs into `to` (created), as `redis-PORT.log` and
+    /// `sentinel-PORT.log`: what happened in a failover is read there after the run (their own
+    /// directories go with the set). Best effort: a log that cannot be copied is left out.
+    pub fn keep_logs(&self, to: &Path) {
+        if std::fs::create_dir_all(to).is_err() {
+            return;
+        }
+        for server in [&self.master, &self.replica] {
+            let _ = std::fs::copy(
+                &server.log_path,
+                to.join(format!("redis-{}.log", server.port)),
+            );
+        }
+        for s in &self.sentinels {
+            let _ = std::fs::copy(
+                s._dir.path().join("sentinel.log"),
+                to.join(format!("sentinel-{}.log", s.port)),
+            );
+        }
     }
 
     /// Stops the sentinels, then the servers.
@@ -180,6 +237,25 @@ impl SentinelSet {
         self.replica.stop();
         self.master.stop();
     }
+}
+
+/// Waits (polling every 20 ms) until `done` holds; past `deadline` or on Ctrl-C, says `what`
+/// did not happen and why.
+fn wait_for(
+    deadline: Instant,
+    cancel: &Cancel,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), String> {
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} in time"));
+        }
+        if cancel.sleep(Duration::from_millis(20)).is_err() {
+            return Err(format!("{what}: interrupted"));
+        }
+    }
+    Ok(())
 }
 
 /// Starts one sentinel monitoring the master on `master_port`, retrying on another port when

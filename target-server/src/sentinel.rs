@@ -123,24 +123,58 @@ fn lost_master(err: &redis::RedisError) -> bool {
         || err.code() == Some("READONLY")
 }
 
-/// A handle on a [`SentinelMaster`] usable wherever a Redis connection is.
+/// A handle on a [`SentinelMaster`] usable wherever a Redis connection is: each command goes to
+/// the master's connection of the moment.
 #[derive(Clone)]
 pub struct SentinelConn(pub Arc<SentinelMaster>);
 
-impl ConnectionLike for SentinelConn {
+impl SentinelConn {
+    /// The master's connection of the moment, kept for the commands that must reach the same
+    /// server: a grant and the `WAIT` for its replication. Were the `WAIT` sent on a connection
+    /// found after a failover, it would wait for that server's writes, not the grant's, and
+    /// confirm a grant the failover lost.
+    pub async fn pin(&self) -> redis::RedisResult<PinnedConn> {
+        let (generation, conn) = self.0.get().await?;
+        Ok(PinnedConn {
+            master: Arc::clone(&self.0),
+            generation,
+            conn,
+        })
+    }
+}
+
+/// One connection of a [`SentinelMaster`] ([`SentinelConn::pin`]): a command that fails on it
+/// makes the master's next command discover the master anew, and is not retried elsewhere.
+#[derive(Clone)]
+pub struct PinnedConn {
+    /// The master it belongs to, told when the connection is lost.
+    master: Arc<SentinelMaster>,
+    /// The generation of `conn` in `master` (what is forgotten when it fails).
+    generation: u64,
+    /// The connection itself.
+    conn: MultiplexedConnection,
+}
+
+impl PinnedConn {
+    /// Tells the master its connection is lost when `answer` says so.
+    async fn check<T>(&self, answer: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(err) = &answer
+            && lost_master(err)
+        {
+            self.master.forget(self.generation).await;
+        }
+        answer
+    }
+}
+
+impl ConnectionLike for PinnedConn {
     fn req_packed_command<'a>(
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let (generation, mut conn) = self.0.get().await?;
-            let answer = conn.req_packed_command(cmd).await;
-            if let Err(err) = &answer
-                && lost_master(err)
-            {
-                self.0.forget(generation).await;
-            }
-            answer
+            let answer = self.conn.req_packed_command(cmd).await;
+            self.check(answer).await
         })
     }
 
@@ -151,14 +185,35 @@ impl ConnectionLike for SentinelConn {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
-            let (generation, mut conn) = self.0.get().await?;
-            let answer = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(err) = &answer
-                && lost_master(err)
-            {
-                self.0.forget(generation).await;
-            }
-            answer
+            let answer = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.check(answer).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+impl ConnectionLike for SentinelConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move { self.pin().await?.req_packed_command(cmd).await })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            self.pin()
+                .await?
+                .req_packed_commands(pipeline, offset, count)
+                .await
         })
     }
 

@@ -131,6 +131,19 @@ pub enum Conn {
     Cluster(redis::cluster_async::ClusterConnection),
     /// The master of a Redis watched by Sentinel, found again after a failover.
     Sentinel(crate::sentinel::SentinelConn),
+    /// One connection of such a master, held for a grant and its `WAIT` ([`Conn::pin`]).
+    Pinned(crate::sentinel::PinnedConn),
+}
+
+impl Conn {
+    /// This connection held to the server it reaches now, for commands that must reach the
+    /// same one (a write and the `WAIT` for it): only a Sentinel master's can change.
+    async fn pin(&self) -> redis::RedisResult<Conn> {
+        match self {
+            Conn::Sentinel(c) => Ok(Conn::Pinned(c.pin().await?)),
+            other => Ok(other.clone()),
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -142,6 +155,7 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
             Conn::Sentinel(c) => c.req_packed_command(cmd),
+            Conn::Pinned(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -155,6 +169,7 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Pinned(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -163,6 +178,7 @@ impl redis::aio::ConnectionLike for Conn {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
             Conn::Sentinel(c) => c.get_db(),
+            Conn::Pinned(c) => c.get_db(),
         }
     }
 }
@@ -396,9 +412,17 @@ impl Store {
         request_id: &str,
         hold_ttl_ms: u64,
     ) -> Result<BuyDecision, StoreError> {
-        let decision = self.buy_step(user, request_id, hold_ttl_ms).await?;
-        if self.wait_replicas > 0 && matches!(decision, BuyDecision::Granted { .. }) {
-            let mut conn = self.conn.clone();
+        if self.wait_replicas == 0 {
+            return self.buy_step(user, request_id, hold_ttl_ms).await;
+        }
+        // The grant and its WAIT on one connection (one server).
+        let pinned = Store {
+            conn: self.bounded(self.conn.pin()).await?,
+            ..self.clone()
+        };
+        let decision = pinned.buy_step(user, request_id, hold_ttl_ms).await?;
+        if matches!(decision, BuyDecision::Granted { .. }) {
+            let mut conn = pinned.conn.clone();
             let acked: u64 = self
                 .bounded(
                     redis::cmd("WAIT")
