@@ -11,7 +11,7 @@
 //! | [`pipeline`] | settle → collect evidence → persist → audit → report, for every verdict |
 //! | [`system`], [`cluster`] | the system under test after the load: how it settles, where its truth is |
 //! | [`audit`] | the checks: pure functions of the evidence |
-//! | [`report`] | charts, the index page, summaries, JUnit, `compare` |
+//! | [`report`] | charts (one file per chart), the index page, summaries, JUnit, `compare` |
 //! | [`evidence`] | the normalised evidence, and the readers that make it from a system's layout |
 //! | [`run_dir`], [`record`] | the run folder's files, and the run record |
 //! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
