@@ -14,7 +14,7 @@
 //! | [`report`] | charts (one file per chart), the index page, summaries, JUnit, `compare` |
 //! | [`evidence`] | the normalised evidence, and the readers that make it from a system's layout |
 //! | [`run_dir`], [`record`] | the run folder's files, and the run record |
-//! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
+//! | [`engine`], [`ledger`], [`protocol`] | the load: connections (`engine/conn/`: request, flow, I/O), schedule, one ledger row per request, answers classified |
 //! | [`scenario`], [`target`] | scenario files, and target URLs |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
 //! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
