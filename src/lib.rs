@@ -18,6 +18,7 @@
 //! | [`scenario`], [`target`] | scenario files, and target URLs |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
 //! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
+//! | [`http`] | the one HTTP/1.1 request encoder: the engine's requests, the nodes' control plane, remote write |
 //! | [`metrics`] | live metrics each second: a JSON-lines file, Prometheus remote write |
 //! | [`leftovers`] | private scratch folders and child groups, cleaned up even by a hard exit (a second Ctrl-C) |
 //!
@@ -34,6 +35,7 @@ pub mod error;
 pub mod evidence;
 pub mod exit;
 pub mod faults;
+pub mod http;
 pub mod ledger;
 pub mod leftovers;
 pub mod metrics;

@@ -376,12 +376,11 @@ async fn exchange(
         // The head as the raw client keeps it, for cookies and header captures.
         if let Some(out) = head_out {
             out.clear();
-            out.extend_from_slice(format!("HTTP/1.1 {}\r\n", parts.status.as_u16()).as_bytes());
+            out.extend_from_slice(b"HTTP/1.1 ");
+            crate::http::push_decimal(out, u64::from(parts.status.as_u16()));
+            out.extend_from_slice(b"\r\n");
             for (k, v) in &parts.headers {
-                out.extend_from_slice(k.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(v.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                crate::http::header_line(out, k.as_str().as_bytes(), v.as_bytes());
             }
         }
         let mut first: Option<Bytes> = None;

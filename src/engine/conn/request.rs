@@ -2,8 +2,6 @@
 //! attempt into a reused buffer (the raw client) or read back into hyper's types, and the
 //! user's cookies added when the description keeps a jar.
 
-use std::io::Write as _;
-
 use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,6 +11,7 @@ use hyper::{HeaderMap, Method, Request, Uri};
 use super::{Job, ThreadCtx};
 use crate::describe::Attempt;
 use crate::engine::{EnginePlan, RequestTemplate, Source};
+use crate::http::{RequestWriter, decimal, header_line};
 use crate::protocol::Kind;
 
 /// A template request with its parts parsed once, cloned cheaply per request.
@@ -58,22 +57,11 @@ impl Prepared {
 
 /// Serialises an HTTP/1.1 request into `out` (which is cleared first).
 fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap, body: &[u8]) {
-    out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut w = RequestWriter::new(out, method.as_str().as_bytes(), target.as_bytes());
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        w.header(name.as_str().as_bytes(), value.as_bytes());
     }
-    if !body.is_empty() || matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-        let _ = write!(out, "content-length: {}\r\n", body.len());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
+    w.body(body);
 }
 
 /// `Host` plus, without keep-alive, `Connection: close`.
@@ -225,27 +213,9 @@ impl ThreadCtx {
 pub(super) fn head_lines(headers: &HeaderMap) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     out
-}
-
-/// `n` in decimal, written into `buf`.
-fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[i..]
 }
 
 #[cfg(test)]
