@@ -11,15 +11,16 @@
 //! | [`pipeline`] | settle → collect evidence → persist → audit → report, for every verdict |
 //! | [`system`], [`cluster`] | the system under test after the load: how it settles, where its truth is |
 //! | [`audit`] | the checks: pure functions of the evidence |
-//! | [`report`] | charts, the index page, summaries, JUnit, `compare` |
+//! | [`report`] | charts (one file per chart), the index page, summaries, JUnit, `compare` |
 //! | [`evidence`] | the normalised evidence, and the readers that make it from a system's layout |
 //! | [`run_dir`], [`record`] | the run folder's files, and the run record |
-//! | [`engine`], [`ledger`], [`protocol`] | the load: connections, schedule, one ledger row per request, answers classified |
+//! | [`engine`], [`ledger`], [`protocol`] | the load: connections (`engine/conn/`: request, flow, I/O), schedule, one ledger row per request, answers classified |
 //! | [`scenario`], [`target`] | scenario files (one file per table), and target URLs |
 //! | [`describe`] | the description language: its TOML (`describe::parse`), compiled requests, answers and store layout, presets |
 //! | [`located`] | errors that name file, line and column, shared by `scenario` and `describe` |
 //! | [`sut`], [`faults`] | child processes (redis-server, nodes, nginx), and breaking them on purpose |
 //! | [`cancel`], [`error`], [`util`], [`segment`] | cancellation passed down, the one error type, the clock, a generator's share of the work |
+//! | [`http`] | the one HTTP/1.1 request encoder: the engine's requests, the nodes' control plane, remote write |
 //! | [`metrics`] | live metrics each second: a JSON-lines file, Prometheus remote write |
 //! | [`leftovers`] | private scratch folders and child groups, cleaned up even by a hard exit (a second Ctrl-C) |
 //!
@@ -36,6 +37,7 @@ pub mod error;
 pub mod evidence;
 pub mod exit;
 pub mod faults;
+pub mod http;
 pub mod ledger;
 pub mod leftovers;
 pub mod located;

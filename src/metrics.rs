@@ -351,15 +351,7 @@ fn post(url: &str, body: &[u8]) -> Result<(), String> {
     let mut conn = std::net::TcpStream::connect_timeout(&addr, bound).map_err(|e| e.to_string())?;
     let _ = conn.set_read_timeout(Some(bound));
     let _ = conn.set_write_timeout(Some(bound));
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\n\
-         X-Prometheus-Remote-Write-Version: 0.1.0\r\nUser-Agent: grab-bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        t.path,
-        t.host_header(),
-        body.len()
-    );
-    conn.write_all(head.as_bytes())
-        .and_then(|()| conn.write_all(body))
+    conn.write_all(&remote_write_request(&t, body))
         .map_err(|e| e.to_string())?;
     // The status line is all that matters; the first 64 bytes hold it.
     let mut answer = [0u8; 64];
@@ -370,6 +362,26 @@ fn post(url: &str, body: &[u8]) -> Result<(), String> {
         Some(code) => Err(format!("HTTP {code}")),
         None => Err("no HTTP answer".into()),
     }
+}
+
+/// The remote-write `POST` of `body` to `t`, the headers as Prometheus spells them (its length
+/// before `Connection: close`).
+fn remote_write_request(t: &crate::target::Target, body: &[u8]) -> Vec<u8> {
+    let mut request = Vec::with_capacity(256 + body.len());
+    let mut digits = [0u8; 20];
+    let mut w = crate::http::RequestWriter::new(&mut request, b"POST", t.path.as_bytes());
+    w.header(b"Host", t.host_header().as_bytes())
+        .header(b"Content-Encoding", b"snappy")
+        .header(b"Content-Type", b"application/x-protobuf")
+        .header(b"X-Prometheus-Remote-Write-Version", b"0.1.0")
+        .header(b"User-Agent", b"grab-bench")
+        .header(
+            b"Content-Length",
+            crate::http::decimal(body.len() as u64, &mut digits),
+        )
+        .header(b"Connection", b"close");
+    w.framed_body(body);
+    request
 }
 
 #[cfg(test)]
@@ -490,5 +502,22 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("only http://"), "{err}");
+    }
+
+    // The bytes the sender wrote before the one encoder, kept.
+    #[test]
+    fn the_remote_write_request_is_written_as_before() {
+        let t = crate::target::Target::parse("http://127.0.0.1:9090/api/v1/write").unwrap();
+        let got = remote_write_request(&t, b"\x01\x02");
+        let want = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\n\
+             X-Prometheus-Remote-Write-Version: 0.1.0\r\nUser-Agent: grab-bench\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            t.path,
+            t.host_header(),
+            2
+        );
+        let mut want = want.into_bytes();
+        want.extend_from_slice(b"\x01\x02");
+        assert_eq!(got, want);
     }
 }

@@ -21,6 +21,8 @@ pub use store::Layout;
 pub use template::Template;
 pub use users::Users;
 
+use crate::http::{RequestWriter, push_decimal};
+
 /// The built-in presets: name, and the description as TOML (a `[system]` table's contents).
 pub const PRESETS: [(&str, &str); 3] = [
     ("reference", include_str!("presets/reference.toml")),
@@ -540,29 +542,18 @@ impl Request {
         scratch: &mut Vec<u8>,
     ) {
         let value = |v: ReqVar, out: &mut Vec<u8>| ctx.value(v, a, out);
-        out.clear();
-        out.extend_from_slice(self.method.as_bytes());
-        out.push(b' ');
-        self.path.render(out, value);
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        out.extend_from_slice(head);
+        let mut w = RequestWriter::start(out, self.method.as_bytes(), |out| {
+            self.path.render(out, value)
+        });
+        w.lines(head);
         for (name, v) in &self.headers {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            v.render(out, value);
-            out.extend_from_slice(b"\r\n");
+            w.header_with(name.as_bytes(), |out| v.render(out, value));
         }
         scratch.clear();
         if let Some(body) = &self.body {
             body.render(scratch, value);
         }
-        if !scratch.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, scratch.len() as u64);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(scratch);
+        w.body(scratch);
     }
 }
 
@@ -627,23 +618,6 @@ impl Context {
     }
 }
 
-/// Appends `n` in decimal, as `write!(out, "{n}")` does, without the formatting machinery
-/// (user and request ids are written into every request).
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,15 +666,6 @@ mod tests {
         assert!((share(1) - 0.1).abs() < 0.01, "{counts:?}");
         assert!((share(2) - 0.1).abs() < 0.01, "{counts:?}");
         assert_eq!(ctx.item_of(12345), ctx.item_of(12345));
-    }
-
-    #[test]
-    fn decimals_as_format_writes_them() {
-        for n in [0, 7, 10, 99, 1_000_000, 4_294_967_295, u64::MAX] {
-            let mut out = b"x".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("x{n}").into_bytes());
-        }
     }
 
     fn scope<'a>(columns: &'a [String], pay: bool, captured: &'a [String]) -> Scope<'a> {

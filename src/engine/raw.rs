@@ -238,7 +238,7 @@ enum Framing {
 
 impl RawConn {
     /// Connects to `addr` with `TCP_NODELAY`, over TLS when `tls` is given. (The engine opens
-    /// its streams itself, for either client: `conn::open`.)
+    /// its streams itself, for either client: `conn::io::open`.)
     #[cfg(test)]
     pub async fn connect(addr: SocketAddr, tls: Option<&Tls>) -> Result<RawConn, ConnectError> {
         Ok(RawConn::new(Stream::open(addr, tls).await?))
@@ -982,7 +982,7 @@ mod tests {
             r = &mut work => panic!("exchange ended early: {:?}", r.map(|r| r.status)),
             sent = sent_rx => sent.expect("server sent"),
         }
-        // Wrapped like the engine wraps it (conn.rs): the timeout is what ends it.
+        // Wrapped like the engine wraps it (conn/io.rs): the timeout is what ends it.
         let timed = tokio::time::timeout(Duration::from_millis(50), &mut work).await;
         assert!(
             timed.is_err(),
