@@ -1,6 +1,5 @@
 //! What the tests share: running the grab-bench binary and finding what it left behind
-//! ([`cli`]), reference nodes in-process against a private Redis ([`node`]), a scripted HTTP
-//! fixture server ([`fixture`]), a small server written to the article's protocol
+//! ([`cli`]), a scripted HTTP fixture server ([`fixture`]), a small server written to the article's protocol
 //! ([`article_server`]), and HTTPS made at test time: a throwaway CA and TLS in front of either
 //! ([`tls`]).
 #![allow(dead_code)]
@@ -8,5 +7,4 @@
 pub mod article_server;
 pub mod cli;
 pub mod fixture;
-pub mod node;
 pub mod tls;
