@@ -3,26 +3,22 @@
 //! are found by a marker variable in their environment (inherited from the grab-bench process),
 //! so even redis-server, which rewrites its command line, cannot hide.
 
-use crate::support::cli::{MARK, assert_nothing_left, describe, marker};
+use crate::support::cli::{Grab, MARK, assert_nothing_left, bin, describe, marker};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `grab-bench ARGS` with the marker in its environment (and `extra` variables).
-fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
-    cmd.args(args).env(MARK, mark);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd
+fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Grab {
+    Grab::new()
+        .args(args)
+        .env(MARK, mark)
+        .envs(extra.iter().copied())
 }
 
 fn grab(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    command(mark, args, extra)
-        .output()
-        .expect("grab-bench runs")
+    command(mark, args, extra).output()
 }
 
 fn stderr(o: &Output) -> String {
@@ -366,10 +362,7 @@ fn interrupted(phase: &str, scenario_text: &str, twice: bool) -> Duration {
         &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[("TMPDIR", tmp.to_str().unwrap())],
     )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .spawn_with(Stdio::null(), Stdio::piped());
     // Read stderr on a thread to the end (a closed pipe would fail the run's own messages),
     // and signal when the phase shows.
     let stderr = child.stderr.take().unwrap();
@@ -533,12 +526,10 @@ fn grab_without_network(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Ou
         "ip link set lo up 2>/dev/null; exec \"$@\"",
         "sh",
     ])
-    .arg(env!("CARGO_BIN_EXE_grab-bench"))
+    .arg(bin())
     .args(args)
-    .env(MARK, mark);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+    .env(MARK, mark)
+    .envs(extra.iter().copied());
     cmd.output().expect("unshare runs")
 }
 

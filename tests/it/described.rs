@@ -6,30 +6,20 @@
 //! that names it, with a witness; nothing is left running.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
 
 /// `grab-bench run scenarios/described.toml ARGS` with its processes marked; asserts none
 /// survives.
 fn run(out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("described-{}", args.join("-")));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(shipped("described.toml"))
-        .arg("--out")
-        .arg(out)
+    Grab::run(&shipped("described.toml"), out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("described-{}", args.join("-")))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// `described.toml` with its users file named absolutely and `edit` applied, written to
@@ -49,19 +39,11 @@ fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> std::path
 
 /// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
 fn run_file(scenario: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("described-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("described-{}", out.display()))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// The witnesses' words of one check.
@@ -185,7 +167,7 @@ fn a_flaw_the_service_does_not_have_is_refused() {
 #[test]
 fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
     let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_grab-bench"));
+    let bin = crate::support::cli::bin();
     let seckill = bin.with_file_name("seckill");
     let users = shipped("../examples/seckill/users.csv");
     let args: Vec<String> = [
@@ -205,12 +187,11 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
         grab_bench::sut::service::ServiceProcess::start("seckill", &seckill, &args, "listening on")
             .unwrap();
     let url = format!("http://{}/", service.addr.unwrap());
-    let o = Command::new(bin)
+    let o = Grab::new()
         .args(["ab", "-k", "-n", "500", "-c", "4", "--system"])
         .arg(shipped("described.toml"))
         .arg(&url)
-        .output()
-        .unwrap();
+        .output();
     service.stop();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);

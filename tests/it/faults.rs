@@ -2,11 +2,9 @@
 //! audit verdict the article's design promises — and no process left behind.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
 use serde_json::Value;
 
 fn run(scenario: &Path, out: &Path) -> Output {
@@ -16,19 +14,11 @@ fn run(scenario: &Path, out: &Path) -> Output {
 /// Runs a scenario (one cluster at a time) with its processes marked, and asserts that none of
 /// them — redis-server (also a restarted one), nodes, nginx — survives the run.
 fn run_with(scenario: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("faults-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("faults-{}", out.display()))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// Runs `scenario`, asserts no check is false and every ticket sold; returns the audit.

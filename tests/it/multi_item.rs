@@ -5,12 +5,12 @@
 //! position.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
+    CLUSTER, Grab, MARK, assert_nothing_left, check, describe, json, marker, shipped,
 };
 
 fn run(args: &[&str], out: &Path, mark: &str) -> Output {
@@ -19,7 +19,7 @@ fn run(args: &[&str], out: &Path, mark: &str) -> Output {
 
 fn run_scenario(scenario: &Path, args: &[&str], out: &Path, mark: &str) -> Output {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("run")
         .arg(scenario)
         .args(args)
@@ -27,7 +27,6 @@ fn run_scenario(scenario: &Path, args: &[&str], out: &Path, mark: &str) -> Outpu
         .arg(out)
         .env(MARK, mark)
         .output()
-        .expect("grab-bench runs")
 }
 
 /// The summary's row of item `id`.

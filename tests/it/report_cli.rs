@@ -4,25 +4,17 @@
 //! threshold exits 2 (unless a check failed: 1), and `grab-bench compare` gates on regressions.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::cli::{describe, json};
-
-fn grab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
-}
+use crate::support::cli::{Grab, describe, grab, json};
 
 /// `grab-bench compare` run in `cwd`, where it writes compare.html unless told `--out`.
 fn compare_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("compare")
         .args(args)
         .current_dir(cwd)
         .output()
-        .expect("grab-bench runs")
 }
 
 /// A small sale with the given `[thresholds]` lines.

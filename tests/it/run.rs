@@ -2,18 +2,17 @@
 //! the audit, a flawed one fails it, a bad scenario is a usage error — and no process
 //! outlives the run.
 
-use crate::support::cli::{external_node, nothing_left};
+use crate::support::cli::{Grab, external_node, nothing_left};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn run(args: &[&str], out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("run")
         .args(args)
         .arg("--out")
         .arg(out)
         .output()
-        .expect("grab-bench runs")
 }
 
 fn smoke() -> String {
@@ -91,13 +90,10 @@ fn a_bad_scenario_is_a_usage_error_with_its_position() {
 fn ctrl_c_during_the_load_stops_everything_and_keeps_a_partial_folder() {
     let dir = tempfile::tempdir().unwrap();
     let onem = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/1m.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let mut child = Grab::new()
         .args(["run", onem, "--users", "400000", "--out"])
         .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_with(std::process::Stdio::null(), std::process::Stdio::null());
     // Readiness: the last node's stat log exists and has buy lines, so the load is running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let log = dir.path().join("stat-n4.log");

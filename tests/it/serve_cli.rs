@@ -1,15 +1,12 @@
 //! `grab-bench serve` as a process: bad set-ups get a clear message and their own exit code.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::cli::Grab;
 use grab_bench::sut::redis::RedisProcess;
 
 fn serve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
+    Grab::new().arg("serve").args(args).output()
 }
 
 fn stderr(o: &Output) -> String {

@@ -8,13 +8,11 @@
 //! password taken from the environment, which appears nowhere.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
 
 /// Users of the tests' runs: enough to sell the 2,000 tickets out several times over, few
 /// enough for a few seconds of load (`grab-bench run scenarios/shop.toml` uses 200,000).
@@ -22,20 +20,12 @@ const USERS: &str = "6000";
 
 /// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
 fn run_scenario(scenario: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("shop-{}", args.join("-")));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
         .envs(env.iter().copied())
-        .env(MARK, &mark)
+        .marked(&format!("shop-{}", args.join("-")))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// `scenarios/shop.toml` with `args` (and `--users USERS` unless they give a count).
@@ -305,7 +295,7 @@ impl RunningShop {
     fn start(password: &str) -> RunningShop {
         let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
         let db = grab_bench::sut::postgres::PostgresProcess::start_with_password(password).unwrap();
-        let shop = Path::new(env!("CARGO_BIN_EXE_grab-bench")).with_file_name("shop");
+        let shop = crate::support::cli::bin().with_file_name("shop");
         let url = format!("postgres://grab:{password}@127.0.0.1:{}/grab", db.port);
         let users = shipped("../examples/shop/users.csv");
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -7,12 +7,12 @@
 //! refused with file:line.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::cli::{MARK, assert_nothing_left, check, describe, json, marker};
+use crate::support::cli::{Grab, MARK, assert_nothing_left, check, describe, json, marker};
 use crate::support::fixture::{self, Reply};
 
 /// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out),
@@ -80,17 +80,9 @@ outcome = "rejected"
 
 /// `grab-bench run SCENARIO --out OUT` with its processes marked; asserts none survives.
 fn run(scenario: &Path, out: &Path) -> Output {
-    let mark = marker(&format!("verdict-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
-        .env(MARK, &mark)
+    Grab::run(scenario, out)
+        .marked(&format!("verdict-{}", out.display()))
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// A shop with `tickets` tickets that sells each once and then answers sold out.
@@ -300,16 +292,13 @@ fn an_interrupted_run_is_interrupted_everywhere() {
     let sc = scenario(dir.path(), &shop.addr.to_string(), 10, 100_000, None, "");
     let out = dir.path().join("out");
     let mark = marker("verdict-interrupted");
-    let child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let child = Grab::new()
         .arg("run")
         .arg(&sc)
         .arg("--out")
         .arg(&out)
         .env(MARK, &mark)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Ready: the load has begun when the shop has answered.
     let deadline = Instant::now() + Duration::from_secs(20);
     while shop.requests.load(Ordering::SeqCst) < 20 {
@@ -812,16 +801,15 @@ fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
     );
     std::fs::write(&sc, text).unwrap();
     let with_key = |k: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
-        cmd.arg("run")
-            .arg(&sc)
-            .arg("--out")
-            .arg(dir.path().join(format!("out-{}", k.map_or(0, str::len))));
+        let run = Grab::run(
+            &sc,
+            &dir.path().join(format!("out-{}", k.map_or(0, str::len))),
+        );
         match k {
-            Some(k) => cmd.env("SHOP_JWT_KEY", k),
-            None => cmd.env_remove("SHOP_JWT_KEY"),
-        };
-        cmd.output().unwrap()
+            Some(k) => run.env("SHOP_JWT_KEY", k),
+            None => run.env_remove("SHOP_JWT_KEY"),
+        }
+        .output()
     };
     let o = with_key(Some(key));
     assert_eq!(
