@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::support::cli::{Grab, check, describe, json, shipped};
+use crate::support::variant::Variant;
 use serde_json::Value;
 
 fn run(scenario: &Path, out: &Path) -> Output {
@@ -71,11 +72,9 @@ fn a_killed_node_is_covered_by_the_buffer_stock() {
 #[test]
 fn a_killed_node_without_buffer_strands_its_quota_and_the_audit_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(shipped("fault-kill-node.toml"))
-        .unwrap()
-        .replace("buffer = 0.5", "buffer = 0.0");
-    let sc = dir.path().join("no-buffer.toml");
-    std::fs::write(&sc, text).unwrap();
+    let sc = Variant::of("fault-kill-node.toml")
+        .set("cluster.buffer", 0.0)
+        .write(dir.path(), "no-buffer.toml");
     let out = dir.path().join("run");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));

@@ -3,6 +3,7 @@
 //! outlives the run.
 
 use crate::support::cli::{Grab, external_node, nothing_left};
+use crate::support::variant::Variant;
 use std::path::Path;
 use std::process::Output;
 
@@ -72,11 +73,9 @@ fn off_by_one_flaw_fails_the_audit() {
 #[test]
 fn a_bad_scenario_is_a_usage_error_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(smoke())
-        .unwrap()
-        .replace("connections = 64", "connections = 0");
-    std::fs::write(&bad, text).unwrap();
+    let bad = Variant::of("smoke.toml")
+        .set("load.connections", 0)
+        .write(dir.path(), "bad.toml");
     let o = run(&[bad.to_str().unwrap()], &dir.path().join("out"));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{stderr}");

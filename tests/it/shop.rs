@@ -13,6 +13,7 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::support::cli::{Grab, check, describe, json, shipped};
+use crate::support::variant::Variant;
 
 /// Users of the tests' runs: enough to sell the 2,000 tickets out several times over, few
 /// enough for a few seconds of load (`grab-bench run scenarios/shop.toml` uses 200,000).
@@ -218,14 +219,21 @@ fn a_consumer_that_crashes_and_is_restarted_still_writes_every_order() {
 
 /// `scenarios/shop.toml` with its orders in a private MariaDB instead of PostgreSQL.
 fn on_mariadb(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(shipped("shop.toml"))
-        .unwrap()
-        .replace("postgres = \"spawn\"", "mariadb = \"spawn\"")
-        .replace("{postgres}", "{mariadb}")
-        .replace("[users]", "[system.sql]\nurl = \"{mariadb}\"\n\n[users]");
-    let path = dir.join("shop-mariadb.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    Variant::of("shop.toml")
+        .remove("target.postgres")
+        .add("target.mariadb", "spawn")
+        .swap(
+            "target.start[name=shop-serve].args",
+            "{postgres}",
+            "{mariadb}",
+        )
+        .swap(
+            "target.start[name=shop-consume].args",
+            "{postgres}",
+            "{mariadb}",
+        )
+        .add("system.sql.url", "{mariadb}")
+        .write(dir, "shop-mariadb.toml")
 }
 
 #[test]
@@ -335,22 +343,18 @@ impl RunningShop {
     /// `scenarios/shop-running.toml` pointed at this shop (written into `dir`).
     fn scenario(&self, dir: &Path) -> PathBuf {
         let users = shipped("../examples/shop/users.csv");
-        let text = std::fs::read_to_string(shipped("shop-running.toml"))
-            .unwrap()
-            .replace(
-                "http://127.0.0.1:8080",
-                &format!("http://{}", self.serve.addr.unwrap()),
+        Variant::of("shop-running.toml")
+            .set("target.url", format!("http://{}", self.serve.addr.unwrap()))
+            .set("target.redis", self.redis.url.as_str())
+            .set(
+                "system.sql.url",
+                format!(
+                    "postgres://grab:${{PGPASSWORD}}@127.0.0.1:{}/grab",
+                    self.db.port
+                ),
             )
-            .replace("redis://127.0.0.1:6379/0", &self.redis.url)
-            .replace(
-                "127.0.0.1:5432/shop",
-                &format!("127.0.0.1:{}/grab", self.db.port),
-            )
-            .replace("postgres://shop:", "postgres://grab:")
-            .replace("../examples/shop/users.csv", users.to_str().unwrap());
-        let path = dir.join("shop-running.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+            .set("users.csv", users.to_str().unwrap())
+            .write(dir, "shop-running.toml")
     }
 }
 
@@ -415,14 +419,8 @@ fn a_wrong_database_password_is_refused_before_the_load_and_never_printed() {
 }
 
 /// `scenarios/shop.toml` changed by `edit`, written into `dir`.
-fn edited(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let path = dir.join("shop.toml");
-    std::fs::write(
-        &path,
-        edit(std::fs::read_to_string(shipped("shop.toml")).unwrap()),
-    )
-    .unwrap();
-    path
+fn edited(dir: &Path, edit: impl FnOnce(Variant) -> Variant) -> PathBuf {
+    edit(Variant::of("shop.toml")).write(dir, "shop.toml")
 }
 
 /// Runs `scenario`, which must be refused with exit 4 and every one of `expect` in stderr.
@@ -454,12 +452,7 @@ fn sql_that_is_not_one_select_is_refused_with_its_position() {
             "INTO",
         ),
     ] {
-        let sc = edited(dir.path(), |t| {
-            t.replace(
-                "[users]",
-                &format!("[system.sql]\norders = \"{orders}\"\n\n[users]"),
-            )
-        });
+        let sc = edited(dir.path(), |v| v.add("system.sql.orders", orders));
         refused(&sc, &["shop.toml:", why]);
     }
 }
@@ -468,11 +461,8 @@ fn sql_that_is_not_one_select_is_refused_with_its_position() {
 fn an_unreachable_database_is_refused_before_the_load() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1.
-    let sc = edited(dir.path(), |t| {
-        t.replace(
-            "[users]",
-            "[system.sql]\nurl = \"postgres://shop@127.0.0.1:1/shop\"\n\n[users]",
-        )
+    let sc = edited(dir.path(), |v| {
+        v.add("system.sql.url", "postgres://shop@127.0.0.1:1/shop")
     });
     let o = refused(
         &sc,
@@ -488,8 +478,13 @@ fn an_unreachable_database_is_refused_before_the_load() {
 #[test]
 fn a_poll_without_a_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = edited(dir.path(), |t| {
-        t.replace("preset = \"shop\"", "preset = \"shop\"\n[system.poll]\npath = \"/r\"\nevery = \"100ms\"\n[[system.poll.answers]]\nstatus = 200\noutcome = \"queued\"")
+    let sc = edited(dir.path(), |v| {
+        v.add("system.poll.path", "/r")
+            .add("system.poll.every", "100ms")
+            .insert(
+                "system.poll.answers[0]",
+                "status = 200\noutcome = \"queued\"",
+            )
     });
     refused(&sc, &["shop.toml:", "needs max_wait"]);
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::cli::{Grab, MARK, assert_nothing_left, check, describe, json, marker};
 use crate::support::fixture::{self, Reply};
+use crate::support::variant::{Variant, replace_once, toml};
 
 /// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out),
 /// `{"code":500504}` (the rule `rate limited`: rejected) or 429 (rejected); with `redis`, its
@@ -227,11 +228,9 @@ status = 200
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc).unwrap().replace(
-        "path = \"/buy?user={user}\"",
-        "path = \"/buy?token={capture.token}\"",
-    );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .set("system.buy.path", "/buy?token={capture.token}")
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
@@ -344,7 +343,7 @@ fn numbers_out_of_range_are_refused_with_their_place() {
     ];
     for (from, to, place) in cases {
         let sc = scenario(dir.path(), addr, 50, 100, None, "");
-        let text = std::fs::read_to_string(&sc).unwrap().replacen(from, to, 1);
+        let text = replace_once(&std::fs::read_to_string(&sc).unwrap(), from, to);
         std::fs::write(&sc, &text).unwrap();
         let out = dir.path().join("out");
         let o = run(&sc, &out);
@@ -534,17 +533,13 @@ status = 200
 outcome = "rejected"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            &format!("count = {}", passwords.len()),
-            &format!("csv = {:?}", users.display().to_string()),
-        )
-        .replace(
-            "method = \"GET\"\npath = \"/buy?user={user}\"",
-            "method = \"POST\"\npath = \"/buy?token={capture.token}\"\nbody = '{{\"pw\":\"{user.password}\"}}'",
-        );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .remove("users.count")
+        .add("users.csv", users.display().to_string())
+        .set("system.buy.method", "POST")
+        .set("system.buy.path", "/buy?token={capture.token}")
+        .add("system.buy.body", r#"{"pw":"{user.password}"}"#)
+        .write_to(&sc);
     let o = run(&sc, &dir.path().join("out"));
     assert_eq!(wrong.load(Ordering::SeqCst), 0, "{}", describe(&o));
     assert_eq!(logins.load(Ordering::SeqCst), passwords.len() as u64);
@@ -606,21 +601,16 @@ status = 200
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "path = \"/buy?user={user}\"",
-            "path = \"/buy?user={user}&token={capture.token}\"",
+    Variant::file(&sc)
+        .set("system.buy.path", "/buy?user={user}&token={capture.token}")
+        .add("users.retries", 2)
+        .add("users.retry_sold_out", 2)
+        .add("users.extra_buys", 1)
+        .insert(
+            "system.buy.answers[status=429]",
+            "status = 503\noutcome = \"info\"",
         )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nretries = 2\nretry_sold_out = 2\nextra_buys = 1\n"),
-        )
-        .replace(
-            "[[system.buy.answers]]\nstatus = 429",
-            "[[system.buy.answers]]\nstatus = 503\noutcome = \"info\"\n[[system.buy.answers]]\nstatus = 429",
-        );
-    std::fs::write(&sc, text).unwrap();
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(bad_tokens.load(Ordering::SeqCst), 0, "{}", describe(&o));
@@ -720,17 +710,16 @@ equals = 0
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "method = \"GET\"\npath = \"/buy?user={user}\"",
-            "method = \"POST\"\npath = \"/seckill/{capture.hidden}/doSeckill\"\nheaders = { X-Captcha = \"{capture.captcha}\" }",
+    Variant::file(&sc)
+        .set("system.buy.method", "POST")
+        .set("system.buy.path", "/seckill/{capture.hidden}/doSeckill")
+        .add(
+            "system.buy.headers",
+            toml(r#"{ X-Captcha = "{capture.captcha}" }"#),
         )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nextra_buys = 1\nretry_sold_out = 1\n"),
-        );
-    std::fs::write(&sc, text).unwrap();
+        .add("users.extra_buys", 1)
+        .add("users.retry_sold_out", 1)
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(bad.load(Ordering::SeqCst), 0, "{}", describe(&o));
@@ -795,11 +784,12 @@ fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
         None,
         "[users.derive]\njwt = { template = '{{\"sub\":\"{user}\"}}', jwt = \"HS256\", secret_env = \"SHOP_JWT_KEY\", expires_in = \"10m\" }\n",
     );
-    let text = std::fs::read_to_string(&sc).unwrap().replace(
-        "path = \"/buy?user={user}\"",
-        "path = \"/buy?user={user}\"\nheaders = { Authorization = \"Bearer {user.jwt}\" }",
-    );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .add(
+            "system.buy.headers",
+            toml(r#"{ Authorization = "Bearer {user.jwt}" }"#),
+        )
+        .write_to(&sc);
     let with_key = |k: Option<&str>| {
         let run = Grab::run(
             &sc,
@@ -858,17 +848,11 @@ fn throttled_answers_are_limited_retried_and_counted_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let users = 30;
     let sc = scenario(dir.path(), &shop.addr.to_string(), tickets, users, None, "");
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "[[system.buy.answers]]\nstatus = 429\noutcome = \"rejected\"",
-            "[[system.buy.answers]]\nname = \"throttled\"\nstatus = 429\noutcome = \"limited\"",
-        )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nretries = 1\n"),
-        );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .set("system.buy.answers[status=429].outcome", "limited")
+        .add("system.buy.answers[status=429].name", "throttled")
+        .add("users.retries", 1)
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     let summary = json(&out.join("summary.json"));
