@@ -538,7 +538,7 @@ outcome = "rejected"
         .add("users.csv", users.display().to_string())
         .set("system.buy.method", "POST")
         .set("system.buy.path", "/buy?token={capture.token}")
-        .add("system.buy.body", r#"{"pw":"{user.password}"}"#)
+        .add("system.buy.body", r#"{{"pw":"{user.password}"}}"#)
         .write_to(&sc);
     let o = run(&sc, &dir.path().join("out"));
     assert_eq!(wrong.load(Ordering::SeqCst), 0, "{}", describe(&o));
