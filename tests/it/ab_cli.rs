@@ -5,6 +5,7 @@ use grab_bench::commands::ab::{self, AbArgs};
 use grab_bench::engine;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::cli::Grab;
 use crate::support::fixture::{Reply, start};
 
 /// Wraps `AbArgs` so tests can parse ab command lines.
@@ -206,12 +207,9 @@ fn ctrl_c_counts_only_completed_requests() {
         headers: Vec::new(),
     });
     let url = format!("http://{}/", server.addr);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let child = Grab::new()
         .args(["ab", "-n", "10000", "-c", "4", "-k", "--json", &url])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Readiness, not a sleep: wait until the server has answered a few.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while server.requests.load(std::sync::atomic::Ordering::SeqCst) < 8 {

@@ -5,22 +5,14 @@
 //! as many), re-auditing a saved run folder, and auditing a live system from outside.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::cli::{CLUSTER, check, describe, external_node, json, shipped};
+use crate::support::cli::{CLUSTER, Grab, check, describe, external_node, json, shipped};
 use serde_json::Value;
 
 /// `grab-bench run SCENARIO --out OUT ARGS...`, one cluster at a time.
 fn run(scenario: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
+    Grab::run(scenario, out).args(args).one_cluster().output()
 }
 
 fn audit_json(out: &Path) -> Value {
@@ -224,11 +216,7 @@ fn a_saved_run_folder_audits_again_to_the_same_verdict() {
     let of_the_run = bytes();
     std::fs::remove_file(dir.path().join("audit.json")).unwrap();
     let audit_again = || {
-        let again = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-            .arg("audit")
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let again = Grab::new().arg("audit").arg(dir.path()).output();
         assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
     };
     audit_again();
@@ -257,11 +245,7 @@ fn a_saved_run_folder_audits_again_to_the_same_verdict() {
         assert_eq!(c["figures"], d["figures"], "{name}");
     }
     let not_a_run = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("audit")
-        .arg(not_a_run.path())
-        .output()
-        .unwrap();
+    let o = Grab::new().arg("audit").arg(not_a_run.path()).output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
 }
 
@@ -298,13 +282,12 @@ fn a_live_system_is_audited_from_its_redis_logs_and_a_ledger() {
     )
     .unwrap();
     let load = dir.path().join("load");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .arg("run")
         .arg(&scenario)
         .arg("--out")
         .arg(&load)
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -313,15 +296,14 @@ fn a_live_system_is_audited_from_its_redis_logs_and_a_ledger() {
     );
     // Then audit the live system with its Redis and its log.
     let audited = dir.path().join("audited");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .args(["audit", "--redis", &redis.url, "--sale", "live", "--ledger"])
         .arg(load.join("ledger.csv"))
         .arg("--stat-log")
         .arg(&stat_log)
         .arg("--out")
         .arg(&audited)
-        .output()
-        .unwrap();
+        .output();
     assert_caught(&o, &audited, "no_oversell", "redis_sold_over_total");
     let audit = audit_json(&audited);
     assert_eq!(check(&audit, "node_logs")["status"], "true");

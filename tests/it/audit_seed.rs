@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::article_server::{ArticleConfig, ArticleServer, LuaCheck};
+use crate::support::cli::Grab;
 use grab_bench::sut::redis::RedisProcess;
 use serde_json::Value;
 
@@ -112,11 +113,7 @@ async fn audit_article_server(tune: impl FnOnce(&mut ArticleConfig)) -> Audited 
     )
     .unwrap();
     let out = dir.path().join("out");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
+    let output = tokio::process::Command::from(Grab::run(&scenario, &out).into_command())
         .kill_on_drop(true)
         .output()
         .await

@@ -3,26 +3,23 @@
 //! are found by a marker variable in their environment (inherited from the grab-bench process),
 //! so even redis-server, which rewrites its command line, cannot hide.
 
-use crate::support::cli::{MARK, assert_nothing_left, describe, marker};
+use crate::support::cli::{Grab, MARK, assert_nothing_left, bin, describe, marker};
+use crate::support::variant::{Variant, replace_once};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `grab-bench ARGS` with the marker in its environment (and `extra` variables).
-fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
-    cmd.args(args).env(MARK, mark);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd
+fn command(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Grab {
+    Grab::new()
+        .args(args)
+        .env(MARK, mark)
+        .envs(extra.iter().copied())
 }
 
 fn grab(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Output {
-    command(mark, args, extra)
-        .output()
-        .expect("grab-bench runs")
+    command(mark, args, extra).output()
 }
 
 fn stderr(o: &Output) -> String {
@@ -67,11 +64,11 @@ fn malformed_toml_names_file_line_and_column() {
 #[test]
 fn unknown_keys_and_wrong_types_are_named_with_their_position() {
     refused_scenario(
-        &SMALL.replace("connections = 4", "conections = 4"),
+        &replace_once(SMALL, "connections = 4", "conections = 4"),
         &["bad.toml:", "conections"],
     );
     refused_scenario(
-        &SMALL.replace("tickets = 50", "tickets = \"fifty\""),
+        &replace_once(SMALL, "tickets = 50", "tickets = \"fifty\""),
         &["bad.toml:3:"],
     );
 }
@@ -79,19 +76,19 @@ fn unknown_keys_and_wrong_types_are_named_with_their_position() {
 #[test]
 fn impossible_values_are_refused() {
     refused_scenario(
-        &SMALL.replace("tickets = 50", "tickets = -5"),
+        &replace_once(SMALL, "tickets = 50", "tickets = -5"),
         &["bad.toml:3:"],
     );
     refused_scenario(
-        &SMALL.replace("weights = [1, 1]", "weights = [0, 0]"),
+        &replace_once(SMALL, "weights = [1, 1]", "weights = [0, 0]"),
         &["bad.toml:6:", "weight"],
     );
     refused_scenario(
-        &SMALL.replace("connections = 4", "connections = 0"),
+        &replace_once(SMALL, "connections = 4", "connections = 0"),
         &["bad.toml:", "connections must be at least 1"],
     );
     refused_scenario(
-        &SMALL.replace("count = 200", "count = 0"),
+        &replace_once(SMALL, "count = 200", "count = 0"),
         &["users.count must be at least 1"],
     );
 }
@@ -123,7 +120,9 @@ fn a_missing_redis_server_or_nginx_says_how_to_install_it() {
 fn a_sentinel_scenario_without_redis_sentinel_names_the_package() {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("redis-sentinel");
-    let text = SMALL.replace("weights = [1, 1]", "weights = [1, 1]\nredis = \"sentinel\"");
+    let text = Variant::text(SMALL, "small.toml")
+        .add("cluster.redis", "sentinel")
+        .to_text();
     let sc = write(dir.path(), "small.toml", &text);
     let out = dir.path().join("out");
     let o = grab(
@@ -150,7 +149,9 @@ fn failover_redis_without_sentinel_and_redis_wait_without_a_replica_are_refused(
             "failover-redis needs [cluster] redis = \"sentinel\"",
         ),
         (
-            SMALL.replace("weights = [1, 1]", "weights = [1, 1]\nredis_wait = 1"),
+            Variant::text(SMALL, "small.toml")
+                .add("cluster.redis_wait", 1)
+                .to_text(),
             "redis_wait needs redis = \"sentinel\"",
         ),
     ] {
@@ -166,10 +167,9 @@ fn failover_redis_without_sentinel_and_redis_wait_without_a_replica_are_refused(
 fn an_unreachable_redis_url_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("redis-url");
-    let text = SMALL.replace(
-        "weights = [1, 1]",
-        "weights = [1, 1]\nredis = \"redis://127.0.0.1:1/0\"",
-    );
+    let text = Variant::text(SMALL, "small.toml")
+        .add("cluster.redis", "redis://127.0.0.1:1/0")
+        .to_text();
     let sc = write(dir.path(), "small.toml", &text);
     let out = dir.path().join("out");
     let o = grab(
@@ -250,10 +250,9 @@ fn a_redis_that_already_holds_the_sale_is_refused_untouched_unless_reset() {
     let before = keys(&redis.url);
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("existing");
-    let text = SMALL.replace(
-        "weights = [1, 1]",
-        &format!("weights = [1, 1]\nredis = \"{}\"", redis.url),
-    );
+    let text = Variant::text(SMALL, "small.toml")
+        .add("cluster.redis", redis.url.as_str())
+        .to_text();
     let sc = write(dir.path(), "small.toml", &text);
     let out = dir.path().join("refused");
     let o = grab(
@@ -366,10 +365,7 @@ fn interrupted(phase: &str, scenario_text: &str, twice: bool) -> Duration {
         &["run", sc.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[("TMPDIR", tmp.to_str().unwrap())],
     )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .spawn_with(Stdio::null(), Stdio::piped());
     // Read stderr on a thread to the end (a closed pipe would fail the run's own messages),
     // and signal when the phase shows.
     let stderr = child.stderr.take().unwrap();
@@ -533,12 +529,10 @@ fn grab_without_network(mark: &str, args: &[&str], extra: &[(&str, &str)]) -> Ou
         "ip link set lo up 2>/dev/null; exec \"$@\"",
         "sh",
     ])
-    .arg(env!("CARGO_BIN_EXE_grab-bench"))
+    .arg(bin())
     .args(args)
-    .env(MARK, mark);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
+    .env(MARK, mark)
+    .envs(extra.iter().copied());
     cmd.output().expect("unshare runs")
 }
 
@@ -547,30 +541,25 @@ fn stores_off_loopback_are_refused_before_connecting_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("remote-store");
     let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop/users.csv");
-    let shop = std::fs::read_to_string(crate::support::cli::shipped("shop-running.toml"))
-        .unwrap()
-        .replace(
-            "\"../examples/shop/users.csv\"",
-            &format!("{:?}", users.display().to_string()),
-        );
-    let redis_line = "redis = \"redis://127.0.0.1:6379/0\"";
-    let sql_line = "url = \"postgres://shop:${PGPASSWORD}@127.0.0.1:5432/shop\"";
-    assert!(shop.contains(redis_line) && shop.contains(sql_line));
-    let cluster = SMALL.replace(
-        "weights = [1, 1]",
-        "weights = [1, 1]\nredis = \"redis://:s3cret@10.1.2.3:6379/0\"",
-    );
+    let shop = || Variant::of("shop-running.toml").set("users.csv", users.display().to_string());
+    let cluster = Variant::text(SMALL, "small.toml")
+        .add("cluster.redis", "redis://:s3cret@10.1.2.3:6379/0")
+        .to_text();
     // (scenario, what the refusal names): each a store the run would connect to first.
     let cases = [
         (
-            shop.replace(redis_line, "redis = \"redis://:s3cret@10.1.2.3:6379/0\""),
+            shop()
+                .set("target.redis", "redis://:s3cret@10.1.2.3:6379/0")
+                .to_text(),
             "refusing the Redis of [target] redis at 10.1.2.3",
         ),
         (
-            shop.replace(
-                sql_line,
-                "url = \"postgres://shop:s3cret@db.internal:5432/shop\"",
-            ),
+            shop()
+                .set(
+                    "system.sql.url",
+                    "postgres://shop:s3cret@db.internal:5432/shop",
+                )
+                .to_text(),
             "refusing the orders database of [system.sql] url at db.internal",
         ),
         (cluster, "refusing the Redis of [cluster] redis at 10.1.2.3"),
@@ -601,12 +590,13 @@ fn stores_off_loopback_are_refused_before_connecting_unless_allowed() {
         );
     }
     // A host the environment names is checked once it is known: at connect time.
-    let from_env = shop
-        .replace(
-            sql_line,
-            "url = \"postgres://shop:${PGPASSWORD}@${DB_HOST}:5432/shop\"",
+    let from_env = shop()
+        .set(
+            "system.sql.url",
+            "postgres://shop:${PGPASSWORD}@${DB_HOST}:5432/shop",
         )
-        .replace(redis_line, "");
+        .remove("target.redis")
+        .to_text();
     let sc = write(dir.path(), "from-env.toml", &from_env);
     let out = dir.path().join("out-env");
     let o = grab_without_network(

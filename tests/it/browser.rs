@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use grab_bench::sut::child::ChildGuard;
 
 use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, describe, json, marked, marker, nothing_left, shipped,
+    CLUSTER, Grab, MARK, assert_nothing_left, describe, json, marked, marker, nothing_left, shipped,
 };
 
 /// Chromium starts in one or two seconds on an idle 2-core machine; a loaded one (the whole
@@ -180,14 +180,7 @@ fn in_dom(text: &str) -> String {
 
 /// `grab-bench run scenarios/smoke.toml --out OUT` with `extra` flags.
 fn smoke(out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(shipped("smoke.toml"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("grab-bench runs")
+    Grab::run(&shipped("smoke.toml"), out).args(extra).output()
 }
 
 /// The failing run's page says FAILED and the verdict line, names every check and shows a

@@ -6,62 +6,38 @@
 //! that names it, with a witness; nothing is left running.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
+use crate::support::variant::Variant;
 
 /// `grab-bench run scenarios/described.toml ARGS` with its processes marked; asserts none
 /// survives.
 fn run(out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("described-{}", args.join("-")));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(shipped("described.toml"))
-        .arg("--out")
-        .arg(out)
+    Grab::run(&shipped("described.toml"), out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("described-{}", args.join("-")))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// `described.toml` with its users file named absolutely and `edit` applied, written to
 /// `dir/name.toml`.
-fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+fn variant(dir: &Path, name: &str, edit: impl FnOnce(Variant) -> Variant) -> std::path::PathBuf {
     let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/seckill/users.csv");
-    let text = std::fs::read_to_string(shipped("described.toml"))
-        .unwrap()
-        .replace(
-            "\"../examples/seckill/users.csv\"",
-            &format!("{:?}", users.display().to_string()),
-        );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, edit(text)).unwrap();
-    path
+    edit(Variant::of("described.toml").set("users.csv", users.display().to_string()))
+        .write(dir, &format!("{name}.toml"))
 }
 
 /// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
 fn run_file(scenario: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("described-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("described-{}", out.display()))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// The witnesses' words of one check.
@@ -185,7 +161,7 @@ fn a_flaw_the_service_does_not_have_is_refused() {
 #[test]
 fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
     let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_grab-bench"));
+    let bin = crate::support::cli::bin();
     let seckill = bin.with_file_name("seckill");
     let users = shipped("../examples/seckill/users.csv");
     let args: Vec<String> = [
@@ -205,12 +181,11 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
         grab_bench::sut::service::ServiceProcess::start("seckill", &seckill, &args, "listening on")
             .unwrap();
     let url = format!("http://{}/", service.addr.unwrap());
-    let o = Command::new(bin)
+    let o = Grab::new()
         .args(["ab", "-k", "-n", "500", "-c", "4", "--system"])
         .arg(shipped("described.toml"))
         .arg(&url)
-        .output()
-        .unwrap();
+        .output();
     service.stop();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -229,14 +204,11 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
 #[test]
 fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_output() {
     let dir = tempfile::tempdir().unwrap();
-    let header = "Authorization = \"Bearer {user.token}\"";
     // Literal credentials (the service refuses them: what matters is where they end up).
-    let scenario = variant(dir.path(), "literal", |text| {
-        assert!(text.contains(header));
-        text.replace(
-            header,
-            "Authorization = \"Bearer lit-s3cr3t-AUTH\", X-Api-Key = \"lit-s3cr3t-KEY\", Cookie = \"sid=lit-s3cr3t-SID\"",
-        )
+    let scenario = variant(dir.path(), "literal", |v| {
+        v.set("system.buy.headers.Authorization", "Bearer lit-s3cr3t-AUTH")
+            .add("system.buy.headers.X-Api-Key", "lit-s3cr3t-KEY")
+            .add("system.buy.headers.Cookie", "sid=lit-s3cr3t-SID")
     });
     let out = dir.path().join("out");
     let o = run_file(&scenario, &out, &[]);
@@ -271,9 +243,7 @@ fn a_double_click_finds_the_racy_duplicate_check_that_one_click_does_not() {
     assert_eq!(check(&audit, "one_per_user")["status"], "true");
     // Three at once (`[users] concurrent = 3`): they all pass the check before any buys.
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = variant(tmp.path(), "double-click", |text| {
-        text.replace("extra_buys = 1", "extra_buys = 1\nconcurrent = 3")
-    });
+    let scenario = variant(tmp.path(), "double-click", |v| v.add("users.concurrent", 3));
     let out = tmp.path().join("out");
     let o = run_file(&scenario, &out, &["--flaw", "racy-duplicate-check"]);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));

@@ -2,11 +2,10 @@
 //! audit verdict the article's design promises — and no process left behind.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
+use crate::support::variant::Variant;
 use serde_json::Value;
 
 fn run(scenario: &Path, out: &Path) -> Output {
@@ -16,19 +15,11 @@ fn run(scenario: &Path, out: &Path) -> Output {
 /// Runs a scenario (one cluster at a time) with its processes marked, and asserts that none of
 /// them — redis-server (also a restarted one), nodes, nginx — survives the run.
 fn run_with(scenario: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("faults-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("faults-{}", out.display()))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// Runs `scenario`, asserts no check is false and every ticket sold; returns the audit.
@@ -81,11 +72,9 @@ fn a_killed_node_is_covered_by_the_buffer_stock() {
 #[test]
 fn a_killed_node_without_buffer_strands_its_quota_and_the_audit_says_where() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(shipped("fault-kill-node.toml"))
-        .unwrap()
-        .replace("buffer = 0.5", "buffer = 0.0");
-    let sc = dir.path().join("no-buffer.toml");
-    std::fs::write(&sc, text).unwrap();
+    let sc = Variant::of("fault-kill-node.toml")
+        .set("cluster.buffer", 0.0)
+        .write(dir.path(), "no-buffer.toml");
     let out = dir.path().join("run");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(1), "{}", describe(&o));

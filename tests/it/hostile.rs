@@ -210,7 +210,7 @@ fn grab_bench(args: &[&str]) -> Ran {
         .arg("%M")
         .arg("-o")
         .arg(&rss)
-        .arg(env!("CARGO_BIN_EXE_grab-bench"))
+        .arg(crate::support::cli::bin())
         .args(args)
         .stdin(Stdio::null())
         .output()

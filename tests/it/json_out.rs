@@ -1,21 +1,18 @@
 //! `--json` on `run` and `audit`: one JSON document on stdout (the run folder's summary.json as
 //! the report built it), the human text on stderr. A real smoke run (redis-server, nodes, nginx).
 
-use std::process::Command;
-
-use crate::support::cli::{describe, nothing_left};
+use crate::support::cli::{Grab, describe, nothing_left};
 
 #[test]
 fn run_and_audit_print_the_summary_document_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .arg("run")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/smoke.toml"))
         .args(["--users", "1000", "--json", "--out"])
         .arg(&out)
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let printed: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON document ({e}): {}", describe(&o)));
@@ -28,12 +25,7 @@ fn run_and_audit_print_the_summary_document_on_stdout() {
         describe(&o)
     );
 
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("audit")
-        .arg(&out)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let o = Grab::new().arg("audit").arg(&out).arg("--json").output();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let again: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is one JSON document ({e}): {}", describe(&o)));

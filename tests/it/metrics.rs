@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use grab_bench::sut::child::ChildGuard;
 use serde_json::Value;
 
-use crate::support::cli::{CLUSTER, describe, json, shipped};
+use crate::support::cli::{CLUSTER, Grab, describe, json, shipped};
 
 /// A private Prometheus with the remote-write receiver on; stopped (and its folder removed)
 /// when dropped.
@@ -116,12 +116,11 @@ fn a_smoke_run_is_found_in_a_real_prometheus_and_in_its_metrics_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let url = format!("http://{}/api/v1/write", prometheus.addr);
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .args(["run", shipped("smoke.toml").to_str().unwrap(), "--out"])
         .arg(&out)
         .args(["--remote-write", &url])
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -172,15 +171,14 @@ fn a_receiver_that_is_not_there_loses_samples_not_the_run() {
         .local_addr()
         .unwrap()
         .port();
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .args(["run", shipped("smoke.toml").to_str().unwrap(), "--out"])
         .arg(&out)
         .args([
             "--remote-write",
             &format!("http://127.0.0.1:{port}/api/v1/write"),
         ])
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -189,12 +187,11 @@ fn a_receiver_that_is_not_there_loses_samples_not_the_run() {
     );
     assert!(Path::new(&out.join("metrics.jsonl")).exists());
     // Off loopback: refused before anything is connected to.
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .args(["run", shipped("smoke.toml").to_str().unwrap(), "--out"])
         .arg(dir.path().join("out2"))
         .args(["--remote-write", "http://192.0.2.7:9090/api/v1/write"])
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("loopback only"));
     assert!(!dir.path().join("out2").exists());

@@ -5,13 +5,14 @@
 //! position.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
 use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
+    CLUSTER, Grab, MARK, assert_nothing_left, check, describe, json, marker, shipped,
 };
+use crate::support::variant::Variant;
 
 fn run(args: &[&str], out: &Path, mark: &str) -> Output {
     run_scenario(&shipped("multi-item.toml"), args, out, mark)
@@ -19,7 +20,7 @@ fn run(args: &[&str], out: &Path, mark: &str) -> Output {
 
 fn run_scenario(scenario: &Path, args: &[&str], out: &Path, mark: &str) -> Output {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("run")
         .arg(scenario)
         .args(args)
@@ -27,7 +28,6 @@ fn run_scenario(scenario: &Path, args: &[&str], out: &Path, mark: &str) -> Outpu
         .arg(out)
         .env(MARK, mark)
         .output()
-        .expect("grab-bench runs")
 }
 
 /// The summary's row of item `id`.
@@ -131,13 +131,9 @@ fn an_undersold_item_counts_the_buyers_refused_while_its_stock_was_left() {
     let dir = tempfile::tempdir().unwrap();
     // burn-local burns a node's local ticket when Redis refuses the buy: every winner tries
     // once more, and the per-user limit refuses it.
-    let text = std::fs::read_to_string(shipped("multi-item.toml")).unwrap();
-    let scenario = dir.path().join("greedy.toml");
-    std::fs::write(
-        &scenario,
-        text.replace("retries = 1\n", "retries = 1\nextra_buys = 1\n"),
-    )
-    .unwrap();
+    let scenario = Variant::of("multi-item.toml")
+        .add("users.extra_buys", 1)
+        .write(dir.path(), "greedy.toml");
     let out = dir.path().join("run");
     let o = run_scenario(
         &scenario,
@@ -232,21 +228,11 @@ fn items_misused_are_refused_with_their_position() {
 /// already in flight then, which is what 256 connections on a machine overloaded by the rest of
 /// the test suite made happen once (every ticket sold, nothing left for the audit to find).
 fn sharded_hot_item(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(shipped("multi-item.toml")).unwrap();
-    let sharded = text
-        .replace("connections = 256", "connections = 32")
-        .replace(
-            "id = \"phone\"\ntickets = 4000\n",
-            "id = \"phone\"\ntickets = 4000\nshards = 4\n",
-        )
-        .replace(
-            "balancer = \"nginx\"\n",
-            "balancer = \"nginx\"\nredis = \"cluster\"\n",
-        );
-    assert_ne!(sharded, text, "the shipped scenario changed shape");
-    let path = dir.join("sharded-items.toml");
-    std::fs::write(&path, sharded).unwrap();
-    path
+    Variant::of("multi-item.toml")
+        .set("load.connections", 32)
+        .add("sale.items[id=phone].shards", 4)
+        .add("cluster.redis", "cluster")
+        .write(dir, "sharded-items.toml")
 }
 
 #[test]

@@ -4,25 +4,18 @@
 //! threshold exits 2 (unless a check failed: 1), and `grab-bench compare` gates on regressions.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::cli::{describe, json};
-
-fn grab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
-}
+use crate::support::cli::{Grab, describe, grab, json};
+use crate::support::variant::Variant;
 
 /// `grab-bench compare` run in `cwd`, where it writes compare.html unless told `--out`.
 fn compare_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("compare")
         .args(args)
         .current_dir(cwd)
         .output()
-        .expect("grab-bench runs")
 }
 
 /// A small sale with the given `[thresholds]` lines.
@@ -418,12 +411,10 @@ fn compare_with_rounds_tells_noise_from_a_halving() {
 
     // A different scenario on the new side is warned about, on the text and in the JSON.
     let changed = dir.path().join("b3");
-    let toml = std::fs::read_to_string(changed.join("scenario.toml")).unwrap();
-    std::fs::write(
-        changed.join("scenario.toml"),
-        toml.replace("connections = 64", "connections = 8"),
-    )
-    .unwrap();
+    let saved = changed.join("scenario.toml");
+    Variant::file(&saved)
+        .set("load.connections", 8)
+        .write_to(&saved);
     let o = compare_in(dir.path(), &["b3", a, "--max-regression", "10"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(

@@ -2,18 +2,18 @@
 //! the audit, a flawed one fails it, a bad scenario is a usage error — and no process
 //! outlives the run.
 
-use crate::support::cli::{external_node, nothing_left};
+use crate::support::cli::{Grab, external_node, nothing_left};
+use crate::support::variant::Variant;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn run(args: &[&str], out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    Grab::new()
         .arg("run")
         .args(args)
         .arg("--out")
         .arg(out)
         .output()
-        .expect("grab-bench runs")
 }
 
 fn smoke() -> String {
@@ -73,11 +73,9 @@ fn off_by_one_flaw_fails_the_audit() {
 #[test]
 fn a_bad_scenario_is_a_usage_error_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(smoke())
-        .unwrap()
-        .replace("connections = 64", "connections = 0");
-    std::fs::write(&bad, text).unwrap();
+    let bad = Variant::of("smoke.toml")
+        .set("load.connections", 0)
+        .write(dir.path(), "bad.toml");
     let o = run(&[bad.to_str().unwrap()], &dir.path().join("out"));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{stderr}");
@@ -91,13 +89,10 @@ fn a_bad_scenario_is_a_usage_error_with_its_position() {
 fn ctrl_c_during_the_load_stops_everything_and_keeps_a_partial_folder() {
     let dir = tempfile::tempdir().unwrap();
     let onem = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/1m.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let mut child = Grab::new()
         .args(["run", onem, "--users", "400000", "--out"])
         .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_with(std::process::Stdio::null(), std::process::Stdio::null());
     // Readiness: the last node's stat log exists and has buy lines, so the load is running.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let log = dir.path().join("stat-n4.log");

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use grab_bench::scenario::{self, Balancer, System};
 
+use crate::support::variant::{Variant, replace_once};
+
 #[test]
 fn shipped_scenarios_validate() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
@@ -93,7 +95,7 @@ fn errors_name_file_line_column_and_reason() {
         ("[users]", "[users\n", "bad.toml:7:7: unclosed table"),
     ];
     for (from, to, want) in cases {
-        let text = GOOD.replacen(from, to, 1);
+        let text = replace_once(GOOD, from, to);
         let got = error_of(&text);
         assert!(
             got.starts_with(want),
@@ -104,10 +106,10 @@ fn errors_name_file_line_column_and_reason() {
 
 #[test]
 fn target_must_be_loopback_and_exclusive_with_cluster() {
-    let external = GOOD.replace(
-        "[cluster]\nnodes = 2\nweights = [1, 1]",
-        "[target]\nurl = \"http://10.0.0.1/buy/ticket\"",
-    );
+    let external = Variant::text(GOOD, "good.toml")
+        .remove("cluster")
+        .add("target.url", "http://10.0.0.1/buy/ticket")
+        .to_text();
     assert!(
         error_of(&external).contains("loopback only"),
         "{}",
@@ -121,7 +123,9 @@ fn target_must_be_loopback_and_exclusive_with_cluster() {
 fn open_loop_needs_arrivals_for_every_user() {
     let open = format!(
         "{}\n[[load.stages]]\nkind = \"constant\"\nrate = 10\nduration = \"2s\"\n",
-        GOOD.replace("mode = \"closed\"", "mode = \"open\"")
+        Variant::text(GOOD, "good.toml")
+            .set("load.mode", "open")
+            .to_text()
     );
     let err = error_of(&open);
     assert!(err.contains("20 arrivals but users.count is 100"), "{err}");
@@ -218,8 +222,7 @@ fn a_description_with_mistakes_names_the_place() {
         ),
     ];
     for (from, to, want) in cases {
-        let text = DESCRIBED.replacen(from, to, 1);
-        assert_ne!(text, DESCRIBED, "{from} not in the scenario");
+        let text = replace_once(DESCRIBED, from, to);
         let got = error_of(&text);
         assert!(got.contains(want), "for {to:?}: got {got:?}, want {want:?}");
     }
@@ -244,10 +247,10 @@ fn the_presets_compile_and_speak_their_protocols() {
 #[test]
 fn a_remaining_capture_counts_down_from_the_stock() {
     use grab_bench::protocol::{Kind, Reason};
-    let text = DESCRIBED.replacen(
+    let text = replace_once(
+        DESCRIBED,
         "outcome = \"ok\"",
         "outcome = \"ok\"\nremaining = \"/data/left\"",
-        1,
     );
     let sc = scenario::parse(Path::new("down.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
     let answers = &sc.description.buy.answers;
@@ -267,7 +270,11 @@ fn a_remaining_capture_counts_down_from_the_stock() {
     let c = answers.classify(Kind::Buy, 200, br#"{"code":0,"data":{"left":3}}"#);
     assert_eq!((c.reason, c.seq), (Reason::Grabbed, 7));
 
-    let both = text.replacen("remaining = ", "seq = \"/seq\"\nremaining = ", 1);
+    let both = replace_once(
+        &text,
+        "remaining = \"/data/left\"",
+        "seq = \"/seq\"\nremaining = \"/data/left\"",
+    );
     assert!(error_of(&both).contains("not both"), "{}", error_of(&both));
     let mixed =
         format!("{text}\n[[system.buy.answers]]\nstatus = 201\noutcome = \"ok\"\nseq = \"/seq\"\n");

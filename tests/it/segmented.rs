@@ -3,18 +3,14 @@
 //! percentiles equal to the union of the agents' histograms, and a planted flaw still caught.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::cli::{CLUSTER, describe, json};
+use crate::support::cli::{CLUSTER, Grab, describe, json};
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-}
 
 /// A small segmented sale; `extra` goes into [cluster].
 fn scenario(dir: &Path, extra: &str) -> PathBuf {
@@ -39,15 +35,12 @@ struct ClusterUp {
 
 impl ClusterUp {
     fn start(scenario: &Path, dir: PathBuf) -> ClusterUp {
-        let child = bin()
+        let child = Grab::new()
             .args(["cluster", "up"])
             .arg(scenario)
             .arg("--dir")
             .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn_with(Stdio::null(), Stdio::null());
         let deadline = Instant::now() + Duration::from_secs(20);
         while !dir.join("cluster.json").exists() {
             assert!(Instant::now() < deadline, "cluster up did not come up");
@@ -59,7 +52,10 @@ impl ClusterUp {
 
 impl Drop for ClusterUp {
     fn drop(&mut self) {
-        let _ = bin().args(["cluster", "down"]).arg(&self.dir).output();
+        let _ = Grab::new()
+            .args(["cluster", "down"])
+            .arg(&self.dir)
+            .output();
         let _ = self.child.wait();
     }
 }
@@ -80,7 +76,7 @@ fn four_agents(
         .iter()
         .enumerate()
         .map(|(i, out)| {
-            bin()
+            Grab::new()
                 .arg("run")
                 .arg(scenario)
                 .args([
@@ -93,10 +89,7 @@ fn four_agents(
                 .arg(&cluster.dir)
                 .arg("--out")
                 .arg(out)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+                .spawn_with(Stdio::null(), Stdio::piped())
         })
         .collect();
     for c in children {
@@ -104,13 +97,12 @@ fn four_agents(
         assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
     }
     let merged = root.join("merged");
-    let o = bin()
+    let o = Grab::new()
         .arg("merge")
         .args(&agents)
         .arg("--out")
         .arg(&merged)
-        .output()
-        .unwrap();
+        .output();
     (o, merged, agents)
 }
 
@@ -152,13 +144,12 @@ fn four_agents_make_the_load_of_one_and_one_verdict() {
 
     // One process, its own cluster: the reference figures.
     let single = dir.path().join("single");
-    let o = bin()
+    let o = Grab::new()
         .arg("run")
         .arg(&sc)
         .arg("--out")
         .arg(&single)
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
 
     let cluster = ClusterUp::start(&sc, dir.path().join("cluster"));
@@ -221,13 +212,12 @@ fn a_flaw_planted_in_the_shared_cluster_is_caught_by_the_merged_audit() {
     assert_eq!(oversell["status"], "false", "{oversell:#}");
 
     // Merging only three of the four segments is refused.
-    let o = bin()
+    let o = Grab::new()
         .arg("merge")
         .args(&agents[..3])
         .arg("--out")
         .arg(dir.path().join("partial"))
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("3/4"));
 }

@@ -1,15 +1,12 @@
 //! `grab-bench serve` as a process: bad set-ups get a clear message and their own exit code.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::support::node::*;
+use crate::support::cli::Grab;
+use grab_bench::sut::redis::RedisProcess;
 
 fn serve(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
+    Grab::new().arg("serve").args(args).output()
 }
 
 fn stderr(o: &Output) -> String {
@@ -74,7 +71,12 @@ fn busy_port_leaves_no_keys() {
     assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
-        .query(&mut redis_conn(&redis))
+        .query(
+            &mut redis::Client::open(redis.url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        )
         .unwrap();
     assert!(keys.is_empty(), "keys left behind: {keys:?}");
     // The retry finds no collision.
@@ -88,30 +90,4 @@ fn bad_flags_exit_4() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let o = serve(&["--flaw", "no-such-flaw"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_cache_loss_is_survived() {
-    // After SCRIPT FLUSH (what a Redis restart does to the cache) EVALSHA answers NOSCRIPT;
-    // the node reloads the script and the sale goes on.
-    let redis = RedisProcess::start().unwrap();
-    let node = TestNode::start(&redis, &["--init-total", "5"]).await;
-    let c = client();
-    assert_eq!(
-        get(&c, &format!("{}/buy/ticket?user_id=1", node.url))
-            .await
-            .code(),
-        1
-    );
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query(&mut redis_conn(&redis))
-        .unwrap();
-    assert_eq!(
-        get(&c, &format!("{}/buy/ticket?user_id=2", node.url))
-            .await
-            .code(),
-        1
-    );
-    assert_eq!(inv(&redis, "default", "sold"), 2);
 }

@@ -7,43 +7,33 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::variant::{Variant, replace_once};
+
 use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
+    CLUSTER, Grab, MARK, assert_nothing_left, check, describe, json, marker, shipped,
 };
 
 /// The shipped scenario at a test's size: 2,000 tickets in 4 shards, 6,000 buyers within 4 s.
 fn small_scenario(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(shipped("sharded.toml")).unwrap();
-    let small = text
-        .replace("tickets = 10000", "tickets = 2000")
-        .replace("count = 30000", "count = 6000")
-        .replace("users = 30000", "users = 6000")
-        .replace("within = \"10s\"", "within = \"4s\"");
-    assert_ne!(small, text, "the shipped scenario changed shape");
-    let path = dir.join("sharded-small.toml");
-    std::fs::write(&path, small).unwrap();
-    path
+    Variant::of("sharded.toml")
+        .set("sale.tickets", 2000)
+        .set("users.count", 6000)
+        .set("load.stages[0].users", 6000)
+        .set("load.stages[0].within", "4s")
+        .write(dir, "sharded-small.toml")
 }
 
 /// `grab-bench run` of the small scenario with `args`, its processes marked; asserts none
 /// survives.
 fn run(dir: &Path, out: &Path, args: &[&str]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("sharded-{}", args.join("-")));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(small_scenario(dir))
-        .arg("--out")
-        .arg(out)
+    Grab::run(&small_scenario(dir), out)
         .args(args)
-        .env(MARK, &mark)
+        .marked(&format!("sharded-{}", args.join("-")))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// The shards the store reader found: `(total, sold)` each.
@@ -137,16 +127,13 @@ fn ctrl_c_while_the_redis_cluster_starts_exits_130_and_leaves_nothing() {
     let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("sharded-ctrl-c");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let mut child = Grab::new()
         .arg("run")
         .arg(small_scenario(dir.path()))
         .arg("--out")
         .arg(dir.path().join("out"))
         .env(MARK, &mark)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_with(Stdio::null(), Stdio::piped());
     // Read stderr to the end on a thread (a closed pipe would fail the run's own messages), and
     // signal as soon as the Redis Cluster start shows: joining three masters takes a second or
     // more (redis-cli waits for them to agree), so the signal lands inside it.
@@ -199,15 +186,14 @@ fn ctrl_c_while_the_redis_cluster_starts_exits_130_and_leaves_nothing() {
 fn a_missing_redis_cli_says_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
     let mark = marker("sharded-no-redis-cli");
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .arg("run")
         .arg(small_scenario(dir.path()))
         .arg("--out")
         .arg(dir.path().join("out"))
         .env(MARK, &mark)
         .env("GRAB_BENCH_REDIS_CLI", "/nonexistent/bin")
-        .output()
-        .expect("grab-bench runs");
+        .output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -269,13 +255,14 @@ fn shards_in_a_scenario_are_validated_where_they_are_written() {
             "{shard} names a stock shard: only [store.shards] key uses it",
         ),
     ] {
-        let text = DESCRIBED_SHARDS.replacen(from, to, 1);
-        assert_ne!(text, DESCRIBED_SHARDS, "{from} not in the scenario");
+        let text = replace_once(DESCRIBED_SHARDS, from, to);
         let got = parse(&text).unwrap_err().to_string();
         assert!(got.contains(want), "for {to:?}: got {got:?}, want {want:?}");
     }
     let text = std::fs::read_to_string(shipped("sharded.toml")).unwrap();
-    let held = text.replace("shards = 4", "shards = 4\nhold_ttl = \"2s\"");
+    let held = Variant::of("sharded.toml")
+        .add("sale.hold_ttl", "2s")
+        .to_text();
     let got = parse(&held).unwrap_err().to_string();
     assert!(
         got.contains("s.toml:") && got.contains("reservations are not supported on sharded stock"),
@@ -313,14 +300,12 @@ fn a_redis_of_yours_holding_a_shard_of_the_sale_is_refused_then_reset_with_its_k
         .query(&mut conn)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(small_scenario(dir.path()))
-        .unwrap()
-        .replace("redis = \"cluster\"", &format!("redis = \"{}\"", redis.url));
-    let sc = dir.path().join("yours.toml");
-    std::fs::write(&sc, text).unwrap();
+    let sc = Variant::file(&small_scenario(dir.path()))
+        .set("cluster.redis", redis.url.as_str())
+        .write(dir.path(), "yours.toml");
     let mark = marker("sharded-yours");
     let grab = |out: &str, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        Grab::new()
             .arg("run")
             .arg(&sc)
             .arg("--out")
@@ -328,7 +313,6 @@ fn a_redis_of_yours_holding_a_shard_of_the_sale_is_refused_then_reset_with_its_k
             .args(extra)
             .env(MARK, &mark)
             .output()
-            .expect("grab-bench runs")
     };
     let o = grab("refused", &[]);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));

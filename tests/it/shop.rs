@@ -8,13 +8,12 @@
 //! password taken from the environment, which appears nowhere.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::cli::{
-    CLUSTER, MARK, assert_nothing_left, check, describe, json, marker, shipped,
-};
+use crate::support::cli::{Grab, check, describe, json, shipped};
+use crate::support::variant::Variant;
 
 /// Users of the tests' runs: enough to sell the 2,000 tickets out several times over, few
 /// enough for a few seconds of load (`grab-bench run scenarios/shop.toml` uses 200,000).
@@ -22,20 +21,12 @@ const USERS: &str = "6000";
 
 /// `grab-bench run SCENARIO --out OUT ARGS` with its processes marked; asserts none survives.
 fn run_scenario(scenario: &Path, out: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mark = marker(&format!("shop-{}", args.join("-")));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
+    Grab::run(scenario, out)
         .args(args)
         .envs(env.iter().copied())
-        .env(MARK, &mark)
+        .marked(&format!("shop-{}", args.join("-")))
+        .one_cluster()
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// `scenarios/shop.toml` with `args` (and `--users USERS` unless they give a count).
@@ -228,14 +219,21 @@ fn a_consumer_that_crashes_and_is_restarted_still_writes_every_order() {
 
 /// `scenarios/shop.toml` with its orders in a private MariaDB instead of PostgreSQL.
 fn on_mariadb(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(shipped("shop.toml"))
-        .unwrap()
-        .replace("postgres = \"spawn\"", "mariadb = \"spawn\"")
-        .replace("{postgres}", "{mariadb}")
-        .replace("[users]", "[system.sql]\nurl = \"{mariadb}\"\n\n[users]");
-    let path = dir.join("shop-mariadb.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    Variant::of("shop.toml")
+        .remove("target.postgres")
+        .add("target.mariadb", "spawn")
+        .swap(
+            "target.start[name=shop-serve].args",
+            "{postgres}",
+            "{mariadb}",
+        )
+        .swap(
+            "target.start[name=shop-consume].args",
+            "{postgres}",
+            "{mariadb}",
+        )
+        .add("system.sql.url", "{mariadb}")
+        .write(dir, "shop-mariadb.toml")
 }
 
 #[test]
@@ -305,7 +303,7 @@ impl RunningShop {
     fn start(password: &str) -> RunningShop {
         let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
         let db = grab_bench::sut::postgres::PostgresProcess::start_with_password(password).unwrap();
-        let shop = Path::new(env!("CARGO_BIN_EXE_grab-bench")).with_file_name("shop");
+        let shop = crate::support::cli::bin().with_file_name("shop");
         let url = format!("postgres://grab:{password}@127.0.0.1:{}/grab", db.port);
         let users = shipped("../examples/shop/users.csv");
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -345,22 +343,18 @@ impl RunningShop {
     /// `scenarios/shop-running.toml` pointed at this shop (written into `dir`).
     fn scenario(&self, dir: &Path) -> PathBuf {
         let users = shipped("../examples/shop/users.csv");
-        let text = std::fs::read_to_string(shipped("shop-running.toml"))
-            .unwrap()
-            .replace(
-                "http://127.0.0.1:8080",
-                &format!("http://{}", self.serve.addr.unwrap()),
+        Variant::of("shop-running.toml")
+            .set("target.url", format!("http://{}", self.serve.addr.unwrap()))
+            .set("target.redis", self.redis.url.as_str())
+            .set(
+                "system.sql.url",
+                format!(
+                    "postgres://grab:${{PGPASSWORD}}@127.0.0.1:{}/grab",
+                    self.db.port
+                ),
             )
-            .replace("redis://127.0.0.1:6379/0", &self.redis.url)
-            .replace(
-                "127.0.0.1:5432/shop",
-                &format!("127.0.0.1:{}/grab", self.db.port),
-            )
-            .replace("postgres://shop:", "postgres://grab:")
-            .replace("../examples/shop/users.csv", users.to_str().unwrap());
-        let path = dir.join("shop-running.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+            .set("users.csv", users.to_str().unwrap())
+            .write(dir, "shop-running.toml")
     }
 }
 
@@ -425,14 +419,8 @@ fn a_wrong_database_password_is_refused_before_the_load_and_never_printed() {
 }
 
 /// `scenarios/shop.toml` changed by `edit`, written into `dir`.
-fn edited(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let path = dir.join("shop.toml");
-    std::fs::write(
-        &path,
-        edit(std::fs::read_to_string(shipped("shop.toml")).unwrap()),
-    )
-    .unwrap();
-    path
+fn edited(dir: &Path, edit: impl FnOnce(Variant) -> Variant) -> PathBuf {
+    edit(Variant::of("shop.toml")).write(dir, "shop.toml")
 }
 
 /// Runs `scenario`, which must be refused with exit 4 and every one of `expect` in stderr.
@@ -464,12 +452,7 @@ fn sql_that_is_not_one_select_is_refused_with_its_position() {
             "INTO",
         ),
     ] {
-        let sc = edited(dir.path(), |t| {
-            t.replace(
-                "[users]",
-                &format!("[system.sql]\norders = \"{orders}\"\n\n[users]"),
-            )
-        });
+        let sc = edited(dir.path(), |v| v.add("system.sql.orders", orders));
         refused(&sc, &["shop.toml:", why]);
     }
 }
@@ -478,11 +461,8 @@ fn sql_that_is_not_one_select_is_refused_with_its_position() {
 fn an_unreachable_database_is_refused_before_the_load() {
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1.
-    let sc = edited(dir.path(), |t| {
-        t.replace(
-            "[users]",
-            "[system.sql]\nurl = \"postgres://shop@127.0.0.1:1/shop\"\n\n[users]",
-        )
+    let sc = edited(dir.path(), |v| {
+        v.add("system.sql.url", "postgres://shop@127.0.0.1:1/shop")
     });
     let o = refused(
         &sc,
@@ -498,8 +478,13 @@ fn an_unreachable_database_is_refused_before_the_load() {
 #[test]
 fn a_poll_without_a_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = edited(dir.path(), |t| {
-        t.replace("preset = \"shop\"", "preset = \"shop\"\n[system.poll]\npath = \"/r\"\nevery = \"100ms\"\n[[system.poll.answers]]\nstatus = 200\noutcome = \"queued\"")
+    let sc = edited(dir.path(), |v| {
+        v.add("system.poll.path", "/r")
+            .add("system.poll.every", "100ms")
+            .insert(
+                "system.poll.answers[0]",
+                "status = 200\noutcome = \"queued\"",
+            )
     });
     refused(&sc, &["shop.toml:", "needs max_wait"]);
 }

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,16 +12,9 @@ use grab_bench::engine::{self, Client, EnginePlan, Load, Source, Tls};
 use grab_bench::protocol::{Outcome, Reason};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::cli::{describe, external_node};
+use crate::support::cli::{describe, external_node, grab};
 use crate::support::fixture::{Reply, Server, query, start_tls};
 use crate::support::tls::{Ca, Terminator};
-
-fn grab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .args(args)
-        .output()
-        .expect("grab-bench runs")
-}
 
 /// An HTTPS fixture for `localhost` and `127.0.0.1` answering like the reference server with
 /// `stock` tickets (the first `stock` buys succeed, then sold out; no user: 400).

@@ -1,9 +1,7 @@
 //! `grab-bench validate`: scenario files checked with no side effects; exit 0, or 4 with
 //! file:line.
 
-use std::process::Command;
-
-use crate::support::cli::{describe, shipped};
+use crate::support::cli::{Grab, describe, shipped};
 
 #[test]
 fn shipped_scenarios_pass_and_a_bad_one_names_its_line() {
@@ -11,22 +9,20 @@ fn shipped_scenarios_pass_and_a_bad_one_names_its_line() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[target]\nurl = \"http://127.0.0.1:9/\"\n[load\n").unwrap();
     let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    let ok = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let ok = Grab::new()
         .arg("validate")
         .arg(shipped("1m.toml"))
         .arg(shipped("described.toml"))
         .current_dir(dir.path())
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(ok.status.code(), Some(0), "{}", describe(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("1m.toml: ok"));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let o = Grab::new()
         .arg("validate")
         .arg(shipped("1m.toml"))
         .arg(&bad)
         .current_dir(dir.path())
-        .output()
-        .unwrap();
+        .output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -45,14 +41,7 @@ fn shipped_scenarios_pass_and_a_bad_one_names_its_line() {
 fn new_writes_what_validate_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("my-sale.toml");
-    let new = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-            .arg("new")
-            .arg(&file)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let new = |extra: &[&str]| Grab::new().arg("new").arg(&file).args(extra).output();
     for nodes in ["1", "3"] {
         let _ = std::fs::remove_file(&file);
         let o = new(&["--tickets", "300", "--users", "3000", "--nodes", nodes]);
@@ -61,11 +50,7 @@ fn new_writes_what_validate_accepts() {
         assert!(text.contains("tickets = 300"), "{text}");
         assert!(text.contains("count = 3000"), "{text}");
         assert!(text.contains("\n# ") || text.starts_with("# "), "commented");
-        let v = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-            .arg("validate")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let v = Grab::new().arg("validate").arg(&file).output();
         assert_eq!(v.status.code(), Some(0), "{}\n{text}", describe(&v));
     }
     let before = std::fs::read_to_string(&file).unwrap();
@@ -77,12 +62,11 @@ fn new_writes_what_validate_accepts() {
 #[test]
 fn needs_lists_the_programs_a_scenario_starts_and_only_those() {
     let needs = |files: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+        let o = Grab::new()
             .arg("validate")
             .arg("--needs")
             .args(files.iter().map(|f| shipped(f)))
-            .output()
-            .unwrap();
+            .output();
         assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
         assert!(String::from_utf8_lossy(&o.stderr).contains(": ok"));
         String::from_utf8_lossy(&o.stdout)

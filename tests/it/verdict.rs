@@ -7,13 +7,14 @@
 //! refused with file:line.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::cli::{MARK, assert_nothing_left, check, describe, json, marker};
+use crate::support::cli::{Grab, MARK, assert_nothing_left, check, describe, json, marker};
 use crate::support::fixture::{self, Reply};
+use crate::support::variant::{Variant, replace_once, toml};
 
 /// A described system at `addr`: GET /buy answered `{"code":0}` (ok), `{"code":-1}` (sold out),
 /// `{"code":500504}` (the rule `rate limited`: rejected) or 429 (rejected); with `redis`, its
@@ -80,17 +81,9 @@ outcome = "rejected"
 
 /// `grab-bench run SCENARIO --out OUT` with its processes marked; asserts none survives.
 fn run(scenario: &Path, out: &Path) -> Output {
-    let mark = marker(&format!("verdict-{}", out.display()));
-    let o = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
-        .arg("run")
-        .arg(scenario)
-        .arg("--out")
-        .arg(out)
-        .env(MARK, &mark)
+    Grab::run(scenario, out)
+        .marked(&format!("verdict-{}", out.display()))
         .output()
-        .expect("grab-bench runs");
-    assert_nothing_left(&mark);
-    o
 }
 
 /// A shop with `tickets` tickets that sells each once and then answers sold out.
@@ -235,11 +228,9 @@ status = 200
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc).unwrap().replace(
-        "path = \"/buy?user={user}\"",
-        "path = \"/buy?token={capture.token}\"",
-    );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .set("system.buy.path", "/buy?token={capture.token}")
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
@@ -300,16 +291,13 @@ fn an_interrupted_run_is_interrupted_everywhere() {
     let sc = scenario(dir.path(), &shop.addr.to_string(), 10, 100_000, None, "");
     let out = dir.path().join("out");
     let mark = marker("verdict-interrupted");
-    let child = Command::new(env!("CARGO_BIN_EXE_grab-bench"))
+    let child = Grab::new()
         .arg("run")
         .arg(&sc)
         .arg("--out")
         .arg(&out)
         .env(MARK, &mark)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Ready: the load has begun when the shop has answered.
     let deadline = Instant::now() + Duration::from_secs(20);
     while shop.requests.load(Ordering::SeqCst) < 20 {
@@ -355,7 +343,7 @@ fn numbers_out_of_range_are_refused_with_their_place() {
     ];
     for (from, to, place) in cases {
         let sc = scenario(dir.path(), addr, 50, 100, None, "");
-        let text = std::fs::read_to_string(&sc).unwrap().replacen(from, to, 1);
+        let text = replace_once(&std::fs::read_to_string(&sc).unwrap(), from, to);
         std::fs::write(&sc, &text).unwrap();
         let out = dir.path().join("out");
         let o = run(&sc, &out);
@@ -545,17 +533,13 @@ status = 200
 outcome = "rejected"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            &format!("count = {}", passwords.len()),
-            &format!("csv = {:?}", users.display().to_string()),
-        )
-        .replace(
-            "method = \"GET\"\npath = \"/buy?user={user}\"",
-            "method = \"POST\"\npath = \"/buy?token={capture.token}\"\nbody = '{{\"pw\":\"{user.password}\"}}'",
-        );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .remove("users.count")
+        .add("users.csv", users.display().to_string())
+        .set("system.buy.method", "POST")
+        .set("system.buy.path", "/buy?token={capture.token}")
+        .add("system.buy.body", r#"{{"pw":"{user.password}"}}"#)
+        .write_to(&sc);
     let o = run(&sc, &dir.path().join("out"));
     assert_eq!(wrong.load(Ordering::SeqCst), 0, "{}", describe(&o));
     assert_eq!(logins.load(Ordering::SeqCst), passwords.len() as u64);
@@ -617,21 +601,16 @@ status = 200
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "path = \"/buy?user={user}\"",
-            "path = \"/buy?user={user}&token={capture.token}\"",
+    Variant::file(&sc)
+        .set("system.buy.path", "/buy?user={user}&token={capture.token}")
+        .add("users.retries", 2)
+        .add("users.retry_sold_out", 2)
+        .add("users.extra_buys", 1)
+        .insert(
+            "system.buy.answers[status=429]",
+            "status = 503\noutcome = \"info\"",
         )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nretries = 2\nretry_sold_out = 2\nextra_buys = 1\n"),
-        )
-        .replace(
-            "[[system.buy.answers]]\nstatus = 429",
-            "[[system.buy.answers]]\nstatus = 503\noutcome = \"info\"\n[[system.buy.answers]]\nstatus = 429",
-        );
-    std::fs::write(&sc, text).unwrap();
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(bad_tokens.load(Ordering::SeqCst), 0, "{}", describe(&o));
@@ -731,17 +710,16 @@ equals = 0
 outcome = "ok"
 "#,
     );
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "method = \"GET\"\npath = \"/buy?user={user}\"",
-            "method = \"POST\"\npath = \"/seckill/{capture.hidden}/doSeckill\"\nheaders = { X-Captcha = \"{capture.captcha}\" }",
+    Variant::file(&sc)
+        .set("system.buy.method", "POST")
+        .set("system.buy.path", "/seckill/{capture.hidden}/doSeckill")
+        .add(
+            "system.buy.headers",
+            toml(r#"{ X-Captcha = "{capture.captcha}" }"#),
         )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nextra_buys = 1\nretry_sold_out = 1\n"),
-        );
-    std::fs::write(&sc, text).unwrap();
+        .add("users.extra_buys", 1)
+        .add("users.retry_sold_out", 1)
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(bad.load(Ordering::SeqCst), 0, "{}", describe(&o));
@@ -806,22 +784,22 @@ fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
         None,
         "[users.derive]\njwt = { template = '{{\"sub\":\"{user}\"}}', jwt = \"HS256\", secret_env = \"SHOP_JWT_KEY\", expires_in = \"10m\" }\n",
     );
-    let text = std::fs::read_to_string(&sc).unwrap().replace(
-        "path = \"/buy?user={user}\"",
-        "path = \"/buy?user={user}\"\nheaders = { Authorization = \"Bearer {user.jwt}\" }",
-    );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .add(
+            "system.buy.headers",
+            toml(r#"{ Authorization = "Bearer {user.jwt}" }"#),
+        )
+        .write_to(&sc);
     let with_key = |k: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grab-bench"));
-        cmd.arg("run")
-            .arg(&sc)
-            .arg("--out")
-            .arg(dir.path().join(format!("out-{}", k.map_or(0, str::len))));
+        let run = Grab::run(
+            &sc,
+            &dir.path().join(format!("out-{}", k.map_or(0, str::len))),
+        );
         match k {
-            Some(k) => cmd.env("SHOP_JWT_KEY", k),
-            None => cmd.env_remove("SHOP_JWT_KEY"),
-        };
-        cmd.output().unwrap()
+            Some(k) => run.env("SHOP_JWT_KEY", k),
+            None => run.env_remove("SHOP_JWT_KEY"),
+        }
+        .output()
     };
     let o = with_key(Some(key));
     assert_eq!(
@@ -870,17 +848,11 @@ fn throttled_answers_are_limited_retried_and_counted_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let users = 30;
     let sc = scenario(dir.path(), &shop.addr.to_string(), tickets, users, None, "");
-    let text = std::fs::read_to_string(&sc)
-        .unwrap()
-        .replace(
-            "[[system.buy.answers]]\nstatus = 429\noutcome = \"rejected\"",
-            "[[system.buy.answers]]\nname = \"throttled\"\nstatus = 429\noutcome = \"limited\"",
-        )
-        .replace(
-            &format!("count = {users}\n"),
-            &format!("count = {users}\nretries = 1\n"),
-        );
-    std::fs::write(&sc, text).unwrap();
+    Variant::file(&sc)
+        .set("system.buy.answers[status=429].outcome", "limited")
+        .add("system.buy.answers[status=429].name", "throttled")
+        .add("users.retries", 1)
+        .write_to(&sc);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     let summary = json(&out.join("summary.json"));

@@ -1,10 +1,11 @@
-//! Helpers shared by the tests that run the grab-bench binary end to end: describing an
-//! outcome, reading the JSON a run writes, and checking no process of a run survives it.
-//! Each test file includes this with `#[path = "support/cli.rs"] mod cli;` and uses a part.
+//! Helpers shared by the tests that run the grab-bench binary end to end: running it
+//! ([`Grab`], the one place the binary is spawned), describing an outcome, reading the JSON a
+//! run writes, and checking no process of a run survives it.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 
 use serde_json::Value;
@@ -12,6 +13,142 @@ use serde_json::Value;
 /// One cluster at a time per test binary: the machine has two cores, and timings (faults,
 /// flaws' races) should not depend on how many other clusters compete for them.
 pub static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// The grab-bench binary under test (for a wrapper such as `/usr/bin/time` or `unshare`, and
+/// for spawning nodes); everything else runs it through [`Grab`].
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_grab-bench"))
+}
+
+/// One run of the grab-bench binary, built like a [`Command`] (by value, so a test reads as one
+/// chain): optionally [`marked`](Grab::marked), so that no process it started may survive it,
+/// and optionally holding [`CLUSTER`] while it runs.
+pub struct Grab {
+    /// The command line and environment being built.
+    cmd: Command,
+    /// The marker its processes carry in [`MARK`]: after [`Grab::output`], none may be left.
+    mark: Option<String>,
+    /// Whether [`Grab::output`] holds [`CLUSTER`]: the run starts a cluster of its own.
+    one_cluster: bool,
+}
+
+impl Default for Grab {
+    fn default() -> Grab {
+        Grab::new()
+    }
+}
+
+impl Grab {
+    /// `grab-bench`, arguments to follow.
+    pub fn new() -> Grab {
+        Grab {
+            cmd: Command::new(bin()),
+            mark: None,
+            one_cluster: false,
+        }
+    }
+
+    /// `grab-bench run SCENARIO --out OUT`.
+    pub fn run(scenario: &Path, out: &Path) -> Grab {
+        Grab::new().arg("run").arg(scenario).arg("--out").arg(out)
+    }
+
+    /// One more argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Grab {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// More arguments.
+    pub fn args<I, S>(mut self, args: I) -> Grab
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// An environment variable.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Grab {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Environment variables.
+    pub fn envs<'a>(mut self, vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Grab {
+        self.cmd.envs(vars);
+        self
+    }
+
+    /// An environment variable left out.
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Grab {
+        self.cmd.env_remove(key);
+        self
+    }
+
+    /// The working directory.
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Grab {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// Marks its processes with a unique [`marker`] of `name`; [`Grab::output`] then asserts
+    /// none is left running ([`Grab::spawn`] leaves that to the test: [`Grab::mark`]).
+    pub fn marked(mut self, name: &str) -> Grab {
+        let mark = marker(name);
+        self.cmd.env(MARK, &mark);
+        self.mark = Some(mark);
+        self
+    }
+
+    /// Holds [`CLUSTER`] while [`Grab::output`] runs.
+    pub fn one_cluster(mut self) -> Grab {
+        self.one_cluster = true;
+        self
+    }
+
+    /// The marker set by [`Grab::marked`].
+    pub fn mark(&self) -> Option<&str> {
+        self.mark.as_deref()
+    }
+
+    /// Runs it to the end; with a marker, asserts nothing of it is left running.
+    pub fn output(mut self) -> Output {
+        let _one = self
+            .one_cluster
+            .then(|| CLUSTER.lock().unwrap_or_else(|e| e.into_inner()));
+        let o = self.cmd.output().expect("grab-bench runs");
+        if let Some(mark) = &self.mark {
+            assert_nothing_left(mark);
+        }
+        o
+    }
+
+    /// Starts it with stdout and stderr piped (a test that interrupts it, or reads it live).
+    pub fn spawn(self) -> Child {
+        self.spawn_with(Stdio::piped(), Stdio::piped())
+    }
+
+    /// Starts it with its stdout and stderr going where the test says.
+    pub fn spawn_with(mut self, stdout: Stdio, stderr: Stdio) -> Child {
+        self.cmd
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("grab-bench starts")
+    }
+
+    /// The command itself, for what the builder does not cover (a `tokio` command).
+    pub fn into_command(self) -> Command {
+        self.cmd
+    }
+}
+
+/// `grab-bench ARGS`, run to the end, unmarked.
+pub fn grab(args: &[&str]) -> Output {
+    Grab::new().args(args).output()
+}
 
 /// A scenario shipped in `scenarios/`.
 pub fn shipped(name: &str) -> PathBuf {
@@ -104,7 +241,7 @@ pub fn external_node(
     stat_log: &Path,
 ) -> grab_bench::sut::node::NodeProcess {
     grab_bench::sut::node::NodeProcess::start(
-        Path::new(env!("CARGO_BIN_EXE_grab-bench")),
+        bin(),
         true,
         grab_bench::sut::node::NodeSpec {
             id: "x1".into(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::node::*;
+use crate::support::*;
 
 /// Opens a connection and sends half a request head (no blank line).
 async fn half_head(addr: SocketAddr) -> TcpStream {
@@ -45,7 +45,7 @@ async fn healthz(addr: SocketAddr) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_heads_are_closed_after_the_header_timeout() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(&redis, &["--init-total", "5", "--header-timeout", "500ms"]).await;
     let started = Instant::now();
     let mut stalled: Vec<TcpStream> = Vec::new();
@@ -68,7 +68,7 @@ async fn half_sent_heads_are_closed_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_is_503() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[

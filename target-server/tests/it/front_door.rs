@@ -1,77 +1,15 @@
 //! The front door (the node's hyper service, with the sold-out short-circuit) answers and logs
 //! every request exactly as the router behind it does. Needs `redis-server` on the PATH.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use clap::Parser;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A private redis-server on a free port, stopped on drop.
-struct Redis {
-    url: String,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is installed (bash scripts/install-deps.sh)");
-            let url = format!("redis://127.0.0.1:{port}/0");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-                let pong = redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection())
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-                if pong.is_ok() {
-                    return Redis {
-                        url,
-                        child,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not start");
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: target_server::ServeArgs,
-}
+use crate::support::{Redis, serve_args};
 
 /// One answer: status, headers (lower-case, `date` left out, in order) and body.
 #[derive(Debug, PartialEq)]
@@ -174,8 +112,7 @@ async fn the_front_door_answers_and_logs_like_the_router() {
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let stat_log = dir.path().join("stat.log");
-    let argv = [
-        "test",
+    let flags = [
         "--redis",
         &redis.url,
         "--init-total",
@@ -185,7 +122,7 @@ async fn the_front_door_answers_and_logs_like_the_router() {
         "--stat-log",
         stat_log.to_str().unwrap(),
     ];
-    let config = Cli::parse_from(argv).args.validate().unwrap();
+    let config = serve_args(&flags).validate().unwrap();
     let node = target_server::server::start(config).await.unwrap().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

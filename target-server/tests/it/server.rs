@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::node::*;
+use crate::support::*;
 use futures_free::join_all;
 
 /// Tiny stand-in for `futures::join_all` so the tests need no extra crate.
@@ -50,7 +50,7 @@ fn count(answers: &[Answer], code: i64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sells_exactly_the_local_stock_and_logs_every_request() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut node =
         TestNode::start(&redis, &["--init-total", "10000", "--local-stock", "150"]).await;
     let answers = buy_many(&node.url, 1000, 50, |_| String::new()).await;
@@ -77,7 +77,7 @@ async fn sells_exactly_the_local_stock_and_logs_every_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ticket_per_user_and_retries_are_idempotent() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(&redis, &["--init-total", "10", "--local-stock", "10"]).await;
     let c = client();
     let first = get(
@@ -111,7 +111,7 @@ async fn one_ticket_per_user_and_retries_are_idempotent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_answers_503_and_returns_local_stock() {
-    let mut redis = RedisProcess::start().unwrap();
+    let mut redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -134,7 +134,7 @@ async fn redis_down_answers_503_and_returns_local_stock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_errors_as_sold_out_disguises_a_redis_failure() {
-    let mut redis = RedisProcess::start().unwrap();
+    let mut redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -154,7 +154,7 @@ async fn flaw_errors_as_sold_out_disguises_a_redis_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_off_by_one_sells_total_plus_one() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -171,7 +171,7 @@ async fn flaw_off_by_one_sells_total_plus_one() {
     assert_eq!(count(&answers, 1), 6);
     assert_eq!(inv(&redis, "default", "sold"), 6);
 
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(&redis, &["--init-total", "5", "--local-stock", "20"]).await;
     let answers = buy_many(&node.url, 20, 4, |i| format!("?user_id={i}")).await;
     assert_eq!(count(&answers, 1), 5, "without the flaw: exactly total");
@@ -179,7 +179,7 @@ async fn flaw_off_by_one_sells_total_plus_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_no_user_limit_lets_one_user_buy_many() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(&redis, &["--init-total", "5", "--flaw", "no-user-limit"]).await;
     let answers = buy_many(&node.url, 3, 1, |i| format!("?user_id=9&request_id=r{i}")).await;
     assert_eq!(count(&answers, 1), 3);
@@ -187,7 +187,7 @@ async fn flaw_no_user_limit_lets_one_user_buy_many() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_burn_local_strands_tickets() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -227,7 +227,7 @@ async fn flaw_burn_local_strands_tickets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_leak_connections_stops_sales() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -251,7 +251,7 @@ async fn flaw_leak_connections_stops_sales() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_lost_log_drops_lines() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut node = TestNode::start(&redis, &["--init-total", "10", "--flaw", "lost-log"]).await;
     buy_many(&node.url, 200, 4, |i| format!("?user_id={i}")).await;
     node.shutdown().await;
@@ -262,7 +262,7 @@ async fn flaw_lost_log_drops_lines() {
 async fn flaw_non_atomic_oversells_under_concurrency() {
     // The race needs two requests inside the read-then-write window: bounded retries.
     for _attempt in 0..5 {
-        let redis = RedisProcess::start().unwrap();
+        let redis = Redis::start();
         let node = TestNode::start(
             &redis,
             &[
@@ -285,7 +285,7 @@ async fn flaw_non_atomic_oversells_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn article_stat_format() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut node = TestNode::start(
         &redis,
         &[
@@ -313,7 +313,7 @@ async fn article_stat_format() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_overwrite_an_existing_sale() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut c = redis_conn(&redis);
     let _: () = redis::cmd("SET")
         .arg("unrelated")
@@ -342,7 +342,7 @@ async fn refuses_to_overwrite_an_existing_sale() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_4xx_and_no_ticket() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(&redis, &["--init-total", "10"]).await;
     let c = client();
     let u = &node.url;
@@ -400,7 +400,7 @@ async fn bad_requests_get_4xx_and_no_ticket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservations_pay_release_and_refuse_late_payment() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut node = TestNode::start(
         &redis,
         &[
@@ -466,7 +466,7 @@ async fn reservations_pay_release_and_refuse_late_payment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_pay_after_expiry_accepts_late_payment() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -502,7 +502,7 @@ async fn flaw_pay_after_expiry_accepts_late_payment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaw_early_and_double_release() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -528,7 +528,7 @@ async fn flaw_early_and_double_release() {
         "released before its TTL"
     );
 
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -552,4 +552,30 @@ async fn flaw_early_and_double_release() {
         inv(&redis, "default", "sold") < 0,
         "sold went negative: tickets returned twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_cache_loss_is_survived() {
+    // After SCRIPT FLUSH (what a Redis restart does to the cache) EVALSHA answers NOSCRIPT;
+    // the node reloads the script and the sale goes on.
+    let redis = Redis::start();
+    let node = TestNode::start(&redis, &["--init-total", "5"]).await;
+    let c = client();
+    assert_eq!(
+        get(&c, &format!("{}/buy/ticket?user_id=1", node.url))
+            .await
+            .code(),
+        1
+    );
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut redis_conn(&redis))
+        .unwrap();
+    assert_eq!(
+        get(&c, &format!("{}/buy/ticket?user_id=2", node.url))
+            .await
+            .code(),
+        1
+    );
+    assert_eq!(inv(&redis, "default", "sold"), 2);
 }

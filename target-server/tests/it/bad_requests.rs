@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::support::node::*;
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
@@ -579,7 +579,7 @@ async fn check_case(node: &TestNode, c: &mut redis::Connection, case: &Case) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_4xx_touch_nothing_and_sell_nothing() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let mut node = TestNode::start(
         &redis,
         &[
@@ -692,7 +692,7 @@ async fn bad_requests_get_4xx_touch_nothing_and_sell_nothing() {
 /// disguised as "sold out"), and pays are refused before Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_on_a_plain_sale_before_and_after_sell_out() {
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &["--sale", SALE, "--init-total", "1", "--local-stock", "1"],
@@ -1244,7 +1244,7 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fuzz_request_parsing_in_process() {
     const ITERATIONS: usize = 4000;
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[
@@ -1460,7 +1460,7 @@ async fn fuzz_request_parsing_in_process() {
 async fn fuzz_raw_requests_over_a_socket() {
     const ITERATIONS: usize = 600;
     const CONCURRENCY: usize = 16;
-    let redis = RedisProcess::start().unwrap();
+    let redis = Redis::start();
     let node = TestNode::start(
         &redis,
         &[

@@ -1,15 +1,85 @@
-//! Shared test helpers: a real private Redis and in-process reference nodes on port 0.
+//! What the reference server's tests share: a real private redis-server on a free loopback port
+//! ([`Redis`]), in-process reference nodes on port-0 listeners ([`TestNode`]), and a small HTTP
+//! client with its answers ([`get`], [`post`], [`Answer`]).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-pub use grab_bench::sut::redis::RedisProcess;
 use target_server::ServeArgs;
 use target_server::app::Node;
+
+/// A private redis-server on a free loopback port with its own temp dir, never saving: the
+/// store a test's nodes sell from, killed on [`Redis::stop`] or drop.
+pub struct Redis {
+    /// `redis://127.0.0.1:PORT/0`, for `--redis`.
+    pub url: String,
+    /// The server process, `None` once stopped.
+    child: Option<Child>,
+    /// Its working directory, removed with it.
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// Starts one and waits until it answers PING (10 s at most); another free port is tried
+    /// when the one asked for was taken meanwhile.
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (bash scripts/install-deps.sh)");
+            let url = format!("redis://127.0.0.1:{port}/0");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                let pong = redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+                if pong.is_ok() {
+                    return Redis {
+                        url,
+                        child: Some(child),
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// Kills the server (a Redis outage for the nodes using it).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
 
 /// Parses `serve` flags the way the command line would.
 pub fn serve_args(flags: &[&str]) -> ServeArgs {
@@ -32,20 +102,23 @@ pub struct TestNode {
     pub node: Arc<Node>,
     /// Its stat log path.
     pub stat_log: PathBuf,
+    /// Tells the serve loop to stop gracefully; taken by [`TestNode::shutdown`].
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The serve loop, awaited on shutdown so the stat log is complete.
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Holds the stat log's directory until the node is dropped.
     _dir: tempfile::TempDir,
 }
 
 impl TestNode {
     /// Starts a node against `redis` with extra `flags` (`--node-id`, `--local-stock`, ...).
-    pub async fn start(redis: &RedisProcess, flags: &[&str]) -> TestNode {
+    pub async fn start(redis: &Redis, flags: &[&str]) -> TestNode {
         Self::try_start(redis, flags).await.expect("node starts")
     }
 
     /// Like `start` but returns the start error.
     pub async fn try_start(
-        redis: &RedisProcess,
+        redis: &Redis,
         flags: &[&str],
     ) -> Result<TestNode, target_server::server::StartError> {
         let dir = tempfile::tempdir().unwrap();
@@ -100,7 +173,7 @@ impl TestNode {
 }
 
 /// A blocking Redis connection for assertions.
-pub fn redis_conn(redis: &RedisProcess) -> redis::Connection {
+pub fn redis_conn(redis: &Redis) -> redis::Connection {
     redis::Client::open(redis.url.as_str())
         .unwrap()
         .get_connection()
@@ -108,7 +181,7 @@ pub fn redis_conn(redis: &RedisProcess) -> redis::Connection {
 }
 
 /// `HGET grab:{sale}:inv field` as a number.
-pub fn inv(redis: &RedisProcess, sale: &str, field: &str) -> i64 {
+pub fn inv(redis: &Redis, sale: &str, field: &str) -> i64 {
     let mut c = redis_conn(redis);
     redis::cmd("HGET")
         .arg(format!("grab:{{{sale}}}:inv"))
@@ -120,7 +193,9 @@ pub fn inv(redis: &RedisProcess, sale: &str, field: &str) -> i64 {
 
 /// A small JSON answer: HTTP status and body.
 pub struct Answer {
+    /// The HTTP status code.
     pub status: u16,
+    /// The body as JSON (a JSON string when it was not JSON).
     pub body: serde_json::Value,
 }
 
