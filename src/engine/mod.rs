@@ -189,7 +189,7 @@ pub enum Source {
 pub struct RequestTemplate {
     /// HTTP method.
     pub method: Method,
-    /// Origin-form target, e.g. `/buy/ticket?x=1`.
+    /// Origin-form target, e.g. `/buy?x=1`.
     pub path_and_query: String,
     /// Extra headers (name, value); `Host` and `Connection` are added by the engine.
     pub headers: Vec<(String, String)>,

@@ -39,8 +39,8 @@ pub struct NodeLog {
     pub sold_lines: u64,
     /// Buy lines the node could not finish telling (an order may exist without a sold line).
     pub unavailable_lines: u64,
-    /// Per-request sequence numbers seen (reference `local_seq` of buy lines, article
-    /// `localSales`), in file order. A complete log has each of 1..=max exactly once per epoch.
+    /// Per-request sequence numbers seen (the format's `seq` field of each buy line), in file
+    /// order. A complete log has each of 1..=max exactly once per epoch.
     pub request_seqs: Vec<u64>,
     /// Where each epoch (one process of the node: the reference header starts one) begins in
     /// `request_seqs`; a restarted node counts from 1 again.
