@@ -174,7 +174,7 @@ impl Reason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Kind {
-    /// a `GET` of the buy path (or any ab template request).
+    /// A buy: a `GET` of the buy path (or any ab template request).
     Buy = 0,
     /// `POST /orders/{id}/pay`.
     Pay = 1,
