@@ -5,7 +5,6 @@
 
 use crate::support::cli::{Grab, MARK, assert_nothing_left, bin, describe, marker};
 use crate::support::variant::{Variant, replace_once};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -368,16 +367,7 @@ fn interrupted(phase: &str, scenario_text: &str, twice: bool) -> Duration {
     .spawn_with(Stdio::null(), Stdio::piped());
     // Read stderr on a thread to the end (a closed pipe would fail the run's own messages),
     // and signal when the phase shows.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            seen.push(line);
-        }
-        seen
-    });
+    let (rx, reader) = crate::support::cli::stderr_lines(&mut child);
     let mut sent = None;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         if line.contains(phase) {

@@ -5,7 +5,6 @@
 //! also when the run is interrupted in the middle of the failover. Errors answered through the
 //! failover while tickets were left prove nothing: such a run is not PROVEN.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -83,16 +82,7 @@ fn ctrl_c_in_the_middle_of_a_failover_exits_130_at_once_and_leaves_nothing_runni
         .spawn()
         .expect("grab-bench starts");
     // stderr is read to its end on a thread; the failover's first line is the cue.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            seen.push(line);
-        }
-        seen
-    });
+    let (rx, reader) = crate::support::cli::stderr_lines(&mut child);
     let mut sent = None;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         if line.starts_with("fault at") && line.contains("failover") {

@@ -5,7 +5,6 @@
 //! a witness naming a shard and its leftover; Ctrl-C while the Redis Cluster starts exits 130;
 //! nothing is left running after any of them.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -137,16 +136,7 @@ fn ctrl_c_while_the_redis_cluster_starts_exits_130_and_leaves_nothing() {
     // Read stderr to the end on a thread (a closed pipe would fail the run's own messages), and
     // signal as soon as the Redis Cluster start shows: joining three masters takes a second or
     // more (redis-cli waits for them to agree), so the signal lands inside it.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            seen.push(line);
-        }
-        seen
-    });
+    let (rx, reader) = crate::support::cli::stderr_lines(&mut child);
     let mut sent = false;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
         if line.contains("starting a Redis Cluster") {

@@ -257,3 +257,26 @@ pub fn external_node(
     )
     .expect("the node starts")
 }
+
+/// A child's stderr read to its end on a thread (a closed pipe would fail the run's own
+/// messages): each line is sent as it comes, for a test waiting on a cue, and the thread returns
+/// them all.
+pub fn stderr_lines(
+    child: &mut Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            seen.push(line);
+        }
+        seen
+    });
+    (rx, reader)
+}
