@@ -251,20 +251,6 @@ impl ResultWords {
 }
 
 impl LogFormat {
-    /// The names the format gives a role, for checking a description: each must be a column of
-    /// a positional format.
-    pub fn named_fields(&self) -> Vec<&str> {
-        let mut names = vec![self.seq.as_str(), self.result.as_str()];
-        for f in [&self.time_us, &self.node, &self.request, &self.order]
-            .into_iter()
-            .flatten()
-        {
-            names.push(f);
-        }
-        names.extend(self.numbers.iter().map(String::as_str));
-        names
-    }
-
     /// Where the field `name` is found in a line of this format.
     fn at<'f>(&'f self, name: Option<&'f str>) -> At<'f> {
         match (name, &self.fields) {
