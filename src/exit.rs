@@ -63,16 +63,9 @@ pub struct Judgement {
 pub use crate::audit::Word;
 
 impl Judgement {
-    /// The verdict word: interrupted first (a partial run), then a false check (its witnesses
-    /// stand however the load went), then an invalid run, then undecided, then proven.
+    /// The verdict word ([`Word::judge`]).
     pub fn word(&self) -> Word {
-        match (self.interrupted, self.verdict, self.invalid) {
-            (true, _, _) => Word::Interrupted,
-            (false, Status::False, _) => Word::Failed,
-            (false, _, true) => Word::Invalid,
-            (false, Status::Unknown, false) => Word::Unknown,
-            (false, Status::True | Status::NotChecked, false) => Word::Proven,
-        }
+        Word::judge(self.verdict, self.invalid, self.interrupted)
     }
 }
 

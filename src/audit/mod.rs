@@ -70,6 +70,16 @@ impl Status {
         }
     }
 
+    /// The page's CSS class for the status (green for a check that holds).
+    pub fn class(self) -> &'static str {
+        match self {
+            Status::NotChecked => "not-checked",
+            Status::True => "hold",
+            Status::Unknown => "unknown",
+            Status::False => "false",
+        }
+    }
+
     /// The saved name read back; `None` for a name this version does not know.
     pub fn parse(s: &str) -> Option<Status> {
         [
@@ -349,6 +359,19 @@ pub enum Word {
 }
 
 impl Word {
+    /// The word of a run whose audit answered `verdict`: interrupted first (a partial run),
+    /// then a false check (its witnesses stand however the load went), then an invalid run,
+    /// then undecided, then proven. [`crate::exit::code`] follows the same order.
+    pub fn judge(verdict: Status, invalid: bool, interrupted: bool) -> Word {
+        match (interrupted, verdict, invalid) {
+            (true, _, _) => Word::Interrupted,
+            (false, Status::False, _) => Word::Failed,
+            (false, _, true) => Word::Invalid,
+            (false, Status::Unknown, false) => Word::Unknown,
+            (false, Status::True | Status::NotChecked, false) => Word::Proven,
+        }
+    }
+
     /// The word as printed.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -643,9 +643,9 @@ fn table(h: &mut String, c: &Comparison, page_dir: &Path) {
     }
     let badge = |s: &Summary| {
         let (word, class) = verdict_word(s.verdict.as_str(), s.invalid_run.is_some());
-        // The badge classes of a check's status: green pass, red false.
+        // The badge classes of a check's status: green hold, red false.
         let class = match class {
-            "proven" => "pass",
+            "proven" => "hold",
             "failed" => "false",
             other => other,
         };

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::charts::{Data, SaleWindow, sale_window, sold_out_label};
-use crate::audit::Audit;
+use crate::audit::{Audit, Status, Word};
 use crate::run_dir::{
     AUDIT_JSON, AUDIT_MD, CHARTS, FAIRNESS_PNG, INDEX_HTML, INVENTORY_PNG, INVENTORY_ZOOM_PNG,
     LATENCY_PNG, NODES_PNG, PERCENTILES_PNG, RunDir, SUMMARY_JSON, SUMMARY_TXT, THROUGHPUT_PNG,
@@ -54,7 +54,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; overflow-wrap: nor
 td code { white-space: nowrap; }
 .status { display: inline-block; padding: 0.05em 0.5em; border-radius: 4px; color: white; \
 font-weight: bold; white-space: nowrap; }
-.status.pass { background: #2c8c2c; } .status.false { background: #c62828; }
+.status.hold { background: #2c8c2c; } .status.false { background: #c62828; }
 .status.unknown { background: #b86e00; } .status.invalid { background: #8e4ab0; }
 .status.not-checked, .status.other { background: #777; }
 tr.regression td, tr.regression th { background: #fdecea; }
@@ -144,29 +144,31 @@ impl AuditFile {
     }
 }
 
-/// The verdict word and its CSS class. A false check wins over an invalid run (its witnesses
-/// stand however the load went, as in `exit::code`); an invalid run over the rest. A verdict
-/// this version does not know is shown as it is written.
+/// The verdict word and its CSS class, from the one table ([`Word::judge`]): a false check
+/// wins over an invalid run (its witnesses stand however the load went), an invalid run over
+/// the rest. An audit's own verdict is never "not checked" (a core claim not checked makes it
+/// unknown), so a saved one is from another version and shown as it is, not as PROVEN; so is
+/// a verdict this version does not know.
 pub(super) fn verdict_word(verdict: &str, invalid: bool) -> (String, &'static str) {
-    let (word, class) = match (verdict, invalid) {
-        ("false", _) => ("FAILED", "failed"),
-        (_, true) => ("INVALID", "invalid"),
-        ("true", _) => ("PROVEN", "proven"),
-        ("unknown", _) => ("UNKNOWN", "unknown"),
-        ("not_checked", _) => ("NOT CHECKED", "not-checked"),
-        (other, _) => (other, "other"),
-    };
-    (word.to_string(), class)
+    match Status::parse(verdict) {
+        Some(Status::NotChecked) if !invalid => (
+            Status::NotChecked.word().to_uppercase(),
+            Status::NotChecked.class(),
+        ),
+        Some(status) => {
+            let word = Word::judge(status, invalid, false);
+            (word.as_str().to_string(), word.class())
+        }
+        None => (verdict.to_string(), "other"),
+    }
 }
 
-/// A check's status as the page says it, and its CSS class.
+/// A check's status as every output says it ([`Status::word`]), and its CSS class; a status
+/// this version does not know is shown as it is written.
 fn status_word(status: &str) -> (&str, &'static str) {
-    match status {
-        "true" => ("hold", "pass"),
-        "false" => ("false", "false"),
-        "unknown" => ("unknown", "unknown"),
-        "not_checked" => ("not checked", "not-checked"),
-        other => (other, "other"),
+    match Status::parse(status) {
+        Some(st) => (st.word(), st.class()),
+        None => (status, "other"),
     }
 }
 
@@ -264,14 +266,15 @@ fn verdict_line(a: &Value, verdict: &str) -> String {
     let checks = checks_of(a);
     let mut counts: Vec<(String, usize)> = Vec::new();
     for c in checks {
-        let s = text(c.get("status"));
+        let s = status_word(&text(c.get("status"))).0.to_string();
         match counts.iter_mut().find(|(k, _)| *k == s) {
             Some((_, n)) => *n += 1,
             None => counts.push((s, 1)),
         }
     }
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    let mut line = format!("verdict: {verdict}");
+    let invalid = a.get("invalid_run").is_some_and(|v| !v.is_null());
+    let mut line = format!("verdict: {}", verdict_word(verdict, invalid).0);
     if !checks.is_empty() {
         let _ = write!(line, " — {} checks: {}", checks.len(), counts.join(", "));
     }
@@ -446,7 +449,7 @@ fn thresholds(h: &mut String, s: &Value) {
     for t in list {
         let name = text(t.get("name"));
         let (word, class) = if t.get("passed") == Some(&Value::Bool(true)) {
-            ("met", "pass")
+            ("met", "hold")
         } else {
             ("MISSED", "false")
         };
@@ -747,7 +750,7 @@ mod tests {
 
     #[test]
     fn statuses_read_as_words_and_unknown_ones_as_written() {
-        assert_eq!(status_word("true"), ("hold", "pass"));
+        assert_eq!(status_word("true"), ("hold", "hold"));
         assert_eq!(status_word("not_checked"), ("not checked", "not-checked"));
         assert_eq!(status_word("sideways"), ("sideways", "other"));
     }
