@@ -70,6 +70,11 @@ pub struct AbArgs {
     /// counted by outcome. The URL gives where; `-m`, `-H`, `-p` do not apply.
     #[arg(long, value_name = "SCENARIO")]
     pub system: Option<std::path::PathBuf>,
+    /// Read the answers to ab's own request by a preset's buy rules (`reference`, `article`,
+    /// `shop`) or a scenario's `[system.buy]`, and count them by outcome: grabbed, sold out,
+    /// already bought, refused, … instead of only 2xx or not.
+    #[arg(long, value_name = "PRESET|SCENARIO", conflicts_with = "system")]
+    pub answers: Option<String>,
     /// Send load to a host that is not loopback (a staging host you are allowed to load); a
     /// warning naming it is printed first. Without it such a URL is refused.
     #[arg(long)]
@@ -179,6 +184,10 @@ pub fn plan(args: &AbArgs) -> anyhow::Result<(EnginePlan, Target)> {
                 path_and_query: target.path.clone(),
                 headers,
                 body,
+                answers: match &args.answers {
+                    None => crate::describe::Answers::plain(),
+                    Some(name) => answers(name)?,
+                },
             }),
             Some(path) => described(path, &target)?,
         },
@@ -236,6 +245,23 @@ fn tls(args: &AbArgs, target: &Target) -> anyhow::Result<Option<engine::Tls>> {
         (Some(_), false) => bail!("--cacert is for https:// URLs; {} is http://", args.url),
         (None, false) => Ok(None),
     }
+}
+
+/// The buy rules `ab --answers NAME` reads answers by: a built-in preset's, or the buy request's
+/// of the scenario file `NAME`.
+fn answers(name: &str) -> anyhow::Result<crate::describe::Answers> {
+    if crate::describe::PRESETS.iter().any(|(p, _)| *p == name) {
+        return Ok(crate::describe::parse::preset_answers(name)?);
+    }
+    let path = std::path::Path::new(name);
+    if !path.exists() {
+        let presets: Vec<&str> = crate::describe::PRESETS.iter().map(|(p, _)| *p).collect();
+        bail!(
+            "--answers takes a preset ({}) or a scenario file; {name:?} is neither",
+            presets.join(", ")
+        );
+    }
+    Ok(crate::scenario::load(path)?.description.buy.answers.clone())
 }
 
 /// The buyers of the system `path` describes, going round its users, at `target`.

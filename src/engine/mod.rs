@@ -195,6 +195,9 @@ pub struct RequestTemplate {
     pub headers: Vec<(String, String)>,
     /// Request body (empty for GET).
     pub body: Bytes,
+    /// How its answers are read: plain HTTP (any 2xx is ok, as ab), or a preset's or a
+    /// scenario's buy rules (`ab --answers`), so ab counts grabbed against sold out.
+    pub answers: crate::describe::Answers,
 }
 
 /// Simulated buyers: the users of the protocol's users table, each buying as the protocol

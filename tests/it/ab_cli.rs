@@ -249,3 +249,57 @@ fn ctrl_c_counts_only_completed_requests() {
     assert_eq!(outcomes, complete, "{what}");
     assert!(doc["outcomes"].get("cancelled").is_none(), "{what}");
 }
+
+/// issue 29: plain ab against the reference server counts grabbed against sold out once told
+/// how to read its answers (`--answers reference`); without it every 200 is just a 2xx.
+#[test]
+fn answers_of_a_preset_count_the_reference_servers_outcomes() {
+    let redis = grab_bench::sut::redis::RedisProcess::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::support::cli::external_node(
+        &redis.url,
+        "ab-answers",
+        1,
+        &[],
+        &dir.path().join("stat.log"),
+    );
+    let url = |user: &str| format!("http://{}/buy/ticket?user_id={user}", node.addr);
+    let json = |line: &[&str]| -> serde_json::Value {
+        let o = Grab::new().arg("ab").args(line).output();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // One ticket: u1's first request takes it, its other nine are refused as already bought.
+    let first = json(&[
+        "-n",
+        "10",
+        "-k",
+        "--json",
+        "--answers",
+        "reference",
+        &url("u1"),
+    ]);
+    assert_eq!(first["outcomes"]["grabbed"], 1, "{first}");
+    assert_eq!(first["outcomes"]["already_bought"], 9, "{first}");
+    // Then every answer to u2 is sold out.
+    let second = json(&[
+        "-n",
+        "5",
+        "-k",
+        "--json",
+        "--answers",
+        "reference",
+        &url("u2"),
+    ]);
+    assert_eq!(second["outcomes"]["sold_out"], 5, "{second}");
+    // Plain ab: all 2xx, nothing more to say.
+    let plain = json(&["-n", "3", "-k", "--json", &url("u3")]);
+    assert_eq!(plain["outcomes"]["success"], 3, "{plain}");
+    // A name that is neither a preset nor a file is refused, naming the presets.
+    let o = Grab::new()
+        .args(["ab", "-n", "1", "--answers", "nope", &url("u4")])
+        .output();
+    assert_eq!(o.status.code(), Some(grab_bench::exit::USAGE));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("reference, article, shop"), "{err}");
+}

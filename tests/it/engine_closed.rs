@@ -263,6 +263,7 @@ fn template(keep_alive: bool, server: &crate::support::fixture::Server, n: u64) 
                 path_and_query: "/".into(),
                 headers: vec![],
                 body: Bytes::new(),
+                answers: grab_bench::describe::Answers::plain(),
             }),
         )
     }

@@ -80,6 +80,19 @@ fn preset(v: &Validator<'_>, name: &Spanned<String>) -> Result<(String, RawSyste
     Ok((n.to_string(), raw))
 }
 
+/// The buy rules of the built-in preset `name`, for `ab --answers NAME`: ab keeps its own
+/// request and reads the answers as the preset's server writes them.
+pub fn preset_answers(name: &str) -> Result<crate::describe::Answers, ScenarioError> {
+    let path = std::path::PathBuf::from("--answers");
+    let v = Validator {
+        path: &path,
+        text: name,
+    };
+    let columns = ["id".to_string()];
+    let d = description(&v, None, name, &columns, crate::target::Reach::Loopback)?;
+    Ok(d.buy.answers)
+}
+
 /// Reads `[system]` (or the preset `default` when the scenario has none) for a run whose users
 /// file has `columns`.
 pub fn description(

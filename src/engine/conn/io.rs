@@ -14,7 +14,6 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
 use super::{Next, ThreadCtx};
-use crate::describe::Answers;
 use crate::engine::raw::{ConnectError, RawConn, Stream};
 use crate::engine::{Client, EnginePlan, Shared, Source};
 use crate::protocol::{Classified, Kind, Reason};
@@ -43,9 +42,6 @@ impl Conn {
 /// Long because it is the hot path's one loop (take work, connect, send, classify, record, follow up): split into functions, the per-request state would travel through arguments and `RefCell` borrows on every request.
 pub(super) async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
     let s = ctx.shared.clone();
-    // How answers are read: the protocol's rules per request kind; ab's templates as plain
-    // HTTP.
-    let plain = Answers::plain();
     let head_only = s
         .template
         .as_ref()
@@ -106,7 +102,7 @@ pub(super) async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         };
         let answers = match &s.plan.source {
             Source::Buyers(b) => &ctx.request_of(&b.protocol, &job).answers,
-            Source::Template(_) => &plain,
+            Source::Template(t) => &t.answers,
         };
         // Connect if needed (always, without keep-alive).
         let mut connect_us = 0;

@@ -31,6 +31,7 @@ pub(super) fn template(method: hyper::Method, path: &str, body: &'static [u8]) -
         path_and_query: path.into(),
         headers: vec![("x-test".into(), "1".into())],
         body: bytes::Bytes::from_static(body),
+        answers: crate::describe::Answers::plain(),
     })
 }
 
