@@ -43,6 +43,7 @@ enum Command {
 
 /// Entry point used by `main.rs`; returns the process exit code.
 pub fn main() -> i32 {
+    crate::util::return_large_allocations();
     crate::util::raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -74,8 +74,6 @@ impl<'a> Facts<'a> {
             users: 0,
             clock: ev.run.has_clock(),
         };
-        let mut last_user = None;
-        let mut users = HashSet::new();
         for (i, r) in ev.client.rows.iter().enumerate() {
             let i = i as u32;
             let outcome = r.outcome();
@@ -86,10 +84,6 @@ impl<'a> Facts<'a> {
                     Outcome::Fail => {}
                 }
                 continue;
-            }
-            if last_user != Some(r.user) {
-                users.insert(r.user);
-                last_user = Some(r.user);
             }
             match outcome {
                 Outcome::Ok => f.ok_buys.push(i),
@@ -105,7 +99,13 @@ impl<'a> Facts<'a> {
                 f.unanswered_buys += 1;
             }
         }
-        f.users = users.len() as u64;
+        f.users = crate::util::count_distinct(
+            ev.client
+                .rows
+                .iter()
+                .filter(|r| r.kind() != Kind::Pay)
+                .map(|r| r.user),
+        );
         f.sold_outs.sort_unstable();
         f.orders_by_id = f
             .orders()

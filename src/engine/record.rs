@@ -432,13 +432,14 @@ pub(crate) struct Merged {
 
 /// Merges per-thread recorders losslessly; ledger rows are sorted by start time.
 pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
+    let rows: usize = recorders.iter().map(|r| r.ledger.len()).sum();
     let mut m = Merged {
         seconds: Vec::new(),
         intended: new_histogram(),
         raw: new_histogram(),
         totals: ReasonCounts::default(),
         lag: LagStats::new(),
-        rows: Vec::with_capacity(recorders.iter().map(|r| r.ledger.len()).sum()),
+        rows: Vec::new(),
         nodes: Vec::new(),
         transfer: None,
         order_names: Default::default(),
@@ -484,12 +485,18 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
                 }
             })
             .collect();
-        m.rows.extend(rec.ledger.into_iter().map(|mut row| {
-            if row.node != 0 {
-                row.node = map[row.node as usize - 1];
-            }
-            row
-        }));
+        let mut ledger = rec.ledger;
+        for row in ledger.iter_mut().filter(|r| r.node != 0) {
+            row.node = map[row.node as usize - 1];
+        }
+        // The first thread's rows become the run's, grown in place (a large buffer's realloc
+        // is a remap): the merge holds the run's rows plus one thread's, not twice the run's.
+        if m.rows.is_empty() {
+            m.rows = ledger;
+            m.rows.reserve_exact(rows - m.rows.len());
+        } else {
+            m.rows.extend_from_slice(&ledger);
+        }
         if let Some(t) = rec.transfer {
             match &mut m.transfer {
                 Some(acc) => acc.add(&t),

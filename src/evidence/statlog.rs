@@ -293,18 +293,31 @@ impl<'a> Line<'a> {
     }
 }
 
-/// Reads one log file; `fallback_node` names the node when its lines do not.
+/// Reads one log file; `fallback_node` names the node when its lines do not. Line by line, so
+/// a node's log of a million lines is never in memory whole (issue 30's memory budget).
 pub fn read(path: &Path, fallback_node: &str, format: &LogFormat) -> anyhow::Result<NodeLog> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let open = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(parse(&data, file, fallback_node.to_string(), format))
+    let reader = std::io::BufReader::with_capacity(64 * 1024, open);
+    fold_lines(reader, file, fallback_node.to_string(), format)
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// Parses a log's bytes in `format`.
 pub fn parse(data: &[u8], file: String, fallback_node: String, format: &LogFormat) -> NodeLog {
+    fold_lines(data, file, fallback_node, format).expect("reading bytes in memory cannot fail")
+}
+
+/// Folds every line `data` gives into a digest.
+fn fold_lines(
+    mut data: impl std::io::BufRead,
+    file: String,
+    fallback_node: String,
+    format: &LogFormat,
+) -> std::io::Result<NodeLog> {
     let mut log = NodeLog {
         file,
         node: fallback_node,
@@ -322,7 +335,15 @@ pub fn parse(data: &[u8], file: String, fallback_node: String, format: &LogForma
         numbers: f.numbers.iter().map(|n| f.at(Some(n))).collect(),
     };
     let mut node_from_lines = None;
-    for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+    let mut buf = Vec::new();
+    let mut i = 0;
+    loop {
+        buf.clear();
+        if data.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        i += 1;
+        let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if let Some(h) = &format.header
             && line.starts_with(h.as_bytes())
@@ -335,17 +356,17 @@ pub fn parse(data: &[u8], file: String, fallback_node: String, format: &LogForma
         }
         let Ok(text) = std::str::from_utf8(line) else {
             log.bad_lines
-                .push((i + 1, String::from_utf8_lossy(line).into_owned()));
+                .push((i, String::from_utf8_lossy(line).into_owned()));
             continue;
         };
         if !fold_line(&mut log, format, &roles, text, &mut node_from_lines) {
-            log.bad_lines.push((i + 1, text.to_string()));
+            log.bad_lines.push((i, text.to_string()));
         }
     }
     if let Some(node) = node_from_lines {
         log.node = node;
     }
-    log
+    Ok(log)
 }
 
 /// Where each role's field is, for one log.

@@ -279,7 +279,6 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
     let mut sold_out = 0;
     let mut limited = 0;
     let mut ok_buy_ends: Vec<u32> = Vec::new();
-    let mut users = std::collections::HashSet::new();
     let mut polls_gave_up = 0;
     for r in &ledger.rows {
         counts[r.outcome() as usize] += 1;
@@ -292,14 +291,18 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
         if r.reason() == Reason::Limited {
             limited += 1;
         }
-        if r.kind() == Kind::Buy {
-            users.insert(r.user);
-            if r.outcome() == Outcome::Ok {
-                ok_buy_ends.push(r.end_us);
-            }
+        if r.kind() == Kind::Buy && r.outcome() == Outcome::Ok {
+            ok_buy_ends.push(r.end_us);
         }
     }
     ok_buy_ends.sort_unstable();
+    let users = crate::util::count_distinct(
+        ledger
+            .rows
+            .iter()
+            .filter(|r| r.kind() == Kind::Buy)
+            .map(|r| r.user),
+    );
     let tickets = meta.sale.tickets;
     let sell_out_s = sell_out(&ok_buy_ends, tickets);
     let items = item_lines(audit, ledger);
@@ -387,7 +390,7 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             info: counts[Outcome::Info as usize],
             sold_out,
             limited,
-            users: users.len() as u64,
+            users,
             rps,
         },
         latency_ms,
