@@ -30,6 +30,7 @@
 //! | `checks` | `[{name, status, summary}]` from the audit |
 //! | `thresholds` | `[{name, limit, actual, passed}]`: `p99_ms`, `error_rate`, `min_rps`, `sell_out_within_s`, `min_first_n_share`, `max_inversions`, those the scenario sets; `actual` null when it could not be measured (counts as missed) |
 //! | `steps` | per step of the attempts (a flow's steps before the buy, `buy`, `poll`, `pay`): `{name, requests, service_ms}` with `service_ms` as in `latency_ms` |
+//! | `store_reads` | the steps that read values from the system's Redis before their requests (a captcha's answer): `{name, requests, store_reads, reads, misses}`, `store_reads` as `NAME = GET KEY-TEMPLATE`; absent when nothing was read |
 //! | `polls_gave_up` | attempts whose result polls gave up while the answer still said queued (they count as `ok`: the buy was accepted) |
 //! | `items` | a sale of several items: one row per item, `{item, stock, sold, sell_out_s, refused_while_stock_left, verdict, fairness}` — `sold` from the store (null when not read), `sell_out_s` when the client had seen that item's tickets sold (null if never), `refused_while_stock_left` the buyers refused while one of its tickets was free (no_undersell), `fairness` as above for that item's rows and tickets; absent for a sale of one item. With several items the top-level `fairness` is the first item's, and the fairness thresholds hold for every item (`actual` is the worst item's) |
 //! | `order_lag_ms` | asynchronous orders: from the client's answer to the order's creation, `{n, p50, p90, p99, max}` (ms), or null |
@@ -108,6 +109,10 @@ pub struct Summary {
     /// Attempts whose polls gave up while the answer still said queued.
     #[serde(default)]
     pub polls_gave_up: u64,
+    /// The steps that read values from the system's store before their requests: what they
+    /// read (`NAME = GET KEY`), how often, and how often in vain (from the run record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_reads: Vec<crate::record::StepCount>,
     /// Asynchronous orders: the lag from the client's answer to the order's creation, ms
     /// (`n`, `p50`, `p90`, `p99`, `max`), from the audit.
     #[serde(default)]
@@ -416,6 +421,12 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             })
             .collect(),
         polls_gave_up,
+        store_reads: meta
+            .steps
+            .iter()
+            .filter(|st| !st.store_reads.is_empty())
+            .cloned()
+            .collect(),
         order_lag_ms: audit
             .checks
             .iter()
@@ -602,6 +613,16 @@ fn markdown(s: &Summary) -> String {
                 st.name, st.requests, p.p50, p.p90, p.p99, p.max
             );
         }
+    }
+    for st in &s.store_reads {
+        let _ = writeln!(
+            md,
+            "\nRead from the store before `{}`: {} ({} reads, {} found nothing).",
+            st.name,
+            st.store_reads.join(", "),
+            st.reads,
+            st.misses
+        );
     }
     if s.polls_gave_up > 0 {
         let _ = writeln!(

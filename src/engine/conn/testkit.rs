@@ -52,6 +52,7 @@ pub(super) fn request(method: &str, path: &str) -> Request {
         body: None,
         answers: Answers::default(),
         captures: Vec::new(),
+        reads: Vec::new(),
     }
 }
 
