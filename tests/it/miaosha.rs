@@ -147,6 +147,10 @@ fn a_shared_rate_limit_refuses_buyers_while_tickets_are_left() {
     assert!(says.contains("`rate limited`"), "{says}");
     let summary = json(&out.join("summary.json"));
     assert!(summary["requests"]["limited"].as_u64().unwrap() > 0);
+    // The report says which step and rule ended the attempts: most, the buy's rate limit.
+    let most = &summary["endings"][0];
+    assert_eq!(most["step"], "buy", "{most}");
+    assert_eq!(most["rule"], "buy rule 4 (`rate limited`)");
 }
 
 #[test]
