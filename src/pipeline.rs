@@ -336,6 +336,13 @@ fn steps(r: &EngineResult) -> String {
         })
         .collect();
     let mut text = format!("steps: {}\n", parts.join(" · "));
+    for s in r.steps.iter().filter(|s| s.store_reads > 0) {
+        let _ = writeln!(
+            text,
+            "read from the store before {}: {} values ({} not found)",
+            s.name, s.store_reads, s.store_misses
+        );
+    }
     if r.polls_gave_up > 0 {
         let _ = writeln!(
             text,

@@ -86,6 +86,22 @@ pub struct StepCount {
     pub name: String,
     /// Requests it made.
     pub requests: u64,
+    /// The values read from the store before its requests, as `NAME = GET KEY-TEMPLATE`
+    /// (`describe::StoreRead`): the run read the system's store, and where. Empty for most
+    /// steps, and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_reads: Vec<String>,
+    /// Reads made from the store for this step, and of them the reads that found nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reads: u64,
+    /// See `reads`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub misses: u64,
+}
+
+/// Whether a count is 0 (then not written).
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The name of the buy step among [`RunRecord::steps`].

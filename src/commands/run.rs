@@ -140,7 +140,8 @@ fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
                 modes: args.modes.clone(),
             };
             let (mut system, target) = External::bring_up(sc, ext, dir, &options, &cancel)?;
-            let result = load(sc, &target, Segment::default(), dir, &cancel)?;
+            let store = system.redis.clone();
+            let result = load(sc, &target, Segment::default(), store, dir, &cancel)?;
             let record = record(sc, &result, Vec::new(), Vec::new());
             crate::pipeline::conclude(dir, &record, &result, &mut system, &cancel)
         }
@@ -383,7 +384,7 @@ fn load_with_faults(
             let (faults, stop) = (&sc.faults, load_over.clone());
             scope.spawn(move || crate::faults::inject(faults, load_start, targets, &stop))
         });
-        let result = load(sc, target, Segment::default(), dir, cancel);
+        let result = load(sc, target, Segment::default(), None, dir, cancel);
         load_over.cancel();
         let injected = injector
             .map(|h| h.join().unwrap_or_default())
@@ -403,7 +404,7 @@ fn attached(
     let info = attach(sc, cluster_dir)?;
     wait_for_start(start_at, &sc.name, cancel)?;
     let target = Target::parse_loopback(&info.url)?;
-    let result = load(sc, &target, Segment::default(), dir, cancel)?;
+    let result = load(sc, &target, Segment::default(), None, dir, cancel)?;
     let mut record = record(sc, &result, info.nodes.clone(), Vec::new());
     record.cluster_dir = Some(cluster_dir.to_path_buf());
     let mut system = Shared {
@@ -462,7 +463,14 @@ fn agent(
         cancel,
     )?;
     let target = Target::parse_for_load(&url, reach(sc))?;
-    let result = load(sc, &target, segment, dir, cancel)?;
+    let store = match &sc.system {
+        Sut::External(ext) => match &ext.redis {
+            Some(crate::scenario::RedisSpec::Url(url)) => Some(url.clone()),
+            _ => None,
+        },
+        Sut::Cluster(_) => None,
+    };
+    let result = load(sc, &target, segment, store, dir, cancel)?;
     let mut record = record(sc, &result, nodes, Vec::new());
     record.segment = Some(segment);
     record.cluster_dir = args.attach.clone();
@@ -503,15 +511,25 @@ fn wait_for_start(start_at: Option<f64>, label: &str, cancel: &Cancel) -> Result
 }
 
 /// Runs the load engine with a progress display; Ctrl-C ends it early (the partial load is
-/// kept and concluded).
+/// kept and concluded). `store` is the system's Redis, for the values its requests read from
+/// the store.
 fn load(
     sc: &Scenario,
     target: &Target,
     segment: Segment,
+    store: Option<String>,
     dir: &RunDir,
     cancel: &Cancel,
 ) -> Result<EngineResult, Error> {
     let mut plan = engine_plan(sc, target)?;
+    if let Source::Buyers(b) = &mut plan.source {
+        if store.is_none() && !sc.description.store_reads().is_empty() {
+            return Err(Error::Usage(
+                "the description reads values from the store, but this run knows no Redis URL for it ([target] redis); no load was sent".into(),
+            ));
+        }
+        b.store_url = store;
+    }
     plan.segment = segment;
     if let Some(warning) = target.remote_warning(reach(sc)) {
         eprintln!("{warning}");
@@ -689,12 +707,20 @@ pub fn record(
         nodes,
         faults,
         thresholds: sc.thresholds.clone(),
-        steps: if r.steps.len() > 1 {
+        steps: if r.steps.len() > 1 || r.steps.iter().any(|s| s.store_reads > 0) {
+            let reads = sc.description.store_reads();
             r.steps
                 .iter()
                 .map(|s| crate::record::StepCount {
                     name: s.name.clone(),
                     requests: s.requests,
+                    store_reads: reads
+                        .iter()
+                        .filter(|(step, _)| *step == s.name)
+                        .map(|(_, read)| format!("{} = {}", read.name, read.describe()))
+                        .collect(),
+                    reads: s.store_reads,
+                    misses: s.store_misses,
                 })
                 .collect()
         } else {

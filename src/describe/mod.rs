@@ -92,6 +92,9 @@ pub struct Description {
     pub cookies: bool,
     /// How the nodes write their stat logs (`[system.log]`), when they keep any.
     pub log: Option<crate::evidence::statlog::LogFormat>,
+    /// Where in the scenario the first value read from the store is declared (a byte offset),
+    /// when a request reads one: the scenario refuses it there when it names no Redis.
+    pub reads_at: Option<usize>,
 }
 
 /// Where a system keeps its orders in SQL, and how long they may take to appear: read with
@@ -143,7 +146,17 @@ impl Description {
     /// Whether an attempt is more than one request (steps before the buy, or a poll after it):
     /// the engine then keeps the attempt's state between its requests.
     pub fn is_flow(&self) -> bool {
-        !self.before.is_empty() || self.poll.is_some()
+        !self.before.is_empty() || self.poll.is_some() || !self.buy.reads.is_empty()
+    }
+
+    /// Every value the requests read from the store, with the step that reads it (before
+    /// sending it), in the order an attempt makes them: for the run record and the report.
+    pub fn store_reads(&self) -> Vec<(String, &StoreRead)> {
+        let steps = self.before.iter().map(|s| (s.name.as_str(), &s.request));
+        steps
+            .chain(std::iter::once(("buy", &self.buy)))
+            .flat_map(|(name, r)| r.reads.iter().map(move |read| (name.to_string(), read)))
+            .collect()
     }
 
     /// The users-file columns some request writes into a header.
@@ -240,9 +253,10 @@ impl Protocol {
         }
     }
 
-    /// Whether an attempt is more than one request.
+    /// Whether an attempt is more than one request, or its buy reads the store first (the
+    /// values read live in the attempt's state, as captures do).
     pub fn is_flow(&self) -> bool {
-        !self.before.is_empty() || self.poll.is_some()
+        !self.before.is_empty() || self.poll.is_some() || !self.buy.reads.is_empty()
     }
 
     /// The names of the steps in the order an attempt makes them, as the per-step latency table
@@ -308,6 +322,17 @@ impl ReqVar {
             "target.path" => ReqVar::TargetPath,
             "order" if scope.pay => ReqVar::Order,
             "order" => return Err("only a pay request knows the order".into()),
+            other if other.starts_with("store.") => {
+                match scope.captured.iter().position(|c| c == other) {
+                    Some(i) => ReqVar::Capture(i as u16),
+                    None => {
+                        return Err(format!(
+                            "{{{other}}}: no value of that name is read from the store by this request or one before it (store = {{ {} = {{ get = \"key:{{user}}\" }} }})",
+                            &other["store.".len()..]
+                        ));
+                    }
+                }
+            }
             other if other.starts_with("capture.") => {
                 let cap = &other["capture.".len()..];
                 match scope.captured.iter().position(|c| c == cap) {
@@ -357,7 +382,11 @@ impl ReqVar {
             known.push_str(&format!(", user.{c}"));
         }
         for c in scope.captured {
-            known.push_str(&format!(", capture.{c}"));
+            if c.starts_with("store.") {
+                known.push_str(&format!(", {c}"));
+            } else {
+                known.push_str(&format!(", capture.{c}"));
+            }
         }
         known
     }
@@ -380,6 +409,48 @@ pub struct Request {
     /// Values kept from its answer when the answer lets the attempt go on (`ok`, `queued`), for
     /// the later requests of the attempt: capture number and where the value is.
     pub captures: Vec<(u16, Capture)>,
+    /// Values read from the system's store just before this request is sent (a captcha's
+    /// answer, an SMS code), kept like captures for it and the later requests; empty for
+    /// almost every request, and then the engine does nothing more for it.
+    pub reads: Vec<StoreRead>,
+}
+
+/// A value an attempt reads from the system's Redis before a request (`[system.buy.store]
+/// code = { get = "captcha:{user}:{item}" }`): the one way a test learns what only the store
+/// knows. Only GET and HGET are ever sent, over the audit's Redis URL.
+#[derive(Debug, Clone)]
+pub struct StoreRead {
+    /// Its name (`{store.NAME}`), for the report.
+    pub name: String,
+    /// The capture number it is kept under.
+    pub slot: u16,
+    /// The key, templated by the attempt's values.
+    pub key: Template<ReqVar>,
+    /// The hash field to HGET, or none to GET the key.
+    pub field: Option<Template<ReqVar>>,
+}
+
+impl StoreRead {
+    /// What it reads, as the report shows it: `GET captcha:{user}:{item}`.
+    pub fn describe(&self) -> String {
+        match &self.field {
+            Some(f) => format!("HGET {} {}", self.key.source(), f.source()),
+            None => format!("GET {}", self.key.source()),
+        }
+    }
+
+    /// The key and field of attempt `a`, rendered.
+    pub fn render(&self, ctx: &Context, a: &Attempt<'_>) -> (Vec<u8>, Option<Vec<u8>>) {
+        let value = |v: ReqVar, out: &mut Vec<u8>| ctx.value(v, a, out);
+        let mut key = Vec::new();
+        self.key.render(&mut key, value);
+        let field = self.field.as_ref().map(|f| {
+            let mut out = Vec::new();
+            f.render(&mut out, value);
+            out
+        });
+        (key, field)
+    }
 }
 
 /// Where in an answer a captured value is.
@@ -699,6 +770,7 @@ mod tests {
             body: Some(t("{{\"requestId\":\"{request}\"}}", &cols, false)),
             answers: Answers::default(),
             captures: Vec::new(),
+            reads: Vec::new(),
         };
         let ctx = Context::one(users, "i1", "s", "/");
         let (mut out, mut scratch) = (Vec::new(), Vec::new());

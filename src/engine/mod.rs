@@ -225,6 +225,9 @@ pub struct BuyerPlan {
     /// Each user's first attempt goes this many times at once (1: once), with request ids of
     /// their own; the last of them carries the user's follow-ups.
     pub concurrent: u16,
+    /// The system's Redis, for the values its requests read from the store before they are
+    /// sent (`describe::StoreRead`): only GET and HGET go over it. `None` when nothing is read.
+    pub store_url: Option<String>,
 }
 
 impl BuyerPlan {
@@ -240,6 +243,7 @@ impl BuyerPlan {
             pay_delay: Duration::from_millis(100),
             cycle_users: false,
             concurrent: 1,
+            store_url: None,
         }
     }
 

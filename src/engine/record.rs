@@ -242,6 +242,12 @@ pub struct StepStats {
     pub requests: u64,
     /// Service time (start → end) of each, µs.
     pub hist: Histogram<u64>,
+    /// Values read from the store before its requests (`describe::StoreRead`), and of them
+    /// the reads that found nothing (no such key, or the store did not answer): the report
+    /// says the run read the store, and how often in vain.
+    pub store_reads: u64,
+    /// See `store_reads`.
+    pub store_misses: u64,
 }
 
 impl StepStats {
@@ -251,6 +257,8 @@ impl StepStats {
             name,
             requests: 0,
             hist: new_histogram(),
+            store_reads: 0,
+            store_misses: 0,
         }
     }
 }
@@ -454,6 +462,8 @@ pub(crate) fn merge(recorders: Vec<Recorder>) -> Merged {
         } else {
             for (acc, s) in m.steps.iter_mut().zip(&rec.steps) {
                 acc.requests += s.requests;
+                acc.store_reads += s.store_reads;
+                acc.store_misses += s.store_misses;
                 acc.hist.add(&s.hist).expect("same bounds");
             }
         }

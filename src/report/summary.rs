@@ -30,6 +30,8 @@
 //! | `checks` | `[{name, status, summary}]` from the audit |
 //! | `thresholds` | `[{name, limit, actual, passed}]`: `p99_ms`, `error_rate`, `min_rps`, `sell_out_within_s`, `min_first_n_share`, `max_inversions`, those the scenario sets; `actual` null when it could not be measured (counts as missed) |
 //! | `steps` | per step of the attempts (a flow's steps before the buy, `buy`, `poll`, `pay`): `{name, requests, service_ms}` with `service_ms` as in `latency_ms` |
+//! | `endings` | how the attempts ended: `[{step, rule, attempts}]` per answer rule that classified the final answer (`step` the rule's request: `login`, `buy`, …), and `{step: "", rule: "no rule: REASON"}` for attempts no rule read (a timeout, an error, an unmatched answer), most first; absent without answer rules |
+//! | `store_reads` | the steps that read values from the system's Redis before their requests (a captcha's answer): `{name, requests, store_reads, reads, misses}`, `store_reads` as `NAME = GET KEY-TEMPLATE`; absent when nothing was read |
 //! | `polls_gave_up` | attempts whose result polls gave up while the answer still said queued (they count as `ok`: the buy was accepted) |
 //! | `items` | a sale of several items: one row per item, `{item, stock, sold, sell_out_s, refused_while_stock_left, verdict, fairness}` — `sold` from the store (null when not read), `sell_out_s` when the client had seen that item's tickets sold (null if never), `refused_while_stock_left` the buyers refused while one of its tickets was free (no_undersell), `fairness` as above for that item's rows and tickets; absent for a sale of one item. With several items the top-level `fairness` is the first item's, and the fairness thresholds hold for every item (`actual` is the worst item's) |
 //! | `order_lag_ms` | asynchronous orders: from the client's answer to the order's creation, `{n, p50, p90, p99, max}` (ms), or null |
@@ -108,6 +110,15 @@ pub struct Summary {
     /// Attempts whose polls gave up while the answer still said queued.
     #[serde(default)]
     pub polls_gave_up: u64,
+    /// How the attempts ended: per answer rule that classified the final answer (its step is
+    /// the label's first word), and without one per reason (a timeout, an error, no rule
+    /// matched), most first. Empty for a plain profile without rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endings: Vec<EndingLine>,
+    /// The steps that read values from the system's store before their requests: what they
+    /// read (`NAME = GET KEY`), how often, and how often in vain (from the run record).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_reads: Vec<crate::record::StepCount>,
     /// Asynchronous orders: the lag from the client's answer to the order's creation, ms
     /// (`n`, `p50`, `p90`, `p99`, `max`), from the audit.
     #[serde(default)]
@@ -149,6 +160,17 @@ pub struct StepLine {
     pub requests: u64,
     /// Their service times, ms.
     pub service_ms: Percentiles,
+}
+
+/// The attempts one answer rule ended, or, without a rule, one reason.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndingLine {
+    /// The step whose answer ended them (`login`, `buy`, …), when a rule says; empty otherwise.
+    pub step: String,
+    /// The rule's label (`buy rule 2 (… → sold_out)`), or `no rule: REASON`.
+    pub rule: String,
+    /// Attempts that ended so.
+    pub attempts: u64,
 }
 
 /// Request counts of a run.
@@ -269,6 +291,46 @@ impl Summary {
             .map(|t| t.name.clone())
             .collect()
     }
+}
+
+/// How the ledger's attempts ended, by rule and, without one, by reason; none when the ledger
+/// has no rule table.
+fn endings(ledger: &Ledger) -> Vec<EndingLine> {
+    if ledger.rules.is_empty() {
+        return Vec::new();
+    }
+    let mut by: std::collections::BTreeMap<(u8, u8), u64> = Default::default();
+    for r in &ledger.rows {
+        let reason = if r.rule() == 0 { r.reason } else { 0 };
+        *by.entry((r.rule(), reason)).or_default() += 1;
+    }
+    let mut lines: Vec<EndingLine> = by
+        .into_iter()
+        .map(|((rule, reason), attempts)| match rule {
+            0 => EndingLine {
+                step: String::new(),
+                rule: format!(
+                    "no rule: {}",
+                    Reason::from_index(reason).map_or("unknown", Reason::as_str)
+                ),
+                attempts,
+            },
+            n => {
+                let label = ledger
+                    .rules
+                    .get(usize::from(n) - 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("rule {n}"));
+                EndingLine {
+                    step: label.split(" rule ").next().unwrap_or_default().to_string(),
+                    rule: label,
+                    attempts,
+                }
+            }
+        })
+        .collect();
+    lines.sort_by_key(|l| std::cmp::Reverse(l.attempts));
+    lines
 }
 
 /// The run's figures, checks and thresholds.
@@ -419,6 +481,13 @@ fn summarize(meta: &RunRecord, audit: &Audit, latency: &Totals, ledger: &Ledger)
             })
             .collect(),
         polls_gave_up,
+        endings: endings(ledger),
+        store_reads: meta
+            .steps
+            .iter()
+            .filter(|st| !st.store_reads.is_empty())
+            .cloned()
+            .collect(),
         order_lag_ms: audit
             .checks
             .iter()
@@ -606,6 +675,31 @@ fn markdown(s: &Summary) -> String {
             );
         }
     }
+    if !s.endings.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| attempts ended by | step | attempts |\n|---|---|---|"
+        );
+        for e in &s.endings {
+            let step = if e.step.is_empty() { "—" } else { &e.step };
+            let _ = writeln!(
+                md,
+                "| {} | {step} | {} |",
+                e.rule.replace('|', "\\|"),
+                e.attempts
+            );
+        }
+    }
+    for st in &s.store_reads {
+        let _ = writeln!(
+            md,
+            "\nRead from the store before `{}`: {} ({} reads, {} found nothing).",
+            st.name,
+            st.store_reads.join(", "),
+            st.reads,
+            st.misses
+        );
+    }
     if s.polls_gave_up > 0 {
         let _ = writeln!(
             md,
@@ -772,4 +866,68 @@ fn junit(s: &Summary) -> String {
     }
     x.push_str("  </testsuite>\n</testsuites>\n");
     x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Row;
+
+    /// An attempt ended by `rule` (0: none) with `reason`.
+    fn ended(rule: u8, reason: Reason) -> Row {
+        Row {
+            user: 1,
+            seq: 0,
+            order_id: 0,
+            intended_us: 0,
+            start_us: 0,
+            end_us: 0,
+            first_us: 0,
+            done_us: 0,
+            attempt: 1,
+            status: 200,
+            node: 0,
+            kind: Row::pack_kind(Kind::Buy, rule),
+            item: 0,
+            reason: reason as u8,
+            polls: 0,
+        }
+    }
+
+    // Attempts are counted by the rule that ended them, its step the label's first word; those
+    // no rule read, by reason; most first. A plain ledger (no rules) has none.
+    #[test]
+    fn attempts_are_counted_by_the_step_and_rule_that_ended_them() {
+        let mut ledger = Ledger {
+            rows: vec![
+                ended(1, Reason::Rejected),
+                ended(2, Reason::Grabbed),
+                ended(2, Reason::Grabbed),
+                ended(0, Reason::Timeout),
+            ],
+            rules: vec![
+                "login rule 1 (status 401 → rejected)".into(),
+                "buy rule 1 (status 200 → ok)".into(),
+            ],
+            ..Ledger::default()
+        };
+        let got: Vec<(String, String, u64)> = endings(&ledger)
+            .into_iter()
+            .map(|e| (e.step, e.rule, e.attempts))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("buy".into(), "buy rule 1 (status 200 → ok)".into(), 2),
+                ("".into(), "no rule: timeout".into(), 1),
+                (
+                    "login".into(),
+                    "login rule 1 (status 401 → rejected)".into(),
+                    1
+                ),
+            ]
+        );
+        ledger.rules.clear();
+        assert!(endings(&ledger).is_empty());
+    }
 }

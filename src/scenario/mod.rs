@@ -326,6 +326,14 @@ impl Validator<'_> {
         };
         let mut description = description;
         description.count_down_from(sale.tickets);
+        if let (System::External(e), Some(at)) = (&system, description.reads_at)
+            && e.redis.is_none()
+        {
+            return Err(self.error_at(
+                at,
+                "this request reads a value from the store, but the scenario names no Redis: add [target] redis = \"spawn\" or a redis:// URL (the audit's store, read with GET and HGET only)".into(),
+            ));
+        }
         if let (System::External(e), Some(at)) = (&system, &raw.target)
             && !e.stat_logs.is_empty()
             && description.log.is_none()

@@ -19,6 +19,7 @@ mod fuzz;
 mod hostile;
 mod json_out;
 mod metrics;
+mod miaosha;
 mod multi_item;
 mod report;
 mod report_cli;

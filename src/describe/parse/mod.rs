@@ -18,7 +18,7 @@ mod request;
 mod store;
 
 use log::{RawLog, log};
-use request::{RawRequest, add_captures, poll, request};
+use request::{RawRequest, add_captures, add_reads, poll, request};
 use store::{RawStore, layout};
 
 /// `[system]` as written.
@@ -155,6 +155,7 @@ pub fn description(
                 format!("the step name {name:?} is taken (buy, poll, pay and each step's own)"),
             ));
         }
+        add_reads(sv, step.get_ref(), &mut captured)?;
         let scope = Scope {
             columns,
             pay: false,
@@ -189,6 +190,12 @@ pub fn description(
             request,
             per_user,
         });
+    }
+    for (r, rv) in [(own.buy.as_ref(), v), (base_sys.buy.as_ref(), &pv)] {
+        if let Some(r) = r.filter(|r| r.store.is_some()) {
+            add_reads(rv, r, &mut captured)?;
+            break;
+        }
     }
     let scope = Scope {
         columns,
@@ -267,6 +274,14 @@ pub fn description(
     numbered.map_err(|e| v.error_at(raw.map_or(0, |r| r.span().start), e))?;
     let cookies = own.cookies.or(base_sys.cookies).unwrap_or(true);
     let log = log(v, &pv, own.log.as_ref(), base_sys.log.as_ref())?;
+    let reads_at = own
+        .before
+        .iter()
+        .flatten()
+        .map(|s| s.get_ref())
+        .chain(own.buy.as_ref())
+        .find_map(|r| r.store.as_ref())
+        .map(|s| s.span().start);
     Ok(Description {
         name,
         before,
@@ -279,6 +294,7 @@ pub fn description(
         rules,
         cookies,
         log,
+        reads_at,
     })
 }
 
@@ -477,5 +493,63 @@ mod tests {
         for bad in ["Asia/Shanghai", "+8", "+08", "0800", "+15:00", "+08:60", ""] {
             assert_eq!(parse_zone(bad), None, "{bad}");
         }
+    }
+
+    /// `[system]` of `text` (a `[system]` table's contents), read with no users file.
+    fn read(text: &str) -> Result<Description, String> {
+        let raw: Spanned<RawSystem> = toml::from_str(text).map_err(|e| e.to_string())?;
+        let path = std::path::PathBuf::from("s.toml");
+        let v = Validator { path: &path, text };
+        description(&v, Some(&raw), "", &[], crate::target::Reach::Loopback)
+            .map_err(|e| e.to_string())
+    }
+
+    const BUY: &str = "[buy]\npath = \"/buy?c={store.code}\"\n";
+
+    // A value read from the store before a request is named `{store.NAME}` in it and the later
+    // requests, kept in the attempt's values like a capture; its key is a template of the
+    // attempt's values, never of one read by the same request; only steps and the buy read.
+    #[test]
+    fn values_are_read_from_the_store_by_get_or_hget_before_a_step_or_the_buy() {
+        let d = read(&format!(
+            "{BUY}[buy.store]\ncode = {{ get = \"sms:{{user}}\" }}\n"
+        ))
+        .expect("valid");
+        let reads = d.store_reads();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].0, "buy");
+        assert_eq!(reads[0].1.describe(), "GET sms:{user}");
+        assert_eq!(d.captures, ["store.code"]);
+        assert!(d.is_flow(), "the value lives in the attempt's state");
+        assert!(d.reads_at.is_some());
+        let h = read(&format!(
+            "{BUY}[buy.store]\ncode = {{ hget = \"codes\", field = \"{{user}}:{{item}}\" }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(h.store_reads()[0].1.describe(), "HGET codes {user}:{item}");
+        for (store, why) in [
+            ("code = { hget = \"codes\" }", "hget needs the hash's field"),
+            (
+                "code = { get = \"k\", field = \"f\" }",
+                "field goes with hget",
+            ),
+            ("code = { }", "read a value with get"),
+            ("code = { get = \"k:{store.code}\" }", "same request"),
+            ("code = { get = \"k:{user.pw}\" }", "needs a users file"),
+            ("\"a-b\" = { get = \"k\" }", "not a name"),
+        ] {
+            let err = read(&format!("{BUY}[buy.store]\n{store}\n")).unwrap_err();
+            assert!(err.contains(why), "{store}: {err}");
+        }
+        let err = read("[buy]\npath = \"/buy?c={store.code}\"\n").unwrap_err();
+        assert!(
+            err.contains("no value of that name is read from the store"),
+            "{err}"
+        );
+        let poll = "[poll]\npath = \"/r\"\nmax_wait = \"1s\"\n[poll.store]\nx = { get = \"k\" }\n";
+        let err = read(&format!("[buy]\npath = \"/buy\"\n{poll}")).unwrap_err();
+        assert!(err.contains("not a poll or a pay"), "{err}");
+        let d = read("[buy]\npath = \"/buy\"\n").expect("valid");
+        assert!(d.reads_at.is_none() && d.store_reads().is_empty() && !d.is_flow());
     }
 }

@@ -34,6 +34,22 @@ pub(super) struct RawRequest {
     /// How often a step is made (`[[system.before]]` only): `"attempt"` (the default) or
     /// `"user"` (once per user: a login whose captures every later attempt reuses).
     pub(super) scope: Option<Spanned<String>>,
+    /// Values read from the system's Redis before the request is sent (`[system.buy.store]
+    /// code = { get = "captcha:{user}:{item}" }`): name → key (steps and the buy only).
+    pub(super) store: Option<Spanned<BTreeMap<String, Spanned<RawRead>>>>,
+}
+
+/// A value read from the store, as written: `{ get = "KEY" }` or `{ hget = "KEY", field =
+/// "FIELD" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRead {
+    /// The key to GET.
+    pub(super) get: Option<Spanned<String>>,
+    /// The hash to HGET `field` from.
+    pub(super) hget: Option<Spanned<String>>,
+    /// The field of `hget`.
+    pub(super) field: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,23 +78,49 @@ pub(super) fn add_captures(
     r: &RawRequest,
     captured: &mut Vec<String>,
 ) -> Result<(), ScenarioError> {
-    let Some(c) = &r.capture else {
-        return Ok(());
-    };
-    for name in c.get_ref().keys() {
-        if captured.contains(name) {
+    match &r.capture {
+        Some(c) => add_names(v, c, "", "captured", captured),
+        None => Ok(()),
+    }
+}
+
+/// Adds the names of the values `r` reads from the store to `captured` (as `store.NAME`, read
+/// before `r` is sent, so `r` may use them), refusing a name taken twice.
+pub(super) fn add_reads(
+    v: &Validator<'_>,
+    r: &RawRequest,
+    captured: &mut Vec<String>,
+) -> Result<(), ScenarioError> {
+    match &r.store {
+        Some(reads) => add_names(v, reads, "store.", "read from the store", captured),
+        None => Ok(()),
+    }
+}
+
+/// Adds the keys of `names`, each after `prefix`, to the attempt's values `captured`: names of
+/// letters, digits and `_`, none taken twice (`how`: what was done to them, for messages).
+fn add_names<T>(
+    v: &Validator<'_>,
+    names: &Spanned<BTreeMap<String, T>>,
+    prefix: &str,
+    how: &str,
+    captured: &mut Vec<String>,
+) -> Result<(), ScenarioError> {
+    for name in names.get_ref().keys() {
+        let full = format!("{prefix}{name}");
+        if captured.contains(&full) {
             return Err(v.err(
-                c,
-                format!("the value {name:?} is captured twice in one attempt"),
+                names,
+                format!("the value {name:?} is {how} twice in one attempt"),
             ));
         }
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(v.err(
-                c,
-                format!("{name:?} is not a capture name (letters, digits, _)"),
+                names,
+                format!("{name:?} is not a name for a value {how} (letters, digits, _)"),
             ));
         }
-        captured.push(name.clone());
+        captured.push(full);
     }
     Ok(())
 }
@@ -173,12 +215,18 @@ pub(super) fn request(
                 .or(r.every.as_ref())
                 .or(r.max_wait.as_ref()),
         };
+        let ctx = if own.is_some_and(|o| std::ptr::eq(o, r)) {
+            v
+        } else {
+            pv
+        };
+        if let Some(at) = r.store.as_ref().filter(|_| what == "poll" || what == "pay") {
+            return Err(ctx.err(
+                at,
+                "values are read from the store before a [[system.before]] step or the buy, not a poll or a pay",
+            ));
+        }
         if let Some(m) = misplaced {
-            let ctx = if own.is_some_and(|o| std::ptr::eq(o, r)) {
-                v
-            } else {
-                pv
-            };
             return Err(ctx.err(
                 m,
                 "name and scope go with [[system.before]] steps, every and max_wait with [system.poll]",
@@ -275,6 +323,14 @@ pub(super) fn request(
             captures.push(((first + i) as u16, p));
         }
     }
+    let reads = match own
+        .and_then(|r| r.store.as_ref())
+        .map(|s| (s, v))
+        .or_else(|| base.and_then(|r| r.store.as_ref()).map(|s| (s, pv)))
+    {
+        Some((raw, rv)) => reads(rv, raw, scope)?,
+        None => Vec::new(),
+    };
     // A value the path starts with is a path itself (`{target.path}`, a captured URL): as it
     // is. Every other value in the path or the query is percent-encoded.
     let path = template(&path)?.escaped(Escape::Url);
@@ -288,7 +344,70 @@ pub(super) fn request(
         body,
         answers,
         captures,
+        reads,
     }))
+}
+
+/// A request's reads from the store (`store = { NAME = { get = "KEY" } }`), their names
+/// already in `scope.captured` (`add_reads`): each key a template of the attempt's values, and
+/// none of them one read here.
+fn reads(
+    v: &Validator<'_>,
+    raw: &Spanned<BTreeMap<String, Spanned<RawRead>>>,
+    scope: Scope<'_>,
+) -> Result<Vec<crate::describe::StoreRead>, ScenarioError> {
+    let mut out = Vec::new();
+    for (name, read) in raw.get_ref() {
+        let full = format!("store.{name}");
+        let slot = scope
+            .captured
+            .iter()
+            .position(|c| *c == full)
+            .expect("add_reads named it") as u16;
+        let template = |s: &Spanned<String>| {
+            let t = Template::compile_with(
+                s.get_ref(),
+                |n| ReqVar::lookup(n, scope),
+                &ReqVar::known(scope),
+            )
+            .map_err(|e| v.error_at(s.span().start + 1 + e.offset, e.message))?;
+            let own = |var: ReqVar| {
+                matches!(var, ReqVar::Capture(c) if scope.captured[c as usize].starts_with("store.")
+                    && raw.get_ref().contains_key(&scope.captured[c as usize]["store.".len()..]))
+            };
+            if t.vars().any(own) {
+                return Err(v.err(
+                    s,
+                    "a key cannot name a value read from the store by the same request (it is not read yet)",
+                ));
+            }
+            Ok(t)
+        };
+        let r = read.get_ref();
+        let (key, field) = match (&r.get, &r.hget, &r.field) {
+            (Some(k), None, None) => (template(k)?, None),
+            (None, Some(k), Some(f)) => (template(k)?, Some(template(f)?)),
+            (None, Some(k), None) => {
+                return Err(v.err(k, "hget needs the hash's field = \"…\""));
+            }
+            (Some(_), _, Some(f)) => {
+                return Err(v.err(f, "field goes with hget, not get"));
+            }
+            _ => {
+                return Err(v.err(
+                    read,
+                    "read a value with get = \"KEY\" or hget = \"KEY\", field = \"FIELD\" (one of them)",
+                ));
+            }
+        };
+        out.push(crate::describe::StoreRead {
+            name: name.clone(),
+            slot,
+            key,
+            field,
+        });
+    }
+    Ok(out)
 }
 
 /// One answer rule.

@@ -294,6 +294,113 @@ impl ThreadCtx {
         job
     }
 
+    /// Reads the values `job`'s request takes from the store (`describe::StoreRead`) into its
+    /// attempt's state, before the request is rendered; `job` as it is when its request reads
+    /// nothing (every request of almost every description: one length check). Returns `None`
+    /// when a value could not be read (no such key, or the store did not answer within the
+    /// request timeout): the attempt then ended here, unsent, as an answer no rule read.
+    pub(super) async fn read_store(&self, job: Job, start_us: u64) -> Option<Job> {
+        let Source::Buyers(b) = &self.shared.plan.source else {
+            return Some(job);
+        };
+        let p = &*b.protocol;
+        let req = self.request_of(p, &job);
+        if req.reads.is_empty() || job.kind == Kind::Pay as u8 {
+            return Some(job);
+        }
+        let mut job = job;
+        job.flow = self.flow_slot(&job, start_us);
+        let slot = Self::step_slot(p, &job);
+        let mut values = Vec::with_capacity(req.reads.len());
+        for read in &req.reads {
+            let (key, field) = {
+                let flows = self.flows.borrow();
+                let a = crate::describe::Attempt {
+                    index: job.index,
+                    user: job.user,
+                    attempt: job.attempt,
+                    order: b"",
+                    captured: &flows[job.flow as usize].captured,
+                    item: job.item,
+                };
+                read.render(&p.ctx, &a)
+            };
+            let got = tokio::time::timeout(
+                self.shared.plan.request_timeout,
+                self.get(b.store_url.as_deref(), &key, field.as_deref()),
+            )
+            .await;
+            let mut rec = self.rec.borrow_mut();
+            let stats = &mut rec.steps[slot];
+            stats.store_reads += 1;
+            match got {
+                Ok(Some(v)) if !v.iter().any(|&c| c == b'\r' || c == b'\n') => {
+                    values.push((read.slot, v));
+                }
+                _ => {
+                    stats.store_misses += 1;
+                    drop(rec);
+                    let now_us = self.shared.now_us();
+                    self.unread(&job, now_us);
+                    return None;
+                }
+            }
+        }
+        let mut flows = self.flows.borrow_mut();
+        let f = &mut flows[job.flow as usize];
+        f.captured.resize(p.captures, Box::default());
+        for (i, v) in values {
+            f.captured[i as usize] = v.into_boxed_slice();
+        }
+        Some(job)
+    }
+
+    /// GET `key`, or HGET its `field`, on the thread's store connection: the value, or `None`
+    /// when there is none or the store cannot be reached.
+    async fn get(&self, url: Option<&str>, key: &[u8], field: Option<&[u8]>) -> Option<Vec<u8>> {
+        let url = url?;
+        let conn = self
+            .store
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(url)?;
+                client.get_multiplexed_async_connection().await
+            })
+            .await
+            .ok()?;
+        let mut conn = conn.clone();
+        let cmd = match field {
+            Some(f) => redis::cmd("HGET").arg(key).arg(f).clone(),
+            None => redis::cmd("GET").arg(key).clone(),
+        };
+        cmd.query_async::<Option<Vec<u8>>>(&mut conn)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Ends `job`'s attempt before its request was sent, because a value it needs could not be
+    /// had: as an unmatched answer (indeterminate, tried again under `retries`), like a step
+    /// whose capture found nothing.
+    pub(super) fn unread(&self, job: &Job, now_us: u64) {
+        let f = std::mem::take(&mut self.flows.borrow_mut()[job.flow as usize]);
+        self.free_flow(job.flow);
+        let c = Classified::bare(Reason::Unmatched);
+        self.end_attempt(
+            job,
+            &Ending {
+                intended_us: f.intended_us,
+                first_us: f.first_us,
+                start_us: now_us,
+                end_us: now_us,
+                done_us: now_us,
+                polls: f.polls,
+                status: 0,
+                c: &c,
+                fallback: (f.buy_order, f.buy_seq, f.buy_node),
+            },
+        );
+    }
+
     /// Returns a flow slot for reuse.
     pub(super) fn free_flow(&self, slot: u32) {
         self.flows.borrow_mut()[slot as usize].captured.clear();

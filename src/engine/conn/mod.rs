@@ -110,6 +110,9 @@ struct ThreadCtx {
     /// Per user, the cookies its answers set (`[system] cookies`): sent back on its later
     /// requests. A user gets an entry only once a `Set-Cookie` arrives for it.
     jars: RefCell<std::collections::HashMap<u64, crate::describe::cookies::Jar>>,
+    /// The thread's connection to the system's Redis for the values requests read from the
+    /// store (`BuyerPlan::store_url`), opened at the first read; never used otherwise.
+    store: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
 }
 
 /// Progress counts of one thread since its last publish.
@@ -255,6 +258,7 @@ impl ThreadCtx {
             free_flows: RefCell::new(Vec::new()),
             once: RefCell::new(std::collections::HashMap::new()),
             jars: RefCell::new(std::collections::HashMap::new()),
+            store: tokio::sync::OnceCell::new(),
             queue: RefCell::new(BinaryHeap::new()),
             head: head_lines(&base_headers(&shared.plan)?),
             stopped: Cell::new(false),

@@ -53,6 +53,7 @@ pub(super) fn request(method: &str, path: &str) -> Request {
         body: None,
         answers: Answers::default(),
         captures: Vec::new(),
+        reads: Vec::new(),
     }
 }
 
