@@ -76,6 +76,8 @@ pub struct SqlOrders {
     pub vars: Vars,
     /// Order states that no longer take a ticket.
     pub released_states: Vec<String>,
+    /// What each of the source's related queries records, in its order.
+    pub relations: Vec<crate::evidence::Relation>,
     /// Settled once the count is unchanged this long.
     pub stable_for: Duration,
     /// At most this long after the load.
@@ -124,10 +126,13 @@ impl SqlOrders {
                 })?,
             url => url.to_string(),
         };
-        let source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
+        let mut source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
             .map_err(Error::Usage)?
             .with_time_zone(spec.time_zone)
             .with_reach(reach);
+        for r in &spec.related {
+            source = source.with_related(&r.name, &r.sql).map_err(Error::Usage)?;
+        }
         Ok(SqlOrders {
             source,
             vars: Vars {
@@ -135,6 +140,7 @@ impl SqlOrders {
                 sale: sc.sale.id.clone(),
             },
             released_states: spec.released_states.clone(),
+            relations: spec.related.iter().map(|r| r.relation).collect(),
             stable_for: spec.stable_for,
             settle_within: spec.settle_within,
             settled: None,
@@ -240,8 +246,9 @@ impl SqlOrders {
                     store.orders = Part::Unreadable(why.clone());
                 }
                 if self.source.has_stock() {
-                    store.db_stock = Part::Unreadable(why);
+                    store.db_stock = Part::Unreadable(why.clone());
                 }
+                store.related = self.related(|_| Part::Unreadable(why.clone()));
                 return;
             }
         };
@@ -253,9 +260,30 @@ impl SqlOrders {
             orders.sort_by_key(|o| o.id);
             store.orders = Part::Read(orders);
         }
+        let mut rows = snapshot.related.into_iter();
+        store.related = self.related(|_| {
+            let table = rows.next().unwrap_or_default();
+            Part::Read(table.iter().map(related_row).collect())
+        });
         if let Some(why) = &self.settle_error {
             store.orders = Part::Unreadable(format!("settling could not count the orders: {why}"));
         }
+    }
+
+    /// The related tables, each with its rows from `rows` (called in the source's order).
+    fn related(
+        &self,
+        mut rows: impl FnMut(&str) -> Part<Vec<crate::evidence::RelatedRow>>,
+    ) -> Vec<crate::evidence::Related> {
+        self.source
+            .related_names()
+            .zip(&self.relations)
+            .map(|(name, relation)| crate::evidence::Related {
+                name: name.to_string(),
+                relation: *relation,
+                rows: rows(name),
+            })
+            .collect()
     }
 
     /// One SQL order in the evidence's shape.
@@ -264,6 +292,7 @@ impl SqlOrders {
         Order {
             id: crate::ledger::order_key(o.id.as_bytes()),
             user: o.user.clone(),
+            item: o.item.clone(),
             state: if released {
                 OrderState::Released
             } else {
@@ -272,6 +301,15 @@ impl SqlOrders {
             created_ms: (o.created_unix_us.max(0) / 1000) as u64,
             ..Order::default()
         }
+    }
+}
+
+/// A related query's row in the evidence's shape (its id, user and item as written).
+fn related_row(o: &SqlOrder) -> crate::evidence::RelatedRow {
+    crate::evidence::RelatedRow {
+        order: o.id.clone(),
+        user: o.user.clone(),
+        item: o.item.clone(),
     }
 }
 

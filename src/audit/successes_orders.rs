@@ -38,6 +38,12 @@ pub fn check(f: &Facts<'_>) -> Check {
     let claims = successes_to_orders(f, &mut c, &mut tally);
     orders_to_requests(f, &mut c, &mut tally, &claims);
     payments(f, &mut c);
+    super::related::rows_match_orders(f, &mut c);
+    super::related::duplicates(f, &mut c);
+    if let Some(q) = &f.store.queue {
+        c.fig("queue_settle_ms", q.waited_ms);
+        c.fig("queue_drained", q.drained);
+    }
     let lag = f
         .store
         .settled

@@ -421,6 +421,8 @@ impl Layout {
             ),
             settled: None,
             shards,
+            related: Vec::new(),
+            queue: None,
         })
     }
 }
@@ -568,7 +570,16 @@ impl Orders {
                 .and_then(|v| v.text())
                 .map(|t| String::from_utf8_lossy(t).into_owned())
         };
-        let num = |p: &Option<Pointer>| value(p).and_then(|v| v.number()).map(|f| f as u64);
+        // A whole number is read exactly (a snowflake above 2^53 is not a double); `42.0` and
+        // `4.2e1` go through the float parser.
+        let num = |p: &Option<Pointer>| {
+            value(p).and_then(|v| match v {
+                Value::Num(n) => {
+                    crate::protocol::parse_u64(n).or_else(|| v.number().map(|f| f as u64))
+                }
+                _ => None,
+            })
+        };
         let state = match text(&self.state).as_deref() {
             Some("sold") | None => OrderState::Sold,
             Some("held") => OrderState::Held,
@@ -579,6 +590,7 @@ impl Orders {
         Ok(Order {
             id: crate::ledger::order_key(id.as_bytes()),
             user: text(&self.user).unwrap_or_default(),
+            item: String::new(),
             rid: text(&self.request).unwrap_or_default(),
             node: text(&self.node).unwrap_or_default(),
             seq: num(&self.seq).unwrap_or(0),
