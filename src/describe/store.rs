@@ -674,5 +674,10 @@ mod tests {
             (OrderState::Held, 3000, None)
         );
         assert!(layout.parse("1", r#"{"state":"lost"}"#).is_err());
+        for n in [(1u64 << 53) + 1, i64::MAX as u64] {
+            let json = format!(r#"{{"user":"7","seq":{n},"created_ms":1000}}"#);
+            let o = layout.parse(&n.to_string(), &json).unwrap();
+            assert_eq!((o.id, o.seq), (n, n), "{n} read exactly from Redis");
+        }
     }
 }
