@@ -62,6 +62,8 @@ pub struct External {
     pub settle: Duration,
     /// Its SQL database, when it keeps orders or stock there.
     pub sql: Option<SqlOrders>,
+    /// How its stream drained (set by [`System::settle`] when the store names one).
+    pub queue: Option<crate::evidence::QueueSettled>,
     /// What the harness started for it (nothing for a system someone else runs).
     pub started: Started,
 }
@@ -502,6 +504,7 @@ impl External {
             log: sc.description.log.clone(),
             settle: sc.timeouts.settle,
             sql: None,
+            queue: None,
             started,
         };
         let mut system = system;
@@ -637,6 +640,23 @@ impl System for External {
         // Nothing to ask a system we do not run whether it is idle: give it the settle time;
         // then, for orders written asynchronously, wait until they stop changing.
         let _ = cancel.wait_until(Instant::now() + self.settle);
+        if let (Some(stream), Some(url)) = (&self.layout.stream, &self.redis) {
+            let q = settle_stream(stream, url, &self.names, cancel);
+            eprintln!(
+                "{}: {} after {:.1} s ({} entries, {} pending, {} undelivered)",
+                q.name,
+                if q.drained {
+                    "drained"
+                } else {
+                    "not drained (max_wait)"
+                },
+                q.waited_ms as f64 / 1000.0,
+                q.length,
+                q.pending,
+                q.undelivered
+            );
+            self.queue = Some(q);
+        }
         if let Some(sql) = &mut self.sql {
             sql.settle(cancel);
             if let Some(s) = sql.settled {
@@ -666,6 +686,21 @@ impl System for External {
         if let Some(sql) = &self.sql {
             sql.read_into(&mut store);
         }
+        store.queue = self.queue.clone();
+        if let (Some(stream), Some(url)) = (&self.layout.stream, &self.redis) {
+            let entries = crate::describe::store::connect(url)
+                .map_err(|e| format!("{e:#}"))
+                .map(|mut conn| stream.entries(&mut conn, &self.names));
+            match entries {
+                Ok(Some(related)) => store.related.push(related),
+                Ok(None) => {}
+                Err(why) => store.related.push(crate::evidence::Related {
+                    name: stream.describe(&self.names),
+                    relation: crate::evidence::Relation::Queue,
+                    rows: Part::Unreadable(why),
+                }),
+            }
+        }
         let logs = copy_logs(dir, &self.stat_logs);
         self.started.stop();
         Collected {
@@ -676,6 +711,67 @@ impl System for External {
             log_format: self.log.clone(),
         }
     }
+}
+
+/// Waits until the stream's group has nothing pending or undelivered and its length has not
+/// changed for `stable_for`, at most `max_wait` (Ctrl-C cuts it short), polling every 100 ms
+/// with read-only commands; how long it took and the last state asked are the result.
+fn settle_stream(
+    stream: &crate::describe::stream::Stream,
+    url: &str,
+    names: &crate::describe::store::Names,
+    cancel: &Cancel,
+) -> crate::evidence::QueueSettled {
+    let began = Instant::now();
+    let mut settled = crate::evidence::QueueSettled {
+        name: stream.describe(names),
+        waited_ms: 0,
+        max_wait_ms: stream.max_wait.as_millis() as u64,
+        drained: false,
+        length: 0,
+        pending: 0,
+        undelivered: 0,
+    };
+    let mut conn = match crate::describe::store::connect(url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot ask {} whether it drained: {e:#}", settled.name);
+            return settled;
+        }
+    };
+    let mut since: Option<(u64, Instant)> = None;
+    loop {
+        match stream.state(&mut conn, names) {
+            Ok(state) => {
+                settled.length = state.length;
+                settled.pending = state.pending;
+                settled.undelivered = state.undelivered;
+                let unchanged = match since {
+                    Some((len, at)) if len == state.length => at,
+                    _ => {
+                        let now = Instant::now();
+                        since = Some((state.length, now));
+                        now
+                    }
+                };
+                if state.idle() && unchanged.elapsed() >= stream.stable_for {
+                    settled.drained = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("asking {}: {e:#}", settled.name);
+                since = None;
+            }
+        }
+        if began.elapsed() >= stream.max_wait
+            || cancel.wait_until(Instant::now() + SETTLE_POLL).is_err()
+        {
+            break;
+        }
+    }
+    settled.waited_ms = began.elapsed().as_millis() as u64;
+    settled
 }
 
 /// Copies the system's stat logs into the run folder as `ext1`, `ext2`, …; all or none (some

@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod parse;
 pub mod routed;
 pub mod store;
+pub mod stream;
 pub mod template;
 pub mod users;
 

@@ -162,6 +162,8 @@ pub struct Layout {
     pub nodes: Option<Nodes>,
     /// Stock shards.
     pub shards: Option<Shards>,
+    /// The stream the orders are queued on: the settle signal, and its entries as evidence.
+    pub stream: Option<super::stream::Stream>,
 }
 
 /// The sale and item a layout's key names are rendered for.
@@ -441,7 +443,7 @@ fn not_kept<T>(what: &str) -> Part<T> {
     Part::NotKept(format!("the system keeps no {what}"))
 }
 
-fn key(t: &Template<KeyVar>, names: &Names) -> String {
+pub(super) fn key(t: &Template<KeyVar>, names: &Names) -> String {
     shard_key(t, names, 0)
 }
 
