@@ -62,6 +62,8 @@ pub struct External {
     pub settle: Duration,
     /// Its SQL database, when it keeps orders or stock there.
     pub sql: Option<SqlOrders>,
+    /// How its stream drained (set by [`System::settle`] when the store names one).
+    pub queue: Option<crate::evidence::QueueSettled>,
     /// What the harness started for it (nothing for a system someone else runs).
     pub started: Started,
 }
@@ -76,6 +78,8 @@ pub struct SqlOrders {
     pub vars: Vars,
     /// Order states that no longer take a ticket.
     pub released_states: Vec<String>,
+    /// What each of the source's related queries records, in its order.
+    pub relations: Vec<crate::evidence::Relation>,
     /// Settled once the count is unchanged this long.
     pub stable_for: Duration,
     /// At most this long after the load.
@@ -124,10 +128,13 @@ impl SqlOrders {
                 })?,
             url => url.to_string(),
         };
-        let source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
+        let mut source = SqlSource::new(&url, spec.stock.as_deref(), spec.orders.as_deref())
             .map_err(Error::Usage)?
             .with_time_zone(spec.time_zone)
             .with_reach(reach);
+        for r in &spec.related {
+            source = source.with_related(&r.name, &r.sql).map_err(Error::Usage)?;
+        }
         Ok(SqlOrders {
             source,
             vars: Vars {
@@ -135,6 +142,7 @@ impl SqlOrders {
                 sale: sc.sale.id.clone(),
             },
             released_states: spec.released_states.clone(),
+            relations: spec.related.iter().map(|r| r.relation).collect(),
             stable_for: spec.stable_for,
             settle_within: spec.settle_within,
             settled: None,
@@ -240,8 +248,9 @@ impl SqlOrders {
                     store.orders = Part::Unreadable(why.clone());
                 }
                 if self.source.has_stock() {
-                    store.db_stock = Part::Unreadable(why);
+                    store.db_stock = Part::Unreadable(why.clone());
                 }
+                store.related = self.related(|_| Part::Unreadable(why.clone()));
                 return;
             }
         };
@@ -253,9 +262,30 @@ impl SqlOrders {
             orders.sort_by_key(|o| o.id);
             store.orders = Part::Read(orders);
         }
+        let mut rows = snapshot.related.into_iter();
+        store.related = self.related(|_| {
+            let table = rows.next().unwrap_or_default();
+            Part::Read(table.iter().map(related_row).collect())
+        });
         if let Some(why) = &self.settle_error {
             store.orders = Part::Unreadable(format!("settling could not count the orders: {why}"));
         }
+    }
+
+    /// The related tables, each with its rows from `rows` (called in the source's order).
+    fn related(
+        &self,
+        mut rows: impl FnMut(&str) -> Part<Vec<crate::evidence::RelatedRow>>,
+    ) -> Vec<crate::evidence::Related> {
+        self.source
+            .related_names()
+            .zip(&self.relations)
+            .map(|(name, relation)| crate::evidence::Related {
+                name: name.to_string(),
+                relation: *relation,
+                rows: rows(name),
+            })
+            .collect()
     }
 
     /// One SQL order in the evidence's shape.
@@ -264,6 +294,7 @@ impl SqlOrders {
         Order {
             id: crate::ledger::order_key(o.id.as_bytes()),
             user: o.user.clone(),
+            item: o.item.clone(),
             state: if released {
                 OrderState::Released
             } else {
@@ -272,6 +303,15 @@ impl SqlOrders {
             created_ms: (o.created_unix_us.max(0) / 1000) as u64,
             ..Order::default()
         }
+    }
+}
+
+/// A related query's row in the evidence's shape (its id, user and item as written).
+fn related_row(o: &SqlOrder) -> crate::evidence::RelatedRow {
+    crate::evidence::RelatedRow {
+        order: o.id.clone(),
+        user: o.user.clone(),
+        item: o.item.clone(),
     }
 }
 
@@ -464,6 +504,7 @@ impl External {
             log: sc.description.log.clone(),
             settle: sc.timeouts.settle,
             sql: None,
+            queue: None,
             started,
         };
         let mut system = system;
@@ -599,6 +640,23 @@ impl System for External {
         // Nothing to ask a system we do not run whether it is idle: give it the settle time;
         // then, for orders written asynchronously, wait until they stop changing.
         let _ = cancel.wait_until(Instant::now() + self.settle);
+        if let (Some(stream), Some(url)) = (&self.layout.stream, &self.redis) {
+            let q = settle_stream(stream, url, &self.names, cancel);
+            eprintln!(
+                "{}: {} after {:.1} s ({} entries, {} pending, {} undelivered)",
+                q.name,
+                if q.drained {
+                    "drained"
+                } else {
+                    "not drained (max_wait)"
+                },
+                q.waited_ms as f64 / 1000.0,
+                q.length,
+                q.pending,
+                q.undelivered
+            );
+            self.queue = Some(q);
+        }
         if let Some(sql) = &mut self.sql {
             sql.settle(cancel);
             if let Some(s) = sql.settled {
@@ -628,6 +686,21 @@ impl System for External {
         if let Some(sql) = &self.sql {
             sql.read_into(&mut store);
         }
+        store.queue = self.queue.clone();
+        if let (Some(stream), Some(url)) = (&self.layout.stream, &self.redis) {
+            let entries = crate::describe::store::connect(url)
+                .map_err(|e| format!("{e:#}"))
+                .map(|mut conn| stream.entries(&mut conn, &self.names));
+            match entries {
+                Ok(Some(related)) => store.related.push(related),
+                Ok(None) => {}
+                Err(why) => store.related.push(crate::evidence::Related {
+                    name: stream.describe(&self.names),
+                    relation: crate::evidence::Relation::Queue,
+                    rows: Part::Unreadable(why),
+                }),
+            }
+        }
         let logs = copy_logs(dir, &self.stat_logs);
         self.started.stop();
         Collected {
@@ -638,6 +711,67 @@ impl System for External {
             log_format: self.log.clone(),
         }
     }
+}
+
+/// Waits until the stream's group has nothing pending or undelivered and its length has not
+/// changed for `stable_for`, at most `max_wait` (Ctrl-C cuts it short), polling every 100 ms
+/// with read-only commands; how long it took and the last state asked are the result.
+fn settle_stream(
+    stream: &crate::describe::stream::Stream,
+    url: &str,
+    names: &crate::describe::store::Names,
+    cancel: &Cancel,
+) -> crate::evidence::QueueSettled {
+    let began = Instant::now();
+    let mut settled = crate::evidence::QueueSettled {
+        name: stream.describe(names),
+        waited_ms: 0,
+        max_wait_ms: stream.max_wait.as_millis() as u64,
+        drained: false,
+        length: 0,
+        pending: 0,
+        undelivered: 0,
+    };
+    let mut conn = match crate::describe::store::connect(url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot ask {} whether it drained: {e:#}", settled.name);
+            return settled;
+        }
+    };
+    let mut since: Option<(u64, Instant)> = None;
+    loop {
+        match stream.state(&mut conn, names) {
+            Ok(state) => {
+                settled.length = state.length;
+                settled.pending = state.pending;
+                settled.undelivered = state.undelivered;
+                let unchanged = match since {
+                    Some((len, at)) if len == state.length => at,
+                    _ => {
+                        let now = Instant::now();
+                        since = Some((state.length, now));
+                        now
+                    }
+                };
+                if state.idle() && unchanged.elapsed() >= stream.stable_for {
+                    settled.drained = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("asking {}: {e:#}", settled.name);
+                since = None;
+            }
+        }
+        if began.elapsed() >= stream.max_wait
+            || cancel.wait_until(Instant::now() + SETTLE_POLL).is_err()
+        {
+            break;
+        }
+    }
+    settled.waited_ms = began.elapsed().as_millis() as u64;
+    settled
 }
 
 /// Copies the system's stat logs into the run folder as `ext1`, `ext2`, …; all or none (some

@@ -18,6 +18,7 @@ mod no_oversell;
 mod no_undersell;
 mod node_logs;
 mod one_per_user;
+mod related;
 mod reservations;
 mod successes_orders;
 #[cfg(test)]

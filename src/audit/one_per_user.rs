@@ -27,6 +27,7 @@ pub fn check(f: &Facts<'_>) -> Check {
     }
     // The client's own successes decide a violation whatever the server keeps.
     client_over_limit(f, &mut c, limit);
+    super::related::limit_in_tables(f, &mut c, limit);
     let kept = f.store.kept.buyers || f.store.kept.orders;
     let Some(buyers) = f.store.buyers.read() else {
         if c.status == Status::False {

@@ -38,6 +38,26 @@ pub fn check(f: &Facts<'_>) -> Check {
     let claims = successes_to_orders(f, &mut c, &mut tally);
     orders_to_requests(f, &mut c, &mut tally, &claims);
     payments(f, &mut c);
+    super::related::rows_match_orders(f, &mut c);
+    super::related::duplicates(f, &mut c);
+    if let Some(q) = &f.store.queue {
+        c.fig("queue_settle_ms", q.waited_ms);
+        c.fig("queue_drained", q.drained);
+        c.notes.push(format!(
+            "{} {} after {:.1} s ({} entries, {} pending, {} undelivered; max_wait {:.0} s)",
+            q.name,
+            if q.drained {
+                "drained"
+            } else {
+                "had not drained"
+            },
+            q.waited_ms as f64 / 1000.0,
+            q.length,
+            q.pending,
+            q.undelivered,
+            q.max_wait_ms as f64 / 1000.0
+        ));
+    }
     let lag = f
         .store
         .settled

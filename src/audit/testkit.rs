@@ -103,6 +103,8 @@ impl Kit {
                 db_stock: Part::NotKept("the test keeps no database".into()),
                 settled: None,
                 shards: crate::evidence::not_kept_shards(),
+                related: Vec::new(),
+                queue: None,
             },
             node_stats: Part::NotKept("the test runs no nodes".into()),
             logs: Part::NotKept("the test keeps no stat logs".into()),
@@ -270,6 +272,7 @@ impl Kit {
             paid_ms: None,
             released_ms: None,
             released_by: None,
+            ..Order::default()
         };
         if let Part::Read(orders) = &mut self.store.orders {
             orders.push(order);
@@ -325,7 +328,7 @@ impl Kit {
     }
 
     /// Runs one check on this evidence.
-    pub fn check(&self, check: fn(&Facts<'_>) -> Check) -> Check {
+    pub fn check(&self, check: impl Fn(&Facts<'_>) -> Check) -> Check {
         let logs: Part<&[NodeLog]> = match &self.logs {
             Part::Read(l) => Part::Read(l.as_slice()),
             Part::Unreadable(w) => Part::Unreadable(w.clone()),

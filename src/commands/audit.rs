@@ -177,6 +177,7 @@ fn live(args: &AuditArgs, url: &str, cancel: &Cancel) -> Result<Done, Error> {
         log: description.log.clone(),
         settle: Duration::ZERO,
         sql: None,
+        queue: None,
         started: Default::default(),
     };
     // What the server was set up with fills what neither the run nor the flags say.

@@ -356,6 +356,7 @@ fn external(path: &Path) -> Result<External, Error> {
             .as_ref()
             .map(|spec| crate::system::SqlOrders::new(spec, &sc, &Default::default(), ext.reach))
             .transpose()?,
+        queue: None,
         started: Default::default(),
     })
 }

@@ -377,6 +377,19 @@ mod tests {
     }
 
     #[test]
+    fn snowflake_order_ids_in_json_numbers_are_kept_exactly() {
+        let a = seckill();
+        for id in [(1u64 << 53) + 1, i64::MAX as u64] {
+            let body = format!(r#"{{"code":0,"data":{{"orderId":{id}}}}}"#);
+            let c = a.classify(Kind::Buy, 200, body.as_bytes());
+            let order = c.order.expect("captured");
+            assert_eq!(order, id.to_string().as_bytes());
+            // The ledger's key of the order is the number itself, not a double's rounding.
+            assert_eq!(crate::ledger::order_key(order), id);
+        }
+    }
+
+    #[test]
     fn after_the_rules_errors_are_errors_and_the_rest_is_unmatched() {
         let a = seckill();
         assert_eq!(a.classify(Kind::Buy, 503, b"").reason, Reason::Unavailable);

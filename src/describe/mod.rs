@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod parse;
 pub mod routed;
 pub mod store;
+pub mod stream;
 pub mod template;
 pub mod users;
 
@@ -108,6 +109,9 @@ pub struct SqlSpec {
     pub stock: Option<String>,
     /// Rows of order id, user id, item, state, creation time.
     pub orders: Option<String>,
+    /// Other tables that record the orders again (`payments`, `[[system.sql.order_tables]]`):
+    /// each a single SELECT of the same five columns, held to the orders by the audit.
+    pub related: Vec<RelatedQuery>,
     /// Order states that no longer take a ticket (cancelled, refunded, …).
     pub released_states: Vec<String>,
     /// The orders are settled once their count has not changed for this long.
@@ -118,6 +122,18 @@ pub struct SqlSpec {
     /// `DATETIME`), seconds east of UTC (`time_zone = "+08:00"`); `None`: MySQL's server zone,
     /// PostgreSQL UTC.
     pub time_zone: Option<i32>,
+}
+
+/// A query of rows that record the orders a second time (`[system.sql] payments`, or one of
+/// `[[system.sql.order_tables]]`): order id, user id, item, state, time, as the orders query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelatedQuery {
+    /// Its name in witnesses (`payments`, the table's `name`).
+    pub name: String,
+    /// What its rows are to the orders.
+    pub relation: crate::evidence::Relation,
+    /// The single SELECT.
+    pub sql: String,
 }
 
 impl Description {

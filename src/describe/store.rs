@@ -162,6 +162,8 @@ pub struct Layout {
     pub nodes: Option<Nodes>,
     /// Stock shards.
     pub shards: Option<Shards>,
+    /// The stream the orders are queued on: the settle signal, and its entries as evidence.
+    pub stream: Option<super::stream::Stream>,
 }
 
 /// The sale and item a layout's key names are rendered for.
@@ -421,6 +423,8 @@ impl Layout {
             ),
             settled: None,
             shards,
+            related: Vec::new(),
+            queue: None,
         })
     }
 }
@@ -439,7 +443,7 @@ fn not_kept<T>(what: &str) -> Part<T> {
     Part::NotKept(format!("the system keeps no {what}"))
 }
 
-fn key(t: &Template<KeyVar>, names: &Names) -> String {
+pub(super) fn key(t: &Template<KeyVar>, names: &Names) -> String {
     shard_key(t, names, 0)
 }
 
@@ -568,7 +572,16 @@ impl Orders {
                 .and_then(|v| v.text())
                 .map(|t| String::from_utf8_lossy(t).into_owned())
         };
-        let num = |p: &Option<Pointer>| value(p).and_then(|v| v.number()).map(|f| f as u64);
+        // A whole number is read exactly (a snowflake above 2^53 is not a double); `42.0` and
+        // `4.2e1` go through the float parser.
+        let num = |p: &Option<Pointer>| {
+            value(p).and_then(|v| match v {
+                Value::Num(n) => {
+                    crate::protocol::parse_u64(n).or_else(|| v.number().map(|f| f as u64))
+                }
+                _ => None,
+            })
+        };
         let state = match text(&self.state).as_deref() {
             Some("sold") | None => OrderState::Sold,
             Some("held") => OrderState::Held,
@@ -579,6 +592,7 @@ impl Orders {
         Ok(Order {
             id: crate::ledger::order_key(id.as_bytes()),
             user: text(&self.user).unwrap_or_default(),
+            item: String::new(),
             rid: text(&self.request).unwrap_or_default(),
             node: text(&self.node).unwrap_or_default(),
             seq: num(&self.seq).unwrap_or(0),
@@ -662,5 +676,10 @@ mod tests {
             (OrderState::Held, 3000, None)
         );
         assert!(layout.parse("1", r#"{"state":"lost"}"#).is_err());
+        for n in [(1u64 << 53) + 1, i64::MAX as u64] {
+            let json = format!(r#"{{"user":"7","seq":{n},"created_ms":1000}}"#);
+            let o = layout.parse(&n.to_string(), &json).unwrap();
+            assert_eq!((o.id, o.seq), (n, n), "{n} read exactly from Redis");
+        }
     }
 }

@@ -99,6 +99,83 @@ pub struct Store {
     /// Cluster slot): the audit adds them up and looks for stock stranded in one of them.
     #[serde(default = "not_kept_shards")]
     pub shards: Part<Vec<Shard>>,
+    /// Other records of the same orders, one row per order: a payments table, a second orders
+    /// table, a stream's entries. The audit holds each to the orders (`audit/related.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
+    /// How a queue the system drains (a Redis Stream's consumer group) settled before the
+    /// store was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSettled>,
+}
+
+/// Rows that record the orders a second time, one per order: a shop that writes `orders` and
+/// `payments`, or `t_order` and `t_seckill_order`, keeps a fact twice, and the two must agree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Related {
+    /// Its name in witnesses ("payments", the query's name, the stream's key).
+    pub name: String,
+    /// What it records, which decides what the audit asks of it.
+    pub relation: Relation,
+    /// Its rows, or why there are none.
+    pub rows: Part<Vec<RelatedRow>>,
+}
+
+/// What a [`Related`] table is to the orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// Another table of the orders themselves: every order has its row and every row its order,
+    /// and the per-user limit holds in it as in the orders.
+    Orders,
+    /// The payments: every live order has its payment row, every payment row pays an order.
+    Payments,
+    /// A queue's entries (a Redis Stream): every order was queued, every entry became an order.
+    Queue,
+}
+
+impl Relation {
+    /// What a row of it is, in witnesses ("row", "payment row", "entry").
+    pub fn row_word(self) -> &'static str {
+        match self {
+            Relation::Orders => "row",
+            Relation::Payments => "payment row",
+            Relation::Queue => "entry",
+        }
+    }
+}
+
+/// One row of a [`Related`] table: which order it records, for whom, of what. Ids are text as
+/// the system wrote them (a snowflake id above 2^53 stays exact).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedRow {
+    /// The order it records (its id as written).
+    pub order: String,
+    /// The user it names.
+    pub user: String,
+    /// The item it names ("" when the source keeps none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub item: String,
+}
+
+/// How the audit waited for a queue to drain: its own signal (a Redis Stream's consumer group
+/// with nothing pending and a length that stopped changing), bounded by `max_wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSettled {
+    /// The queue in words ("the stream sneaker:{item1}:orders, group writers").
+    pub name: String,
+    /// How long settling took, ms (until drained, or until `max_wait`).
+    pub waited_ms: u64,
+    /// The bound, ms.
+    pub max_wait_ms: u64,
+    /// Whether it drained: nothing pending, nothing undelivered, the length unchanged.
+    pub drained: bool,
+    /// Entries in the stream when last asked (XLEN).
+    pub length: u64,
+    /// Entries delivered and not acknowledged when last asked (XPENDING).
+    pub pending: u64,
+    /// Entries not yet delivered to the group when last asked (XINFO GROUPS `lag`).
+    pub undelivered: u64,
 }
 
 /// One stock shard as the store keeps it.
@@ -209,6 +286,8 @@ impl Store {
             } else {
                 not_kept_shards()
             },
+            related: Vec::new(),
+            queue: None,
         }
     }
 }
@@ -268,6 +347,10 @@ pub struct Order {
     pub id: u64,
     /// Buyer's user id as the server stored it ("" = anonymous).
     pub user: String,
+    /// The item ordered, when the record names it ("" = not kept): related rows must name the
+    /// same.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub item: String,
     /// Request id the grant was made for ("" = none).
     pub rid: String,
     /// Node that granted it ("" = none named).

@@ -29,6 +29,7 @@ mod segmented;
 mod serve_cli;
 mod sharded;
 mod shop;
+mod sneaker;
 mod sql;
 mod structure;
 mod tls;

@@ -45,11 +45,25 @@ struct RawSql {
     url: Option<Spanned<String>>,
     stock: Option<Spanned<String>>,
     orders: Option<Spanned<String>>,
+    /// The payments: one row per paid order, the orders query's five columns.
+    payments: Option<Spanned<String>>,
+    /// More tables of the same orders (`t_seckill_order` beside `t_order`).
+    order_tables: Option<Vec<RawOrderTable>>,
     released_states: Option<Vec<String>>,
     /// The zone creation times without one were written in: "UTC" or "+08:00".
     time_zone: Option<Spanned<String>>,
     stable_for: Option<Spanned<String>>,
     settle_within: Option<Spanned<String>>,
+}
+
+/// One of `[[system.sql.order_tables]]`: another table of the orders, by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrderTable {
+    /// Its name in witnesses.
+    name: String,
+    /// A single SELECT of order id, user id, item, state, creation time.
+    query: Spanned<String>,
 }
 
 /// A part of a description and the text its spans point into (the scenario, or a preset).
@@ -348,10 +362,39 @@ fn sql(
             "[system.sql] needs an orders query, a stock query, or both",
         ));
     }
-    for (what, (q, qv)) in [("stock", stock), ("orders", orders)]
+    let mut related = Vec::new();
+    if let Some((q, _)) = pick!(payments) {
+        related.push((
+            "payments".to_string(),
+            crate::evidence::Relation::Payments,
+            q,
+        ));
+    }
+    let tables = own
+        .and_then(|o| o.get_ref().order_tables.as_ref().map(|t| (t, v)))
+        .or_else(|| base.and_then(|b| b.get_ref().order_tables.as_ref().map(|t| (t, pv))));
+    let table_v = tables.map_or(v, |(_, tv)| tv);
+    for t in tables.map_or(&[][..], |(t, _)| t.as_slice()) {
+        related.push((t.name.clone(), crate::evidence::Relation::Orders, &t.query));
+    }
+    if !related.is_empty() && orders.is_none() {
+        return Err(wv.err(
+            whole,
+            "[system.sql] payments and order_tables are held to the orders: give an orders query too",
+        ));
+    }
+    let payments_v = pick!(payments).map_or(v, |(_, pv)| pv);
+    let checked = [("stock", stock), ("orders", orders)]
         .into_iter()
-        .filter_map(|(w, q)| Some((w, q?)))
-    {
+        .filter_map(|(w, q)| Some((w.to_string(), q?)))
+        .chain(related.iter().map(|(name, relation, q)| {
+            let qv = match relation {
+                crate::evidence::Relation::Payments => payments_v,
+                _ => table_v,
+            };
+            (name.clone(), (*q, qv))
+        }));
+    for (what, (q, qv)) in checked {
         crate::evidence::sql::check_select(q.get_ref())
             .map_err(|e| qv.err(q, e.replacen("the query", &format!("the {what} query"), 1)))?;
     }
@@ -390,6 +433,14 @@ fn sql(
         url: url.clone(),
         stock: stock.map(|(s, _)| s.get_ref().clone()),
         orders: orders.map(|(s, _)| s.get_ref().clone()),
+        related: related
+            .into_iter()
+            .map(|(name, relation, q)| crate::describe::RelatedQuery {
+                name,
+                relation,
+                sql: q.get_ref().clone(),
+            })
+            .collect(),
         released_states: released,
         stable_for,
         settle_within,

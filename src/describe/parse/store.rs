@@ -7,6 +7,7 @@ use toml::Spanned;
 use crate::describe::Template;
 use crate::describe::json::Pointer;
 use crate::describe::store::{BuyersKind, Counter, KeyVar, Layout, NodeVar, Nodes, Orders, Shards};
+use crate::describe::stream::Stream;
 use crate::located::{ScenarioError, Validator};
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -26,6 +27,27 @@ pub(super) struct RawStore {
     pub(super) holds: Option<Spanned<RawKey>>,
     pub(super) nodes: Option<Spanned<RawNodes>>,
     pub(super) shards: Option<Spanned<RawShards>>,
+    pub(super) stream: Option<Spanned<RawStream>>,
+}
+
+/// `[store.stream]`: the Redis Stream the orders are queued on, and its consumer group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStream {
+    /// The stream's key.
+    pub(super) key: Spanned<String>,
+    /// The consumer group that drains it.
+    pub(super) group: String,
+    /// The entry field of the order id (the entries are then evidence).
+    pub(super) order: Option<String>,
+    /// The entry field of the user id.
+    pub(super) user: Option<String>,
+    /// The entry field of the item.
+    pub(super) item: Option<String>,
+    /// How long the length must stay unchanged (default 1s).
+    pub(super) stable_for: Option<Spanned<String>>,
+    /// How long to wait at most (required: a wait that could last for ever is refused).
+    pub(super) max_wait: Spanned<String>,
 }
 
 /// `[store.shards]`: stock split into a hash per shard.
@@ -204,7 +226,46 @@ pub(super) fn layout(
             sold: r.sold.clone().unwrap_or_else(|| "sold".into()),
         });
     }
+    if let Some((st, v)) = pick!(stream) {
+        l.stream = Some(stream(v, st)?);
+    }
     Ok(l)
+}
+
+/// `[store.stream]`, its durations checked (`max_wait` at least `stable_for`, at most 10m).
+fn stream(v: &Validator<'_>, st: &Spanned<RawStream>) -> Result<Stream, ScenarioError> {
+    let r = st.get_ref();
+    let duration = |d: &Spanned<String>| {
+        humantime::parse_duration(d.get_ref()).map_err(|e| v.err(d, e.to_string()))
+    };
+    let stable_for = r
+        .stable_for
+        .as_ref()
+        .map(duration)
+        .transpose()?
+        .unwrap_or(std::time::Duration::from_secs(1));
+    let max_wait = duration(&r.max_wait)?;
+    if max_wait < stable_for || max_wait > std::time::Duration::from_secs(600) {
+        return Err(v.err(
+            &r.max_wait,
+            "max_wait must be at least stable_for and at most 10m",
+        ));
+    }
+    if r.order.is_none() && (r.user.is_some() || r.item.is_some()) {
+        return Err(v.err(
+            st,
+            "the stream's entries are read as orders by their order field: name it (order = \"orderId\")",
+        ));
+    }
+    Ok(Stream {
+        key: key(v, &r.key)?,
+        group: r.group.clone(),
+        order: r.order.clone(),
+        user: r.user.clone(),
+        item: r.item.clone(),
+        stable_for,
+        max_wait,
+    })
 }
 
 /// A key name template (over the sale and the item; `{shard}` only in `[store.shards] key`).

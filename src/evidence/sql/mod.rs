@@ -63,6 +63,9 @@ pub struct SqlSource {
     stock: Option<Prepared>,
     /// The orders query, the same.
     orders: Option<Prepared>,
+    /// Other queries of the same five columns (payments, more order tables), by name: read in
+    /// the same snapshot as the orders.
+    related: Vec<(String, Prepared)>,
     /// `SELECT count(*) FROM (<orders>) AS grab_orders`: what settling polls.
     count: Option<Prepared>,
     /// The zone (seconds east of UTC) the creation times are in when their column keeps none
@@ -134,10 +137,25 @@ impl SqlSource {
             url,
             stock,
             orders,
+            related: Vec::new(),
             count,
             time_zone: None,
             reach: crate::target::Reach::Loopback,
         }
+    }
+
+    /// The source with one more query of rows that record the orders again (`name`: "payments",
+    /// a table's name), checked like the others; read in [`SqlConn::snapshot`] after them.
+    pub fn with_related(mut self, name: &str, sql: &str) -> Result<SqlSource, String> {
+        let q =
+            select::prepare(sql, self.url.dialect).map_err(|e| format!("the {name} query {e}"))?;
+        self.related.push((name.to_string(), q));
+        Ok(self)
+    }
+
+    /// The names of the related queries, in the order [`SqlSnapshot::related`] keeps them.
+    pub fn related_names(&self) -> impl Iterator<Item = &str> {
+        self.related.iter().map(|(n, _)| n.as_str())
     }
 
     /// The source with the zone its timestamps without one were written in (seconds east of
@@ -329,6 +347,8 @@ pub struct SqlSnapshot {
     pub stock: Option<i64>,
     /// The orders, if the source has an orders query.
     pub orders: Option<Vec<SqlOrder>>,
+    /// The rows of each related query, in [`SqlSource::related_names`]' order.
+    pub related: Vec<Vec<SqlOrder>>,
 }
 
 /// Why a SQL source gave no answer: what kind of failure, and a message a person can act on
@@ -403,7 +423,7 @@ impl SqlConn {
         let q = Self::query(&source.orders, "orders")?;
         let zone = source.time_zone;
         match self
-            .read(&[Want::Orders(q, zone)], vars, false)
+            .read(&[Want::Orders(q, zone, "orders")], vars, false)
             .await?
             .pop()
         {
@@ -421,16 +441,23 @@ impl SqlConn {
             wants.push(Want::Int(q, STOCK));
         }
         if let Some(q) = &source.orders {
-            wants.push(Want::Orders(q, source.time_zone));
+            wants.push(Want::Orders(q, source.time_zone, "orders"));
+        }
+        for (name, q) in &source.related {
+            wants.push(Want::Orders(q, source.time_zone, name));
         }
         let mut snapshot = SqlSnapshot {
             stock: None,
             orders: None,
+            related: Vec::new(),
         };
         for got in self.read(&wants, vars, true).await? {
             match got {
                 Got::Int(v) => snapshot.stock = Some(v),
-                Got::Orders(v) => snapshot.orders = Some(v),
+                Got::Orders(v) if snapshot.orders.is_none() && source.orders.is_some() => {
+                    snapshot.orders = Some(v)
+                }
+                Got::Orders(v) => snapshot.related.push(v),
             }
         }
         Ok(snapshot)
@@ -474,11 +501,12 @@ impl SqlConn {
             }
             Ok(Err((i, fail))) => {
                 let what = match wants.get(i) {
-                    Some(Want::Int(_, COUNT)) => "the orders count",
-                    Some(Want::Int(..)) => "the stock query",
-                    _ => "the orders query",
+                    Some(Want::Int(_, COUNT)) => "the orders count".to_string(),
+                    Some(Want::Int(..)) => "the stock query".to_string(),
+                    Some(Want::Orders(_, _, name)) => format!("the {name} query"),
+                    None => "the orders query".to_string(),
                 };
-                let (error, keep) = self.read_error(what, fail);
+                let (error, keep) = self.read_error(&what, fail);
                 if keep {
                     self.conn = Some(conn);
                 }

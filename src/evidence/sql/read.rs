@@ -80,8 +80,9 @@ pub(crate) enum Want<'a> {
     /// One row of one integer column; the label names it in messages ("the tickets left").
     Int(&'a Prepared, &'static str),
     /// The orders: rows of five columns, and the zone their creation times were written in
-    /// when the column keeps none (seconds east of UTC; `None`: see [`zone_shift`]).
-    Orders(&'a Prepared, Option<i32>),
+    /// when the column keeps none (seconds east of UTC; `None`: see [`zone_shift`]); the
+    /// query's name in messages ("orders", "payments").
+    Orders(&'a Prepared, Option<i32>, &'a str),
 }
 
 /// What one [`Want`] read.
@@ -142,12 +143,12 @@ pub(crate) async fn read(
     for (i, want) in wants.iter().enumerate() {
         let one = match (&mut *conn, want) {
             (Conn::Pg(c), Want::Int(q, label)) => pg_int(c, q, vars, label).await.map(Got::Int),
-            (Conn::Pg(c), Want::Orders(q, zone)) => {
-                pg_orders(c, q, vars, *zone).await.map(Got::Orders)
+            (Conn::Pg(c), Want::Orders(q, zone, name)) => {
+                pg_orders(c, q, vars, *zone, name).await.map(Got::Orders)
             }
             (Conn::My(c), Want::Int(q, label)) => my_int(c, q, vars, label).await.map(Got::Int),
-            (Conn::My(c), Want::Orders(q, zone)) => {
-                my_orders(c, q, vars, *zone).await.map(Got::Orders)
+            (Conn::My(c), Want::Orders(q, zone, name)) => {
+                my_orders(c, q, vars, *zone, name).await.map(Got::Orders)
             }
         };
         match one {
@@ -308,10 +309,11 @@ async fn pg_orders(
     q: &Prepared,
     vars: &Vars,
     zone: Option<i32>,
+    name: &str,
 ) -> Result<Vec<SqlOrder>, Fail> {
     let (stmt, args) = pg_prepare(c, q, vars).await?;
     let cols = decode::pg_columns(stmt.columns());
-    let plan = decode::plan("orders", &cols, &ORDER_ROLES, ORDER_COLUMNS).map_err(Fail::Shape)?;
+    let plan = decode::plan(name, &cols, &ORDER_ROLES, ORDER_COLUMNS).map_err(Fail::Shape)?;
     // sqlx sets the session to UTC, so the server's own zone is not the session's: without a
     // declared zone, a `timestamp` column is read as UTC.
     let shift = zone_shift(plan[4], zone, || async { Ok(None) }).await?;
@@ -321,7 +323,7 @@ async fn pg_orders(
         let order = order(
             &row,
             &plan,
-            orders.len() + 1,
+            (name, orders.len() + 1),
             decode::pg_key,
             decode::pg_time,
         );
@@ -368,13 +370,14 @@ async fn my_orders(
     q: &Prepared,
     vars: &Vars,
     zone: Option<i32>,
+    name: &str,
 ) -> Result<Vec<SqlOrder>, Fail> {
     let stmt = c.prepare_with(&q.sql, &[]).await?;
     let stmt_cols = decode::my_columns(stmt.columns());
     // A DATETIME is written in the zone of the session that wrote it, which is the server's
     // (`@@global.time_zone`) unless the application changed it: read that when no zone is
     // declared (NULL — a named zone without the server's zone tables — leaves UTC).
-    let shift = match decode::plan("orders", &stmt_cols, &ORDER_ROLES, ORDER_COLUMNS) {
+    let shift = match decode::plan(name, &stmt_cols, &ORDER_ROLES, ORDER_COLUMNS) {
         Ok(p) => {
             zone_shift(p[4], zone, || async {
                 let sql = "SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(), CONVERT_TZ(UTC_TIMESTAMP(), '+00:00', @@global.time_zone))";
@@ -393,14 +396,14 @@ async fn my_orders(
             Some(p) => p,
             None => {
                 let cols = decode::my_columns(row.columns());
-                let p = decode::plan("orders", &cols, &ORDER_ROLES, ORDER_COLUMNS);
+                let p = decode::plan(name, &cols, &ORDER_ROLES, ORDER_COLUMNS);
                 plan.insert(p.map_err(Fail::Shape)?)
             }
         };
         let order = order(
             &row,
             plan,
-            orders.len() + 1,
+            (name, orders.len() + 1),
             decode::my_key,
             decode::my_time,
         );
@@ -410,7 +413,7 @@ async fn my_orders(
     }
     if plan.is_none() {
         // No row: the shape is still checked, on the statement's columns.
-        decode::plan("orders", &stmt_cols, &ORDER_ROLES, ORDER_COLUMNS).map_err(Fail::Shape)?;
+        decode::plan(name, &stmt_cols, &ORDER_ROLES, ORDER_COLUMNS).map_err(Fail::Shape)?;
     }
     Ok(orders)
 }
@@ -445,18 +448,19 @@ fn one_int<R>(
     }
 }
 
-/// Reads one order row with the planned column kinds; `n` counts rows from 1, for messages.
+/// Reads one order row with the planned column kinds; `at` is the query's name and the row's
+/// number from 1, for messages.
 fn order<R: Row, K: Kind>(
     row: &R,
     plan: &[K],
-    n: usize,
+    (query, n): (&str, usize),
     key: impl Fn(&R, usize, K) -> Result<Option<String>, String>,
     time: impl Fn(&R, usize, K) -> Result<Option<i64>, String>,
 ) -> Result<SqlOrder, String> {
     let at = |i: usize, why: String| {
         let name = row.columns().get(i).map_or("?", |c| sqlx::Column::name(c));
         format!(
-            "the orders query's row {n}, column {} ({name}): {why}",
+            "the {query} query's row {n}, column {} ({name}): {why}",
             i + 1
         )
     };
