@@ -50,6 +50,15 @@ pub struct RunRecord {
     pub thresholds: Thresholds,
     /// For one agent of a segmented run: its slice (`merge` combines the agents).
     pub segment: Option<crate::segment::Segment>,
+    /// For one agent: what gave it its segment (`--segment I/N`, or the engine and variables
+    /// `--segment auto` read). Absent from records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_origin: Option<crate::segment::Origin>,
+    /// For a merged run: the segments whose agents' folders were not among those merged. The
+    /// client's side of the run is then incomplete, so the audit cannot prove the run
+    /// (`audit::missing_agents`). Absent from records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_segments: Vec<crate::segment::Segment>,
     /// For an agent attached to `cluster up --dir DIR`: that folder (`merge` finds it there).
     pub cluster_dir: Option<PathBuf>,
     /// What the sequence number captured from the answers is (the description says): the
@@ -248,6 +257,8 @@ impl RunRecord {
             faults: Vec::new(),
             thresholds: Thresholds::default(),
             segment: None,
+            segment_origin: None,
+            missing_segments: Vec::new(),
             cluster_dir: None,
             seq_from: SeqFrom::Counter,
         }

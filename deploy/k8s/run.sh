@@ -10,7 +10,14 @@ start_at=$(( $(date +%s) + delay ))
 kubectl apply -f "$here/scenario.yaml"
 sed -e "s/value: \"0\"/value: \"$start_at\"/" -e "s/value: \"run\"/value: \"$run_id\"/" \
     "$here/agents.yaml" | kubectl apply -f -
-kubectl wait --for=condition=complete --timeout=15m job/grab-bench-agents
+# Until the agents' Job is Complete or Failed (a failed segment fails it at once:
+# maxFailedIndexes 0), at most 15 minutes; the merge runs either way and names what is missing.
+for _ in $(seq 900); do
+    state="$(kubectl get job/grab-bench-agents -o jsonpath='{.status.conditions[?(@.status=="True")].type}')"
+    case " $state " in *" Complete "* | *" Failed "*) break ;; esac
+    sleep 1
+done
+echo "agents: ${state:-still running after 15 minutes}"
 sed -e "s/value: \"run\"/value: \"$run_id\"/" "$here/merge.yaml" | kubectl apply -f -
 kubectl wait --for=condition=complete --timeout=10m job/grab-bench-merge || true
 kubectl logs job/grab-bench-merge

@@ -432,10 +432,47 @@ pub fn core_gaps(checks: &[Check]) -> Vec<String> {
         .collect()
 }
 
+/// The checks whose false answer stands on part of the client's ledger (agents' users are
+/// disjoint): an oversell or a user over the limit among some agents' requests, or in the store,
+/// is one among all. Every other check can be refuted by what the missing requests would explain
+/// (an order no merged request asked for, grants beyond the merged successes).
+const FALSE_ON_PART_OF_THE_LEDGER: [&str; 2] = ["no_oversell", "one_per_user"];
+
+/// A merged run whose agents did not all come ([`RunRecord::missing_segments`]): the client's
+/// side is incomplete, so no check holds on it, and a false one stands only when the missing
+/// requests could not have explained it ([`FALSE_ON_PART_OF_THE_LEDGER`]). Each check says which
+/// segments are missing.
+///
+/// [`RunRecord::missing_segments`]: crate::record::RunRecord::missing_segments
+fn missing_agents(checks: &mut [Check], run: &crate::record::RunRecord) {
+    if run.missing_segments.is_empty() {
+        return;
+    }
+    let why = format!(
+        "the ledger of segment {} is missing (its agent's folder was not merged): the client's side of the run is incomplete",
+        crate::segment::list(&run.missing_segments)
+    );
+    for c in checks.iter_mut() {
+        match c.status {
+            Status::NotChecked => {}
+            Status::False if FALSE_ON_PART_OF_THE_LEDGER.contains(&c.name.as_str()) => {
+                c.notes.push(format!(
+                    "{why}; this finding stands on the agents that were merged"
+                ));
+            }
+            _ => {
+                c.status = Status::Unknown;
+                c.unknown_because.push(why.clone());
+            }
+        }
+    }
+}
+
 /// Runs every check on the evidence.
 pub fn audit(evidence: &Evidence<'_>) -> Audit {
     let facts = Facts::new(evidence);
-    let checks = checks(&facts);
+    let mut checks = checks(&facts);
+    missing_agents(&mut checks, evidence.run);
     let verdict = verdict(&checks);
     let run = evidence.run;
     Audit {
@@ -489,6 +526,61 @@ mod tests {
         let mut c = Check::new(name, "t");
         c.status = status;
         c
+    }
+
+    #[test]
+    fn a_missing_segment_leaves_no_check_holding_and_names_it() {
+        use crate::segment::Segment;
+        use Status::*;
+        let mut run = crate::record::RunRecord::new(
+            "t",
+            "reference",
+            crate::record::SaleTerms {
+                id: "t".into(),
+                tickets: 1,
+                per_user_limit: 1,
+                hold_ttl_ms: None,
+                items: Vec::new(),
+            },
+        );
+        let all = |status| -> Vec<Check> {
+            [
+                "no_oversell",
+                "successes_orders",
+                "no_undersell",
+                "node_logs",
+            ]
+            .iter()
+            .map(|n| check(n, status))
+            .collect()
+        };
+        // Every agent merged: nothing changes.
+        let mut checks = all(True);
+        missing_agents(&mut checks, &run);
+        assert_eq!(verdict(&checks), True);
+
+        run.missing_segments = vec![Segment { index: 1, count: 3 }];
+        let mut checks = all(True);
+        checks[3].status = NotChecked;
+        missing_agents(&mut checks, &run);
+        assert_eq!(
+            checks.iter().map(|c| c.status).collect::<Vec<_>>(),
+            [Unknown, Unknown, Unknown, NotChecked]
+        );
+        assert!(
+            checks[0].unknown_because[0].contains("segment 1/3 is missing"),
+            "{:?}",
+            checks[0].unknown_because
+        );
+        assert_eq!(verdict(&checks), Unknown);
+
+        // An oversell stands on part of the ledger; an order nobody merged asked for does not.
+        let mut checks = all(False);
+        missing_agents(&mut checks, &run);
+        assert_eq!(checks[0].status, False);
+        assert!(checks[0].notes[0].contains("segment 1/3"));
+        assert_eq!(checks[1].status, Unknown);
+        assert_eq!(verdict(&checks), False);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! become one run — ledgers concatenated (user ids are disjoint by construction), HDR histograms
 //! added losslessly per wall-clock second, the shared system settled and snapshotted once — and
 //! one audit and one report are made from it, exactly as `run` would for a single generator.
+//! A segment given twice is refused; a segment missing is merged without, and named: the audit
+//! then cannot prove the run (`RunRecord::missing_segments`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::ledger::{Ledger, Row};
 use crate::record::RunRecord;
 use crate::run_dir::{LATENCY_HLOG, RunDir};
 use crate::scenario::System as Sut;
+use crate::segment::Segment;
 use crate::system::External;
 
 /// Flags of `grab-bench merge`.
@@ -65,8 +68,9 @@ fn load_agent(path: &Path) -> anyhow::Result<Agent> {
     })
 }
 
-/// Checks the agents are the N segments of one scenario; returns N.
-fn check_segments(agents: &[Agent]) -> anyhow::Result<u64> {
+/// Checks the agents are segments of one scenario, each at most once; returns the segments
+/// none of them ran (the merged run is then not the scenario's load, and its audit says so).
+fn check_segments(agents: &[Agent]) -> anyhow::Result<Vec<Segment>> {
     let first = &agents[0].meta;
     let n = first.segment.map_or(1, |s| s.count);
     let mut seen = vec![None; n as usize];
@@ -106,19 +110,15 @@ fn check_segments(agents: &[Agent]) -> anyhow::Result<u64> {
             );
         }
     }
-    let missing: Vec<String> = seen
+    Ok(seen
         .iter()
         .enumerate()
         .filter(|(_, d)| d.is_none())
-        .map(|(i, _)| format!("{i}/{n}"))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "segments {} are missing: the merged load would not be the scenario's",
-            missing.join(", ")
-        );
-    }
-    Ok(n)
+        .map(|(i, _)| Segment {
+            index: i as u64,
+            count: n,
+        })
+        .collect())
 }
 
 /// Combines the agents into one result on a common clock (the earliest start).
@@ -263,13 +263,19 @@ fn combine_histograms(
 /// Runs `merge`.
 pub fn main(args: MergeArgs) -> Result<Done, Error> {
     let dir = RunDir::create(&args.out, "merged run folder", "--out")?;
-    let agents = args
+    let (agents, missing) = args
         .runs
         .iter()
         .map(|d| load_agent(d))
         .collect::<anyhow::Result<Vec<_>>>()
-        .and_then(|agents| check_segments(&agents).map(|_| agents))
+        .and_then(|agents| check_segments(&agents).map(|missing| (agents, missing)))
         .map_err(|err| Error::Usage(format!("merge: {err:#}")))?;
+    if !missing.is_empty() {
+        eprintln!(
+            "merge: segment {} missing (no agent folder given ran it): the merged load is not the scenario's, so the verdict can be no better than UNKNOWN",
+            crate::segment::list(&missing)
+        );
+    }
     let cancel = Cancel::on_signals();
     let (mut system, sc_cluster_dir): (Box<dyn crate::system::System>, Option<PathBuf>) =
         match &args.scenario {
@@ -297,6 +303,7 @@ pub fn main(args: MergeArgs) -> Result<Done, Error> {
         };
     let result = combine(&agents)?;
     let mut meta = merged_meta(&agents, &result);
+    meta.missing_segments = missing;
     if let Some(cluster_dir) = sc_cluster_dir {
         meta.cluster_dir = Some(cluster_dir);
     }
@@ -314,6 +321,7 @@ fn merged_meta(agents: &[Agent], result: &EngineResult) -> RunRecord {
     meta.started_unix_us = result.started_unix_us;
     meta.elapsed_s = result.elapsed.as_secs_f64();
     meta.segment = None;
+    meta.segment_origin = None;
     meta.cancelled = result.cancelled;
     meta.lag_p99_ms = agents.iter().map(|a| a.meta.lag_p99_ms).fold(0.0, f64::max);
     meta

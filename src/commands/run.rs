@@ -2,9 +2,10 @@
 //! engine, then the pipeline — settle, collect, persist, audit, report.
 //!
 //! Three shapes: the built-in cluster started for this run; a system someone else runs
-//! (`[target]`); and a cluster `cluster up` runs (`--attach DIR`). With `--segment I/N` the run
-//! is one agent of several: it loads its slice and saves ledger, latency log and run record for
-//! `merge`, which concludes once for all.
+//! (`[target]`); and a cluster `cluster up` runs (`--attach DIR`). With `--segment I/N` (or
+//! `auto`: from the engine that started it, `crate::segment::from_env`) the run is one agent of
+//! several: it loads its slice and saves ledger, latency log and run record for `merge`, which
+//! concludes once for all.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,6 +22,7 @@ use crate::faults::Targets;
 use crate::record::{FaultRecord, NodeRecord, RunRecord, SaleTerms};
 use crate::run_dir::RunDir;
 use crate::scenario::{self, Scenario, System as Sut};
+use crate::segment::{Origin, SegmentArg};
 use crate::system::{External, StartOptions};
 use crate::target::{Reach, Target};
 
@@ -63,8 +65,11 @@ pub struct RunArgs {
     pub reset_sale: bool,
     /// Run only this generator's slice `I/N` of the scenario's users and arrivals (several
     /// agents, one system): load only, no set-up, no audit — combine with `grab-bench merge`.
-    #[arg(long, value_parser = Segment::parse, value_name = "I/N")]
-    pub segment: Option<Segment>,
+    /// `auto`: I and N from the engine that started this process (Kubernetes
+    /// `JOB_COMPLETION_INDEX`, Slurm `SLURM_PROCID`/`SLURM_NTASKS`, Nomad `NOMAD_ALLOC_INDEX`;
+    /// the count in `GRAB_SEGMENTS` where the engine sets none).
+    #[arg(long, value_parser = SegmentArg::parse, value_name = "I/N|auto")]
+    pub segment: Option<SegmentArg>,
     /// Load the cluster `grab-bench cluster up --dir DIR` runs instead of starting one.
     #[arg(long, value_name = "DIR")]
     pub attach: Option<PathBuf>,
@@ -84,11 +89,17 @@ pub struct RunArgs {
 /// Runs a scenario; with `--json`, its summary document is then the one thing on stdout.
 pub fn run(args: RunArgs) -> Result<Done, Error> {
     let sc = resolve(&args)?;
+    // The segment is settled before the run folder exists: a bad variable leaves nothing.
+    let segment = args
+        .segment
+        .map(|s| s.resolve(|var| std::env::var(var).ok()))
+        .transpose()
+        .map_err(Error::Usage)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("reports").join(format!("{}-{}", sc.name, crate::util::unix_secs()))
     });
     let json = super::json_out::JsonStdout::begin(args.json);
-    let done = run_to(&args, &sc, &out);
+    let done = run_to(&args, &sc, segment, &out);
     if let (Some(json), Ok(_)) = (json, &done) {
         json.emit(&out);
     }
@@ -97,10 +108,15 @@ pub fn run(args: RunArgs) -> Result<Done, Error> {
 
 /// [`run`] into the run folder `out`. A set-up that fails before the load leaves `out` as it
 /// found it (absent, or empty), so the obvious retry works.
-fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, Error> {
+fn run_to(
+    args: &RunArgs,
+    sc: &Scenario,
+    segment: Option<(Segment, Origin)>,
+    out: &std::path::Path,
+) -> Result<Done, Error> {
     let existed = out.exists();
     let dir = RunDir::create(out, "run folder", "--out")?;
-    let done = run_in(args, sc, &dir);
+    let done = run_in(args, sc, segment, &dir);
     if done.is_err() && !dir.file(crate::run_dir::LEDGER_CSV).exists() {
         if existed {
             if let Ok(entries) = std::fs::read_dir(out) {
@@ -117,7 +133,12 @@ fn run_to(args: &RunArgs, sc: &Scenario, out: &std::path::Path) -> Result<Done, 
 }
 
 /// [`run_to`] once its folder exists.
-fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
+fn run_in(
+    args: &RunArgs,
+    sc: &Scenario,
+    segment: Option<(Segment, Origin)>,
+    dir: &RunDir,
+) -> Result<Done, Error> {
     // What was run, for whoever reads the folder later; never a secret.
     if let Ok(text) = std::fs::read_to_string(&args.scenario) {
         dir.write(
@@ -126,7 +147,7 @@ fn run_in(args: &RunArgs, sc: &Scenario, dir: &RunDir) -> Result<Done, Error> {
         )?;
     }
     let cancel = Cancel::on_signals();
-    if let Some(segment) = args.segment {
+    if let Some(segment) = segment {
         return agent(sc, args, segment, dir, &cancel);
     }
     if let Some(cluster_dir) = &args.attach {
@@ -434,7 +455,7 @@ fn attach(sc: &Scenario, cluster_dir: &Path) -> Result<ClusterInfo, Error> {
 fn agent(
     sc: &Scenario,
     args: &RunArgs,
-    segment: Segment,
+    (segment, origin): (Segment, Origin),
     dir: &RunDir,
     cancel: &Cancel,
 ) -> Result<Done, Error> {
@@ -473,6 +494,7 @@ fn agent(
     let result = load(sc, &target, segment, store, dir, cancel)?;
     let mut record = record(sc, &result, nodes, Vec::new());
     record.segment = Some(segment);
+    record.segment_origin = Some(origin.clone());
     record.cluster_dir = args.attach.clone();
     dir.save_ledger(&result.ledger)?;
     dir.save_record(&record)?;
@@ -487,6 +509,14 @@ fn agent(
         users.len(),
         result.elapsed.as_secs_f64()
     );
+    if origin.starter != crate::segment::Starter::CommandLine {
+        println!(
+            "segment {}/{} from {}",
+            segment.index,
+            segment.count,
+            origin.describe()
+        );
+    }
     Ok(if cancel.is_cancelled() {
         Done::Interrupted
     } else {

@@ -1,6 +1,8 @@
 //! Beyond one machine, on one machine: `cluster up`, four agents with segments 0/4…3/4 and a
 //! shared start time, `merge` — the same users, requests and verdict as one process, merged
-//! percentiles equal to the union of the agents' histograms, and a planted flaw still caught.
+//! percentiles equal to the union of the agents' histograms, and a planted flaw still caught;
+//! `--segment auto` with the variables Kubernetes, Slurm and Nomad set, merged to PROVEN, and a
+//! missing segment named in an UNKNOWN verdict.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
@@ -60,49 +62,66 @@ impl Drop for ClusterUp {
     }
 }
 
+/// Starts `n` agents on `cluster` together, each a `run` of `scenario` into `root/agentI`
+/// given its segment by `segment` (flags, environment); returns each folder and output.
+fn run_agents(
+    scenario: &Path,
+    cluster: &ClusterUp,
+    root: &Path,
+    n: usize,
+    segment: impl Fn(usize, Grab) -> Grab,
+) -> Vec<(PathBuf, Output)> {
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 1.5;
+    let agents: Vec<PathBuf> = (0..n).map(|i| root.join(format!("agent{i}"))).collect();
+    let children: Vec<Child> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            segment(i, Grab::new().arg("run").arg(scenario))
+                .args(["--start-at", &start_at.to_string()])
+                .arg("--attach")
+                .arg(&cluster.dir)
+                .arg("--out")
+                .arg(out)
+                .spawn_with(Stdio::piped(), Stdio::piped())
+        })
+        .collect();
+    agents
+        .into_iter()
+        .zip(children)
+        .map(|(dir, c)| (dir, c.wait_with_output().unwrap()))
+        .collect()
+}
+
+/// `grab-bench merge AGENTS... --out OUT`.
+fn merge<P: AsRef<std::ffi::OsStr>>(agents: impl IntoIterator<Item = P>, out: &Path) -> Output {
+    Grab::new()
+        .arg("merge")
+        .args(agents)
+        .arg("--out")
+        .arg(out)
+        .output()
+}
+
 /// Runs the four agents together and merges them; returns the merge's output and folder.
 fn four_agents(
     scenario: &Path,
     cluster: &ClusterUp,
     root: &Path,
 ) -> (Output, PathBuf, Vec<PathBuf>) {
-    let start_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        + 1.5;
-    let agents: Vec<PathBuf> = (0..4).map(|i| root.join(format!("agent{i}"))).collect();
-    let children: Vec<Child> = agents
-        .iter()
-        .enumerate()
-        .map(|(i, out)| {
-            Grab::new()
-                .arg("run")
-                .arg(scenario)
-                .args([
-                    "--segment",
-                    &format!("{i}/4"),
-                    "--start-at",
-                    &start_at.to_string(),
-                ])
-                .arg("--attach")
-                .arg(&cluster.dir)
-                .arg("--out")
-                .arg(out)
-                .spawn_with(Stdio::null(), Stdio::piped())
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
+    let mut agents = Vec::new();
+    for (dir, o) in run_agents(scenario, cluster, root, 4, |i, g| {
+        g.args(["--segment", &format!("{i}/4")])
+    }) {
         assert_eq!(o.status.code(), Some(0), "{}", describe(&o));
+        agents.push(dir);
     }
     let merged = root.join("merged");
-    let o = Grab::new()
-        .arg("merge")
-        .args(&agents)
-        .arg("--out")
-        .arg(&merged)
-        .output();
+    let o = merge(&agents, &merged);
     (o, merged, agents)
 }
 
@@ -211,13 +230,158 @@ fn a_flaw_planted_in_the_shared_cluster_is_caught_by_the_merged_audit() {
         .unwrap();
     assert_eq!(oversell["status"], "false", "{oversell:#}");
 
-    // Merging only three of the four segments is refused.
-    let o = Grab::new()
-        .arg("merge")
-        .args(&agents[..3])
-        .arg("--out")
-        .arg(dir.path().join("partial"))
+    // Three of the four segments: the oversell in the store still stands, the missing one is
+    // named.
+    let o = merge(&agents[..3], &dir.path().join("partial"));
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("segment 3/4 missing"));
+}
+
+/// Every variable `--segment auto` reads, removed from an agent's environment before one
+/// engine's are set (the test itself may run under one of them).
+const ENGINE_VARS: [&str; 5] = [
+    "JOB_COMPLETION_INDEX",
+    "GRAB_SEGMENTS",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "NOMAD_ALLOC_INDEX",
+];
+
+/// What each engine sets for agent `i` of `n`: (starter as recorded, variables).
+fn engine_env(engine: &str, i: usize, n: usize) -> Vec<(&'static str, String)> {
+    match engine {
+        "kubernetes" => vec![
+            ("JOB_COMPLETION_INDEX", i.to_string()),
+            ("GRAB_SEGMENTS", n.to_string()),
+        ],
+        "slurm" => vec![
+            ("SLURM_PROCID", i.to_string()),
+            ("SLURM_NTASKS", n.to_string()),
+        ],
+        "nomad" => vec![
+            ("NOMAD_ALLOC_INDEX", i.to_string()),
+            ("GRAB_SEGMENTS", n.to_string()),
+        ],
+        other => panic!("no engine {other}"),
+    }
+}
+
+#[test]
+fn segment_auto_reads_each_engines_variables_and_the_merge_names_a_missing_one() {
+    let _one = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), "");
+    for engine in ["kubernetes", "slurm", "nomad"] {
+        let root = dir.path().join(engine);
+        let cluster = ClusterUp::start(&sc, root.join("cluster"));
+        let runs = run_agents(&sc, &cluster, &root, N, |i, mut g| {
+            for var in ENGINE_VARS {
+                g = g.env_remove(var);
+            }
+            for (k, v) in engine_env(engine, i, N) {
+                g = g.env(k, v);
+            }
+            g.args(["--segment", "auto"])
+        });
+        for (i, (agent, o)) in runs.iter().enumerate() {
+            assert_eq!(o.status.code(), Some(0), "{engine} {i}: {}", describe(o));
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(&format!("segment {i}/{N} from ")),
+                "{engine} {i}: {}",
+                describe(o)
+            );
+            // The agent's folder says which segment it ran and what gave it.
+            let record = json(&agent.join("run.json"));
+            assert_eq!(record["segment"]["index"], i as u64, "{engine}");
+            assert_eq!(record["segment"]["count"], N as u64, "{engine}");
+            assert_eq!(record["segment_origin"]["starter"], engine);
+            for (k, v) in engine_env(engine, i, N) {
+                assert_eq!(record["segment_origin"]["variables"][k], v, "{engine} {k}");
+            }
+        }
+        let agents: Vec<PathBuf> = runs.into_iter().map(|(dir, _)| dir).collect();
+        // The agents split the users: none twice, all of them together.
+        let per_agent: Vec<(usize, usize)> = agents
+            .iter()
+            .map(|a| distinct_users_and_requests(&a.join("ledger.csv")))
+            .collect();
+        assert_eq!(
+            per_agent.iter().map(|p| p.0).sum::<usize>(),
+            2000,
+            "{engine}"
+        );
+
+        let merged = root.join("merged");
+        let o = merge(&agents, &merged);
+        assert_eq!(o.status.code(), Some(0), "{engine}: {}", describe(&o));
+        assert_eq!(json(&merged.join("summary.json"))["verdict_word"], "PROVEN");
+        assert_eq!(
+            distinct_users_and_requests(&merged.join("ledger.csv")),
+            (2000, 2000)
+        );
+        if engine != "nomad" {
+            continue;
+        }
+        // Two folders of one segment: refused, both named.
+        let o = merge([&agents[0], &agents[1], &agents[0]], &root.join("twice"));
+        assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("segment 0/3 appears twice"),
+            "{}",
+            describe(&o)
+        );
+        // Segment 1 of 3 missing: UNKNOWN, naming it, on the terminal and in the audit.
+        let partial = root.join("partial");
+        let o = merge([&agents[0], &agents[2]], &partial);
+        assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
+        let text = describe(&o);
+        assert!(text.contains("UNKNOWN"), "{text}");
+        assert!(text.contains("segment 1/3"), "{text}");
+        assert_eq!(
+            json(&partial.join("summary.json"))["verdict_word"],
+            "UNKNOWN"
+        );
+        let audit = json(&partial.join("audit.json"));
+        let oversell = crate::support::cli::check(&audit, "no_oversell");
+        assert_eq!(oversell["status"], "unknown", "{oversell:#}");
+        assert!(
+            oversell["unknown_because"][0]
+                .as_str()
+                .unwrap()
+                .contains("segment 1/3 is missing"),
+            "{oversell:#}"
+        );
+        assert!(
+            std::fs::read_to_string(partial.join("audit.md"))
+                .unwrap()
+                .contains("segment 1/3 is missing")
+        );
+    }
+}
+
+#[test]
+fn segment_auto_without_an_engine_is_a_usage_error_that_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path(), "");
+    let out = dir.path().join("agent");
+    let mut g = Grab::new();
+    for var in ENGINE_VARS {
+        g = g.env_remove(var);
+    }
+    let o = g
+        .env("JOB_COMPLETION_INDEX", "3")
+        .env("GRAB_SEGMENTS", "3")
+        .args(["run", "--segment", "auto", "--out"])
+        .arg(&out)
+        .arg(&sc)
         .output();
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("3/4"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("JOB_COMPLETION_INDEX=3 is not below GRAB_SEGMENTS=3"),
+        "{}",
+        describe(&o)
+    );
+    assert!(!out.exists());
 }
