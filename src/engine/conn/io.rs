@@ -92,24 +92,22 @@ pub(super) async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
         {
             ctx.rec.borrow_mut().lag.backpressured += 1;
         }
-        let job = ctx.skip_done_once(job, start_us);
+        let mut job = ctx.skip_done_once(job, start_us);
         ctx.pending.borrow_mut().sent += 1;
         ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
         // Values the request reads from the store first (a captcha's answer): only for
         // requests that declare some; the request's own time starts once they are read.
-        let read = match &s.plan.source {
-            Source::Buyers(b) if !ctx.request_of(&b.protocol, &job).reads.is_empty() => {
-                let read = ctx.read_store(job, start_us).await;
-                start_us = s.now_us();
-                read
-            }
-            _ => Some(job),
-        };
-        let Some(job) = read else {
-            ctx.inflight.borrow_mut()[slot] = None;
-            continue;
-        };
-        ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
+        if let Source::Buyers(b) = &s.plan.source
+            && !ctx.request_of(&b.protocol, &job).reads.is_empty()
+        {
+            let Some(read) = ctx.read_store(job, start_us).await else {
+                ctx.inflight.borrow_mut()[slot] = None;
+                continue;
+            };
+            job = read;
+            start_us = s.now_us();
+            ctx.inflight.borrow_mut()[slot] = Some((job, start_us));
+        }
         let kind = if job.kind == Kind::Pay as u8 {
             Kind::Pay
         } else {
