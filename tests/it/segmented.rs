@@ -315,7 +315,13 @@ fn segment_auto_reads_each_engines_variables_and_the_merge_names_a_missing_one()
         let merged = root.join("merged");
         let o = merge(&agents, &merged);
         assert_eq!(o.status.code(), Some(0), "{engine}: {}", describe(&o));
-        assert_eq!(json(&merged.join("summary.json"))["verdict_word"], "PROVEN");
+        let summary = json(&merged.join("summary.json"));
+        assert_eq!(summary["verdict_word"], "PROVEN");
+        // A PROVEN that sold something: not a target that was never reached or refused all.
+        assert!(
+            summary["requests"]["ok"].as_u64().unwrap() > 0,
+            "{engine}: {summary}"
+        );
         assert_eq!(
             distinct_users_and_requests(&merged.join("ledger.csv")),
             (2000, 2000)

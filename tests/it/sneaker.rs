@@ -82,6 +82,10 @@ fn the_correct_drop_is_proven_and_its_busy_answers_recovered() {
     // every success met its order by id.
     let f = &check(&audit, "successes_orders")["figures"];
     assert_eq!(f["phantom_successes"], 0);
+    assert!(
+        f["client_ok"].as_u64().unwrap() > 0,
+        "it sold something: {f}"
+    );
     assert_eq!(f["orders_matched_to_ok"], f["client_ok"]);
     let ledger = std::fs::read_to_string(out.join("ledger.csv")).unwrap();
     let big = ledger
