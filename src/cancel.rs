@@ -18,6 +18,16 @@ use tokio_util::sync::CancellationToken;
 /// `exit`'s table, which takes it from here.
 pub const EXIT_ON_SECOND_SIGNAL: i32 = 130;
 
+/// Set once a second signal has begun the hard exit: the signals thread is cleaning up and
+/// will exit with [`EXIT_ON_SECOND_SIGNAL`]; the main thread must not exit first with another
+/// code (its children, killed by the clean-up, would read as a failed start: exit 4).
+static EXITING_NOW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the hard exit of a second signal is under way ([`EXITING_NOW`]).
+pub fn exiting_now() -> bool {
+    EXITING_NOW.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// A wait that ended because the cancel fired (Ctrl-C, SIGTERM, or the owner said stop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cancelled;
@@ -96,6 +106,7 @@ impl Cancel {
                             _ = term.recv() => {}
                         }
                         if n > 0 {
+                            EXITING_NOW.store(true, std::sync::atomic::Ordering::SeqCst);
                             eprintln!("grab-bench: interrupted twice; exiting now");
                             crate::leftovers::clean_up_now();
                             std::process::exit(EXIT_ON_SECOND_SIGNAL);

@@ -74,6 +74,12 @@ pub fn main() -> i32 {
             });
         }
     };
+    if crate::cancel::exiting_now() {
+        // The signals thread is cleaning up and exits with 130: let it, whatever happened here.
+        loop {
+            std::thread::park();
+        }
+    }
     if let Err(err) = &result {
         match err {
             Error::Interrupted => eprintln!("grab-bench: interrupted; nothing was kept"),

@@ -24,6 +24,10 @@ pub enum Error {
     /// Something the command needs did not answer (Redis, the target, a cluster).
     #[error("{0}")]
     Unreachable(String),
+    /// The scenario's first user, tried alone before the load, showed that its requests do not
+    /// work as described (a login refused, a 401): `engine::gate`. Nothing else was sent.
+    #[error("{0}")]
+    FirstUserRefused(String),
     /// Ctrl-C or SIGTERM before there was anything to keep.
     #[error("interrupted")]
     Interrupted,

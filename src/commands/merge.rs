@@ -155,6 +155,8 @@ fn combine(agents: &[Agent]) -> anyhow::Result<EngineResult> {
         // Per-request step times stay with each agent; the ledger keeps each attempt's spans.
         steps: Vec::new(),
         polls_gave_up: 0,
+        first_refused: None,
+        first_alone_us: None,
     })
 }
 

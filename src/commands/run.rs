@@ -610,7 +610,11 @@ fn load(
     if let Some(lost) = metrics.finish() {
         eprintln!("run {label}: {lost}");
     }
-    Ok(result?)
+    let result = result?;
+    match result.first_refused {
+        Some(why) => Err(Error::FirstUserRefused(why)),
+        None => Ok(result),
+    }
 }
 
 /// The values the requests of `sc` use, with `target_path` the target URL's path: each item's

@@ -8,6 +8,7 @@
 //! histograms and ledger; the results are merged when every thread is done.
 
 mod conn;
+pub(crate) mod gate;
 pub mod progress;
 mod raw;
 pub mod record;
@@ -228,6 +229,10 @@ pub struct BuyerPlan {
     /// The system's Redis, for the values its requests read from the store before they are
     /// sent (`describe::StoreRead`): only GET and HGET go over it. `None` when nothing is read.
     pub store_url: Option<String>,
+    /// Try the first user alone before the load, and refuse the run when its attempt shows
+    /// the requests cannot work as described (a login refused, a 401): see `gate`. Ignored
+    /// when cycling users (ab counts answers; it judges nothing).
+    pub first_alone: bool,
 }
 
 impl BuyerPlan {
@@ -244,6 +249,7 @@ impl BuyerPlan {
             cycle_users: false,
             concurrent: 1,
             store_url: None,
+            first_alone: true,
         }
     }
 
@@ -283,6 +289,13 @@ pub struct EngineResult {
     /// Attempts whose result polls gave up while the answer still said queued (they end as
     /// `queued`: accepted, result unknown).
     pub polls_gave_up: u64,
+    /// Why the run was refused after its first user, tried alone, showed that the requests do
+    /// not work as described (`BuyerPlan::first_alone`); nothing else was sent.
+    pub first_refused: Option<String>,
+    /// When the first user's attempt, tried alone, ended and the rest of the load began (µs
+    /// since the start): the schedule's arrivals after the first are shifted by it. `None`
+    /// when the load did not wait (`BuyerPlan::first_alone`).
+    pub first_alone_us: Option<u64>,
 }
 
 impl EngineResult {
@@ -362,6 +375,9 @@ pub(crate) struct Shared {
     pub live: Arc<Live>,
     /// Stops everything: the caller's token (Ctrl-C) or the `max_duration` watchdog.
     pub cancel: CancellationToken,
+    /// Holds every unit but the first back until the first attempt has been judged
+    /// (`BuyerPlan::first_alone`); `None` for loads that do not wait.
+    pub gate: Option<gate::Gate>,
 }
 
 impl Shared {
@@ -455,7 +471,12 @@ pub fn run_with_live(
     let started_unix_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
+    let gate = match &plan.source {
+        Source::Buyers(b) if b.first_alone && !b.cycle_users => Some(gate::Gate::default()),
+        _ => None,
+    };
     let shared = Arc::new(Shared {
+        gate,
         schedule,
         template,
         start: Instant::now(),
@@ -516,6 +537,12 @@ pub fn run_with_live(
         unmatched: m.unmatched,
         steps: m.steps,
         polls_gave_up: m.gave_up,
+        first_refused: shared.gate.as_ref().and_then(gate::Gate::refusal),
+        first_alone_us: shared
+            .gate
+            .as_ref()
+            .filter(|g| !g.waiting())
+            .map(gate::Gate::origin_us),
     })
 }
 

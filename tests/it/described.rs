@@ -204,17 +204,21 @@ fn ab_sends_the_described_request_and_counts_answers_by_outcome() {
 #[test]
 fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_output() {
     let dir = tempfile::tempdir().unwrap();
-    // Literal credentials (the service refuses them: what matters is where they end up).
+    // Literal credentials the service ignores (what matters is where they end up), beside the
+    // users' own tokens, so that the run goes on and writes its folder.
     let scenario = variant(dir.path(), "literal", |v| {
-        v.set("system.buy.headers.Authorization", "Bearer lit-s3cr3t-AUTH")
-            .add("system.buy.headers.X-Api-Key", "lit-s3cr3t-KEY")
-            .add("system.buy.headers.Cookie", "sid=lit-s3cr3t-SID")
+        v.add(
+            "system.buy.headers.Proxy-Authorization",
+            "Basic lit-s3cr3t-AUTH",
+        )
+        .add("system.buy.headers.X-Api-Key", "lit-s3cr3t-KEY")
+        .add("system.buy.headers.Cookie", "sid=lit-s3cr3t-SID")
     });
     let out = dir.path().join("out");
     let o = run_file(&scenario, &out, &[]);
     assert!(out.join("scenario.toml").exists(), "{}", describe(&o));
     let saved = std::fs::read_to_string(out.join("scenario.toml")).unwrap();
-    assert!(saved.contains("Authorization = \"***\""), "{saved}");
+    assert!(saved.contains("Proxy-Authorization = \"***\""), "{saved}");
     // Every file of the run folder, and what the run printed.
     let mut texts = vec![
         ("stdout".to_string(), o.stdout.clone()),
@@ -224,6 +228,21 @@ fn credentials_written_in_the_scenario_are_found_nowhere_in_the_run_folder_or_ou
         let p = e.unwrap().path();
         texts.push((p.display().to_string(), std::fs::read(&p).unwrap()));
     }
+    // A literal token the service refuses: the first user, tried alone, is answered 401, and
+    // the run is refused before the load, printing no credential and leaving no folder.
+    let refused = variant(dir.path(), "refused", |v| {
+        v.set(
+            "system.buy.headers.Authorization",
+            "Bearer lit-s3cr3t-TOKEN",
+        )
+    });
+    let gone = dir.path().join("gone");
+    let r = run_file(&refused, &gone, &[]);
+    assert_eq!(r.status.code(), Some(4), "{}", describe(&r));
+    assert!(describe(&r).contains("was answered HTTP 401 at the step \"buy\""));
+    assert!(!gone.exists(), "a refused run leaves no folder");
+    texts.push(("refused stdout".into(), r.stdout.clone()));
+    texts.push(("refused stderr".into(), r.stderr.clone()));
     for (name, bytes) in &texts {
         let found = bytes
             .windows(b"lit-s3cr3t".len())

@@ -180,6 +180,8 @@ fn synthetic(s: &Synth) -> EngineResult {
         unmatched: Default::default(),
         steps: Vec::new(),
         polls_gave_up: 0,
+        first_refused: None,
+        first_alone_us: None,
     }
 }
 

@@ -203,22 +203,29 @@ fn refusals_while_tickets_are_left_are_failed_naming_the_rule() {
 
 #[test]
 fn a_login_the_client_cannot_follow_is_invalid_naming_the_step() {
-    // The login answers ok but carries no token: no buy can be made as described.
-    let shop = fixture::start(|r| {
-        if r.target.starts_with("/login") {
-            Reply::ok(r#"{"code":0,"data":{}}"#)
-        } else {
-            Reply::ok(r#"{"code":0}"#)
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let sc = scenario(
-        dir.path(),
-        &shop.addr.to_string(),
-        300,
-        100,
-        None,
-        r#"[[system.before]]
+    // The login answers ok but carries no token: no buy can be made as described. The first
+    // user's login works (so the load goes on); every other user's does not.
+    let login = |first_works: bool| {
+        fixture::start(move |r| {
+            if r.target.starts_with("/login") {
+                if first_works && r.target.ends_with("user=0") {
+                    Reply::ok(r#"{"code":0,"data":{"token":"t0"}}"#)
+                } else {
+                    Reply::ok(r#"{"code":0,"data":{}}"#)
+                }
+            } else {
+                Reply::ok(r#"{"code":0}"#)
+            }
+        })
+    };
+    let scenario_for = |dir: &Path, shop: &fixture::Server| {
+        let sc = scenario(
+            dir,
+            &shop.addr.to_string(),
+            300,
+            100,
+            None,
+            r#"[[system.before]]
 name = "login"
 method = "GET"
 path = "/login?user={user}"
@@ -227,21 +234,39 @@ capture = { token = "/data/token" }
 status = 200
 outcome = "ok"
 "#,
-    );
-    Variant::file(&sc)
-        .set("system.buy.path", "/buy?token={capture.token}")
-        .write_to(&sc);
+        );
+        Variant::file(&sc)
+            .set("system.buy.path", "/buy?token={capture.token}")
+            .write_to(&sc);
+        sc
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shop = login(true);
+    let sc = scenario_for(dir.path(), &shop);
     let out = dir.path().join("out");
     let o = run(&sc, &out);
     assert_eq!(o.status.code(), Some(3), "{}", describe(&o));
     let text = stdout(&o);
     assert!(
-        text.contains("verdict: INVALID") && text.contains("step `login` stopped 100 attempts"),
+        text.contains("verdict: INVALID") && text.contains("step `login` stopped 99 attempts"),
         "{}",
         describe(&o)
     );
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["verdict_word"], "INVALID");
+    // A login that never works: the first user, tried alone, shows it, and nothing else is sent.
+    let dead = tempfile::tempdir().unwrap();
+    let shop = login(false);
+    let sc = scenario_for(dead.path(), &shop);
+    let out = dead.path().join("out");
+    let o = run(&sc, &out);
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    assert!(
+        describe(&o).contains("the first user (0), tried alone before the load, was answered HTTP 200 at the step \"login\""),
+        "{}",
+        describe(&o)
+    );
+    assert!(!out.exists(), "a refused run leaves no folder");
 }
 
 #[test]
@@ -734,7 +759,8 @@ outcome = "ok"
 }
 
 #[test]
-fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
+fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones_and_a_wrong_key_is_refused_before_the_load()
+ {
     use base64::Engine as _;
     use hmac::Mac as _;
     let key = "test-only-key-3f9a";
@@ -815,9 +841,28 @@ fn a_service_that_verifies_hs256_tokens_takes_the_minted_ones() {
         assert!(!text.windows(key.len()).any(|w| w == key.as_bytes()));
     }
     assert!(!describe(&o).contains(key));
-    // A wrong key: every token refused by the service.
+    // A wrong key: the first user, tried alone, is refused (401), so the run is refused before
+    // the load: one request, exit 4, a message naming the step, and no run folder left.
     let o = with_key(Some("another-key"));
-    assert_eq!(bad.load(Ordering::SeqCst), users, "{}", describe(&o));
+    assert_eq!(bad.load(Ordering::SeqCst), 1, "{}", describe(&o));
+    assert_eq!(
+        good.load(Ordering::SeqCst),
+        users,
+        "nothing more was bought"
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", describe(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "the first user (0), tried alone before the load, was answered HTTP 401 at the step \"buy\""
+        )
+            && err.contains("no load was sent"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out-11").exists(),
+        "a refused run leaves no folder"
+    );
     // No key: refused when the scenario is read, naming the variable.
     let o = with_key(None);
     assert_eq!(o.status.code(), Some(4), "{}", describe(&o));

@@ -60,6 +60,36 @@ pub(super) struct Ending<'c, 'a> {
     fallback: (u64, u64, u16),
 }
 
+/// What the gate makes of the first user's first attempt (`engine::gate::judge`).
+fn first_verdict(
+    p: &crate::describe::Protocol,
+    job: &Job,
+    e: &Ending<'_, '_>,
+) -> Result<(), String> {
+    let n = p.before.len();
+    let step = job.step as usize;
+    let name = if job.kind == Kind::Pay as u8 {
+        "pay"
+    } else if step < n {
+        p.before[step].name.as_str()
+    } else if step == n {
+        "buy"
+    } else {
+        "poll"
+    };
+    crate::engine::gate::judge(&crate::engine::gate::FirstEnding {
+        user: job.user,
+        step: name,
+        before_buy: job.kind != Kind::Pay as u8 && step < n,
+        status: e.status,
+        reason: e.c.reason,
+        rule: (e.c.rule > 0)
+            .then(|| p.rules.get(usize::from(e.c.rule) - 1))
+            .flatten()
+            .map(String::as_str),
+    })
+}
+
 impl<'c, 'a> Ending<'c, 'a> {
     /// The ending of an attempt of one request.
     fn one(job: &Job, start_us: u64, end_us: u64, status: u16, c: &'c Classified<'a>) -> Self {
@@ -488,6 +518,11 @@ impl ThreadCtx {
         let Source::Buyers(b) = &s.plan.source else {
             return;
         };
+        if let Some(gate) = s.gate.as_ref().filter(|g| g.waiting())
+            && job.index == s.plan.segment.unit(0)
+        {
+            gate.decide(first_verdict(&b.protocol, job, e), e.done_us);
+        }
         // The attempt's end was just read from the clock: no second read for this.
         if self.past_new(e.done_us) {
             return;

@@ -77,6 +77,15 @@ pub(super) async fn connection_task(ctx: Rc<ThreadCtx>, slot: usize) {
                 waited = true;
                 continue;
             }
+            Next::Gated => {
+                if let Some(gate) = &s.gate {
+                    tokio::select! {
+                        _ = gate.passed() => {}
+                        _ = ctx.woken.notified() => {}
+                    }
+                }
+                continue;
+            }
             Next::Run(job, claimed_at) => (job, claimed_at),
         };
         let mut start_us = claimed_at;

@@ -75,6 +75,8 @@ enum Next {
     Run(Job, u64),
     /// Nothing due yet; a follow-up is due at this time.
     Wait(u64),
+    /// The first user is being tried alone: wait at the gate (`engine::gate`).
+    Gated,
     /// No work left for this connection.
     Done,
 }
@@ -113,6 +115,9 @@ struct ThreadCtx {
     /// The thread's connection to the system's Redis for the values requests read from the
     /// store (`BuyerPlan::store_url`), opened at the first read; never used otherwise.
     store: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+    /// Wakes this thread's connections waiting at the gate when the first user's double click
+    /// queues requests to go at once (`Next::Gated`).
+    woken: tokio::sync::Notify,
 }
 
 /// Progress counts of one thread since its last publish.
@@ -259,6 +264,7 @@ impl ThreadCtx {
             once: RefCell::new(std::collections::HashMap::new()),
             jars: RefCell::new(std::collections::HashMap::new()),
             store: tokio::sync::OnceCell::new(),
+            woken: tokio::sync::Notify::new(),
             queue: RefCell::new(BinaryHeap::new()),
             head: head_lines(&base_headers(&shared.plan)?),
             stopped: Cell::new(false),
@@ -272,9 +278,11 @@ impl ThreadCtx {
     fn next(&self) -> Next {
         let s = &*self.shared;
         let now = s.now_us();
-        if self.stopped.get() {
+        if self.stopped.get() || s.gate.as_ref().is_some_and(|g| g.refused()) {
             return Next::Done;
         }
+        // Units after the first arrive from when the gate opened (0 without a gate).
+        let origin = s.gate.as_ref().map_or(0, |g| g.origin_us());
         if self.past_new(now) {
             // No new attempts (nor retries) from now on, but attempts under way finish their
             // requests: a queued buy's polls are bounded by the poll's max_wait.
@@ -305,16 +313,37 @@ impl ThreadCtx {
             if let (Some(sched), Some(Reverse(j))) = (&s.schedule, self.queue.borrow().peek()) {
                 let arrival_us = sched
                     .intended_us(s.plan.segment.unit(unclaimed))
-                    .unwrap_or(now);
+                    .map_or(now, |us| us + origin);
                 if j.due_us < arrival_us {
                     return Next::Wait(j.due_us);
                 }
             }
-            let local = s.next.fetch_add(1, Ordering::Relaxed);
+            let local = match &s.gate {
+                // While the first user is tried alone only the first unit can be claimed.
+                Some(g) if g.waiting() => {
+                    match s
+                        .next
+                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+                    {
+                        Ok(first) => first,
+                        // The first attempt's own follow-ups (a poll after its interval) are
+                        // this thread's to send while the others wait.
+                        Err(_) => {
+                            return match self.queue.borrow().peek() {
+                                Some(Reverse(j)) => Next::Wait(j.due_us),
+                                None => Next::Gated,
+                            };
+                        }
+                    }
+                }
+                _ => s.next.fetch_add(1, Ordering::Relaxed),
+            };
             if local < s.claim_limit {
                 let k = s.plan.segment.unit(local);
                 let due_us = match &s.schedule {
-                    Some(sched) => sched.intended_us(k).unwrap_or(now),
+                    Some(sched) => sched
+                        .intended_us(k)
+                        .map_or(now, |us| if local == 0 { us } else { us + origin }),
                     None => now,
                 };
                 let (index, attempt, retries_left, sold_out_left, extra_left) = match &s.plan.source
@@ -368,6 +397,10 @@ impl ThreadCtx {
                             ..job
                         }));
                     }
+                    drop(q);
+                    if s.gate.as_ref().is_some_and(|g| g.waiting()) {
+                        self.woken.notify_waiters();
+                    }
                     let first = Job {
                         retries_left: 0,
                         sold_out_left: 0,
@@ -380,7 +413,7 @@ impl ThreadCtx {
             }
         }
         match self.queue.borrow().peek() {
-            Some(Reverse(j)) => Next::Wait(j.due_us.min(s.stop_new_us)),
+            Some(Reverse(j)) => Next::Wait(j.due_us.min(s.stop_new_us + origin)),
             None => Next::Done,
         }
     }
@@ -388,7 +421,8 @@ impl ThreadCtx {
     /// Whether new attempts have stopped: the run's duration is over or its request cap met.
     fn past_new(&self, now: u64) -> bool {
         let s = &*self.shared;
-        now >= s.stop_new_us || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
+        let origin = s.gate.as_ref().map_or(0, |g| g.origin_us());
+        now >= s.stop_new_us + origin || s.live.sent.load(Ordering::Relaxed) >= s.request_cap
     }
 
     /// Records generator lag: for the run's figures, and the live maximum.
@@ -410,7 +444,35 @@ mod tests {
             Next::Run(job, _) => job,
             Next::Wait(at) => panic!("waits until {at}"),
             Next::Done => panic!("done"),
+            Next::Gated => panic!("gated"),
         }
+    }
+
+    // Behind the gate only the first user is claimed; the others wait until it opens, then
+    // arrive from the moment it opened, and a refusal ends the load.
+    #[test]
+    fn the_first_user_goes_alone_until_the_gate_decides() {
+        let gate = || Some(crate::engine::gate::Gate::default());
+        let buy = || Source::Buyers(buyers(3, request("GET", "/buy?u={user}")));
+        let ctx = super::testkit::gated(plan(buy(), 100), 3, gate());
+        assert_eq!(run(&ctx).user, 1);
+        assert!(matches!(ctx.next(), Next::Gated));
+        assert!(matches!(ctx.next(), Next::Gated), "still alone");
+        ctx.shared.gate.as_ref().unwrap().decide(Ok(()), 1);
+        assert_eq!([run(&ctx).user, run(&ctx).user], [2, 3]);
+        assert!(matches!(ctx.next(), Next::Done));
+
+        let ctx = super::testkit::gated(plan(buy(), 100), 3, gate());
+        assert_eq!(run(&ctx).user, 1);
+        ctx.shared
+            .gate
+            .as_ref()
+            .unwrap()
+            .decide(Err("no".into()), 1);
+        assert!(
+            matches!(ctx.next(), Next::Done),
+            "a refused run sends nothing more"
+        );
     }
 
     // A template load claims its units one by one, up to the limit, then is done.

@@ -76,6 +76,15 @@ pub(super) fn buyers(users: u64, buy: Request) -> BuyerPlan {
 /// The state of one engine thread with one connection for `plan`, its bounds as
 /// `run_with_live` sets them for a closed loop of `claim_limit` units.
 pub(super) fn ctx(plan: EnginePlan, claim_limit: u64) -> ThreadCtx {
+    gated(plan, claim_limit, None)
+}
+
+/// [`ctx`], with the first user tried alone behind `gate` when one is given.
+pub(super) fn gated(
+    plan: EnginePlan,
+    claim_limit: u64,
+    gate: Option<crate::engine::gate::Gate>,
+) -> ThreadCtx {
     let template = match &plan.source {
         Source::Template(t) => Some(Prepared::new(t, &plan).expect("a valid template")),
         Source::Buyers(_) => None,
@@ -90,6 +99,7 @@ pub(super) fn ctx(plan: EnginePlan, claim_limit: u64) -> ThreadCtx {
         next: AtomicU64::new(0),
         live: Arc::new(Live::default()),
         cancel: CancellationToken::new(),
+        gate,
         plan,
     });
     ThreadCtx::new(shared, 1).expect("a thread's state")
